@@ -1,0 +1,373 @@
+"""The broker's errors: one hierarchy, each class with its status, stable id and safe message.
+
+Every non-2xx answer of the broker is one of these, rendered once by :func:`problem_body` into a
+body that is both a Bubblehouse-style error (``id``, ``message``) and an RFC 9457 problem document.
+
+    BrokerError
+    ├── MissingToken                          401 missing_token
+    ├── InvalidToken                          401 invalid_token (reason)
+    ├── InvalidIssuerKey                      401 invalid_issuer_key
+    ├── CustomerIdentityDoesNotMatchToken     403 customer_identity_does_not_match_token
+    ├── DeanonymizeNotAllowed                 403 deanonymize_not_allowed
+    ├── InvalidGlobalApiVersion               400 invalid_global_api_version
+    ├── InvalidInput                          400 invalid_input (field)
+    ├── InvalidJson                           400 invalid_json
+    ├── NotFound                              404 not_found
+    ├── MethodNotAllowed                      405 method_not_allowed
+    ├── IdempotencyKeyReused                  409 idempotency_key_reused
+    ├── PayloadTooLarge                       413 payload_too_large
+    ├── UnsupportedMediaType                  415 unsupported_media_type
+    ├── RateLimitExceeded                     429 rate_limit_exceeded (retry_after)
+    │   └── UpstreamRateLimited               429 rate_limit_exceeded, Bubblehouse's own limit
+    ├── UpstreamFailure                       (everything Bubblehouse did wrong)
+    │   ├── UpstreamRejected                  4xx Bubblehouse's own id, passed through
+    │   ├── UpstreamMisconfigured             502 upstream_misconfigured
+    │   ├── UpstreamError                     502 upstream_error
+    │   ├── UpstreamUnavailable               503 upstream_unavailable
+    │   └── UpstreamTimeout                   504 upstream_timeout
+    └── InternalError                         500 internal_error
+
+``stale_ok`` marks the failures during which a cached body may still be served (spec 5), and
+``reached_upstream`` those after which a Refer2 may have been carried out by Bubblehouse.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, ClassVar
+
+ERROR_TYPE_BASE = "urn:referral-broker:error:"
+SLUG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
+
+INVALID_TOKEN_REASONS = (
+    "expired",
+    "malformed",
+    "signature",
+    "unknown_key",
+    "audience",
+    "subject",
+    "not_yet_valid",
+    "missing_claim",
+    "lifetime",
+)
+
+
+class BrokerError(Exception):
+    """The root of every error the broker answers with."""
+
+    status: ClassVar[int] = 500
+    id: ClassVar[str] = "internal_error"
+    title: ClassVar[str] = "Internal error"
+    default_message: ClassVar[str] = "Something went wrong in the broker. Quote the request id."
+    retryable: ClassVar[bool] = False
+    stale_ok: ClassVar[bool] = False
+    reached_upstream: ClassVar[bool] = False
+
+    def __init__(self, message: str | None = None, **extra: Any) -> None:
+        self.message = message or self.default_message
+        self.extra: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
+        super().__init__(self.message)
+
+    @property
+    def error_id(self) -> str:
+        return self.id
+
+    @property
+    def status_code(self) -> int:
+        return self.status
+
+    def headers(self) -> dict[str, str]:
+        """Headers this error adds to its response."""
+        return {}
+
+
+class MissingToken(BrokerError):
+    status = 401
+    id = "missing_token"
+    title = "Missing token"
+    default_message = "This call needs a customer token in an 'Authorization: Bearer' header."
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="referral-broker"'}
+
+
+class InvalidToken(BrokerError):
+    status = 401
+    id = "invalid_token"
+    title = "Invalid token"
+    default_message = "The customer token is not valid. Ask the shop for a new one."
+
+    _messages: ClassVar[dict[str, str]] = {
+        "expired": "The customer token has expired. Ask the shop for a new one.",
+        "malformed": "The customer token is not a well-formed JWT.",
+        "signature": "The customer token's signature does not verify.",
+        "unknown_key": "The customer token names a signing key this broker does not know.",
+        "audience": "The customer token is not meant for Bubblehouse (aud must be BH).",
+        "subject": "The customer token does not name a customer of this shop.",
+        "not_yet_valid": "The customer token was issued in the future; check the clocks.",
+        "missing_claim": "The customer token lacks a required claim.",
+        "lifetime": "The customer token lives longer than this broker allows.",
+    }
+
+    def __init__(self, reason: str, message: str | None = None) -> None:
+        if reason not in INVALID_TOKEN_REASONS:
+            raise ValueError(f"unknown invalid_token reason {reason!r}")
+        self.reason = reason
+        super().__init__(message or self._messages[reason], reason=reason)
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="referral-broker", error="invalid_token"'}
+
+
+class InvalidIssuerKey(BrokerError):
+    status = 401
+    id = "invalid_issuer_key"
+    title = "Invalid issuer key"
+    default_message = "POST /tokens needs a valid issuer key in an 'Authorization: Bearer' header."
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="referral-broker-issuer"'}
+
+
+class CustomerIdentityDoesNotMatchToken(BrokerError):
+    status = 403
+    id = "customer_identity_does_not_match_token"
+    title = "Customer identity does not match token"
+    default_message = "The customer named in the request is not the customer of the token."
+
+
+class DeanonymizeNotAllowed(BrokerError):
+    status = 403
+    id = "deanonymize_not_allowed"
+    title = "Deanonymize not allowed"
+    default_message = "A customer token cannot ask for de-anonymized referral destinations."
+
+
+class InvalidGlobalApiVersion(BrokerError):
+    status = 400
+    id = "invalid_global_api_version"
+    title = "Invalid global API version"
+    default_message = "The API version in the path is not one this broker serves."
+
+
+class InvalidInput(BrokerError):
+    status = 400
+    id = "invalid_input"
+    title = "Invalid input"
+    default_message = "The request input is not valid."
+
+    def __init__(self, field: str, message: str | None = None) -> None:
+        self.field = field
+        super().__init__(message or f"The field '{field}' is not valid.", field=field)
+
+
+class InvalidJson(BrokerError):
+    status = 400
+    id = "invalid_json"
+    title = "Invalid JSON"
+    default_message = "The request body must be a JSON object."
+
+
+class NotFound(BrokerError):
+    status = 404
+    id = "not_found"
+    title = "Not found"
+    default_message = "There is nothing at this path."
+
+
+class MethodNotAllowed(BrokerError):
+    status = 405
+    id = "method_not_allowed"
+    title = "Method not allowed"
+    default_message = "This path does not answer that HTTP method."
+
+    def __init__(self, allowed: tuple[str, ...] = (), message: str | None = None) -> None:
+        self.allowed = allowed
+        super().__init__(message)
+
+    def headers(self) -> dict[str, str]:
+        return {"Allow": ", ".join(self.allowed)} if self.allowed else {}
+
+
+class IdempotencyKeyReused(BrokerError):
+    status = 409
+    id = "idempotency_key_reused"
+    title = "Idempotency key reused"
+    default_message = "This Idempotency-Key was already used with a different request body."
+
+
+class PayloadTooLarge(BrokerError):
+    status = 413
+    id = "payload_too_large"
+    title = "Payload too large"
+    default_message = "The request body is larger than 16 KiB."
+
+
+class UnsupportedMediaType(BrokerError):
+    status = 415
+    id = "unsupported_media_type"
+    title = "Unsupported media type"
+    default_message = "The request body must be sent as application/json."
+
+
+class RateLimitExceeded(BrokerError):
+    status = 429
+    id = "rate_limit_exceeded"
+    title = "Rate limit exceeded"
+    default_message = "Too many requests. Wait before trying again."
+    retryable = True
+
+    def __init__(
+        self,
+        retry_after: int,
+        message: str | None = None,
+        rate_headers: dict[str, str] | None = None,
+        **extra: Any,
+    ) -> None:
+        self.retry_after = max(1, int(retry_after))
+        self.rate_headers = rate_headers or {}
+        super().__init__(message, retry_after=self.retry_after, **extra)
+
+    def headers(self) -> dict[str, str]:
+        return {**self.rate_headers, "Retry-After": str(self.retry_after)}
+
+
+class UpstreamRateLimited(RateLimitExceeded):
+    """Bubblehouse itself said 429."""
+
+    default_message = "Bubblehouse is rate limiting this customer. Wait before trying again."
+    stale_ok = True
+    reached_upstream = True
+
+    def __init__(self, retry_after: int = 1, message: str | None = None) -> None:
+        super().__init__(retry_after, message, upstream_status=429)
+
+
+class UpstreamFailure(BrokerError):
+    """Bubblehouse refused, failed, or could not be reached."""
+
+    status = 502
+    id = "upstream_error"
+    title = "Upstream error"
+
+
+class UpstreamRejected(UpstreamFailure):
+    """One of Bubblehouse's own 4xx ids, passed through with its status."""
+
+    reached_upstream = True
+
+    _messages: ClassVar[dict[str, str]] = {
+        "missing_customer_identity": "Bubblehouse needs a customer identity for this call.",
+        "empty_customer_identity": "Bubblehouse was given an empty customer identity.",
+        "no_customers_match_customer_identity": "Bubblehouse knows no customer with this identity.",
+        "customer_identity_partially_mismatches_matched_customer": (
+            "Part of the customer identity disagrees with Bubblehouse's record of the customer."
+        ),
+        "customer_identity_does_not_match_token": (
+            "Bubblehouse says the customer named in the request is not the token's customer."
+        ),
+    }
+
+    def __init__(self, upstream_id: str, upstream_status: int) -> None:
+        self._id = upstream_id
+        self._status = upstream_status
+        message = self._messages.get(
+            upstream_id,
+            f"Bubblehouse refused the request ({upstream_id.replace('_', ' ')}).",
+        )
+        super().__init__(message, upstream_status=upstream_status)
+
+    @property
+    def error_id(self) -> str:
+        return self._id
+
+    @property
+    def status_code(self) -> int:
+        return self._status
+
+
+class UpstreamMisconfigured(UpstreamFailure):
+    status = 502
+    id = "upstream_misconfigured"
+    title = "Upstream misconfigured"
+    default_message = (
+        "Bubblehouse refused the broker's own credentials or API version. "
+        "The shop's operator must fix the broker's configuration."
+    )
+    reached_upstream = True
+
+
+class UpstreamError(UpstreamFailure):
+    status = 502
+    id = "upstream_error"
+    title = "Upstream error"
+    default_message = "Bubblehouse answered with an error. Try again shortly."
+    retryable = True
+    stale_ok = True
+    reached_upstream = True
+
+
+class UpstreamUnavailable(UpstreamFailure):
+    status = 503
+    id = "upstream_unavailable"
+    title = "Upstream unavailable"
+    default_message = "Bubblehouse cannot be reached right now. Try again shortly."
+    retryable = True
+    stale_ok = True
+
+
+class UpstreamTimeout(UpstreamFailure):
+    status = 504
+    id = "upstream_timeout"
+    title = "Upstream timeout"
+    default_message = "Bubblehouse did not answer in time. Try again shortly."
+    retryable = True
+    stale_ok = True
+    reached_upstream = True
+
+
+class InternalError(BrokerError):
+    status = 500
+    id = "internal_error"
+    title = "Internal error"
+
+
+CATALOGUE: tuple[type[BrokerError], ...] = (
+    MissingToken,
+    InvalidToken,
+    InvalidIssuerKey,
+    CustomerIdentityDoesNotMatchToken,
+    DeanonymizeNotAllowed,
+    InvalidGlobalApiVersion,
+    InvalidInput,
+    InvalidJson,
+    NotFound,
+    MethodNotAllowed,
+    IdempotencyKeyReused,
+    PayloadTooLarge,
+    UnsupportedMediaType,
+    RateLimitExceeded,
+    UpstreamMisconfigured,
+    UpstreamError,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+    InternalError,
+)
+
+
+def problem_body(error: BrokerError, request_id: str) -> dict[str, Any]:
+    """The one JSON shape of every error answer."""
+    title = error.title
+    if isinstance(error, UpstreamRejected):
+        title = error.error_id.replace("_", " ").capitalize()
+    body: dict[str, Any] = {
+        "type": ERROR_TYPE_BASE + error.error_id,
+        "title": title,
+        "status": error.status_code,
+        "id": error.error_id,
+        "message": error.message,
+        "retryable": error.retryable,
+        "request_id": request_id,
+    }
+    body.update(error.extra)
+    return body

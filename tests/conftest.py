@@ -1,0 +1,57 @@
+"""Shared fixtures: settings for tests, a real redis-server, the sandbox and the broker as servers."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import pytest
+
+from broker.settings import Settings, parse
+from tests.servers import RedisProcess
+
+SHOP = "test-shop"
+SECRET_A = base64.b64encode(b"A" * 16 + b"secret-key-a-0123456789").decode()
+SECRET_B = base64.b64encode(b"B" * 16 + b"secret-key-b-0123456789").decode()
+ISSUER_KEY = "issuer-key-0123456789abcdef"
+ISSUER_KEY_OLD = "issuer-key-old-0123456789abc"
+
+
+def broker_env(**overrides: str) -> dict[str, str]:
+    """A complete, valid environment for the broker, with overrides."""
+    env = {
+        "BROKER_SHOP": SHOP,
+        "BROKER_SIGNING_KEYS": f"key-a:{SECRET_A},key-b:{SECRET_B}",
+        "BROKER_ISSUER_KEYS": f"{ISSUER_KEY},{ISSUER_KEY_OLD}",
+        "BROKER_UPSTREAM_URL": "http://127.0.0.1:9",
+        "BROKER_CORS_ORIGINS": "https://shop.example",
+        "LOG_LEVEL": "info",
+    }
+    env.update(overrides)
+    return env
+
+
+def make_settings(**overrides: str) -> Settings:
+    return parse(broker_env(**overrides))
+
+
+@pytest.fixture
+def settings() -> Settings:
+    """Valid settings with two signing keys and two issuer keys."""
+    return make_settings()
+
+
+@pytest.fixture(scope="session")
+def redis_session() -> Iterator[RedisProcess]:
+    """One real redis-server for the session (tests flush what they use)."""
+    server = RedisProcess().start()
+    yield server
+    server.cleanup()
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisProcess]:
+    """A real redis-server of the test's own, which it may kill and restart."""
+    server = RedisProcess().start()
+    yield server
+    server.cleanup()
