@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 from collections.abc import Iterator
+from typing import Any
 
 import pytest
 
@@ -55,3 +56,32 @@ def redis_server() -> Iterator[RedisProcess]:
     server = RedisProcess().start()
     yield server
     server.cleanup()
+
+
+@pytest.fixture(scope="session")
+def sandbox_server() -> Iterator[Any]:
+    """The sandbox upstream as a real HTTP server, shared by the session."""
+    from tests.servers import serve_app
+    from tests.stack import sandbox_app
+
+    with serve_app(sandbox_app()) as server:
+        yield server
+
+
+@pytest.fixture
+def sandbox(sandbox_server: Any) -> Any:
+    """The sandbox's control API, reset to its seeded state for this test."""
+    from tests.stack import Sandbox
+
+    control = Sandbox(sandbox_server.url)
+    control.reset()
+    return control
+
+
+@pytest.fixture
+def broker(sandbox: Any) -> Iterator[Any]:
+    """A broker with default settings and the in-process store, in front of the sandbox."""
+    from tests.stack import running_broker
+
+    with running_broker(sandbox.url) as running:
+        yield running

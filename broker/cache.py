@@ -1,0 +1,451 @@
+"""The referral-list cache: one round trip per read, one upstream call per miss, never stale data
+after a send.
+
+A read runs one script that counts the customer's read limit, looks the entry up under the
+customer's current *generation*, and on a miss takes a short lease. The lease holder loads;
+everyone else (other tasks, processes, instances) waits for its entry and loads on its own only
+when the wait runs out. :meth:`ReferralCache.invalidate` bumps the generation, and a load stores
+its body only if the generation is still the one its read saw, so a read that began before a
+send never stores the history the send made obsolete.
+
+Keys of one customer, all under ``rb:{<hash of shop/customer>}``: ``:c:<version>:<0|1>`` entry
+(hash of body ``b``, fresh-until ``f``, generation ``g``), ``:l:<version>:<0|1>`` lease,
+``:g`` generation, ``:bo`` upstream back-off, ``:rl:read`` read-rate window.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import random
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, replace
+from typing import Any, Literal
+
+import structlog
+
+from broker.errors import BrokerError
+from broker.limits import COUNT_LUA, Decision, rate_key
+from broker.settings import RateLimit, Settings
+from broker.store import Memory, Store, customer_scope, scope_prefix
+
+log = structlog.get_logger("broker.cache")
+
+Outcome = Literal["hit", "miss", "stale", "collapsed", "bypass"]
+
+# KEYS: rate, entry, generation, back-off, lease.
+# ARGV: limit (0: not counted), window ms, lease token, lease ms, caching (1/0).
+READ_LUA = (
+    """
+local rate_key, limit, window = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
+local count, reset = 0, 0
+if limit > 0 then
+"""
+    + COUNT_LUA
+    + """
+  if count > limit then return {0, count, reset} end
+end
+if ARGV[5] == '0' then return {1, count, reset} end
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local gen = redis.call('GET', KEYS[3]) or '0'
+local e = redis.call('HMGET', KEYS[2], 'b', 'f', 'g')
+local body, left = false, false
+if e[1] and e[3] == gen then
+  body, left = e[1], tonumber(e[2]) - now
+  if left > 0 then return {1, count, reset, gen, 'hit', body, left} end
+  if redis.call('PTTL', KEYS[4]) > 0 then return {1, count, reset, gen, 'backoff', body, left} end
+end
+if redis.call('SET', KEYS[5], ARGV[3], 'NX', 'PX', ARGV[4]) then
+  return {1, count, reset, gen, 'lead', body, left}
+end
+return {1, count, reset, gen, 'wait', body, left, redis.call('GET', KEYS[5])}
+"""
+)
+
+# KEYS: entry, generation, lease, back-off. ARGV: body, generation seen, fresh ms, keep ms, token.
+PUT_LUA = """
+local stored = 0
+if (redis.call('GET', KEYS[2]) or '0') == ARGV[2] then
+  local t = redis.call('TIME')
+  local fresh = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3])
+  redis.call('HSET', KEYS[1], 'b', ARGV[1], 'f', string.format('%d', fresh), 'g', ARGV[2])
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  redis.call('DEL', KEYS[4])
+  stored = 1
+end
+if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
+return stored
+"""
+
+# KEYS: lease, back-off. ARGV: token, back-off ms (0: none).
+RELEASE_LUA = """
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], '1', 'PX', ARGV[2]) end
+return 1
+"""
+
+# KEYS: generation, then every entry and lease of the customer. ARGV: generation ttl ms.
+INVALIDATE_LUA = """
+local gen = redis.call('INCR', KEYS[1])
+redis.call('PEXPIRE', KEYS[1], ARGV[1])
+for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
+return gen
+"""
+
+
+@dataclass(frozen=True)
+class CacheKey:
+    version: str
+    shop: str
+    customer: str
+    deanonymize: bool
+
+
+@dataclass(frozen=True)
+class Served:
+    """A body to answer with, and how the cache came by it."""
+
+    body: bytes
+    cache_status: str  # RFC 9211 Cache-Status field value
+    outcome: Outcome
+    rate: Decision | None
+
+
+@dataclass(frozen=True)
+class _Keys:
+    rate: str
+    entry: str
+    lease: str
+    gen: str
+    backoff: str
+
+
+@dataclass(frozen=True)
+class _Lookup:
+    allowed: bool
+    count: int
+    reset_ms: int
+    gen: str = "0"
+    verdict: str = "miss"  # hit, backoff (serve stale), lead (took the lease), wait, miss
+    body: bytes | None = None
+    left_ms: int = 0  # freshness left; negative once stale
+    holder: str = ""  # on wait: the token holding the lease
+    token: str = ""  # this lookup's own lease token
+
+
+COLLAPSED = "broker; fwd=miss; collapsed"
+
+
+class ReferralCache:
+    """Customer referral lists in the Store, with the read limit counted in the same trip."""
+
+    def __init__(
+        self, store: Store, settings: Settings, *, backoff: float = 5.0, jitter: float = 0.1
+    ) -> None:
+        self.store = store
+        self.versions = settings.api_versions
+        self.ttl_ms = settings.cache_ttl * 1000
+        self.stale_ms = settings.cache_stale_ttl * 1000
+        self.backoff_ms = int(backoff * 1000)
+        self.jitter = jitter
+        # A waiter gives up a little after the leader's own upstream call would have.
+        self.wait_bound = settings.upstream_timeout + 0.5
+        self.lease_ms = int((settings.upstream_timeout + 1.0) * 1000)
+        self.gen_ttl_ms = (settings.cache_ttl + settings.cache_stale_ttl + 86400) * 1000
+        self._flights: dict[str, asyncio.Future[bytes | None]] = {}
+        self._background: set[asyncio.Task[Any]] = set()
+        # Customers invalidated while Redis was down, replayed on Redis when it is back.
+        self._missed: dict[tuple[str, str], None] = {}
+        self._missed_max = 50_000
+        self._missed_overflow = False
+        store.on_recovery(self._replay_missed)
+
+    def _keys(self, key: CacheKey) -> _Keys:
+        prefix = scope_prefix(customer_scope(key.shop, key.customer))
+        variant = f"{key.version}:{int(key.deanonymize)}"
+        return _Keys(
+            rate=rate_key(prefix, "read"),
+            entry=f"{prefix}:c:{variant}",
+            lease=f"{prefix}:l:{variant}",
+            gen=f"{prefix}:g",
+            backoff=f"{prefix}:bo",
+        )
+
+    async def read(
+        self,
+        key: CacheKey,
+        load: Callable[[], Awaitable[bytes]],
+        *,
+        limit: RateLimit | None,
+    ) -> Served:
+        """The customer's referral list: cached, collapsed, loaded, or stale on upstream failure.
+
+        Raises RateLimitExceeded (before anything else happens) when the read limit is used up,
+        and whatever ``load`` raises when no stale body may stand in for it.
+        """
+        keys = self._keys(key)
+        caching = self.ttl_ms > 0
+        epoch = self.store.epoch
+        found = await self._lookup(keys, limit, caching)
+        decision = None
+        if limit is not None:
+            decision = Decision.of("read", limit, found.count, found.reset_ms)
+            if not found.allowed:
+                raise decision.refuse()
+        if not caching:
+            return Served(await load(), "broker; fwd=miss", "bypass", decision)
+        if found.verdict == "hit":
+            ttl = found.left_ms // 1000
+            return Served(found.body or b"", f"broker; hit; ttl={ttl}", "hit", decision)
+        if found.verdict == "backoff":
+            served = self._stale(found, 0, "backoff", decision)
+            if served is not None:
+                return served
+        if found.verdict == "wait":
+            return await self._wait(keys, load, found, decision)
+        return await self._fetch(keys, load, found, epoch, decision)
+
+    async def _fetch(
+        self,
+        keys: _Keys,
+        load: Callable[[], Awaitable[bytes]],
+        found: _Lookup,
+        epoch: int,
+        decision: Decision | None,
+    ) -> Served:
+        loop = asyncio.get_running_loop()
+        token = found.token if found.verdict == "lead" else ""
+        flight = self._flights.get(token) if token else None
+        started = loop.time()
+        # What local waiters get: the body, the error to share, or None (look again).
+        outcome: bytes | BrokerError | None = None
+        try:
+            body = await load()
+            outcome = body
+        except BrokerError as exc:
+            elapsed = int((loop.time() - started) * 1000)
+            served = None
+            if exc.stale_ok:
+                served = self._stale(found, elapsed, exc.error_id, decision)
+            await self._release(keys, token, backoff=served is not None)
+            if served is None:
+                outcome = exc
+                raise
+            return served
+        except BaseException:
+            self._in_background(self._release(keys, token, backoff=False))
+            raise
+        finally:
+            if flight is not None:
+                self._land(flight, outcome)
+                self._flights.pop(token, None)
+        stored = await self._put(keys, body, found.gen, token, epoch)
+        status = "broker; fwd=miss; stored" if stored else "broker; fwd=miss"
+        return Served(body, status, "miss", decision)
+
+    @staticmethod
+    def _land(flight: asyncio.Future[bytes | None], outcome: bytes | BrokerError | None) -> None:
+        if flight.done():
+            return
+        if isinstance(outcome, BrokerError):
+            flight.set_exception(outcome)
+            flight.exception()  # retrieved: nobody waiting is no reason to log it
+        else:
+            flight.set_result(outcome)
+
+    async def _wait(
+        self,
+        keys: _Keys,
+        load: Callable[[], Awaitable[bytes]],
+        found: _Lookup,
+        decision: Decision | None,
+    ) -> Served:
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait_bound
+        delay = 0.005
+        epoch = self.store.epoch
+        while (remaining := deadline - loop.time()) > 0:
+            flight = self._flights.get(found.holder)
+            if flight is not None:
+                # The lease holder is a task of this process: wait on it, not on Redis.
+                try:
+                    async with asyncio.timeout(remaining):
+                        body = await asyncio.shield(flight)
+                except TimeoutError:
+                    break
+                if body is not None:
+                    return Served(body, COLLAPSED, "collapsed", decision)
+            else:
+                await asyncio.sleep(min(delay, remaining))
+                delay = min(delay * 2, 0.05)
+            epoch = self.store.epoch
+            found = await self._lookup(keys, None, True)
+            if found.verdict == "hit":
+                return Served(found.body or b"", COLLAPSED, "collapsed", decision)
+            if found.verdict == "backoff" and (
+                served := self._stale(found, 0, "backoff", decision)
+            ):
+                return served
+            if found.verdict == "lead":
+                return await self._fetch(keys, load, found, epoch, decision)
+        # The leader is too slow or gone: load on our own, without a lease.
+        return await self._fetch(keys, load, replace(found, verdict="miss"), epoch, decision)
+
+    def _stale(
+        self, found: _Lookup, elapsed_ms: int, why: str, decision: Decision | None
+    ) -> Served | None:
+        if found.body is None or found.left_ms - elapsed_ms < -self.stale_ms:
+            return None
+        ttl = math.floor((found.left_ms - elapsed_ms) / 1000)
+        status = f"broker; fwd=stale; ttl={ttl}; detail={why}"
+        return Served(found.body, status, "stale", decision)
+
+    async def _lookup(self, keys: _Keys, limit: RateLimit | None, caching: bool) -> _Lookup:
+        """Count the read, look the entry up, and on a miss try to take the lease."""
+        quota = limit.limit if limit is not None else 0
+        window_ms = limit.window * 1000 if limit is not None else 0
+        token = secrets.token_hex(8) if caching else ""
+        if token:
+            # Registered before asking, so that a local waiter that sees this token holding
+            # the lease always finds the flight to wait on.
+            self._flights[token] = asyncio.get_running_loop().create_future()
+
+        async def on_redis() -> _Lookup:
+            raw = await self.store.script(READ_LUA)(
+                keys=[keys.rate, keys.entry, keys.gen, keys.backoff, keys.lease],
+                args=[quota, window_ms, token, self.lease_ms, int(caching)],
+            )
+            if len(raw) == 3:
+                return _Lookup(raw[0] == 1, int(raw[1]), int(raw[2]))
+            left = int(raw[6]) if raw[6] is not None else 0
+            holder = raw[7].decode() if len(raw) > 7 and raw[7] is not None else ""
+            verdict = raw[4].decode()
+            gen = raw[3].decode()
+            return _Lookup(True, int(raw[1]), int(raw[2]), gen, verdict, raw[5], left, holder)
+
+        def on_memory(memory: Memory) -> _Lookup:
+            count = reset = 0
+            if quota > 0:
+                count, reset = memory.incr(keys.rate, window_ms)
+                if count > quota:
+                    return _Lookup(False, count, reset)
+            if not caching:
+                return _Lookup(True, count, reset)
+            gen = memory.get(keys.gen) or "0"
+            entry = memory.get(keys.entry)
+            body, left = None, 0
+            if entry is not None and entry[2] == gen:
+                body, left = entry[0], entry[1] - memory.clock()
+                if left > 0:
+                    return _Lookup(True, count, reset, gen, "hit", body, left)
+                if memory.pttl(keys.backoff) > 0:
+                    return _Lookup(True, count, reset, gen, "backoff", body, left)
+            if memory.set_nx(keys.lease, token, self.lease_ms):
+                return _Lookup(True, count, reset, gen, "lead", body, left)
+            holder = memory.get(keys.lease)
+            return _Lookup(True, count, reset, gen, "wait", body, left, holder)
+
+        try:
+            found = await self.store.run(on_redis, on_memory)
+        except BaseException:
+            self._drop_flight(token)
+            raise
+        if found.verdict != "lead":
+            self._drop_flight(token)
+        return replace(found, token=token)
+
+    def _drop_flight(self, token: str) -> None:
+        flight = self._flights.pop(token, None)
+        if flight is not None:
+            flight.cancel()
+
+    async def _put(self, keys: _Keys, body: bytes, gen: str, token: str, epoch: int) -> bool:
+        fresh_ms = int(self.ttl_ms * (1 + random.uniform(0, self.jitter)))  # noqa: S311 - spread, not secrecy
+        keep_ms = fresh_ms + self.stale_ms
+
+        async def on_redis() -> bool:
+            if self.store.epoch != epoch:
+                return False  # the generation seen belongs to the other backend
+            stored = await self.store.script(PUT_LUA)(
+                keys=[keys.entry, keys.gen, keys.lease, keys.backoff],
+                args=[body, gen, fresh_ms, keep_ms, token],
+            )
+            return bool(stored)
+
+        def on_memory(memory: Memory) -> bool:
+            if self.store.epoch != epoch:
+                return False
+            stored = False
+            if (memory.get(keys.gen) or "0") == gen:
+                memory.set(keys.entry, (body, memory.clock() + fresh_ms, gen), keep_ms)
+                memory.delete(keys.backoff)
+                stored = True
+            if token and memory.get(keys.lease) == token:
+                memory.delete(keys.lease)
+            return stored
+
+        return await self.store.run(on_redis, on_memory)
+
+    async def _release(self, keys: _Keys, token: str, *, backoff: bool) -> None:
+        backoff_ms = self.backoff_ms if backoff else 0
+        if not token and not backoff_ms:
+            return
+
+        async def on_redis() -> None:
+            await self.store.script(RELEASE_LUA)(
+                keys=[keys.lease, keys.backoff], args=[token, backoff_ms]
+            )
+
+        def on_memory(memory: Memory) -> None:
+            if token and memory.get(keys.lease) == token:
+                memory.delete(keys.lease)
+            if backoff_ms:
+                memory.set(keys.backoff, "1", backoff_ms)
+
+        await self.store.run(on_redis, on_memory)
+
+    def _in_background(self, work: Awaitable[None]) -> None:
+        task = asyncio.ensure_future(work)
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    def _customer_keys(self, shop: str, customer: str) -> tuple[str, list[str]]:
+        variants = [
+            self._keys(CacheKey(version, shop, customer, deanonymize))
+            for version in self.versions
+            for deanonymize in (False, True)
+        ]
+        doomed = [k.entry for k in variants] + [k.lease for k in variants]
+        return variants[0].gen, doomed
+
+    async def invalidate(self, shop: str, customer: str) -> None:
+        """Forget the customer's cached lists (every version, both deanonymize values) and make
+        reads already in flight unable to store what they load."""
+        gen, doomed = self._customer_keys(shop, customer)
+
+        async def on_redis() -> None:
+            await self.store.script(INVALIDATE_LUA)(keys=[gen, *doomed], args=[self.gen_ttl_ms])
+
+        def on_memory(memory: Memory) -> None:
+            memory.set(gen, str(int(memory.get(gen) or 0) + 1), self.gen_ttl_ms)
+            memory.delete(*doomed)
+            if self.store.redis is None:
+                return
+            if len(self._missed) < self._missed_max:
+                self._missed[(shop, customer)] = None
+            elif not self._missed_overflow:
+                self._missed_overflow = True
+                log.warning("cache.invalidations_untracked", tracked=self._missed_max)
+
+        await self.store.run(on_redis, on_memory)
+
+    async def _replay_missed(self) -> None:
+        """Redis is back: it still holds entries of customers who sent while it was away."""
+        while self._missed:
+            shop, customer = next(iter(self._missed))
+            gen, doomed = self._customer_keys(shop, customer)
+            await self.store.script(INVALIDATE_LUA)(keys=[gen, *doomed], args=[self.gen_ttl_ms])
+            self._missed.pop((shop, customer), None)
+        self._missed_overflow = False

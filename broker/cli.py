@@ -1,0 +1,215 @@
+"""The ``broker`` command: serve, dev, sandbox, token, check."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import os
+import secrets
+import sys
+from collections.abc import Sequence
+
+from broker.settings import ConfigError, Settings, parse
+
+DEV_SHOP = "demo-shop"
+DEV_ISSUER_KEY = "dev-issuer-key-not-a-secret"  # noqa: S105 - documented, loopback-only dev value
+DEV_KID = "dev"
+
+
+def _settings_or_exit() -> Settings:
+    try:
+        return Settings.from_env()
+    except ConfigError as exc:
+        print("broker: the configuration has problems:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from broker.server import serve
+
+    serve(_settings_or_exit())
+    return 0
+
+
+def cmd_token(args: argparse.Namespace) -> int:
+    from broker.inputs import token_request
+
+    settings = _settings_or_exit()
+    from broker.errors import BrokerError
+    from broker.tokens import TokenMinter
+
+    body: dict[str, object] = {"customer_id": args.customer}
+    if args.email is not None:
+        body["email"] = args.email
+    if args.ttl is not None:
+        body["ttl"] = args.ttl
+    try:
+        wanted = token_request(body)
+    except BrokerError as exc:
+        print(f"broker token: {exc.message}", file=sys.stderr)
+        return 2
+    print(TokenMinter(settings).customer_token(wanted.customer_id, wanted.email, wanted.ttl).token)
+    return 0
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from broker.check import main_check
+
+    return main_check()
+
+
+def _port(flag: int | None, *names: str, default: int) -> int:
+    if flag is not None:
+        return flag
+    for name in names:
+        value = os.environ.get(name, "").strip()
+        if value.isdigit():
+            return int(value)
+    return default
+
+
+def cmd_sandbox(args: argparse.Namespace) -> int:
+    from broker.logs import configure_logging
+    from broker.sandbox import create_sandbox_app, sandbox_config_from_env
+    from broker.server import serve_together
+
+    try:
+        config = sandbox_config_from_env(os.environ)
+    except ConfigError as exc:
+        print("broker sandbox: the configuration has problems:", file=sys.stderr)
+        for problem in exc.problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 2
+    configure_logging(os.environ.get("LOG_LEVEL", "info").lower(), "console")
+    port = _port(args.port, "SANDBOX_PORT", "PORT", default=8001)
+    print(f"Bubblehouse sandbox on http://{args.host}:{port} (shop {config.shop})", flush=True)
+    asyncio.run(serve_together([(create_sandbox_app(config), args.host, port)]))
+    return 0
+
+
+def dev_environment(
+    base: dict[str, str], broker_port: int, sandbox_port: int, demo_port: int, host: str
+) -> dict[str, str]:
+    """The zero-configuration environment of ``broker dev``: a fresh key, the local sandbox."""
+    secret = base64.b64encode(secrets.token_bytes(32)).decode()
+    env = {
+        "BROKER_SHOP": DEV_SHOP,
+        "BROKER_SIGNING_KEYS": f"{DEV_KID}:{secret}",
+        "BROKER_ISSUER_KEYS": DEV_ISSUER_KEY,
+        "BROKER_UPSTREAM_URL": f"http://{host}:{sandbox_port}",
+        "BROKER_CORS_ORIGINS": f"http://{host}:{demo_port},http://localhost:{demo_port}",
+        "PORT": str(broker_port),
+        "LOG_FORMAT": "console",
+    }
+    for name in (
+        "REDIS_URL",
+        "LOG_LEVEL",
+        "LOG_FORMAT",
+        "BROKER_CACHE_TTL",
+        "BROKER_RATE_LIMIT_READ",
+        "BROKER_RATE_LIMIT_WRITE",
+    ):
+        if base.get(name):
+            env[name] = base[name]
+    return env
+
+
+def cmd_dev(args: argparse.Namespace) -> int:
+    from broker.app import create_app
+    from broker.demo import create_demo_app
+    from broker.logs import configure_logging
+    from broker.sandbox import SandboxConfig, create_sandbox_app
+    from broker.server import serve_together
+
+    host = args.host
+    broker_port = _port(args.port, "PORT", default=8000)
+    sandbox_port = args.sandbox_port or broker_port + 1
+    demo_port = args.demo_port or broker_port + 2
+    settings = parse(dev_environment(dict(os.environ), broker_port, sandbox_port, demo_port, host))
+    configure_logging(settings.log_level, settings.log_format)
+    sandbox = create_sandbox_app(
+        SandboxConfig(
+            shop=settings.shop,
+            keys={key.kid: key.secret.reveal() for key in settings.signing_keys},
+            versions=settings.api_versions,
+        )
+    )
+    broker_url = f"http://{host}:{broker_port}"
+    demo = create_demo_app(
+        broker_url=broker_url,
+        sandbox_url=settings.upstream_url,
+        issuer_key=DEV_ISSUER_KEY,
+        shop=settings.shop,
+        version=settings.api_versions[0],
+    )
+    store = "Redis at REDIS_URL" if settings.redis_url else "in-process store (one process)"
+    print(
+        "\n".join(
+            [
+                "referral broker, development mode",
+                f"  broker   {broker_url}   (shop {settings.shop}, {store})",
+                f"  sandbox  {settings.upstream_url}   (Bubblehouse look-alike)",
+                f"  demo     http://{host}:{demo_port}/   (open this in a browser)",
+                f"  issuer key for POST /tokens: {DEV_ISSUER_KEY}",
+                "Press Ctrl+C to stop.",
+            ]
+        ),
+        flush=True,
+    )
+    asyncio.run(
+        serve_together(
+            [
+                (create_app(settings), host, broker_port),
+                (sandbox, host, sandbox_port),
+                (demo, host, demo_port),
+            ]
+        )
+    )
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="broker", description="Bubblehouse referral broker for storefronts."
+    )
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("serve", help="run the production server on PORT with WEB_CONCURRENCY workers")
+    dev = sub.add_parser("dev", help="run the broker, the sandbox and the demo page on loopback")
+    dev.add_argument("--host", default="127.0.0.1")
+    dev.add_argument("--port", type=int, default=None, help="broker port (default PORT or 8000)")
+    dev.add_argument("--sandbox-port", type=int, default=None, help="default: broker port + 1")
+    dev.add_argument("--demo-port", type=int, default=None, help="default: broker port + 2")
+    sandbox = sub.add_parser("sandbox", help="run only the Bubblehouse look-alike")
+    sandbox.add_argument("--host", default="127.0.0.1")
+    sandbox.add_argument(
+        "--port", type=int, default=None, help="default: SANDBOX_PORT, else PORT, else 8001"
+    )
+    token = sub.add_parser("token", help="print a customer token made with the configured keys")
+    token.add_argument("--customer", required=True, help="the customer id")
+    token.add_argument("--email", default=None, help="the customer's email (becomes ce)")
+    token.add_argument("--ttl", type=int, default=None, help="lifetime in seconds")
+    sub.add_parser(
+        "check", help="check configuration, Redis and Bubblehouse; exit 0 when all is well"
+    )
+    return parser
+
+
+COMMANDS = {
+    "serve": cmd_serve,
+    "dev": cmd_dev,
+    "sandbox": cmd_sandbox,
+    "token": cmd_token,
+    "check": cmd_check,
+}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return COMMANDS[args.command](args)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,102 @@
+"""CORS for storefront origins: preflights answered here, headers on every answer.
+
+Pure ASGI. Origins are exact (``https://shop.example``) or a sub-domain wildcard
+(``https://*.shop.example``: any host under it, never the apex, same scheme and port).
+``/tokens`` is server to server and never gets CORS headers, so no browser can call it.
+"""
+
+from __future__ import annotations
+
+import re
+
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+ALLOW_METHODS = "GET, POST, OPTIONS"
+ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Request-ID, traceparent"
+EXPOSE_HEADERS = (
+    "X-Request-ID, Retry-After, Cache-Status, RateLimit, RateLimit-Policy, Idempotent-Replayed"
+)
+PREFLIGHT_MAX_AGE = "600"
+PREFLIGHT_PATH = re.compile(r"^/api/[^/]+/[^/]+/(CustomerReferrals2|Refer2)$")
+HOST_LABELS = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+$")
+
+
+class OriginPolicy:
+    """Which origins may read the broker's answers."""
+
+    def __init__(self, origins: tuple[str, ...]) -> None:
+        self.exact = frozenset(o.lower() for o in origins if "*." not in o)
+        self.wildcards: list[tuple[str, str]] = []
+        for origin in origins:
+            if "*." in origin:
+                scheme, rest = origin.lower().split("://*.", 1)
+                self.wildcards.append((scheme + "://", "." + rest))
+
+    def allows(self, origin: str) -> bool:
+        lowered = origin.lower()
+        if lowered in self.exact:
+            return True
+        for prefix, suffix in self.wildcards:
+            if lowered.startswith(prefix) and lowered.endswith(suffix):
+                labels = lowered[len(prefix) : len(lowered) - len(suffix) + 1]
+                if HOST_LABELS.match(labels):
+                    return True
+        return False
+
+
+class CORSMiddleware:
+    def __init__(self, app: ASGIApp, origins: tuple[str, ...]) -> None:
+        self.app = app
+        self.policy = OriginPolicy(origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or scope["path"] == "/tokens":
+            await self.app(scope, receive, send)
+            return
+        origin = None
+        preflight = False
+        for key, value in scope["headers"]:
+            if key == b"origin":
+                origin = value.decode("latin-1")
+            elif key == b"access-control-request-method":
+                preflight = True
+        if origin is None or not self.policy.allows(origin):
+            await self.app(scope, receive, send)
+            return
+        origin_bytes = origin.encode("latin-1")
+        if preflight and scope["method"] == "OPTIONS" and PREFLIGHT_PATH.match(scope["path"]):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 204,
+                    "headers": [
+                        (b"access-control-allow-origin", origin_bytes),
+                        (b"access-control-allow-methods", ALLOW_METHODS.encode()),
+                        (b"access-control-allow-headers", ALLOW_HEADERS.encode()),
+                        (b"access-control-max-age", PREFLIGHT_MAX_AGE.encode()),
+                        (
+                            b"vary",
+                            b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
+                        ),
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": b""})
+            return
+
+        async def send_with_cors(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k.lower() != b"vary"]
+                vary = [v for k, v in message.get("headers", []) if k.lower() == b"vary"]
+                vary_value = b", ".join(vary) if vary else b""
+                if b"origin" not in vary_value.lower():
+                    vary_value = vary_value + b", Origin" if vary_value else b"Origin"
+                headers += [
+                    (b"access-control-allow-origin", origin_bytes),
+                    (b"access-control-expose-headers", EXPOSE_HEADERS.encode()),
+                    (b"vary", vary_value),
+                ]
+                message["headers"] = headers
+            await send(message)
+
+        await self.app(scope, receive, send_with_cors)

@@ -1,0 +1,194 @@
+"""The demo storefront: a tiny merchant web app that `broker dev` serves beside the broker.
+
+It plays the merchant's server: it logs a demo customer in by asking the broker for a customer
+token with the issuer key (which never reaches the browser), and relays faults to the sandbox's
+control API so the page can show how each error looks. The page itself lives in
+``broker/static/demo.html`` and loads ``referrals.js`` from the broker's origin, so the browser
+exercises CORS for real.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.routing import Route
+
+STATIC = Path(__file__).parent / "static"
+
+# The fault switches of the sandbox's control API the page may flip; anything else is refused,
+# so the demo is not a general relay to the sandbox.
+FAULT_FIELDS = frozenset(
+    {"status", "id", "message", "rate_limit", "reject_tokens", "delay", "html", "drop"}
+    | {"times", "functions"}
+)
+
+# The page's own files, served by the demo app; referrals.js comes from the broker.
+ASSETS = {"/demo.css": "demo.css", "/demo.js": "demo.js"}
+
+# Short: the page only ever asks the local broker and sandbox.
+TIMEOUT = httpx2.Timeout(10.0, connect=2.0)
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    broker_url: str
+    sandbox_url: str
+    issuer_key: str
+    shop: str
+    version: str
+
+
+def problem(status: int, error_id: str, message: str, **extra: Any) -> JSONResponse:
+    """The broker's error shape, for the demo app's own refusals."""
+    request_id = uuid.uuid4().hex
+    body = {
+        "type": f"urn:referral-broker:error:{error_id}",
+        "title": error_id.replace("_", " ").capitalize(),
+        "status": status,
+        "id": error_id,
+        "message": message,
+        "retryable": status >= 500,
+        "request_id": request_id,
+        **extra,
+    }
+    return JSONResponse(
+        body,
+        status_code=status,
+        media_type="application/problem+json",
+        headers={"X-Request-ID": request_id},
+    )
+
+
+def relay(upstream: httpx2.Response) -> Response:
+    """Pass an answer of the broker or sandbox on, with its body, status and request id."""
+    headers = {
+        name: upstream.headers[name]
+        for name in ("X-Request-ID", "Retry-After")
+        if name in upstream.headers
+    }
+    return Response(
+        upstream.content,
+        status_code=upstream.status_code,
+        media_type=upstream.headers.get("content-type", "application/json"),
+        headers=headers,
+    )
+
+
+async def json_object(request: Request) -> dict[str, Any] | None:
+    try:
+        body = await request.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def create_demo_app(
+    *, broker_url: str, sandbox_url: str, issuer_key: str, shop: str, version: str
+) -> Starlette:
+    """The demo merchant app: the page, a login that mints tokens, and a fault relay."""
+    config = DemoConfig(
+        broker_url=broker_url.rstrip("/"),
+        sandbox_url=sandbox_url.rstrip("/"),
+        issuer_key=issuer_key,
+        shop=shop,
+        version=version,
+    )
+    state: dict[str, httpx2.AsyncClient] = {}
+
+    def client() -> httpx2.AsyncClient:
+        return state["client"]
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with httpx2.AsyncClient(timeout=TIMEOUT) as http:
+            state["client"] = http
+            yield
+            del state["client"]
+
+    async def page(request: Request) -> Response:
+        return FileResponse(STATIC / "demo.html", headers={"Cache-Control": "no-cache"})
+
+    async def asset(request: Request) -> Response:
+        name = ASSETS[request.url.path]
+        return FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
+
+    async def demo_config(request: Request) -> Response:
+        return JSONResponse(
+            {"brokerUrl": config.broker_url, "shop": config.shop, "version": config.version}
+        )
+
+    async def login(request: Request) -> Response:
+        body = await json_object(request)
+        if body is None:
+            return problem(400, "invalid_json", "Send a JSON object with customer_id.")
+        customer_id = body.get("customer_id")
+        if not isinstance(customer_id, str) or not customer_id.strip():
+            return problem(400, "invalid_input", "Pick a customer id.", field="customer_id")
+        payload: dict[str, Any] = {"customer_id": customer_id.strip()}
+        email = body.get("email")
+        if isinstance(email, str) and email.strip():
+            payload["email"] = email.strip()
+        ttl = body.get("ttl")
+        if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0:
+            payload["ttl"] = ttl
+        try:
+            answer = await client().post(
+                f"{config.broker_url}/tokens",
+                json=payload,
+                headers={"Authorization": f"Bearer {config.issuer_key}"},
+            )
+        except httpx2.HTTPError:
+            return problem(502, "broker_unreachable", "The demo app could not reach the broker.")
+        if answer.status_code != 200:
+            return relay(answer)
+        minted = answer.json()
+        return JSONResponse(
+            {
+                "token": minted["token"],
+                "expires_at": minted.get("expires_at"),
+                "expires_in": minted.get("expires_in"),
+            },
+            headers={"Cache-Control": "no-store"},
+        )
+
+    async def fault(request: Request) -> Response:
+        url = f"{config.sandbox_url}/_sandbox/faults"
+        try:
+            if request.method == "DELETE":
+                return relay(await client().delete(url))
+            body = await json_object(request)
+            if body is None:
+                return problem(400, "invalid_json", "Send a JSON object describing the fault.")
+            unknown = sorted(set(body) - FAULT_FIELDS)
+            if unknown:
+                return problem(
+                    400, "invalid_input", f"Unknown fault field '{unknown[0]}'.", field=unknown[0]
+                )
+            return relay(await client().post(url, json=body))
+        except httpx2.HTTPError:
+            return problem(502, "sandbox_unreachable", "The demo app could not reach the sandbox.")
+
+    async def calls(request: Request) -> Response:
+        try:
+            return relay(await client().get(f"{config.sandbox_url}/_sandbox/calls"))
+        except httpx2.HTTPError:
+            return problem(502, "sandbox_unreachable", "The demo app could not reach the sandbox.")
+
+    routes = [
+        Route("/", page, methods=["GET"]),
+        Route("/demo/config", demo_config, methods=["GET"]),
+        Route("/demo/login", login, methods=["POST"]),
+        Route("/demo/fault", fault, methods=["POST", "DELETE"]),
+        Route("/demo/calls", calls, methods=["GET"]),
+        *(Route(path, asset, methods=["GET"]) for path in ASSETS),
+    ]
+    return Starlette(routes=routes, lifespan=lifespan)

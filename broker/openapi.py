@@ -1,0 +1,643 @@
+"""The broker's OpenAPI 3.1 description, built from the settings and the error catalogue.
+
+:func:`openapi_document` describes every route of the contract (spec section 3): the path
+parameters carry the configured API versions and shop as enums, and every operation lists the
+error answers it can give, with the one problem+json schema, built from
+:data:`broker.errors.CATALOGUE` so that a new error class cannot be left undocumented.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Any
+
+from broker.errors import (
+    CATALOGUE,
+    INVALID_TOKEN_REASONS,
+    SLUG,
+    BrokerError,
+    InvalidInput,
+    InvalidToken,
+    RateLimitExceeded,
+    problem_body,
+)
+from broker.settings import Settings
+
+OPENAPI_VERSION = "3.1.0"
+JSON = "application/json"
+PROBLEM = "application/problem+json"
+READ = "CustomerReferrals2"
+WRITE = "Refer2"
+API_PATH = "/api/{version}/{shop}/"
+
+# The same rules the broker enforces (broker.inputs), written as JSON Schema.
+CHANNEL_PATTERN = "^[a-z0-9][a-z0-9-]{0,63}$"
+CUSTOMER_ID_PATTERN = "^[^/\\x00-\\x1f\\x7f-\\x9f]{1,128}$"
+IDEMPOTENCY_KEY_PATTERN = "^[\\x21-\\x7e]{1,255}$"
+REQUEST_ID_PATTERN = "^[A-Za-z0-9._-]{1,128}$"
+
+BY_ID: dict[str, type[BrokerError]] = {error.id: error for error in CATALOGUE}
+
+# Error ids each kind of operation can answer with (besides Bubblehouse's own, see below).
+ALWAYS = ("method_not_allowed", "internal_error")
+BODY = ("invalid_json", "payload_too_large", "unsupported_media_type")
+CALL = (
+    "missing_token",
+    "invalid_token",
+    "invalid_global_api_version",
+    "invalid_input",
+    "not_found",
+    "customer_identity_does_not_match_token",
+    "rate_limit_exceeded",
+    "upstream_misconfigured",
+    "upstream_error",
+    "upstream_unavailable",
+    "upstream_timeout",
+    *ALWAYS,
+)
+# Bubblehouse's own 4xx ids are passed through with its status (spec 4).
+PASSTHROUGH_STATUSES = (400, 403, 404)
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _header(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/headers/{name}"}
+
+
+def _example_error(cls: type[BrokerError]) -> BrokerError:
+    if cls is InvalidToken:
+        return InvalidToken("expired")
+    if cls is InvalidInput:
+        return InvalidInput("channel")
+    if issubclass(cls, RateLimitExceeded):
+        return cls(30)
+    return cls()
+
+
+def _error_responses(ids: Iterable[str], *, passthrough: bool = False) -> dict[str, Any]:
+    """One response per status, each with the problem schema narrowed to its ids."""
+    by_status: dict[int, list[type[BrokerError]]] = {}
+    for error_id in ids:
+        cls = BY_ID[error_id]
+        by_status.setdefault(cls.status, []).append(cls)
+    responses: dict[str, Any] = {}
+    for status in sorted(by_status):
+        classes = by_status[status]
+        lines = [f"`{cls.id}`: {cls.default_message}" for cls in classes]
+        narrowed: dict[str, Any] = {"status": {"const": status}}
+        if passthrough and status in PASSTHROUGH_STATUSES:
+            lines.append("or one of Bubblehouse's own ids, passed through with its status")
+        else:
+            narrowed["id"] = {"enum": [cls.id for cls in classes]}
+        headers: dict[str, Any] = {"X-Request-ID": _header("X-Request-ID")}
+        if status == 401:
+            headers["WWW-Authenticate"] = _header("WWW-Authenticate")
+        if status == 405:
+            headers["Allow"] = _header("Allow")
+        if status == 429:
+            headers["Retry-After"] = _header("Retry-After")
+        if status == 429 or passthrough:
+            headers["RateLimit"] = _header("RateLimit")
+            headers["RateLimit-Policy"] = _header("RateLimit-Policy")
+        responses[str(status)] = {
+            "description": "\n".join(f"- {line}" for line in lines),
+            "headers": headers,
+            "content": {
+                PROBLEM: {
+                    "schema": {"allOf": [_ref("Problem")], "properties": narrowed},
+                    "examples": {
+                        cls.id: {"$ref": f"#/components/examples/{cls.id}"} for cls in classes
+                    },
+                }
+            },
+        }
+    if passthrough:
+        responses["4XX"] = {
+            "description": "One of Bubblehouse's own 4xx ids, passed through with its status.",
+            "headers": {"X-Request-ID": _header("X-Request-ID")},
+            "content": {PROBLEM: {"schema": _ref("Problem")}},
+        }
+    return responses
+
+
+def _json_ok(description: str, schema: dict[str, Any], **headers: Any) -> dict[str, Any]:
+    return {
+        "description": description,
+        "headers": {"X-Request-ID": _header("X-Request-ID"), **headers},
+        "content": {JSON: {"schema": schema}},
+    }
+
+
+def _api_parameters(settings: Settings) -> list[dict[str, Any]]:
+    return [
+        {
+            "name": "version",
+            "in": "path",
+            "required": True,
+            "description": "A global Bubblehouse API version this broker is configured for.",
+            "schema": {"type": "string", "enum": list(settings.api_versions)},
+        },
+        {
+            "name": "shop",
+            "in": "path",
+            "required": True,
+            "description": "The shop slug this broker serves.",
+            "schema": {"type": "string", "enum": [settings.shop]},
+        },
+    ]
+
+
+def _call_headers() -> dict[str, Any]:
+    return {
+        "RateLimit": _header("RateLimit"),
+        "RateLimit-Policy": _header("RateLimit-Policy"),
+        "Cache-Control": _header("Cache-Control"),
+    }
+
+
+def _preflight(function: str) -> dict[str, Any]:
+    return {
+        "tags": ["browser"],
+        "summary": f"CORS preflight for {function}",
+        "operationId": f"preflight{function}",
+        "description": (
+            "Answered by the broker without a token. For an origin in BROKER_CORS_ORIGINS the "
+            "answer allows the methods and the request headers Authorization, Content-Type, "
+            "Idempotency-Key, X-Request-ID and traceparent; other origins get no CORS headers."
+        ),
+        "security": [],
+        "parameters": [
+            {"name": "Origin", "in": "header", "required": False, "schema": {"type": "string"}},
+            {
+                "name": "Access-Control-Request-Method",
+                "in": "header",
+                "required": False,
+                "schema": {"type": "string"},
+            },
+        ],
+        "responses": {
+            "204": {
+                "description": "Preflight answered.",
+                "headers": {
+                    "X-Request-ID": _header("X-Request-ID"),
+                    "Access-Control-Allow-Origin": _header("Access-Control-Allow-Origin"),
+                    "Access-Control-Allow-Methods": _header("Access-Control-Allow-Methods"),
+                    "Access-Control-Allow-Headers": _header("Access-Control-Allow-Headers"),
+                },
+            },
+            **_error_responses(("invalid_global_api_version", "not_found", *ALWAYS)),
+        },
+    }
+
+
+def _paths(settings: Settings) -> dict[str, Any]:
+    customer: list[dict[str, list[str]]] = [{"customerToken": []}]
+    api_parameters = _api_parameters(settings)
+    read_ok = _json_ok(
+        "Bubblehouse's answer, unchanged (unknown fields pass through).",
+        _ref("CustomerReferrals2Output"),
+        **{"Cache-Status": _header("Cache-Status"), "Vary": _header("Vary")},
+        **_call_headers(),
+    )
+    read_errors = _error_responses((*CALL, "deanonymize_not_allowed"), passthrough=True)
+    return {
+        "/tokens": {
+            "post": {
+                "tags": ["merchant"],
+                "summary": "Mint a customer token",
+                "operationId": "mintToken",
+                "description": (
+                    "Called by the merchant's server at customer login. Repeated failed issuer "
+                    "key attempts from one client address are rate limited."
+                ),
+                "security": [{"issuerKey": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("TokenRequest")}},
+                },
+                "responses": {
+                    "200": _json_ok(
+                        "A customer token.",
+                        _ref("TokenResponse"),
+                        **{"Cache-Control": _header("Cache-Control")},
+                    ),
+                    **_error_responses(
+                        (
+                            "invalid_input",
+                            "invalid_issuer_key",
+                            "rate_limit_exceeded",
+                            *BODY,
+                            *ALWAYS,
+                        )
+                    ),
+                },
+            }
+        },
+        API_PATH + READ: {
+            "parameters": api_parameters,
+            "get": {
+                "tags": ["browser"],
+                "summary": "The customer's referral history (cached)",
+                "operationId": "customerReferralsGet",
+                "security": customer,
+                "parameters": [
+                    {
+                        "name": "deanonymize",
+                        "in": "query",
+                        "required": False,
+                        "description": "true is refused for customer tokens.",
+                        "schema": {"type": "boolean"},
+                    }
+                ],
+                "responses": {"200": read_ok, **read_errors},
+            },
+            "post": {
+                "tags": ["browser"],
+                "summary": "The customer's referral history (cached)",
+                "operationId": "customerReferralsPost",
+                "security": customer,
+                "requestBody": {
+                    "required": False,
+                    "content": {JSON: {"schema": _ref("CustomerReferrals2Input")}},
+                },
+                "responses": {
+                    "200": read_ok,
+                    **_error_responses((*CALL, *BODY, "deanonymize_not_allowed"), passthrough=True),
+                },
+            },
+            "options": _preflight(READ),
+        },
+        API_PATH + WRITE: {
+            "parameters": api_parameters,
+            "post": {
+                "tags": ["browser"],
+                "summary": "Send a referral",
+                "operationId": "refer",
+                "description": (
+                    "Invalidates the customer's cached referral history. A repeat with the same "
+                    "Idempotency-Key by the same customer within 24 hours returns the first "
+                    "answer again without calling Bubblehouse."
+                ),
+                "security": customer,
+                "parameters": [
+                    {
+                        "name": "Idempotency-Key",
+                        "in": "header",
+                        "required": False,
+                        "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
+                    }
+                ],
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("Refer2Input")}},
+                },
+                "responses": {
+                    "200": _json_ok(
+                        "Bubblehouse's answer, unchanged.",
+                        _ref("Refer2Output"),
+                        **{"Idempotent-Replayed": _header("Idempotent-Replayed")},
+                        **_call_headers(),
+                    ),
+                    **_error_responses((*CALL, *BODY, "idempotency_key_reused"), passthrough=True),
+                },
+            },
+            "options": _preflight(WRITE),
+        },
+        "/healthz": {
+            "get": {
+                "tags": ["operations"],
+                "summary": "Liveness: the process answers (no I/O)",
+                "operationId": "healthz",
+                "security": [],
+                "responses": {
+                    "200": _json_ok("Alive.", _ref("Health")),
+                    **_error_responses(ALWAYS),
+                },
+            }
+        },
+        "/readyz": {
+            "get": {
+                "tags": ["operations"],
+                "summary": "Readiness, with the state of the Redis store",
+                "operationId": "readyz",
+                "security": [],
+                "responses": {
+                    "200": _json_ok(
+                        "Ready (also when Redis is down: the broker serves).", _ref("Ready")
+                    ),
+                    "503": _json_ok("Starting or stopping.", _ref("Ready")),
+                    **_error_responses(ALWAYS),
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "tags": ["operations"],
+                "summary": "Prometheus metrics",
+                "operationId": "metrics",
+                "description": "Needs the BROKER_METRICS_TOKEN bearer token when one is set.",
+                "security": [{}, {"metricsToken": []}],
+                "responses": {
+                    "200": {
+                        "description": "The Prometheus text exposition format.",
+                        "headers": {"X-Request-ID": _header("X-Request-ID")},
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_error_responses(("missing_token", *ALWAYS)),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {
+                "tags": ["operations"],
+                "summary": "This document",
+                "operationId": "openapi",
+                "security": [],
+                "responses": {
+                    "200": _json_ok("The OpenAPI description.", {"type": "object"}),
+                    **_error_responses(ALWAYS),
+                },
+            }
+        },
+    }
+
+
+def _identity_schema() -> dict[str, Any]:
+    nullable_string = {"type": ["string", "null"]}
+    return {
+        "type": "object",
+        "description": (
+            "Who the call is about. Optional with a customer token; when given, every non-empty "
+            "field must name the token's customer (bhid cannot be checked and is refused)."
+        ),
+        "properties": {
+            "bhid": {**nullable_string, "description": "Bubblehouse customer id."},
+            "shopid": {**nullable_string, "description": "The shop's customer id."},
+            "email": {**nullable_string, "description": "The customer's email address."},
+        },
+        "additionalProperties": False,
+    }
+
+
+def _referral_schema() -> dict[str, Any]:
+    nullable_string = {"type": ["string", "null"]}
+    return {
+        "type": "object",
+        "description": "One referral (either Bubblehouse revision); unknown fields pass through.",
+        "properties": {
+            "referral_bhid": {"type": "string"},
+            "acceptance_bhid": nullable_string,
+            "channel": {"type": "string", "description": "An open list: expect new values."},
+            "destination": nullable_string,
+            "status": {"type": "string"},
+            "link": nullable_string,
+            "sent_at": {"type": "string"},
+            "updated_at": nullable_string,
+            "accepted_at": nullable_string,
+            "reward_pts": {"type": ["integer", "null"]},
+            "reward_pts_value": nullable_string,
+            "reward_amount": nullable_string,
+            "coupon_code": nullable_string,
+        },
+        "additionalProperties": True,
+    }
+
+
+def _problem_schema() -> dict[str, Any]:
+    def when(error_id: str, member: str) -> dict[str, Any]:
+        return {
+            "if": {"properties": {"id": {"const": error_id}}},
+            "then": {"required": [member]},
+        }
+
+    return {
+        "type": "object",
+        "description": "An RFC 9457 problem document that is also a Bubblehouse-style error.",
+        "required": ["type", "title", "status", "id", "message", "retryable", "request_id"],
+        "properties": {
+            "type": {"type": "string", "description": "A stable URI for the id."},
+            "title": {"type": "string"},
+            "status": {"type": "integer", "minimum": 400, "maximum": 599},
+            "id": {"type": "string", "pattern": SLUG.pattern},
+            "message": {"type": "string", "description": "Safe to show a shopper or developer."},
+            "retryable": {"type": "boolean"},
+            "request_id": {"type": "string", "description": "Same as the X-Request-ID header."},
+            "retry_after": {"type": "integer", "minimum": 1, "description": "Seconds."},
+            "reason": {"type": "string", "enum": list(INVALID_TOKEN_REASONS)},
+            "field": {"type": "string", "description": "The invalid input field."},
+            "upstream_status": {"type": "integer"},
+        },
+        "additionalProperties": False,
+        "allOf": [
+            when("invalid_token", "reason"),
+            when("invalid_input", "field"),
+            when("rate_limit_exceeded", "retry_after"),
+        ],
+    }
+
+
+def _schemas() -> dict[str, Any]:
+    return {
+        "Problem": _problem_schema(),
+        "CustomerIdentity1": _identity_schema(),
+        "Referral2": _referral_schema(),
+        "TokenRequest": {
+            "type": "object",
+            "required": ["customer_id"],
+            "properties": {
+                "customer_id": {
+                    "type": "string",
+                    "minLength": 1,
+                    "maxLength": 128,
+                    "pattern": CUSTOMER_ID_PATTERN,
+                    "description": "1-128 printable characters, no '/'.",
+                },
+                "email": {
+                    "type": "string",
+                    "format": "email",
+                    "maxLength": 254,
+                    "description": "Becomes the token's ce claim.",
+                },
+                "ttl": {
+                    "type": "integer",
+                    "minimum": 1,
+                    "description": "Seconds; clamped to BROKER_TOKEN_MAX_TTL.",
+                },
+            },
+            "additionalProperties": False,
+        },
+        "TokenResponse": {
+            "type": "object",
+            "required": ["token", "token_type", "expires_in", "expires_at"],
+            "properties": {
+                "token": {"type": "string", "description": "A customer JWT (HS256)."},
+                "token_type": {"const": "Bearer"},
+                "expires_in": {"type": "integer", "minimum": 1},
+                "expires_at": {
+                    "type": "string",
+                    "format": "date-time",
+                    "description": "RFC 3339, UTC.",
+                },
+            },
+            "additionalProperties": False,
+        },
+        "CustomerReferrals2Input": {
+            "type": "object",
+            "description": "May be empty.",
+            "properties": {
+                "customer": _ref("CustomerIdentity1"),
+                "deanonymize": {"type": "boolean", "description": "true is refused."},
+            },
+            "additionalProperties": False,
+        },
+        "CustomerReferrals2Output": {
+            "type": "object",
+            "required": ["referrals"],
+            "properties": {"referrals": {"type": "array", "items": _ref("Referral2")}},
+            "additionalProperties": True,
+        },
+        "Refer2Input": {
+            "type": "object",
+            "required": ["channel"],
+            "properties": {
+                "channel": {
+                    "type": "string",
+                    "pattern": CHANNEL_PATTERN,
+                    "description": "A ReferralChannel1 (open list): email, sms, whatsapp, ...",
+                },
+                "destination": {
+                    "type": ["string", "null"],
+                    "maxLength": 254,
+                    "description": "An email address when channel is email; absent otherwise.",
+                },
+                "sender": {
+                    "type": ["string", "null"],
+                    "description": "Accepted for Refer1 compatibility and dropped.",
+                },
+                "customer": _ref("CustomerIdentity1"),
+            },
+            "additionalProperties": False,
+            "if": {"properties": {"channel": {"const": "email"}}, "required": ["channel"]},
+            "then": {
+                "required": ["destination"],
+                "properties": {"destination": {"type": "string", "format": "email"}},
+            },
+            "else": {"properties": {"destination": {"type": "null"}}},
+        },
+        "Refer2Output": {
+            "type": "object",
+            "required": ["referral"],
+            "properties": {
+                "referral": _ref("Referral2"),
+                "message": {"type": ["string", "null"]},
+                "share_action": {"description": "Opaque: what to do next to finish sharing."},
+            },
+            "additionalProperties": True,
+        },
+        "Health": {
+            "type": "object",
+            "required": ["status"],
+            "properties": {"status": {"const": "ok"}},
+        },
+        "Ready": {
+            "type": "object",
+            "required": ["status", "redis"],
+            "properties": {
+                "status": {"type": "string"},
+                "redis": {"type": "string", "enum": ["up", "down", "memory"]},
+            },
+        },
+    }
+
+
+def _examples() -> dict[str, Any]:
+    """One example body per error id, rendered by the broker's own renderer."""
+    return {
+        cls.id: {
+            "summary": cls.title,
+            "value": problem_body(_example_error(cls), "3f1c0a9e7b2d4c6f"),
+        }
+        for cls in CATALOGUE
+    }
+
+
+def _headers() -> dict[str, Any]:
+    def header(description: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
+        return {"description": description, "required": required, "schema": schema}
+
+    text = {"type": "string"}
+    return {
+        "X-Request-ID": header(
+            "The request id (the caller's, when valid, else a new one); also in error bodies.",
+            {"type": "string", "pattern": REQUEST_ID_PATTERN},
+            required=True,
+        ),
+        "Cache-Status": header(
+            "RFC 9211, e.g. `broker; hit; ttl=42` or `broker; fwd=miss; stored`.",
+            {"type": "string", "pattern": "^broker"},
+        ),
+        "RateLimit": header("The remaining quota (IETF httpapi ratelimit-headers).", text),
+        "RateLimit-Policy": header("The quota policy (IETF httpapi ratelimit-headers).", text),
+        "Retry-After": header(
+            "Seconds to wait before trying again.", {"type": "integer", "minimum": 1}, True
+        ),
+        "WWW-Authenticate": header("The bearer challenge.", text, required=True),
+        "Allow": header("The methods this path answers.", text),
+        "Cache-Control": header("Never stored by shared caches.", text),
+        "Vary": header("Authorization, Origin.", text),
+        "Idempotent-Replayed": header(
+            "true when this is the stored answer to an earlier request with the same key.",
+            {"type": "string", "enum": ["true"]},
+        ),
+        "Access-Control-Allow-Origin": header("The allowed origin.", text),
+        "Access-Control-Allow-Methods": header("The allowed methods.", text),
+        "Access-Control-Allow-Headers": header("The allowed request headers.", text),
+    }
+
+
+def openapi_document(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI description of every route of the broker, for these settings."""
+    return {
+        "openapi": OPENAPI_VERSION,
+        "info": {
+            "title": "Referral broker",
+            "version": "1.0.0",
+            "description": (
+                "A token broker in front of Bubblehouse's CustomerReferrals2 and Refer2 calls, "
+                "with the same URL layout. Every answer that is not 2xx is "
+                "application/problem+json with `id`, `message` and `request_id`."
+            ),
+        },
+        "tags": [
+            {"name": "merchant", "description": "Called by the merchant's server."},
+            {"name": "browser", "description": "Called by the storefront with a customer token."},
+            {"name": "operations", "description": "Health, readiness, metrics, this document."},
+        ],
+        "paths": _paths(settings),
+        "components": {
+            "schemas": _schemas(),
+            "headers": _headers(),
+            "examples": _examples(),
+            "securitySchemes": {
+                "customerToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "bearerFormat": "JWT",
+                    "description": "A customer token minted by POST /tokens.",
+                },
+                "issuerKey": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "One of BROKER_ISSUER_KEYS.",
+                },
+                "metricsToken": {
+                    "type": "http",
+                    "scheme": "bearer",
+                    "description": "BROKER_METRICS_TOKEN, when set.",
+                },
+            },
+        },
+    }

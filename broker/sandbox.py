@@ -1,0 +1,474 @@
+"""The sandbox upstream: a Bubblehouse look-alike for ``broker dev``, end-to-end tests, benchmarks.
+
+It answers what bubblehouse-api.md documents, keeps its state in memory per app instance, and can
+be told to be slow or to fail. Where Bubblehouse documents nothing, the sandbox's own choice is
+marked *(sandbox)* below.
+
+Configuration (:func:`sandbox_config_from_env`)
+    ``BROKER_SHOP``, ``BROKER_SIGNING_KEYS``, ``BROKER_API_VERSIONS``: read exactly as the broker
+    reads them, so a sandbox and a broker started from one environment trust each other.
+    ``SANDBOX_DELAY``: seconds (0-60) added to every API answer, default 0.
+    ``SANDBOX_FAST``: ``1``/``true``/``yes``/``on`` for benchmark mode, default off.
+    ``SANDBOX_SEED``: ``0``/``false``/``no``/``off`` to start without demo referrals, default on.
+
+API: ``/api/<version>/<shop>/<function>``, checked in this order
+    - ``<version>`` not in the configured versions: 400 ``invalid_global_api_version``; a dated
+      version from before 2023 (``v2019...``) is 400 ``obsolete_global_api_version`` instead.
+    - ``<shop>`` not the configured shop: 404 ``unknown_shop`` *(sandbox: Bubblehouse documents
+      no id for it; without a shop there are no secrets to check a token against, so the
+      sandbox answers "not here" rather than 401)*.
+    - ``<function>`` other than ``CustomerReferrals2`` (GET, POST), ``Refer2`` (POST),
+      ``Status2`` (GET, POST): 404 ``unknown_function``; another method: 405
+      ``method_not_allowed`` *(sandbox)*.
+    - Input: POST JSON object, POST form fields, or for GET the query string. A body that is not
+      a JSON object: 400 ``invalid_json`` *(sandbox)*. Wrongly typed ``customer`` fields or
+      ``deanonymize``: 400 ``invalid_input`` *(sandbox)*.
+    - Token (:mod:`broker.sandbox_tokens`): ``Authorization: Bearer <jwt>``; none or empty is
+      anonymous. HS256 only, ``kid`` names a configured key, ``aud`` exactly ``"BH"``, ``sub`` is
+      ``<shop>`` (shop token) or ``<shop>/<customer id>`` (customer token), ``exp`` enforced when
+      present, ``iat`` in the future refused; 10 s leeway on both. ``ce`` is the customer's
+      email; ``l == "admin"`` makes a customer token a customer-admin token. Any failure: 401
+      ``invalid_token`` with a message.
+    - Customer: a customer token's customer exists from first use (with the ``ce`` email). A shop
+      token needs ``customer`` (CustomerIdentity1) and finds only existing customers (seeded,
+      or created by a customer token, or with seeding on any ``shopid`` starting ``demo-``).
+      The documented identity ids and statuses apply (bubblehouse-api.md section 6).
+
+``CustomerReferrals2``
+    ``{"summary": {"sent", "approved", "rejected", "earned_pts"}, "referrals": [Referral2...]}``,
+    newest first by ``accepted_at`` or else ``sent_at``. The summary's name and fields are the
+    sandbox's guess (CustomerReferralStats3). Destinations are masked (``f***@example.com``)
+    unless ``deanonymize`` is true and the token is a shop token or a customer-admin token;
+    otherwise ``deanonymize`` is silently ignored. Anonymous: ``{"referrals": []}``.
+
+``Refer2``
+    Input ``customer``, ``sender`` (ignored), ``channel``, ``destination``. Refusals
+    *(sandbox ids, Bubblehouse documents none)*: 400 ``invalid_channel`` (missing, or not a
+    lower-case slug ``[a-z0-9][a-z0-9-]{0,63}``; any such slug is accepted, the enum is open),
+    400 ``invalid_destination`` (``email`` without a valid address of at most 254 characters, or
+    another channel with a destination), 400 ``self_referral`` (inviting one's own email).
+    Anonymous: 401 ``invalid_token``. Answer: ``{"message", "referral", "share_action"}``.
+    Reuse rule: the same customer sending on the same channel to the same destination (email
+    case-insensitive; none for other channels) within 5 minutes of an ``invited`` referral gets
+    that referral back instead of a new one.
+
+``share_action`` (ReferralShareAction1, *sandbox design*), one of::
+
+    {"type": "none"}                                            email: Bubblehouse sends it
+    {"type": "open_url", "url": "...", "link": "..."}           whatsapp (wa.me), twitter (x.com
+        intent), facebook (sharer.php), messenger (fb-messenger:), telegram (t.me/share),
+        threads (threads.net intent), sms (sms:?&body=)
+    {"type": "copy_link", "link": "...", "text": "..."}         instagram, custom-personal,
+                                                                custom-social, unknown channels
+    {"type": "show_qr_code", "link": "...", "data": "..."}      qr-code; data is the text to
+                                                                encode (the link)
+
+``Status2``
+    ``{"ok": true, "shop": ..., "token_kind": "shop" | "customer" | "anonymous"}``.
+
+Benchmark mode (``fast``)
+    ``CustomerReferrals2`` answers a fixed pre-serialized body of about 2 KB. It still counts the
+    call, applies delays and faults and checks version and shop, but it does **not verify the
+    token's signature or claims**: it only reads the JWT header and requires ``alg`` HS256 and a
+    known ``kid`` (else 401 ``invalid_token``). No input is read, no state is touched and the
+    request is not added to ``/_sandbox/requests``. The other functions behave as usual.
+
+Control API under ``/_sandbox/`` (JSON, no authentication: a development tool)
+    ``POST /_sandbox/faults``      add a fault (see :mod:`broker.sandbox_faults`); 400
+                                   ``invalid_fault`` if malformed. Answers ``{"faults": [...]}``.
+    ``GET``/``DELETE /_sandbox/faults``   list / clear the faults.
+    ``GET /_sandbox/calls``        ``{"CustomerReferrals2": n, "Refer2": n, "Status2": n, ...}``:
+                                   every request that reached ``/api/``, refused ones included.
+    ``GET /_sandbox/requests``     ``{"requests": [...]}``, the last 100 API requests, oldest
+                                   first: function, method, version, shop, selected headers,
+                                   ``token`` (``absent``/``verified``/``invalid``), the verified
+                                   ``jwt`` header and claims (never the raw token), and ``body``.
+    ``DELETE /_sandbox/requests``  forget them.
+    ``POST /_sandbox/reset``       forget everything (state, faults, counters, requests); re-seed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import time
+from collections import deque
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import parse_qsl
+
+from starlette.applications import Starlette
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+from starlette.routing import Route
+
+from broker.sandbox_data import (
+    CHANNEL_RE,
+    EMAIL_RE,
+    MAX_EMAIL,
+    BubblehouseError,
+    Customer,
+    SandboxStore,
+    share_action,
+    share_text,
+)
+from broker.sandbox_faults import FaultBook, SandboxApp, fault_response, parse_fault
+from broker.sandbox_tokens import Caller, bearer, invalid_token, jwt_header, verify_token
+from broker.settings import ConfigError, parse
+
+FUNCTIONS: dict[str, tuple[str, ...]] = {
+    "CustomerReferrals2": ("GET", "POST"),
+    "Refer2": ("POST",),
+    "Status2": ("GET", "POST"),
+}
+LOGGED_HEADERS = ("x-request-id", "traceparent", "content-type", "user-agent")
+REQUEST_LOG_SIZE = 100
+OBSOLETE_RE = re.compile(r"^v(\d{4})\d{3,4}$")
+TRUE = ("1", "true", "yes", "on")
+FALSE = ("0", "false", "no", "off", "")
+
+
+@dataclass(frozen=True)
+class SandboxConfig:
+    shop: str
+    keys: Mapping[str, bytes]
+    versions: tuple[str, ...] = ("v2023061",)
+    delay: float = 0.0
+    fast: bool = False
+    seed: bool = True
+
+
+def sandbox_config_from_env(env: Mapping[str, str]) -> SandboxConfig:
+    """The sandbox's configuration from environment variables; :class:`ConfigError` if bad."""
+    problems: list[str] = []
+    shared = {
+        name: env[name]
+        for name in ("BROKER_SHOP", "BROKER_SIGNING_KEYS", "BROKER_API_VERSIONS")
+        if name in env
+    }
+    # The broker's parser also insists on issuer keys, which the sandbox never uses: a
+    # placeholder lets it check the three shared variables exactly as the broker does.
+    shared["BROKER_ISSUER_KEYS"] = "sandbox-placeholder-issuer-key"
+    settings = None
+    try:
+        settings = parse(shared)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+
+    delay = 0.0
+    raw_delay = env.get("SANDBOX_DELAY", "").strip()
+    if raw_delay:
+        try:
+            delay = float(raw_delay)
+            if not 0 <= delay <= 60:
+                raise ValueError
+        except ValueError:
+            problems.append("SANDBOX_DELAY: must be seconds between 0 and 60")
+
+    def flag(name: str, default: bool) -> bool:
+        raw = env.get(name)
+        if raw is None:
+            return default
+        if raw.strip().lower() in TRUE:
+            return True
+        if raw.strip().lower() not in FALSE:
+            problems.append(f"{name}: must be true or false (1/0, yes/no, on/off)")
+        return False if raw.strip() else default
+
+    fast = flag("SANDBOX_FAST", False)
+    seed = flag("SANDBOX_SEED", True)
+    if problems or settings is None:
+        raise ConfigError(problems)
+    return SandboxConfig(
+        shop=settings.shop,
+        keys={key.kid: key.secret.reveal() for key in settings.signing_keys},
+        versions=settings.api_versions,
+        delay=delay,
+        fast=fast,
+        seed=seed,
+    )
+
+
+# -- the app -------------------------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    config: SandboxConfig
+    store: SandboxStore
+    faults: FaultBook = field(default_factory=FaultBook)
+    calls: dict[str, int] = field(default_factory=dict)
+    requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG_SIZE))
+    fast_body: bytes = b""
+
+    def reset_calls(self) -> None:
+        self.calls.clear()
+        self.calls.update(dict.fromkeys(FUNCTIONS, 0))
+
+
+def _error(exc: BubblehouseError) -> JSONResponse:
+    return JSONResponse(exc.body(), status_code=exc.status)
+
+
+def _check_route(config: SandboxConfig, version: str, shop: str, function: str) -> None:
+    if version not in config.versions:
+        dated = OBSOLETE_RE.fullmatch(version)
+        if dated and int(dated[1]) < 2023:
+            raise BubblehouseError(
+                400, "obsolete_global_api_version", "This API version is no longer supported."
+            )
+        raise BubblehouseError(400, "invalid_global_api_version", "No such API version.")
+    if shop != config.shop:
+        raise BubblehouseError(404, "unknown_shop", "No shop with this slug.")
+    if function not in FUNCTIONS:
+        raise BubblehouseError(404, "unknown_function", f"No API function {function}.")
+
+
+async def _read_input(request: Request) -> dict[str, Any]:
+    if request.method == "GET":
+        return dict(request.query_params)
+    raw = await request.body()
+    if not raw.strip():
+        return {}
+    content_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if content_type == "application/x-www-form-urlencoded":
+        return dict(parse_qsl(raw.decode("utf-8", "replace")))
+    try:
+        data = json.loads(raw)
+    except ValueError:
+        raise BubblehouseError(400, "invalid_json", "The body is not valid JSON.") from None
+    if not isinstance(data, dict):
+        raise BubblehouseError(400, "invalid_json", "The body must be a JSON object.")
+    return data
+
+
+def _boolean(value: object, name: str) -> bool:
+    if value is None or isinstance(value, bool):
+        return bool(value)
+    if isinstance(value, str) and value.lower() in TRUE + FALSE:
+        return value.lower() in TRUE
+    raise BubblehouseError(400, "invalid_input", f"{name} must be true or false.")
+
+
+def _fast_body(shop: str) -> bytes:
+    """About 2 KB of CustomerReferrals2 answer, built once."""
+    store = SandboxStore(shop, time.time, seed=True)
+    history = store.history(store.customer_for_token("demo-bench", None), mask=True)
+    rows = history["referrals"]
+    history["referrals"] = rows + rows[:2]
+    history["summary"]["sent"] += 2
+    return json.dumps(history, separators=(",", ":")).encode()
+
+
+def create_sandbox_app(
+    config: SandboxConfig, *, clock: Callable[[], float] = time.time
+) -> Starlette:
+    """A fresh sandbox; ``clock`` (Unix seconds) dates referrals and drives the reuse rule."""
+    state = _State(config, SandboxStore(config.shop, clock, config.seed))
+    state.reset_calls()
+    if config.fast:
+        state.fast_body = _fast_body(config.shop)
+
+    def caller_customer(caller: Caller, data: dict[str, Any]) -> Customer:
+        identity = data.get("customer")
+        if caller.kind == "shop":
+            return state.store.resolve(identity)
+        assert caller.customer_id is not None
+        customer = state.store.customer_for_token(caller.customer_id, caller.email)
+        state.store.check_token_identity(identity, customer)
+        return customer
+
+    def customer_referrals(caller: Caller, data: dict[str, Any]) -> dict[str, Any]:
+        deanonymize = _boolean(data.get("deanonymize"), "deanonymize")
+        if caller.kind == "anonymous":
+            return {"referrals": []}
+        customer = caller_customer(caller, data)
+        allowed = caller.kind == "shop" or caller.admin
+        return state.store.history(customer, mask=not (deanonymize and allowed))
+
+    def refer(caller: Caller, data: dict[str, Any]) -> dict[str, Any]:
+        if caller.kind == "anonymous":
+            raise invalid_token("Refer2 needs a customer or shop token.")
+        customer = caller_customer(caller, data)
+        channel = data.get("channel")
+        if not isinstance(channel, str) or not CHANNEL_RE.fullmatch(channel):
+            raise BubblehouseError(
+                400, "invalid_channel", "channel must be a lower-case slug such as email."
+            )
+        destination = data.get("destination")
+        if channel == "email":
+            if not isinstance(destination, str) or len(destination) > MAX_EMAIL:
+                raise BubblehouseError(
+                    400, "invalid_destination", "The email channel needs an email address."
+                )
+            if not EMAIL_RE.fullmatch(destination):
+                raise BubblehouseError(
+                    400, "invalid_destination", "destination is not an email address."
+                )
+            if customer.email and destination.casefold() == customer.email.casefold():
+                raise BubblehouseError(400, "self_referral", "You cannot refer yourself.")
+        elif destination is not None:
+            raise BubblehouseError(
+                400, "invalid_destination", "Only the email channel takes a destination."
+            )
+        referral, reused = state.store.refer(customer, channel, destination)
+        if channel != "email":
+            message = "Your referral link is ready to share."
+        elif reused:
+            message = f"{destination} was invited a moment ago; the invitation stands."
+        else:
+            message = f"Your invitation to {destination} is on its way."
+        text = share_text(config.shop, referral.link)
+        return {
+            "message": message,
+            "referral": referral.to_json(),
+            "share_action": share_action(channel, referral.link, text),
+        }
+
+    def status(caller: Caller, data: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "shop": config.shop, "token_kind": caller.kind}
+
+    handlers: dict[str, Callable[[Caller, dict[str, Any]], dict[str, Any]]] = {
+        "CustomerReferrals2": customer_referrals,
+        "Refer2": refer,
+        "Status2": status,
+    }
+
+    async def fast_referrals(request: Request, version: str, shop: str) -> Response:
+        """Benchmark mode: header-only token check, fixed body."""
+        if state.faults.faults:
+            fault = state.faults.take("CustomerReferrals2")
+            if fault is not None:
+                if fault.delay:
+                    await asyncio.sleep(fault.delay)
+                answer = fault_response(fault, "CustomerReferrals2")
+                if answer is not None:
+                    return answer
+        try:
+            _check_route(config, version, shop, "CustomerReferrals2")
+            token = bearer(request.headers.get("authorization"))
+            if token is None:
+                return JSONResponse({"referrals": []})
+            jwt_header(token, config.keys)
+        except BubblehouseError as exc:
+            return _error(exc)
+        return Response(state.fast_body, media_type="application/json")
+
+    async def api(request: Request) -> Response:
+        params = request.path_params
+        version, shop, function = params["version"], params["shop"], params["function"]
+        state.calls[function] = state.calls.get(function, 0) + 1
+        if config.delay:
+            await asyncio.sleep(config.delay)
+        if config.fast and function == "CustomerReferrals2" and request.method in ("GET", "POST"):
+            return await fast_referrals(request, version, shop)
+
+        data: dict[str, Any] | None = None
+        input_error: BubblehouseError | None = None
+        try:
+            data = await _read_input(request)
+        except BubblehouseError as exc:
+            input_error = exc
+        caller: Caller | None = None
+        token_error: BubblehouseError | None = None
+        try:
+            caller = verify_token(request.headers.get("authorization"), config.keys, config.shop)
+        except BubblehouseError as exc:
+            token_error = exc
+        state.requests.append(
+            {
+                "function": function,
+                "method": request.method,
+                "version": version,
+                "shop": shop,
+                "headers": {h: request.headers[h] for h in LOGGED_HEADERS if h in request.headers},
+                "token": "invalid"
+                if caller is None
+                else ("absent" if caller.kind == "anonymous" else "verified"),
+                "jwt": None
+                if caller is None or caller.header is None
+                else {"header": caller.header, "claims": caller.claims},
+                "body": data,
+            }
+        )
+
+        fault = state.faults.take(function)
+        if fault is not None:
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            answer = fault_response(fault, function)
+            if answer is not None:
+                return answer
+        try:
+            _check_route(config, version, shop, function)
+            if request.method not in FUNCTIONS[function]:
+                raise BubblehouseError(
+                    405,
+                    "method_not_allowed",
+                    f"{function} answers {' or '.join(FUNCTIONS[function])}.",
+                )
+            if input_error is not None:
+                raise input_error
+            if token_error is not None:
+                raise token_error
+            assert caller is not None
+            assert data is not None
+            return JSONResponse(handlers[function](caller, data))
+        except BubblehouseError as exc:
+            return _error(exc)
+
+    async def add_fault(request: Request) -> Response:
+        try:
+            fault = parse_fault(json.loads(await request.body() or b"{}"))
+        except ValueError as exc:
+            return JSONResponse({"id": "invalid_fault", "message": str(exc)}, status_code=400)
+        state.faults.add(fault)
+        return JSONResponse({"faults": state.faults.to_json()})
+
+    async def list_faults(request: Request) -> Response:
+        return JSONResponse({"faults": state.faults.to_json()})
+
+    async def clear_faults(request: Request) -> Response:
+        state.faults.clear()
+        return JSONResponse({"faults": []})
+
+    async def calls(request: Request) -> Response:
+        return JSONResponse(state.calls)
+
+    async def requests(request: Request) -> Response:
+        return JSONResponse({"requests": list(state.requests)})
+
+    async def clear_requests(request: Request) -> Response:
+        state.requests.clear()
+        return JSONResponse({"requests": []})
+
+    async def reset(request: Request) -> Response:
+        state.store.reset()
+        state.faults.clear()
+        state.requests.clear()
+        state.reset_calls()
+        return JSONResponse({"ok": True})
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        status_code = exc.status_code if isinstance(exc, HTTPException) else 500
+        error_id = {404: "not_found", 405: "method_not_allowed"}.get(status_code, "internal_error")
+        return JSONResponse({"id": error_id}, status_code=status_code)
+
+    routes = [
+        Route(
+            "/api/{version}/{shop}/{function}",
+            api,
+            methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
+        ),
+        Route("/_sandbox/faults", add_fault, methods=["POST"]),
+        Route("/_sandbox/faults", list_faults, methods=["GET"]),
+        Route("/_sandbox/faults", clear_faults, methods=["DELETE"]),
+        Route("/_sandbox/calls", calls, methods=["GET"]),
+        Route("/_sandbox/requests", requests, methods=["GET"]),
+        Route("/_sandbox/requests", clear_requests, methods=["DELETE"]),
+        Route("/_sandbox/reset", reset, methods=["POST"]),
+    ]
+    return SandboxApp(routes=routes, exception_handlers={HTTPException: not_found})

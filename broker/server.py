@@ -1,0 +1,82 @@
+"""Running the broker: the production server and the in-process servers of ``broker dev``."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+from collections.abc import Generator, Sequence
+from typing import Any
+
+import uvicorn
+from starlette.applications import Starlette
+
+from broker.app import create_app
+from broker.logs import configure_logging
+from broker.settings import Settings
+
+GRACEFUL_SECONDS = 25  # in-flight requests get this long after SIGTERM; under k8s' 30 s default
+
+
+def app_factory() -> Starlette:
+    """What each worker process of ``broker serve`` builds (read from the environment)."""
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(settings)
+
+
+def serve(settings: Settings) -> None:
+    """The production server: uvicorn with uvloop and httptools, SIGTERM drains in-flight work."""
+    uvicorn.run(
+        "broker.server:app_factory",
+        factory=True,
+        host="0.0.0.0",
+        port=settings.port,
+        workers=settings.web_concurrency,
+        loop="uvloop",
+        http="httptools",
+        lifespan="on",
+        access_log=False,
+        log_level="warning",
+        proxy_headers=True,
+        server_header=False,
+        date_header=True,
+        timeout_graceful_shutdown=GRACEFUL_SECONDS,
+        timeout_keep_alive=30,
+        backlog=2048,
+    )
+
+
+class _Server(uvicorn.Server):
+    """A uvicorn server that leaves signals to its owner (several share one process)."""
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Generator[None, None, None]:
+        yield
+
+
+async def serve_together(apps: Sequence[tuple[Any, str, int]]) -> None:
+    """Serve several ASGI apps on one event loop until SIGINT or SIGTERM."""
+    servers = [
+        _Server(
+            uvicorn.Config(
+                app,
+                host=host,
+                port=port,
+                lifespan="on",
+                access_log=False,
+                log_level="warning",
+                timeout_graceful_shutdown=5,
+            )
+        )
+        for app, host, port in apps
+    ]
+    loop = asyncio.get_running_loop()
+
+    def stop() -> None:
+        for server in servers:
+            server.should_exit = True
+
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop)
+    await asyncio.gather(*(server.serve() for server in servers))

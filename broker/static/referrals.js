@@ -1,0 +1,305 @@
+// referrals.js: the storefront client of the referral broker.
+//
+// One dependency-free ES module, no build step. Import it from the broker itself
+// (`<broker>/static/referrals.js`) or copy it into your storefront's assets.
+//
+//   import { createReferralsClient } from "https://broker.example/static/referrals.js";
+//   const referrals = createReferralsClient({ baseUrl, shop, getToken });
+//   const history = await referrals.listReferrals();
+//   const sent = await referrals.sendReferral({ channel: "email", destination: "friend@example.com" });
+//
+// Types: referrals.d.ts beside this file.
+
+/** The error ids a storefront should be ready for: the broker's, plus the client's own. */
+export const ERROR_IDS = Object.freeze([
+  "missing_token",
+  "invalid_token",
+  "invalid_issuer_key",
+  "customer_identity_does_not_match_token",
+  "deanonymize_not_allowed",
+  "invalid_global_api_version",
+  "invalid_input",
+  "invalid_json",
+  "not_found",
+  "method_not_allowed",
+  "idempotency_key_reused",
+  "payload_too_large",
+  "unsupported_media_type",
+  "rate_limit_exceeded",
+  "upstream_misconfigured",
+  "upstream_error",
+  "upstream_unavailable",
+  "upstream_timeout",
+  "internal_error",
+  // Raised by this client, never sent by the broker:
+  "network_error", // fetch failed: offline, DNS, CORS refusal, connection reset (status 0)
+  "unexpected_response", // an answer that is not the broker's JSON (e.g. a proxy's HTML page)
+]);
+
+/** The documented referral channels; the list is open, other slugs pass through. */
+export const CHANNELS = Object.freeze([
+  "email",
+  "sms",
+  "facebook",
+  "messenger",
+  "whatsapp",
+  "twitter",
+  "instagram",
+  "threads",
+  "telegram",
+  "qr-code",
+  "custom-personal",
+  "custom-social",
+]);
+
+export const DEFAULT_VERSION = "v2023061";
+
+/** Every failure of a client call. `id` is stable; branch on it, show `message`. */
+export class ReferralsError extends Error {
+  constructor({
+    id,
+    status = 0,
+    message,
+    retryable = false,
+    requestId = null,
+    retryAfter = null,
+    field = null,
+    reason = null,
+    upstreamStatus = null,
+    idempotencyKey = null,
+    replayed = false,
+    body = null,
+    cause,
+  }) {
+    super(message || id, cause === undefined ? undefined : { cause });
+    this.name = "ReferralsError";
+    this.id = id;
+    this.status = status;
+    this.retryable = Boolean(retryable);
+    this.requestId = requestId;
+    this.retryAfter = retryAfter;
+    this.field = field;
+    this.reason = reason;
+    this.upstreamStatus = upstreamStatus;
+    this.idempotencyKey = idempotencyKey;
+    this.replayed = Boolean(replayed);
+    this.body = body;
+  }
+
+  /** Read a non-2xx `Response` of the broker into a ReferralsError (for direct fetch callers). */
+  static async fromResponse(response, { idempotencyKey = null } = {}) {
+    let body = null;
+    try {
+      const text = await response.text();
+      body = text ? JSON.parse(text) : null;
+    } catch {
+      body = null;
+    }
+    const headerId = response.headers.get("X-Request-ID");
+    const replayed = response.headers.get("Idempotent-Replayed") === "true";
+    const retryAfter = parseRetryAfter(
+      body && body.retry_after != null ? String(body.retry_after) : response.headers.get("Retry-After"),
+    );
+    if (!body || typeof body !== "object" || typeof body.id !== "string") {
+      return new ReferralsError({
+        id: "unexpected_response",
+        status: response.status,
+        message: `The broker answered HTTP ${response.status} without its JSON error body.`,
+        retryable: response.status >= 500 || response.status === 429,
+        requestId: headerId,
+        retryAfter,
+        idempotencyKey,
+        replayed,
+      });
+    }
+    return new ReferralsError({
+      id: body.id,
+      status: typeof body.status === "number" ? body.status : response.status,
+      message: body.message || body.title || body.id,
+      retryable: body.retryable === true,
+      requestId: body.request_id || headerId,
+      retryAfter,
+      field: body.field ?? null,
+      reason: body.reason ?? null,
+      upstreamStatus: body.upstream_status ?? null,
+      idempotencyKey,
+      replayed,
+      body,
+    });
+  }
+}
+
+function parseRetryAfter(value) {
+  if (value == null || value === "") return null;
+  const seconds = Number(value);
+  if (Number.isFinite(seconds)) return Math.max(0, Math.ceil(seconds));
+  const date = Date.parse(value);
+  if (Number.isNaN(date)) return null;
+  return Math.max(0, Math.ceil((date - Date.now()) / 1000));
+}
+
+function isAbort(error) {
+  return error != null && typeof error === "object" && error.name === "AbortError";
+}
+
+function newIdempotencyKey() {
+  if (globalThis.crypto && typeof globalThis.crypto.randomUUID === "function") {
+    return globalThis.crypto.randomUUID();
+  }
+  // randomUUID needs a secure context (https or localhost); fall back to getRandomValues.
+  const bytes = globalThis.crypto.getRandomValues(new Uint8Array(16));
+  bytes[6] = (bytes[6] & 0x0f) | 0x40;
+  bytes[8] = (bytes[8] & 0x3f) | 0x80;
+  const hex = Array.from(bytes, (b) => b.toString(16).padStart(2, "0")).join("");
+  return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;
+}
+
+/**
+ * Make a client for one shop.
+ *
+ * getToken({ forceRefresh }) must resolve to the customer's token (a string). The client asks
+ * with forceRefresh false before each call (cache the token on your side) and with forceRefresh
+ * true once when the broker says the token is invalid or expired; then it retries once.
+ */
+export function createReferralsClient({
+  baseUrl,
+  shop,
+  version = DEFAULT_VERSION,
+  getToken,
+  fetch: fetchImpl,
+  onResponse,
+} = {}) {
+  if (!baseUrl) throw new TypeError("createReferralsClient: baseUrl is required");
+  if (!shop) throw new TypeError("createReferralsClient: shop is required");
+  if (typeof getToken !== "function") {
+    throw new TypeError("createReferralsClient: getToken must be a function");
+  }
+  const doFetch = fetchImpl || ((...args) => globalThis.fetch(...args));
+  const root = `${String(baseUrl).replace(/\/+$/, "")}/api/${encodeURIComponent(version)}/${encodeURIComponent(shop)}`;
+  const inFlightSends = new Map();
+  let lastRefresh = null; // { stale: the refused token, promise: its replacement }
+
+  // Calls refused for the same token share one refresh, even when they learn of it one after
+  // the other; a token refused after a refresh gets a refresh of its own.
+  function refreshToken(staleToken) {
+    if (lastRefresh && lastRefresh.stale === staleToken) return lastRefresh.promise;
+    const refresh = {
+      stale: staleToken,
+      promise: Promise.resolve().then(() => getToken({ forceRefresh: true })),
+    };
+    refresh.promise.catch(() => {
+      if (lastRefresh === refresh) lastRefresh = null;
+    });
+    lastRefresh = refresh;
+    return refresh.promise;
+  }
+
+  async function once(fn, body, token, { signal, idempotencyKey }) {
+    const headers = { "Content-Type": "application/json", Accept: "application/json" };
+    if (token) headers.Authorization = `Bearer ${token}`;
+    if (idempotencyKey) headers["Idempotency-Key"] = idempotencyKey;
+    let response;
+    try {
+      response = await doFetch(`${root}/${fn}`, {
+        method: "POST",
+        headers,
+        body: JSON.stringify(body),
+        mode: "cors",
+        credentials: "omit",
+        cache: "no-store",
+        signal,
+      });
+    } catch (error) {
+      if (isAbort(error)) throw error;
+      throw new ReferralsError({
+        id: "network_error",
+        status: 0,
+        message: "The referral service could not be reached. Check the connection and try again.",
+        retryable: true,
+        idempotencyKey: idempotencyKey || null,
+        cause: error,
+      });
+    }
+    if (typeof onResponse === "function") {
+      try {
+        onResponse({
+          function: fn,
+          status: response.status,
+          ok: response.ok,
+          requestId: response.headers.get("X-Request-ID"),
+          cacheStatus: response.headers.get("Cache-Status"),
+          rateLimit: response.headers.get("RateLimit"),
+          rateLimitPolicy: response.headers.get("RateLimit-Policy"),
+          idempotencyKey: idempotencyKey || null,
+          replayed: response.headers.get("Idempotent-Replayed") === "true",
+        });
+      } catch {
+        // An observer's bug must not break the call.
+      }
+    }
+    if (!response.ok) {
+      throw await ReferralsError.fromResponse(response, { idempotencyKey: idempotencyKey || null });
+    }
+    try {
+      return await response.json();
+    } catch (error) {
+      if (isAbort(error)) throw error;
+      throw new ReferralsError({
+        id: "unexpected_response",
+        status: response.status,
+        message: "The broker's answer was not JSON.",
+        retryable: false,
+        requestId: response.headers.get("X-Request-ID"),
+        idempotencyKey: idempotencyKey || null,
+        cause: error,
+      });
+    }
+  }
+
+  // One call with the token protocol: a 401 invalid_token comes from the broker's own check,
+  // before Bubblehouse is called, so one retry with a fresh token is safe even for Refer2.
+  async function call(fn, body = {}, { signal, idempotencyKey } = {}) {
+    const token = await getToken({ forceRefresh: false });
+    try {
+      return await once(fn, body, token, { signal, idempotencyKey });
+    } catch (error) {
+      if (!(error instanceof ReferralsError) || error.status !== 401 || error.id !== "invalid_token") {
+        throw error;
+      }
+      const fresh = await refreshToken(token);
+      return once(fn, body, fresh, { signal, idempotencyKey });
+    }
+  }
+
+  function listReferrals({ signal } = {}) {
+    return call("CustomerReferrals2", {}, { signal });
+  }
+
+  function sendReferral({ channel, destination, idempotencyKey, signal } = {}) {
+    // Validation is the broker's: a missing or bad channel comes back as invalid_input.
+    const body = { channel };
+    if (destination != null && destination !== "") body.destination = destination;
+    // A second identical send while the first is in flight (a double click) joins the first.
+    const dedupKey = JSON.stringify([channel, body.destination ?? null, idempotencyKey ?? null]);
+    const pending = inFlightSends.get(dedupKey);
+    if (pending) return pending;
+    // One key per logical send. After a network_error, pass error.idempotencyKey back in to
+    // retry the same send: the broker runs it, or replays the answer it already gave.
+    const key = idempotencyKey || newIdempotencyKey();
+    const promise = call("Refer2", body, { signal, idempotencyKey: key }).finally(() => {
+      inFlightSends.delete(dedupKey);
+    });
+    inFlightSends.set(dedupKey, promise);
+    return promise;
+  }
+
+  return Object.freeze({
+    listReferrals,
+    sendReferral,
+    /** Low-level: POST any body to a broker function, with the same token protocol. */
+    call,
+    baseUrl: String(baseUrl).replace(/\/+$/, ""),
+    shop,
+    version,
+  });
+}

@@ -1,0 +1,315 @@
+"""The Redis layer's facade: a Store backed by Redis when configured, by process memory otherwise.
+
+The cache, the limiter and the idempotency keys each describe an operation twice: as a Lua
+script for Redis and as a plain function over :class:`Memory`. :meth:`Store.run` picks the
+backend. The first Redis failure trips a breaker: the Store turns ``down``, logs
+``store.redis_down`` once, answers from memory without touching Redis, and probes Redis in the
+background until it answers again (``store.redis_up``). No Redis error ever leaves this layer.
+
+Keys start with ``rb:`` and carry a hash tag made from a hash of the scope (a customer, a client
+address), never the raw value, so that every script of a request touches one cluster slot.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal, TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import structlog
+from redis.asyncio import BlockingConnectionPool, Redis
+from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
+from redis.backoff import NoBackoff
+from redis.commands.core import AsyncScript
+from redis.exceptions import RedisError
+
+from broker.settings import ConfigError, Settings
+
+T = TypeVar("T")
+State = Literal["up", "down", "memory"]
+Client = Redis | RedisCluster
+
+log = structlog.get_logger("broker.store")
+
+# Failures that mean "Redis is not usable right now" (the builtin TimeoutError covers
+# asyncio's; OSError covers refused connections that slip past redis-py's wrapping).
+REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
+
+CLUSTER_SCHEMES = {"redis+cluster": "redis", "redis-cluster": "redis", "rediss+cluster": "rediss"}
+
+
+def digest(value: str) -> str:
+    """The first 16 bytes of SHA-256, in hex: how raw identifiers appear in keys."""
+    return hashlib.sha256(value.encode()).hexdigest()[:32]
+
+
+def customer_scope(shop: str, customer: str) -> str:
+    """The scope string of one customer (customer ids never contain '/')."""
+    return f"{shop}/{customer}"
+
+
+def scope_prefix(scope: str) -> str:
+    """``rb:{<hash>}``: the hash-tagged prefix of every key of one scope."""
+    return f"rb:{{{digest(scope)}}}"
+
+
+def now_ms() -> int:
+    return time.monotonic_ns() // 1_000_000
+
+
+class Memory:
+    """A bounded in-process key space with per-key expiry, evicting the least recently used.
+
+    Operations on it never await, so each one is atomic for the event loop, as a Lua script is
+    for Redis.
+    """
+
+    def __init__(self, max_keys: int = 100_000, clock: Callable[[], int] = now_ms) -> None:
+        self.max_keys = max_keys
+        self.clock = clock
+        self._data: OrderedDict[str, tuple[int | None, Any]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._data)
+
+    def get(self, key: str) -> Any:
+        item = self._data.get(key)
+        if item is None:
+            return None
+        expires, value = item
+        if expires is not None and expires <= self.clock():
+            del self._data[key]
+            return None
+        self._data.move_to_end(key)
+        return value
+
+    def set(self, key: str, value: Any, ttl_ms: int | None = None) -> None:
+        expires = None if ttl_ms is None else self.clock() + max(1, int(ttl_ms))
+        self._data[key] = (expires, value)
+        self._data.move_to_end(key)
+        while len(self._data) > self.max_keys:
+            self._data.popitem(last=False)
+
+    def set_nx(self, key: str, value: Any, ttl_ms: int | None = None) -> bool:
+        if self.get(key) is not None:
+            return False
+        self.set(key, value, ttl_ms)
+        return True
+
+    def pttl(self, key: str) -> int:
+        """Milliseconds left, -1 without expiry, -2 when absent (as Redis answers)."""
+        if self.get(key) is None:
+            return -2
+        expires = self._data[key][0]
+        return -1 if expires is None else expires - self.clock()
+
+    def incr(self, key: str, ttl_ms: int) -> tuple[int, int]:
+        """Count one in a window that starts at the first count; (count, ms until reset)."""
+        left = self.pttl(key)
+        count = int(self.get(key) or 0) + 1
+        if left < 0:
+            left = ttl_ms
+        self.set(key, count, left)
+        return count, left
+
+    def delete(self, *keys: str) -> None:
+        for key in keys:
+            self._data.pop(key, None)
+
+    def clear(self) -> None:
+        self._data.clear()
+
+
+class Store:
+    """Redis behind a breaker, or process memory; the one place Redis errors are caught."""
+
+    def __init__(
+        self,
+        client: Client | None = None,
+        *,
+        memory: Memory | None = None,
+        probe_interval: float = 1.0,
+        op_timeout: float = 1.0,
+    ) -> None:
+        self.memory = memory or Memory()
+        self.redis = client
+        self.probe_interval = probe_interval
+        self.op_timeout = op_timeout
+        # Bumped on every switch of backend: work begun on one backend must not be
+        # finished on the other (see ReferralCache's generation check).
+        self.epoch = 0
+        self.redis_calls = 0
+        self.fallbacks = 0
+        self.probes = 0
+        self._up = client is not None
+        self._scripts: dict[str, AsyncScript] = {}
+        self._probe_task: asyncio.Task[None] | None = None
+        self._recovery: list[Callable[[], Awaitable[None]]] = []
+
+    @property
+    def state(self) -> State:
+        if self.redis is None:
+            return "memory"
+        return "up" if self._up else "down"
+
+    def on_recovery(self, hook: Callable[[], Awaitable[None]]) -> None:
+        """Run ``hook`` against Redis when it comes back, before requests use it again."""
+        self._recovery.append(hook)
+
+    def script(self, source: str) -> AsyncScript:
+        """The registered script for ``source`` (EVALSHA, loading it again after a flush)."""
+        script = self._scripts.get(source)
+        if script is None:
+            assert self.redis is not None
+            script = self._scripts[source] = self.redis.register_script(source)
+        return script
+
+    async def run(
+        self, on_redis: Callable[[], Awaitable[T]], on_memory: Callable[[Memory], T]
+    ) -> T:
+        """Run an operation on Redis while it is up, on memory otherwise or when Redis fails."""
+        if self._up:
+            self.redis_calls += 1
+            try:
+                async with asyncio.timeout(self.op_timeout):
+                    return await on_redis()
+            except REDIS_FAILURES as exc:
+                self._trip(exc)
+        if self.redis is not None:
+            self.fallbacks += 1
+        return on_memory(self.memory)
+
+    def _trip(self, exc: BaseException) -> None:
+        if not self._up:
+            return
+        self._up = False
+        self.epoch += 1
+        self.memory.clear()
+        log.warning("store.redis_down", error=type(exc).__name__, fallback="memory")
+
+    async def ping(self) -> bool:
+        """True when Redis answers (or when there is no Redis to answer)."""
+        return await self._ping_error() is None
+
+    async def _ping_error(self) -> BaseException | None:
+        if self.redis is None:
+            return None
+        try:
+            async with asyncio.timeout(self.op_timeout):
+                await self.redis.ping()
+        except REDIS_FAILURES as exc:
+            return exc
+        return None
+
+    async def _reconnect(self) -> bool:
+        self.probes += 1
+        if await self._ping_error() is not None:
+            return False
+        # Pooled connections may predate a Redis restart: start over with fresh ones.
+        assert self.redis is not None
+        with contextlib.suppress(*REDIS_FAILURES):
+            await _drop_connections(self.redis)
+        try:
+            async with asyncio.timeout(self.op_timeout * 10):
+                for hook in self._recovery:
+                    await hook()
+        except REDIS_FAILURES:
+            return False
+        self.memory.clear()
+        self.epoch += 1
+        self._up = True
+        log.info("store.redis_up")
+        return True
+
+    async def _probe_loop(self) -> None:
+        while True:
+            await asyncio.sleep(self.probe_interval)
+            if self._up:
+                continue
+            try:
+                await self._reconnect()
+            except Exception as exc:  # the probe must outlive any surprise
+                log.error("store.probe_failed", error=type(exc).__name__)
+
+    async def start(self) -> None:
+        """Check Redis once, then keep probing it in the background while it is down."""
+        if self.redis is None:
+            log.info(
+                "store.memory",
+                message="REDIS_URL is unset: cache, rate limits and idempotency keys are "
+                "per process only",
+            )
+            return
+        error = await self._ping_error()
+        if error is not None:
+            self._trip(error)
+        else:
+            log.info("store.redis_up")
+        self._probe_task = asyncio.create_task(self._probe_loop(), name="store-probe")
+
+    async def aclose(self) -> None:
+        """Stop probing and close the Redis connections."""
+        if self._probe_task is not None:
+            self._probe_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._probe_task
+            self._probe_task = None
+        if self.redis is not None:
+            with contextlib.suppress(*REDIS_FAILURES):
+                await self.redis.aclose()
+        self._up = False
+
+
+async def _drop_connections(client: Client) -> None:
+    if isinstance(client, RedisCluster):
+        for node in client.get_nodes():
+            await node.disconnect_free_connections()
+    else:
+        await client.connection_pool.disconnect()
+
+
+def make_client(
+    url: str,
+    *,
+    timeout: float = 0.25,
+    max_connections: int = 64,
+    health_check_interval: int = 30,
+) -> Client:
+    """A Redis (or Redis Cluster) client with short timeouts and no retries of its own.
+
+    Retries would multiply the wait on a dead Redis; the Store's breaker handles failure.
+    """
+    parts = urlsplit(url)
+    common: dict[str, Any] = {
+        "socket_timeout": timeout,
+        "socket_connect_timeout": timeout,
+        "health_check_interval": health_check_interval,
+        "retry": Retry(NoBackoff(), 0),
+    }
+    if parts.scheme in CLUSTER_SCHEMES:
+        plain = urlunsplit(parts._replace(scheme=CLUSTER_SCHEMES[parts.scheme]))
+        return RedisCluster.from_url(
+            plain, max_connections=max_connections, require_full_coverage=True, **common
+        )
+    if parts.scheme not in ("redis", "rediss", "unix"):
+        raise ConfigError(["REDIS_URL: only redis://, rediss://, unix:// and cluster URLs work"])
+    pool = BlockingConnectionPool.from_url(
+        url, max_connections=max_connections, timeout=2.0, **common
+    )
+    return Redis.from_pool(pool)
+
+
+async def open_store(settings: Settings, **options: Any) -> Store:
+    """The Store for these settings; never fails because Redis is down (it recovers later)."""
+    if settings.redis_url is None:
+        store = Store()
+    else:
+        store = Store(make_client(settings.redis_url.reveal()), **options)
+    await store.start()
+    return store

@@ -1,0 +1,124 @@
+"""Request telemetry middleware: request id, trace context, timing, one ``request`` log line.
+
+Pure ASGI. It puts a :class:`RequestInfo` in the scope for handlers to fill in (route template,
+cache outcome, upstream status, error id) and writes one ``request`` event when the answer is
+sent. A request that escapes every handler still gets a problem+json 500 here.
+"""
+
+from __future__ import annotations
+
+import re
+import secrets
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from broker.errors import InternalError
+from broker.responses import problem_response
+
+log = structlog.get_logger("broker.request")
+
+REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
+TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
+INFO_KEY = "broker.info"
+
+
+@dataclass(slots=True)
+class RequestInfo:
+    """What one request did, filled in as it goes."""
+
+    request_id: str
+    trace_id: str
+    traceparent: str  # to send upstream: our own span in the caller's trace
+    route: str = "unmatched"
+    status: int = 0
+    error_id: str | None = None
+    cache: str | None = None
+    upstream_status: int | None = None
+    upstream_ms: float | None = None
+    customer: str | None = None
+
+
+def request_info(scope: Scope) -> RequestInfo:
+    info: RequestInfo = scope[INFO_KEY]
+    return info
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope["headers"]:
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def trace_context(incoming: str | None) -> tuple[str, str]:
+    """(trace id, traceparent for the upstream call): continue a valid trace or start one."""
+    match = TRACEPARENT.match(incoming.strip().lower()) if incoming else None
+    if match and match[1] != "0" * 32 and match[2] != "0" * 16:
+        trace_id, flags = match[1], match[3]
+    else:
+        trace_id, flags = secrets.token_hex(16), "01"
+    return trace_id, f"00-{trace_id}-{secrets.token_hex(8)}-{flags}"
+
+
+Observer = Callable[[RequestInfo, str, float], None]
+
+
+class TelemetryMiddleware:
+    def __init__(self, app: ASGIApp, observe: Observer | None = None) -> None:
+        self.app = app
+        self.observe = observe
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        incoming = _header(scope, b"x-request-id")
+        request_id = incoming if incoming and REQUEST_ID.match(incoming) else secrets.token_hex(16)
+        trace_id, traceparent = trace_context(_header(scope, b"traceparent"))
+        info = RequestInfo(request_id, trace_id, traceparent)
+        scope[INFO_KEY] = info
+        response_started = False
+
+        async def send_wrapper(message: Message) -> None:
+            nonlocal response_started
+            if message["type"] == "http.response.start":
+                response_started = True
+                info.status = message["status"]
+                message.setdefault("headers", [])
+                message["headers"] = [
+                    *message["headers"],
+                    (b"x-request-id", request_id.encode()),
+                ]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_wrapper)
+        except Exception:
+            log.exception("request.unhandled", request_id=request_id)
+            info.error_id = InternalError.id
+            if not response_started:
+                response = problem_response(InternalError(), request_id)
+                await response(scope, receive, send_wrapper)
+        finally:
+            seconds = time.perf_counter() - started
+            log.info(
+                "request",
+                method=scope["method"],
+                route=info.route,
+                status=info.status,
+                duration_ms=round(seconds * 1000, 2),
+                request_id=request_id,
+                trace_id=trace_id,
+                cache=info.cache,
+                upstream_status=info.upstream_status,
+                upstream_ms=info.upstream_ms,
+                error_id=info.error_id,
+                customer=info.customer,
+            )
+            if self.observe is not None:
+                self.observe(info, scope["method"], seconds)

@@ -1,0 +1,104 @@
+"""The whole flow on loopback for tests: the sandbox and a broker as real HTTP servers."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Any
+
+import httpx2
+
+from broker.app import create_app
+from broker.sandbox import SandboxConfig, create_sandbox_app
+from broker.settings import Settings
+from broker.tokens import TokenMinter
+from tests.conftest import ISSUER_KEY, SHOP, make_settings
+from tests.servers import serve_app
+
+VERSION = "v2023061"
+READ_PATH = f"/api/{VERSION}/{SHOP}/CustomerReferrals2"
+WRITE_PATH = f"/api/{VERSION}/{SHOP}/Refer2"
+
+
+@dataclass
+class Sandbox:
+    """The sandbox's control API."""
+
+    url: str
+
+    def _client(self) -> httpx2.Client:
+        return httpx2.Client(base_url=self.url, timeout=10)
+
+    def reset(self) -> None:
+        with self._client() as client:
+            client.post("/_sandbox/reset").raise_for_status()
+
+    def fault(self, **fault: Any) -> None:
+        with self._client() as client:
+            client.post("/_sandbox/faults", json=fault).raise_for_status()
+
+    def clear_faults(self) -> None:
+        with self._client() as client:
+            client.delete("/_sandbox/faults").raise_for_status()
+
+    def calls(self) -> dict[str, int]:
+        with self._client() as client:
+            counts: dict[str, int] = client.get("/_sandbox/calls").json()
+        return counts
+
+    def total_calls(self) -> int:
+        return sum(self.calls().values())
+
+    def requests(self) -> list[dict[str, Any]]:
+        with self._client() as client:
+            seen: list[dict[str, Any]] = client.get("/_sandbox/requests").json()["requests"]
+        return seen
+
+
+def sandbox_app(settings: Settings | None = None, **config: Any) -> Any:
+    settings = settings or make_settings()
+    return create_sandbox_app(
+        SandboxConfig(
+            shop=settings.shop,
+            keys={key.kid: key.secret.reveal() for key in settings.signing_keys},
+            **config,
+        )
+    )
+
+
+@dataclass
+class Broker:
+    """A running broker and what a test needs to talk to it."""
+
+    url: str
+    settings: Settings
+    client: httpx2.Client
+
+    def token(self, customer: str = "alice", email: str | None = None, ttl: int | None = None) -> str:
+        return TokenMinter(self.settings).customer_token(customer, email, ttl).token
+
+    def auth(self, customer: str = "alice", email: str | None = None) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token(customer, email)}"}
+
+    def issuer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {ISSUER_KEY}"}
+
+    def read(self, customer: str = "alice", **kwargs: Any) -> httpx2.Response:
+        headers = {**self.auth(customer), **kwargs.pop("headers", {})}
+        return self.client.post(READ_PATH, headers=headers, **kwargs)
+
+    def refer(self, body: dict[str, Any], customer: str = "alice", **kwargs: Any) -> httpx2.Response:
+        headers = {**self.auth(customer), **kwargs.pop("headers", {})}
+        return self.client.post(WRITE_PATH, json=body, headers=headers, **kwargs)
+
+
+@contextlib.contextmanager
+def running_broker(upstream_url: str, **env: str) -> Iterator[Broker]:
+    """Serve a broker (in-process store unless REDIS_URL is given) against ``upstream_url``."""
+    settings = make_settings(BROKER_UPSTREAM_URL=upstream_url, **env)
+    with (
+        serve_app(create_app(settings)) as server,
+        httpx2.Client(base_url=server.url, timeout=30) as client,
+    ):
+        yield Broker(server.url, settings, client)

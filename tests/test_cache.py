@@ -1,0 +1,372 @@
+"""The referral cache: hits, collapsed misses, read-your-writes, stale-if-error, the read limit."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from broker.cache import CacheKey, ReferralCache
+from broker.errors import (
+    BrokerError,
+    RateLimitExceeded,
+    UpstreamError,
+    UpstreamMisconfigured,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    UpstreamTimeout,
+    UpstreamUnavailable,
+)
+from broker.settings import RateLimit
+from broker.store import Store, open_store
+from tests.conftest import SHOP, make_settings
+from tests.servers import RedisProcess
+
+VERSION = "v2023061"
+BODY = b'{"referrals": [{"id": "r1", "z": 1, "a": 2}],  "next": null}'
+# One RFC 9211 Cache-Status member: the cache's name, then parameters.
+CACHE_STATUS_RE = re.compile(
+    r"^broker(; (hit|fwd=(miss|stale)|ttl=-?\d+|stored|collapsed|detail=[A-Za-z][\w:/.-]*))+$"
+)
+
+
+class Upstream:
+    """A stand-in for the upstream call: counts calls, may wait for a gate, may fail."""
+
+    def __init__(
+        self,
+        body: bytes = BODY,
+        *,
+        gate: asyncio.Event | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        self.body = body
+        self.gate = gate
+        self.error = error
+        self.calls = 0
+        self.started = asyncio.Event()
+
+    async def __call__(self) -> bytes:
+        self.calls += 1
+        self.started.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+        return self.body
+
+
+def key(customer: str = "alice", *, deanonymize: bool = False, version: str = VERSION) -> CacheKey:
+    return CacheKey(version, SHOP, customer, deanonymize)
+
+
+async def flush(url: str) -> None:
+    client = Redis.from_url(url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+
+
+async def redis_keys(url: str) -> list[str]:
+    client = Redis.from_url(url)
+    try:
+        return sorted(k.decode() for k in await client.keys("*"))
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def store(
+    request: pytest.FixtureRequest, redis_session: RedisProcess
+) -> AsyncIterator[Store]:
+    """A Store on the shared redis-server (flushed) or on process memory."""
+    env = {}
+    if request.param == "redis":
+        await flush(redis_session.url)
+        env["REDIS_URL"] = redis_session.url
+    opened = await open_store(make_settings(**env))
+    yield opened
+    await opened.aclose()
+
+
+def cache_for(store: Store, **env: str) -> ReferralCache:
+    return ReferralCache(store, make_settings(**env), backoff=5.0)
+
+
+async def test_miss_stores_then_hits_with_the_same_bytes(store: Store) -> None:
+    """A miss loads and stores; the next read is a hit returning exactly the loaded bytes."""
+    cache = cache_for(store)
+    upstream = Upstream()
+    first = await cache.read(key(), upstream, limit=None)
+    second = await cache.read(key(), upstream, limit=None)
+    assert (first.outcome, first.cache_status) == ("miss", "broker; fwd=miss; stored")
+    assert second.outcome == "hit"
+    assert re.fullmatch(r"broker; hit; ttl=(59|6[0-6])", second.cache_status)
+    assert first.body == second.body == BODY
+    assert upstream.calls == 1
+    assert first.rate is None
+
+
+async def test_fifty_concurrent_cold_reads_load_once(store: Store) -> None:
+    """Fifty simultaneous misses for one key make one upstream call and all get its body."""
+    cache = cache_for(store)
+    gate = asyncio.Event()
+    upstream = Upstream(gate=gate)
+    reads = [asyncio.create_task(cache.read(key(), upstream, limit=None)) for _ in range(50)]
+    await upstream.started.wait()
+    await asyncio.sleep(0.05)
+    gate.set()
+    served = await asyncio.gather(*reads)
+    assert upstream.calls == 1
+    assert {s.body for s in served} == {BODY}
+    outcomes = sorted(s.outcome for s in served)
+    assert outcomes == ["collapsed"] * 49 + ["miss"]
+    for s in served:
+        assert CACHE_STATUS_RE.match(s.cache_status), s.cache_status
+
+
+async def test_collapse_spans_two_stores_on_one_redis(redis_session: RedisProcess) -> None:
+    """A miss in one process waits for another process's upstream call instead of making its own."""
+    await flush(redis_session.url)
+    settings = make_settings(REDIS_URL=redis_session.url)
+    first, second = await open_store(settings), await open_store(settings)
+    try:
+        gate = asyncio.Event()
+        upstream = Upstream(gate=gate)
+        leader = asyncio.create_task(cache_for(first).read(key(), upstream, limit=None))
+        await upstream.started.wait()
+        follower = asyncio.create_task(cache_for(second).read(key(), upstream, limit=None))
+        await asyncio.sleep(0.1)
+        gate.set()
+        led, followed = await leader, await follower
+        assert upstream.calls == 1
+        assert led.outcome == "miss"
+        assert (followed.outcome, followed.cache_status) == (
+            "collapsed",
+            "broker; fwd=miss; collapsed",
+        )
+        assert followed.body == BODY
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_waiter_loads_itself_when_the_leader_hangs(redis_session: RedisProcess) -> None:
+    """A collapsed read gives up after the upstream timeout and loads on its own."""
+    await flush(redis_session.url)
+    settings = make_settings(REDIS_URL=redis_session.url, BROKER_UPSTREAM_TIMEOUT="0.1")
+    first, second = await open_store(settings), await open_store(settings)
+    try:
+        hung = Upstream(gate=asyncio.Event())
+        leader = asyncio.create_task(ReferralCache(first, settings).read(key(), hung, limit=None))
+        await hung.started.wait()
+        own = Upstream(b'{"own": true}')
+        served = await ReferralCache(second, settings).read(key(), own, limit=None)
+        assert own.calls == 1
+        assert served.body == b'{"own": true}'
+        leader.cancel()
+        with pytest.raises(asyncio.CancelledError):
+            await leader
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_read_started_before_a_send_does_not_store(store: Store) -> None:
+    """A load that overlaps invalidate() answers its caller but is not stored (read-your-writes)."""
+    cache = cache_for(store)
+    gate = asyncio.Event()
+    before = Upstream(b'{"referrals": []}', gate=gate)
+    slow = asyncio.create_task(cache.read(key(), before, limit=None))
+    await before.started.wait()
+    await cache.invalidate(SHOP, "alice")
+    gate.set()
+    served = await slow
+    assert served.body == b'{"referrals": []}'
+    assert served.cache_status == "broker; fwd=miss"
+    after = Upstream(b'{"referrals": ["new"]}')
+    fresh = await cache.read(key(), after, limit=None)
+    assert after.calls == 1
+    assert fresh.body == b'{"referrals": ["new"]}'
+    assert fresh.cache_status == "broker; fwd=miss; stored"
+
+
+async def test_read_after_a_send_never_joins_an_older_fetch(store: Store) -> None:
+    """A read begun after invalidate() loads for itself rather than wait on a pre-send load."""
+    cache = cache_for(store)
+    gate = asyncio.Event()
+    before = Upstream(b'{"referrals": []}', gate=gate)
+    slow = asyncio.create_task(cache.read(key(), before, limit=None))
+    await before.started.wait()
+    await cache.invalidate(SHOP, "alice")
+    after = Upstream(b'{"referrals": ["new"]}')
+    served = await cache.read(key(), after, limit=None)
+    assert served.body == b'{"referrals": ["new"]}'
+    assert served.outcome == "miss"
+    gate.set()
+    await slow
+    again = await cache.read(key(), Upstream(b"never"), limit=None)
+    assert again.body == b'{"referrals": ["new"]}'
+
+
+async def test_invalidate_drops_every_version_and_deanonymize_value(store: Store) -> None:
+    """invalidate() empties all of the customer's entries and no other customer's."""
+    cache = cache_for(store, BROKER_API_VERSIONS="v2023061,v2024010")
+    variants = [key(version=v, deanonymize=d) for v in ("v2023061", "v2024010") for d in (0, 1)]
+    for variant in [*variants, key("bob")]:
+        await cache.read(variant, Upstream(), limit=None)
+    await cache.invalidate(SHOP, "alice")
+    for variant in variants:
+        upstream = Upstream()
+        assert (await cache.read(variant, upstream, limit=None)).outcome == "miss"
+        assert upstream.calls == 1
+    assert (await cache.read(key("bob"), Upstream(), limit=None)).outcome == "hit"
+
+
+async def test_customers_and_deanonymize_values_never_mix(store: Store) -> None:
+    """Entries are kept apart per customer and per deanonymize value."""
+    cache = cache_for(store)
+    for customer in ("alice", "bob"):
+        for flag in (False, True):
+            body = f'{{"c": "{customer}", "d": {str(flag).lower()}}}'.encode()
+            await cache.read(key(customer, deanonymize=flag), Upstream(body), limit=None)
+    for customer in ("alice", "bob"):
+        for flag in (False, True):
+            served = await cache.read(key(customer, deanonymize=flag), Upstream(b"x"), limit=None)
+            assert served.outcome == "hit"
+            assert served.body == f'{{"c": "{customer}", "d": {str(flag).lower()}}}'.encode()
+
+
+STALE_OK = [
+    UpstreamError(),
+    UpstreamTimeout(),
+    UpstreamUnavailable(),
+    UpstreamRateLimited(3),
+]
+
+
+async def test_stale_is_served_for_each_stale_ok_error_then_backs_off(store: Store) -> None:
+    """Past freshness, every stale_ok failure serves the stale body; the back-off skips upstream."""
+    cache = cache_for(store, BROKER_CACHE_TTL="1", BROKER_CACHE_STALE_TTL="60")
+    customers = [f"c{i}" for i in range(len(STALE_OK))]
+    for customer in customers:
+        await cache.read(key(customer), Upstream(), limit=None)
+    await asyncio.sleep(1.2)
+    for customer, error in zip(customers, STALE_OK, strict=True):
+        failing = Upstream(error=error)
+        served = await cache.read(key(customer), failing, limit=None)
+        assert failing.calls == 1
+        assert served.outcome == "stale"
+        assert served.body == BODY
+        assert re.fullmatch(
+            rf"broker; fwd=stale; ttl=-\d+; detail={error.error_id}", served.cache_status
+        )
+        assert CACHE_STATUS_RE.match(served.cache_status)
+        again = Upstream()
+        during = await cache.read(key(customer), again, limit=None)
+        assert again.calls == 0
+        assert during.outcome == "stale"
+        assert during.cache_status.endswith("detail=backoff")
+
+
+async def test_stale_is_not_served_past_the_stale_ttl(store: Store) -> None:
+    """Once cache_ttl + cache_stale_ttl has passed, an upstream failure is raised."""
+    cache = cache_for(store, BROKER_CACHE_TTL="1", BROKER_CACHE_STALE_TTL="1")
+    await cache.read(key(), Upstream(), limit=None)
+    await asyncio.sleep(2.3)
+    with pytest.raises(UpstreamTimeout):
+        await cache.read(key(), Upstream(error=UpstreamTimeout()), limit=None)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [UpstreamRejected("no_customers_match_customer_identity", 404), UpstreamMisconfigured()],
+)
+async def test_stale_is_not_served_for_other_errors(store: Store, error: BrokerError) -> None:
+    """Errors without stale_ok are raised even when a stale body exists."""
+    cache = cache_for(store, BROKER_CACHE_TTL="1", BROKER_CACHE_STALE_TTL="60")
+    await cache.read(key(), Upstream(), limit=None)
+    await asyncio.sleep(1.2)
+    with pytest.raises(type(error)):
+        await cache.read(key(), Upstream(error=error), limit=None)
+
+
+async def test_errors_are_never_cached(store: Store) -> None:
+    """A failed load stores nothing: the next read calls upstream again."""
+    cache = cache_for(store)
+    for error in (UpstreamError(), UpstreamRejected("empty_customer_identity", 400)):
+        with pytest.raises(type(error)):
+            await cache.read(key(), Upstream(error=error), limit=None)
+    upstream = Upstream()
+    assert (await cache.read(key(), upstream, limit=None)).outcome == "miss"
+    assert upstream.calls == 1
+
+
+async def test_leader_error_reaches_local_waiters_without_more_calls(store: Store) -> None:
+    """When the one upstream call fails with nothing stale, its collapsed waiters get that error."""
+    cache = cache_for(store)
+    gate = asyncio.Event()
+    failing = Upstream(gate=gate, error=UpstreamRejected("empty_customer_identity", 400))
+    reads = [asyncio.create_task(cache.read(key(), failing, limit=None)) for _ in range(5)]
+    await failing.started.wait()
+    await asyncio.sleep(0.1)  # let every read see the lease taken
+    gate.set()
+    results = await asyncio.gather(*reads, return_exceptions=True)
+    assert all(isinstance(r, UpstreamRejected) for r in results)
+    assert failing.calls == 1
+
+
+async def test_cache_ttl_zero_loads_every_time_and_stores_nothing(
+    store: Store, redis_session: RedisProcess
+) -> None:
+    """BROKER_CACHE_TTL=0: every read loads (outcome bypass) and no entry is written."""
+    cache = cache_for(store, BROKER_CACHE_TTL="0")
+    upstream = Upstream()
+    for _ in range(3):
+        served = await cache.read(key(), upstream, limit=RateLimit(10, 60))
+        assert (served.outcome, served.cache_status) == ("bypass", "broker; fwd=miss")
+        assert served.rate is not None
+    assert upstream.calls == 3
+    assert served.rate.remaining == 7
+    if store.redis is not None:
+        assert [k for k in await redis_keys(redis_session.url) if ":rl:" not in k] == []
+    else:
+        assert len(store.memory) == 1  # the read-rate window only
+
+
+async def test_fresh_lifetimes_are_jittered(store: Store) -> None:
+    """Entries get cache_ttl plus up to 10% jitter, so they do not all expire together."""
+    cache = cache_for(store, BROKER_CACHE_TTL="100")
+    ttls = set()
+    for i in range(30):
+        await cache.read(key(f"c{i}"), Upstream(), limit=None)
+        served = await cache.read(key(f"c{i}"), Upstream(), limit=None)
+        ttl = int(served.cache_status.rsplit("=", 1)[1])
+        assert 99 <= ttl <= 110
+        ttls.add(ttl)
+    assert len(ttls) > 3
+
+
+async def test_read_limit_is_counted_and_refuses_before_loading(store: Store) -> None:
+    """Reads count the customer's read limit (hits too); over it, nothing else happens."""
+    cache = cache_for(store)
+    upstream = Upstream()
+    limit = RateLimit(2, 30)
+    first = await cache.read(key(), upstream, limit=limit)
+    second = await cache.read(key(), upstream, limit=limit)
+    assert first.rate is not None
+    assert second.rate is not None
+    assert (first.rate.remaining, second.rate.remaining) == (1, 0)
+    assert second.rate.headers()["RateLimit-Policy"] == '"read";q=2;w=30'
+    with pytest.raises(RateLimitExceeded) as caught:
+        await cache.read(key(), upstream, limit=limit)
+    assert caught.value.retry_after >= 1
+    assert caught.value.headers()["RateLimit"].startswith('"read";r=0;t=')
+    assert upstream.calls == 1
+    other = await cache.read(key("bob"), upstream, limit=limit)
+    assert other.rate is not None
+    assert other.rate.remaining == 1

@@ -1,0 +1,210 @@
+"""``broker check`` against the sandbox and a real Redis, both as real servers."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import Iterator
+
+import httpx2
+import pytest
+
+from broker.check import CheckResult, main_check, run_check
+from broker.sandbox import SandboxConfig, create_sandbox_app
+from tests.conftest import SECRET_A, SECRET_B, SHOP, broker_env
+from tests.servers import RedisProcess, free_port, serve_app
+
+UNKNOWN_SECRET = base64.b64encode(b"C" * 16 + b"secret-key-c-0123456789").decode()
+SHORT_SECRET = base64.b64encode(b"too-short-secret").decode()
+
+
+@pytest.fixture(scope="module")
+def sandbox_url() -> Iterator[str]:
+    """A sandbox that knows key-a and key-b and serves only v2023061."""
+    config = SandboxConfig(
+        SHOP, {"key-a": base64.b64decode(SECRET_A), "key-b": base64.b64decode(SECRET_B)}
+    )
+    with serve_app(create_sandbox_app(config)) as server:
+        yield server.url
+
+
+def env(sandbox_url: str, **overrides: str) -> dict[str, str]:
+    return broker_env(BROKER_UPSTREAM_URL=sandbox_url, **overrides)
+
+
+def failures(results: list[CheckResult]) -> list[CheckResult]:
+    return [result for result in results if not result.ok]
+
+
+async def test_all_well(sandbox_url: str) -> None:
+    """Good keys and versions, no Redis: every finding is ok, one per version and key."""
+    results = await run_check(env(sandbox_url))
+    assert failures(results) == []
+    names = [result.name for result in results]
+    assert names == [
+        "configuration",
+        "redis",
+        "bubblehouse v2023061 key key-a",
+        "bubblehouse v2023061 key key-b",
+    ]
+    assert "in-process store" in results[1].detail
+
+
+def test_main_prints_one_line_per_finding(
+    sandbox_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """main_check prints 'ok   name: detail' lines and exits 0 when all is well."""
+    assert main_check(env(sandbox_url)) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 4
+    assert all(line.startswith("ok   ") for line in lines)
+    assert lines[0].startswith("ok   configuration: shop test-shop")
+
+
+def test_unknown_signing_key_names_the_kid_not_the_secret(
+    sandbox_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A key the sandbox does not know fails by kid, exit non-zero, and the secret is not shown."""
+    keys = f"key-a:{SECRET_A},key-next:{UNKNOWN_SECRET}"
+    assert main_check(env(sandbox_url, BROKER_SIGNING_KEYS=keys)) != 0
+    out = capsys.readouterr().out
+    failed = [line for line in out.splitlines() if line.startswith("FAIL")]
+    assert len(failed) == 1
+    assert "key-next" in failed[0]
+    assert "BROKER_SIGNING_KEYS" in failed[0]
+    assert "rejected the broker's signing key key-next" in failed[0]
+    for secret in (UNKNOWN_SECRET, SECRET_A):
+        assert secret not in out
+        assert base64.b64decode(secret).decode() not in out
+
+
+async def test_wrong_secret_for_a_known_kid_fails(sandbox_url: str) -> None:
+    """The right kid with the wrong shared secret is refused like an unknown key."""
+    results = await run_check(env(sandbox_url, BROKER_SIGNING_KEYS=f"key-a:{UNKNOWN_SECRET}"))
+    [failed] = failures(results)
+    assert failed.name == "bubblehouse v2023061 key key-a"
+    assert "signing key key-a" in failed.detail
+
+
+async def test_unknown_version_names_the_variable(sandbox_url: str) -> None:
+    """A version Bubblehouse does not serve fails naming BROKER_API_VERSIONS; the others pass."""
+    results = await run_check(env(sandbox_url, BROKER_API_VERSIONS="v2023061,v2099011"))
+    [failed] = failures(results)
+    assert failed.name == "bubblehouse v2099011 key key-a"
+    assert "BROKER_API_VERSIONS" in failed.detail
+    assert "invalid_global_api_version" in failed.detail
+
+
+async def test_obsolete_version_names_the_variable(sandbox_url: str) -> None:
+    """An obsolete first version fails for that version, naming BROKER_API_VERSIONS."""
+    results = await run_check(env(sandbox_url, BROKER_API_VERSIONS="v2022011"))
+    failed = failures(results)
+    assert failed
+    assert all("BROKER_API_VERSIONS" in result.detail for result in failed)
+    assert "obsolete_global_api_version" in failed[0].detail
+
+
+def test_nothing_listening_fails_once(capsys: pytest.CaptureFixture[str]) -> None:
+    """No server at BROKER_UPSTREAM_URL: one FAIL naming the variable, exit non-zero."""
+    url = f"http://127.0.0.1:{free_port()}"
+    assert main_check(broker_env(BROKER_UPSTREAM_URL=url)) != 0
+    failed = [line for line in capsys.readouterr().out.splitlines() if line.startswith("FAIL")]
+    assert len(failed) == 1
+    assert failed[0].startswith("FAIL bubblehouse: cannot connect")
+    assert "BROKER_UPSTREAM_URL" in failed[0]
+
+
+def test_bad_configuration_one_line_per_problem(capsys: pytest.CaptureFixture[str]) -> None:
+    """Missing shop and a short secret: one FAIL per problem naming the variable, not the value."""
+    environ = broker_env(BROKER_SIGNING_KEYS=f"key-a:{SHORT_SECRET}")
+    del environ["BROKER_SHOP"]
+    assert main_check(environ) != 0
+    lines = capsys.readouterr().out.splitlines()
+    assert len(lines) == 2
+    assert all(line.startswith("FAIL configuration: ") for line in lines)
+    assert any("BROKER_SHOP" in line for line in lines)
+    assert any("BROKER_SIGNING_KEYS" in line and "key-a" in line for line in lines)
+    assert not any(SHORT_SECRET in line or "too-short-secret" in line for line in lines)
+
+
+async def test_redis_up(sandbox_url: str, redis_session: RedisProcess) -> None:
+    """A live Redis answers PING; the detail names the host, not the URL's credentials."""
+    results = await run_check(env(sandbox_url, REDIS_URL=redis_session.url))
+    redis = next(result for result in results if result.name == "redis")
+    assert redis.ok, redis.detail
+    assert f"127.0.0.1:{redis_session.port}" in redis.detail
+    assert failures(results) == []
+
+
+@pytest.mark.parametrize("scheme", ["redis", "redis+cluster"])
+async def test_redis_dead_port_fails(sandbox_url: str, scheme: str) -> None:
+    """Nothing at REDIS_URL (plain or cluster): FAIL naming REDIS_URL, and no password shown."""
+    url = f"{scheme}://user:hunter2-password@127.0.0.1:{free_port()}/0"
+    results = await run_check(env(sandbox_url, REDIS_URL=url))
+    redis = next(result for result in results if result.name == "redis")
+    assert not redis.ok
+    assert "REDIS_URL" in redis.detail
+    assert "hunter2" not in redis.detail
+
+
+async def test_other_upstream_status_is_reported_by_number() -> None:
+    """An unexpected answer (here 503 with raw text) fails with its status, not its text."""
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        return httpx2.Response(503, text="<html>secret internals at 10.0.0.7</html>")
+
+    results = await run_check(
+        broker_env(BROKER_UPSTREAM_URL="https://bubblehouse.invalid"),
+        transport=httpx2.MockTransport(handler),
+    )
+    failed = failures(results)
+    assert [result.name for result in failed] == [
+        "bubblehouse v2023061 key key-a",
+        "bubblehouse v2023061 key key-b",
+    ]
+    assert "HTTP 503" in failed[0].detail
+    assert "10.0.0.7" not in failed[0].detail
+
+
+async def test_upstream_timeout_names_the_variables() -> None:
+    """No answer in time: FAIL naming BROKER_UPSTREAM_URL and BROKER_UPSTREAM_TIMEOUT."""
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        raise httpx2.ReadTimeout("slow", request=request)
+
+    results = await run_check(
+        broker_env(BROKER_UPSTREAM_URL="https://bubblehouse.invalid"),
+        transport=httpx2.MockTransport(handler),
+    )
+    [failed] = failures(results)
+    assert failed.name == "bubblehouse"
+    assert "BROKER_UPSTREAM_TIMEOUT" in failed.detail
+
+
+async def test_sent_a_shop_token_to_status2() -> None:
+    """Status2 is called with POST {}, JSON, and a bearer shop token of the configured shop."""
+    import jwt
+
+    seen: list[httpx2.Request] = []
+
+    def handler(request: httpx2.Request) -> httpx2.Response:
+        seen.append(request)
+        return httpx2.Response(200, json={"ok": True})
+
+    results = await run_check(
+        broker_env(BROKER_UPSTREAM_URL="https://bubblehouse.invalid/base"),
+        transport=httpx2.MockTransport(handler),
+    )
+    assert failures(results) == []
+    request = seen[0]
+    assert request.method == "POST"
+    assert request.url.path == f"/base/api/v2023061/{SHOP}/Status2"
+    assert request.content == b"{}"
+    assert request.headers["content-type"] == "application/json"
+    token = request.headers["authorization"].removeprefix("Bearer ")
+    claims = jwt.decode(token, options={"verify_signature": False})
+    assert claims["sub"] == SHOP
+    assert claims["aud"] == "BH"
+    assert {jwt.get_unverified_header(r.headers["authorization"][7:])["kid"] for r in seen} == {
+        "key-a",
+        "key-b",
+    }

@@ -1,0 +1,228 @@
+"""The broker's Prometheus metrics: names, labels, values, and multiprocess mode."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+from broker.metrics import BREAKER_STATES, CACHE_OUTCOMES, RATE_LIMIT_POLICIES, Metrics
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def samples(body: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
+    """Every sample of a text exposition, keyed by name and label set."""
+    return {
+        (sample.name, frozenset(sample.labels.items())): sample.value
+        for family in text_string_to_metric_families(body.decode())
+        for sample in family.samples
+    }
+
+
+def value(body: bytes, metric: str, /, **labels: str) -> float | None:
+    return samples(body).get((metric, frozenset(labels.items())))
+
+
+def test_render_is_prometheus_text() -> None:
+    """render() gives the text format and its content type."""
+    body, content_type = Metrics().render()
+    assert content_type.startswith("text/plain; version=0.0.4")
+    assert b"# TYPE broker_requests_total counter" in body
+
+
+def test_observe_request() -> None:
+    """A request counts by route, method, status and error id, and is timed by route."""
+    metrics = Metrics()
+    route = "/api/{version}/{shop}/CustomerReferrals2"
+    metrics.observe_request(route=route, method="GET", status=200, error_id=None, seconds=0.02)
+    metrics.observe_request(route=route, method="GET", status=200, error_id=None, seconds=0.2)
+    metrics.observe_request(
+        route=route, method="POST", status=401, error_id="invalid_token", seconds=0.001
+    )
+    body, _ = metrics.render()
+    total = "broker_requests_total"
+    assert value(body, total, route=route, method="GET", status="200", error_id="") == 2
+    assert (
+        value(body, total, route=route, method="POST", status="401", error_id="invalid_token") == 1
+    )
+    duration = "broker_request_duration_seconds"
+    assert value(body, duration + "_count", route=route) == 3
+    assert value(body, duration + "_sum", route=route) == pytest.approx(0.221)
+    assert value(body, duration + "_bucket", route=route, le="0.025") == 2
+
+
+def test_unknown_methods_are_one_label_value() -> None:
+    """Methods off the wire cannot grow the label set: anything unusual counts as other."""
+    metrics = Metrics()
+    for method in ("FOO", "BAR", "get"):
+        metrics.observe_request(
+            route="unmatched", method=method, status=404, error_id="not_found", seconds=0.001
+        )
+    body, _ = metrics.render()
+    labels = {"route": "unmatched", "status": "404", "error_id": "not_found"}
+    assert value(body, "broker_requests_total", method="other", **labels) == 3
+
+
+def test_observe_upstream() -> None:
+    """Upstream calls count by function, outcome and status (empty when there was no answer)."""
+    metrics = Metrics()
+    metrics.observe_upstream(function="Refer2", outcome="ok", status=200, seconds=0.05)
+    metrics.observe_upstream(function="Refer2", outcome="timeout", status=None, seconds=5.0)
+    body, _ = metrics.render()
+    total = "broker_upstream_requests_total"
+    assert value(body, total, function="Refer2", outcome="ok", status="200") == 1
+    assert value(body, total, function="Refer2", outcome="timeout", status="") == 1
+    assert value(body, "broker_upstream_duration_seconds_count", function="Refer2") == 2
+    assert value(body, "broker_upstream_duration_seconds_sum", function="Refer2") == pytest.approx(
+        5.05
+    )
+
+
+def test_observe_redis() -> None:
+    """Redis round trips are timed by operation, with sub-millisecond buckets."""
+    metrics = Metrics()
+    metrics.observe_redis(operation="cache_read", seconds=0.0003)
+    body, _ = metrics.render()
+    name = "broker_redis_duration_seconds"
+    assert value(body, name + "_count", operation="cache_read") == 1
+    assert value(body, name + "_bucket", operation="cache_read", le="0.0005") == 1
+    assert value(body, name + "_bucket", operation="cache_read", le="0.00025") == 0
+
+
+def test_count_cache_starts_at_zero_for_every_outcome() -> None:
+    """Every cache outcome is exported from the start (so rate() works) and counts up."""
+    metrics = Metrics()
+    metrics.count_cache("hit")
+    metrics.count_cache("hit")
+    metrics.count_cache("collapsed")
+    body, _ = metrics.render()
+    counts = {o: value(body, "broker_cache_total", outcome=o) for o in CACHE_OUTCOMES}
+    assert counts == {"hit": 2, "miss": 0, "stale": 0, "collapsed": 1, "bypass": 0}
+    with pytest.raises(ValueError, match="cache outcome"):
+        metrics.count_cache("warm")
+
+
+def test_count_rate_limited() -> None:
+    """Refusals by the broker's own limits count by policy; unknown policies are a bug."""
+    metrics = Metrics()
+    metrics.count_rate_limited("issuer")
+    body, _ = metrics.render()
+    counts = {p: value(body, "broker_rate_limited_total", policy=p) for p in RATE_LIMIT_POLICIES}
+    assert counts == {"read": 0, "write": 0, "issuer": 1}
+    with pytest.raises(ValueError, match="policy"):
+        metrics.count_rate_limited("burst")
+
+
+def test_set_breaker_is_one_hot() -> None:
+    """A breaker's current state is 1 and its other states 0; the other breaker is untouched."""
+    metrics = Metrics()
+    metrics.set_breaker("upstream", "open")
+    metrics.set_breaker("upstream", "half_open")
+    metrics.set_breaker("redis", "closed")
+    body, _ = metrics.render()
+    upstream = {
+        s: value(body, "broker_breaker_state", name="upstream", state=s) for s in BREAKER_STATES
+    }
+    redis = {s: value(body, "broker_breaker_state", name="redis", state=s) for s in BREAKER_STATES}
+    assert upstream == {"closed": 0, "open": 0, "half_open": 1}
+    assert redis == {"closed": 1, "open": 0, "half_open": 0}
+    with pytest.raises(ValueError, match="breaker"):
+        metrics.set_breaker("upstream", "ajar")
+    with pytest.raises(ValueError, match="breaker"):
+        metrics.set_breaker("database", "open")
+
+
+def test_instances_are_independent() -> None:
+    """Two apps in one process (as in tests) each own their registry: no clash, no sharing."""
+    first, second = Metrics(), Metrics()
+    first.count_cache("miss")
+    assert value(first.render()[0], "broker_cache_total", outcome="miss") == 1
+    assert value(second.render()[0], "broker_cache_total", outcome="miss") == 0
+
+
+WORKER = textwrap.dedent(
+    """
+    import sys
+    from broker.metrics import Metrics
+
+    metrics = Metrics()
+    route = "/api/{version}/{shop}/Refer2"
+    for _ in range(int(sys.argv[1])):
+        metrics.observe_request(route=route, method="POST", status=200, error_id=None, seconds=0.01)
+    metrics.count_cache("hit")
+    metrics.set_breaker("upstream", sys.argv[2])
+    """
+)
+
+RENDER = textwrap.dedent(
+    """
+    import sys
+    from broker.metrics import Metrics
+
+    body, content_type = Metrics().render()
+    sys.stdout.write(content_type + "\\n")
+    sys.stdout.buffer.write(body)
+    """
+)
+
+LATE_ENV = textwrap.dedent(
+    """
+    import os, sys
+    import prometheus_client  # imported before the directory is known, as a server might
+    os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
+    from broker.metrics import Metrics
+
+    Metrics().count_rate_limited("write")
+    """
+)
+
+
+def run_python(script: str, *args: str, multiproc_dir: Path | None) -> str:
+    environ = {k: v for k, v in os.environ.items() if k != "PROMETHEUS_MULTIPROC_DIR"}
+    if multiproc_dir is not None:
+        environ["PROMETHEUS_MULTIPROC_DIR"] = str(multiproc_dir)
+    environ["PYTHONPATH"] = str(ROOT)
+    done = subprocess.run(
+        [sys.executable, "-c", script, *args],
+        env=environ,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+def test_multiprocess_workers_are_summed(tmp_path: Path) -> None:
+    """Two worker processes write; a third renders the sum, and breakers show any open worker."""
+    run_python(WORKER, "3", "open", multiproc_dir=tmp_path)
+    run_python(WORKER, "4", "closed", multiproc_dir=tmp_path)
+    out = run_python(RENDER, multiproc_dir=tmp_path)
+    content_type, _, text = out.partition("\n")
+    assert content_type.startswith("text/plain")
+    body = text.encode()
+    route = "/api/{version}/{shop}/Refer2"
+    labels = {"route": route, "method": "POST", "status": "200", "error_id": ""}
+    assert value(body, "broker_requests_total", **labels) == 7
+    assert value(body, "broker_request_duration_seconds_count", route=route) == 7
+    assert value(body, "broker_cache_total", outcome="hit") == 2
+    # livemax: 1 when some worker is in that state; each worker's gauges are its own file.
+    assert value(body, "broker_breaker_state", name="upstream", state="open") == 1
+    assert value(body, "broker_breaker_state", name="upstream", state="closed") == 1
+    assert value(body, "broker_breaker_state", name="upstream", state="half_open") == 0
+
+
+def test_multiprocess_directory_set_after_import(tmp_path: Path) -> None:
+    """A directory set after prometheus_client was imported is still used by Metrics()."""
+    run_python(LATE_ENV, str(tmp_path), multiproc_dir=None)
+    assert list(tmp_path.glob("counter_*.db"))
+    body = run_python(RENDER, multiproc_dir=tmp_path).partition("\n")[2].encode()
+    assert value(body, "broker_rate_limited_total", policy="write") == 1

@@ -1,0 +1,145 @@
+"""Settings: defaults, validation with one line per problem, secrets never shown."""
+
+from __future__ import annotations
+
+import base64
+from pathlib import Path
+
+import pytest
+
+from broker.settings import ConfigError, RateLimit, Secret, Settings, parse, parse_rate_limit
+from tests.conftest import ISSUER_KEY, SECRET_A, broker_env
+
+
+def problems(**overrides: str) -> list[str]:
+    env = broker_env(**overrides)
+    for name, value in overrides.items():
+        if value == "<unset>":
+            env.pop(name)
+    with pytest.raises(ConfigError) as caught:
+        parse(env)
+    return caught.value.problems
+
+
+def test_defaults_follow_the_spec() -> None:
+    """Unset variables take the defaults of spec section 6."""
+    settings = parse(
+        {
+            "BROKER_SHOP": "s",
+            "BROKER_SIGNING_KEYS": f"k:{SECRET_A}",
+            "BROKER_ISSUER_KEYS": ISSUER_KEY,
+        }
+    )
+    assert settings.upstream_url == "https://app.bubblehouse.com"
+    assert settings.api_versions == ("v2023061",)
+    assert settings.redis_url is None and settings.cors_origins == ()
+    assert (settings.token_ttl, settings.token_max_ttl, settings.clock_leeway) == (900, 3600, 30)
+    assert (settings.cache_ttl, settings.cache_stale_ttl) == (60, 600)
+    assert settings.upstream_timeout == 5.0 and settings.metrics_token is None
+    assert (settings.port, settings.web_concurrency) == (8000, 1)
+    assert (settings.log_level, settings.log_format) == ("info", "json")
+
+
+def test_required_variables_are_named_when_missing() -> None:
+    """Each missing required variable gets its own line naming it."""
+    found = problems(
+        BROKER_SHOP="<unset>", BROKER_SIGNING_KEYS="<unset>", BROKER_ISSUER_KEYS="<unset>"
+    )
+    assert [p.split(":")[0] for p in found] == [
+        "BROKER_SHOP",
+        "BROKER_SIGNING_KEYS",
+        "BROKER_ISSUER_KEYS",
+    ]
+
+
+def test_short_secret_is_refused_without_showing_it() -> None:
+    """A signing secret under 32 decoded bytes is refused; the message never holds the value."""
+    short = base64.b64encode(b"only-twenty-bytes-xx").decode()
+    found = problems(BROKER_SIGNING_KEYS=f"k1:{short}")
+    assert len(found) == 1 and "32" in found[0] and "BROKER_SIGNING_KEYS" in found[0]
+    assert short not in found[0]
+
+
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("BROKER_SIGNING_KEYS", "no-colon-here"),
+        ("BROKER_SIGNING_KEYS", "k:not base64!!"),
+        ("BROKER_SIGNING_KEYS", f"k:{SECRET_A},k:{SECRET_A}"),
+        ("BROKER_SHOP", "bad/shop"),
+        ("BROKER_UPSTREAM_URL", "ftp://example.com"),
+        ("BROKER_API_VERSIONS", "2023"),
+        ("REDIS_URL", "http://localhost"),
+        ("BROKER_CORS_ORIGINS", "storefront.test"),
+        ("BROKER_CORS_ORIGINS", "https://shop.example/path"),
+        ("BROKER_TOKEN_TTL", "abc"),
+        ("BROKER_TOKEN_TTL", "7200"),
+        ("BROKER_CLOCK_LEEWAY", "-1"),
+        ("BROKER_CACHE_TTL", "1.5"),
+        ("BROKER_RATE_LIMIT_READ", "lots"),
+        ("BROKER_RATE_LIMIT_WRITE", "0/10s"),
+        ("BROKER_UPSTREAM_TIMEOUT", "0"),
+        ("PORT", "70000"),
+        ("WEB_CONCURRENCY", "0"),
+        ("LOG_LEVEL", "loud"),
+        ("LOG_FORMAT", "xml"),
+        ("BROKER_ISSUER_KEYS", "short"),
+    ],
+)
+def test_bad_values_name_the_variable_not_the_value(name: str, value: str) -> None:
+    """A bad value gives one line that starts with the variable's name and omits the value."""
+    found = problems(**{name: value})
+    assert len(found) == 1
+    assert found[0].startswith(name)
+    if len(value) > 4:
+        assert value not in found[0]
+
+
+def test_all_problems_are_reported_at_once() -> None:
+    """Several problems give several lines, not just the first."""
+    assert len(problems(PORT="x", LOG_LEVEL="x", BROKER_CACHE_TTL="x")) == 3
+
+
+def test_rate_limit_forms() -> None:
+    """N/Ss, N/s, minutes and 0 (disabled) are understood."""
+    assert parse_rate_limit("20/10s") == RateLimit(20, 10)
+    assert parse_rate_limit("5/s") == RateLimit(5, 1)
+    assert parse_rate_limit("100/2m") == RateLimit(100, 120)
+    assert parse_rate_limit("0") is None
+    assert parse(broker_env(BROKER_RATE_LIMIT_READ="0")).rate_limit_read is None
+
+
+def test_first_signing_key_signs_and_all_verify() -> None:
+    """The first key of BROKER_SIGNING_KEYS is the signing key."""
+    settings = parse(broker_env())
+    assert settings.signing_key.kid == "key-a"
+    assert [k.kid for k in settings.signing_keys] == ["key-a", "key-b"]
+
+
+def test_secrets_are_masked_in_every_repr() -> None:
+    """No secret value appears in the repr of the settings."""
+    settings = parse(
+        broker_env(BROKER_METRICS_TOKEN="metrics-token-123", REDIS_URL="redis://:pw123@h:6379/0")
+    )
+    text = repr(settings) + str(settings)
+    for secret in (ISSUER_KEY, "metrics-token-123", "pw123", SECRET_A):
+        assert secret not in text
+    assert repr(Secret("x")) == "Secret('**********')"
+
+
+def test_dotenv_file_fills_gaps_and_environment_wins(tmp_path: Path) -> None:
+    """A .env file supplies variables, but the environment overrides it."""
+    env_file = tmp_path / ".env"
+    env_file.write_text("BROKER_SHOP=from-file\nBROKER_CACHE_TTL=5\n")
+    env = broker_env()
+    env.pop("BROKER_SHOP")
+    env["BROKER_CACHE_TTL"] = "7"
+    settings = Settings.from_env(env, env_file=env_file)
+    assert settings.shop == "from-file"
+    assert settings.cache_ttl == 7
+
+
+def test_wildcard_origin_is_accepted() -> None:
+    """Sub-domain wildcards are valid CORS origins."""
+    settings = parse(broker_env(BROKER_CORS_ORIGINS="https://*.shop.example, http://localhost:3000"))
+    assert settings.cors_origins == ("https://*.shop.example", "http://localhost:3000")
