@@ -10,7 +10,7 @@ import contextlib
 import hmac
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
-from importlib import resources
+from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -37,6 +37,7 @@ from broker.errors import (
     MissingToken,
     NotFound,
     PayloadTooLarge,
+    UpstreamRateLimited,
     problem_body,
 )
 from broker.idempotency import Idempotency, StoredResponse
@@ -290,7 +291,8 @@ async def send_referral(
         try:
             body = await call_upstream(svc, info, customer, version, WRITE, payload)
         except BrokerError as error:
-            if not error.reached_upstream:
+            if not error.reached_upstream or isinstance(error, UpstreamRateLimited):
+                # Never sent (or refused unprocessed by Bubblehouse's limit): free the key.
                 raise
             # Bubblehouse may have sent it: forget the cached history, and remember the answer.
             await cache.invalidate(customer.shop, customer.id)
@@ -413,7 +415,7 @@ def create_app(
                 await svc.store.aclose()
             log.info("broker.stopped")
 
-    static_dir = resources.files("broker") / "static"
+    static_dir = Path(__file__).with_name("static")
     routes = [
         Route("/tokens", endpoint("/tokens", mint_token), methods=["POST"]),
         Route(API_ROUTE, endpoint(API_ROUTE, api_call), methods=["GET", "POST", "OPTIONS"]),

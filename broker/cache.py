@@ -57,10 +57,13 @@ if e[1] and e[3] == gen then
   if left > 0 then return {1, count, reset, gen, 'hit', body, left} end
   if redis.call('PTTL', KEYS[4]) > 0 then return {1, count, reset, gen, 'backoff', body, left} end
 end
-if redis.call('SET', KEYS[5], ARGV[3], 'NX', 'PX', ARGV[4]) then
+-- Taken, or already ours (a retried call after a lost reply): lead.
+local holder = redis.call('GET', KEYS[5])
+if not holder or holder == ARGV[3] then
+  redis.call('SET', KEYS[5], ARGV[3], 'PX', ARGV[4])
   return {1, count, reset, gen, 'lead', body, left}
 end
-return {1, count, reset, gen, 'wait', body, left, redis.call('GET', KEYS[5])}
+return {1, count, reset, gen, 'wait', body, left, holder}
 """
 )
 

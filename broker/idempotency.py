@@ -30,9 +30,13 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return {'claimed'}
 end
-local r = redis.call('HMGET', KEYS[1], 's', 'f', 'c', 'h', 'b')
+local r = redis.call('HMGET', KEYS[1], 's', 'f', 'c', 'h', 'b', 't')
 if r[2] ~= ARGV[1] then return {'mismatch'} end
-if r[1] ~= 'd' then return {'pending'} end
+if r[1] ~= 'd' then
+  -- Our own claim seen again (a retried call after a lost reply) is still ours.
+  if r[6] == ARGV[2] then return {'claimed'} end
+  return {'pending'}
+end
 return {'done', r[3], r[4], r[5]}
 """
 

@@ -27,9 +27,12 @@ if reset < 0 then
 end
 """
 
-HIT_LUA = (
-    "local rate_key, window = KEYS[1], tonumber(ARGV[1])\nlocal count, reset = 0, 0\n" + COUNT_LUA + "return {count, reset}\n"
-)
+HIT_LUA = f"""
+local rate_key, window = KEYS[1], tonumber(ARGV[1])
+local count, reset = 0, 0
+{COUNT_LUA}
+return {{count, reset}}
+"""
 
 PEEK_LUA = """
 local count = tonumber(redis.call('GET', KEYS[1]) or '0')

@@ -36,10 +36,10 @@ def configure_logging(level: str = "info", fmt: str = "json") -> None:
     renderer: Any
     if fmt == "console":
         renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
-        factory: Any = structlog.PrintLoggerFactory(sys.stdout)
+        factory: Any = structlog.PrintLoggerFactory()
     else:
         renderer = structlog.processors.JSONRenderer(serializer=_dumps)
-        factory = structlog.BytesLoggerFactory(sys.stdout.buffer)
+        factory = structlog.BytesLoggerFactory()
     structlog.configure(
         processors=[
             structlog.contextvars.merge_contextvars,

@@ -27,6 +27,7 @@ from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 
 from broker.settings import ConfigError, Settings
@@ -281,16 +282,18 @@ def make_client(
     max_connections: int = 64,
     health_check_interval: int = 30,
 ) -> Client:
-    """A Redis (or Redis Cluster) client with short timeouts and no retries of its own.
+    """A Redis (or Redis Cluster) client with short timeouts and one immediate retry.
 
-    Retries would multiply the wait on a dead Redis; the Store's breaker handles failure.
+    The retry covers only a broken connection (a pooled socket that Redis closed when it
+    restarted), which costs nothing when Redis is down; a time-out is never retried, since it
+    would double the wait on a hung Redis. The Store's breaker handles the rest.
     """
     parts = urlsplit(url)
     common: dict[str, Any] = {
         "socket_timeout": timeout,
         "socket_connect_timeout": timeout,
         "health_check_interval": health_check_interval,
-        "retry": Retry(NoBackoff(), 0),
+        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
     }
     if parts.scheme in CLUSTER_SCHEMES:
         plain = urlunsplit(parts._replace(scheme=CLUSTER_SCHEMES[parts.scheme]))

@@ -370,3 +370,25 @@ async def test_read_limit_is_counted_and_refuses_before_loading(store: Store) ->
     other = await cache.read(key("bob"), upstream, limit=limit)
     assert other.rate is not None
     assert other.rate.remaining == 1
+
+
+async def test_a_cached_read_is_one_round_trip(redis_session: RedisProcess) -> None:
+    """A hit, read limit included, costs exactly one Redis call (one EVALSHA)."""
+    await flush(redis_session.url)
+    store = await open_store(make_settings(REDIS_URL=redis_session.url))
+    try:
+        cache = cache_for(store)
+        await cache.read(key(), Upstream(), limit=RateLimit(100, 60))
+        before = store.redis_calls
+        for _ in range(10):
+            served = await cache.read(key(), Upstream(), limit=RateLimit(100, 60))
+            assert served.outcome == "hit"
+        assert store.redis_calls - before == 10
+        client = Redis.from_url(redis_session.url)
+        try:
+            stats = await client.info("commandstats")
+        finally:
+            await client.aclose()
+        assert "cmdstat_eval" not in stats  # every script ran by SHA
+    finally:
+        await store.aclose()

@@ -36,7 +36,7 @@ const CHANNEL_LABELS = {
 // What a storefront should do with each error id; shown in every error box.
 const ADVICE = {
   missing_token: "The page called without a token. Sign the customer in (or fix getToken) and try again.",
-  invalid_token: "The client already asked getToken for a fresh token and retried once. Still failing: sign the customer in again.",
+  invalid_token: "referrals.js asks getToken for a fresh token and retries once by itself; if that fails too, sign the customer in again.",
   invalid_issuer_key: "Only the merchant's server sees this: its issuer key is wrong. Never call /tokens from a browser.",
   customer_identity_does_not_match_token: "Do not send a customer field from the browser: the token already names the customer.",
   deanonymize_not_allowed: "Customer tokens cannot see unmasked destinations. Drop deanonymize.",

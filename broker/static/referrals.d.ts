@@ -161,7 +161,10 @@ export interface ReferralsErrorInit {
   cause?: unknown;
 }
 
-/** Every failure of a client call (aborts excepted: those reject with the signal's AbortError). */
+/**
+ * Every failure of a client call, except two that pass through unchanged: an abort (the
+ * signal's AbortError) and whatever your getToken throws.
+ */
 export declare class ReferralsError extends Error {
   constructor(init: ReferralsErrorInit);
   readonly name: "ReferralsError";

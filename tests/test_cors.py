@@ -1,0 +1,106 @@
+"""CORS: storefront origins can read every answer, others get nothing, /tokens stays closed."""
+
+from __future__ import annotations
+
+import pytest
+
+from broker.cors import OriginPolicy
+from tests.conftest import SHOP
+from tests.stack import READ_PATH, WRITE_PATH, Broker, Sandbox, running_broker
+
+ORIGIN = "https://shop.example"
+EXPOSED = {"x-request-id", "retry-after", "cache-status", "ratelimit", "ratelimit-policy"}
+
+
+def exposes_all(headers: dict[str, str] | object) -> bool:
+    exposed = {h.strip().lower() for h in headers["access-control-expose-headers"].split(",")}  # type: ignore[index]
+    return EXPOSED <= exposed
+
+
+def test_preflight_from_allowed_origin(broker: Broker) -> None:
+    """The broker answers the preflight of both calls, allowing the spec's request headers."""
+    for path in (READ_PATH, WRITE_PATH):
+        response = broker.client.options(
+            path,
+            headers={
+                "Origin": ORIGIN,
+                "Access-Control-Request-Method": "POST",
+                "Access-Control-Request-Headers": "authorization, content-type, idempotency-key",
+            },
+        )
+        assert response.status_code == 204
+        assert response.headers["access-control-allow-origin"] == ORIGIN
+        allowed = {
+            h.strip().lower() for h in response.headers["access-control-allow-headers"].split(",")
+        }
+        assert {
+            "authorization",
+            "content-type",
+            "idempotency-key",
+            "x-request-id",
+            "traceparent",
+        } <= allowed
+        assert "POST" in response.headers["access-control-allow-methods"]
+
+
+def test_preflight_from_other_origin_gets_no_cors(broker: Broker) -> None:
+    """A preflight from an unlisted origin carries no CORS headers."""
+    response = broker.client.options(
+        READ_PATH,
+        headers={"Origin": "https://evil.example", "Access-Control-Request-Method": "POST"},
+    )
+    assert not [h for h in response.headers if h.startswith("access-control-")]
+
+
+@pytest.mark.parametrize("kind", ["200", "401", "403", "404", "405", "429", "502"])
+def test_every_answer_to_an_allowed_origin_is_readable(sandbox: Sandbox, kind: str) -> None:
+    """Successes and errors alike carry Access-Control-Allow-Origin and the exposed headers."""
+    with running_broker(sandbox.url, BROKER_RATE_LIMIT_READ="1/60s") as broker:
+        broker.client.headers["Origin"] = ORIGIN
+        if kind == "200":
+            response = broker.read()
+        elif kind == "401":
+            response = broker.client.post(READ_PATH)
+        elif kind == "403":
+            response = broker.client.post(
+                READ_PATH, headers=broker.auth(), json={"customer": {"shopid": "bob"}}
+            )
+        elif kind == "404":
+            response = broker.client.get(f"/api/v2023061/{SHOP}/Nope")
+        elif kind == "405":
+            response = broker.client.get(WRITE_PATH, headers=broker.auth())
+        elif kind == "429":
+            broker.read()
+            response = broker.read()
+        else:
+            sandbox.fault(status=500)
+            response = broker.read()
+        assert response.status_code == int(kind), response.text
+        assert response.headers["access-control-allow-origin"] == ORIGIN
+        assert exposes_all(response.headers)
+        assert "Origin" in response.headers["vary"]
+
+
+def test_other_origins_get_no_cors_headers(broker: Broker) -> None:
+    """A request from an unlisted origin is answered without any CORS header."""
+    response = broker.client.post(
+        READ_PATH, headers={**broker.auth(), "Origin": "https://evil.example"}
+    )
+    assert response.status_code == 200
+    assert "access-control-allow-origin" not in response.headers
+
+
+def test_wildcard_origins() -> None:
+    """*.shop.example matches sub-domains on the same scheme and port, never the apex or look-alikes."""
+    policy = OriginPolicy(("https://*.shop.example", "http://localhost:3000"))
+    assert policy.allows("https://www.shop.example")
+    assert policy.allows("https://eu.www.shop.example")
+    assert policy.allows("http://localhost:3000")
+    assert not policy.allows("https://shop.example")
+    assert not policy.allows("http://www.shop.example")
+    assert not policy.allows("https://www.shop.example:8443")
+    assert not policy.allows("https://evilshop.example")
+    assert not policy.allows("https://www.shop.example.evil.com")
+    assert not policy.allows("https://x_y.shop.example")
+    assert not policy.allows("null")
+    assert not policy.allows("http://localhost:3001")

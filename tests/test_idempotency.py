@@ -1,0 +1,189 @@
+"""Idempotency keys: first run, replay, body mismatch, concurrent twins, release on failure."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+from redis.asyncio import Redis
+
+from broker.errors import IdempotencyKeyReused, UpstreamUnavailable
+from broker.idempotency import Idempotency, StoredResponse
+from broker.store import Store, open_store
+from tests.conftest import make_settings
+from tests.servers import RedisProcess
+
+SCOPE = "test-shop/alice"
+SENT = StoredResponse(200, {"Content-Type": "application/json"}, b'{"message": "sent"}')
+
+
+class Action:
+    """A stand-in for the Refer2 call: counts runs, may wait for a gate, may fail."""
+
+    def __init__(
+        self,
+        response: StoredResponse = SENT,
+        *,
+        gate: asyncio.Event | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        self.response = response
+        self.gate = gate
+        self.error = error
+        self.calls = 0
+        self.started = asyncio.Event()
+
+    async def __call__(self) -> StoredResponse:
+        self.calls += 1
+        self.started.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+        return self.response
+
+
+async def flush(url: str) -> None:
+    client = Redis.from_url(url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def store(
+    request: pytest.FixtureRequest, redis_session: RedisProcess
+) -> AsyncIterator[Store]:
+    """A Store on the shared redis-server (flushed) or on process memory."""
+    env = {}
+    if request.param == "redis":
+        await flush(redis_session.url)
+        env["REDIS_URL"] = redis_session.url
+    opened = await open_store(make_settings(**env))
+    yield opened
+    await opened.aclose()
+
+
+async def test_first_run_then_replay(store: Store) -> None:
+    """The first request runs; a repeat with key and body unchanged replays it without running."""
+    keys = Idempotency(store)
+    action = Action(StoredResponse(201, {"X-A": "1"}, b"\x00binary\xff body"))
+    first = await keys.run(SCOPE, "key-1", "fp-a", action)
+    second = await keys.run(SCOPE, "key-1", "fp-a", action)
+    assert first == (action.response, False)
+    assert second == (action.response, True)
+    assert action.calls == 1
+
+
+async def test_same_key_with_another_body_is_refused(store: Store) -> None:
+    """A completed key reused with a different fingerprint raises IdempotencyKeyReused."""
+    keys = Idempotency(store)
+    await keys.run(SCOPE, "key-1", "fp-a", Action())
+    action = Action()
+    with pytest.raises(IdempotencyKeyReused):
+        await keys.run(SCOPE, "key-1", "fp-b", action)
+    assert action.calls == 0
+
+
+async def test_same_key_with_another_body_while_pending_is_refused(store: Store) -> None:
+    """A pending key reused with a different fingerprint is refused at once."""
+    keys = Idempotency(store)
+    gate = asyncio.Event()
+    first = Action(gate=gate)
+    running = asyncio.create_task(keys.run(SCOPE, "key-1", "fp-a", first))
+    await first.started.wait()
+    with pytest.raises(IdempotencyKeyReused):
+        await keys.run(SCOPE, "key-1", "fp-b", Action())
+    gate.set()
+    assert await running == (SENT, False)
+
+
+async def test_concurrent_identical_requests_run_once(store: Store) -> None:
+    """Two identical requests at once: one action call, both get its response, one as replay."""
+    keys = Idempotency(store)
+    gate = asyncio.Event()
+    action = Action(gate=gate)
+    first = asyncio.create_task(keys.run(SCOPE, "key-1", "fp-a", action))
+    await action.started.wait()
+    second = asyncio.create_task(keys.run(SCOPE, "key-1", "fp-a", action))
+    await asyncio.sleep(0.05)
+    gate.set()
+    assert await first == (SENT, False)
+    assert await second == (SENT, True)
+    assert action.calls == 1
+
+
+async def test_waiting_for_a_slow_twin_times_out_with_a_clear_error(store: Store) -> None:
+    """A twin still pending after `wait` seconds gets IdempotencyKeyReused 'still in progress'."""
+    keys = Idempotency(store, wait=0.2)
+    gate = asyncio.Event()
+    action = Action(gate=gate)
+    first = asyncio.create_task(keys.run(SCOPE, "key-1", "fp-a", action))
+    await action.started.wait()
+    with pytest.raises(IdempotencyKeyReused, match="still in progress"):
+        await keys.run(SCOPE, "key-1", "fp-a", action)
+    gate.set()
+    await first
+    assert action.calls == 1
+
+
+async def test_keep_false_releases_the_key(store: Store) -> None:
+    """An outcome with keep=False is returned but not remembered: a retry runs again."""
+    keys = Idempotency(store)
+    unsent = Action(StoredResponse(503, {}, b'{"id": "upstream_unavailable"}', keep=False))
+    assert (await keys.run(SCOPE, "key-1", "fp-a", unsent))[1] is False
+    retry = Action()
+    assert await keys.run(SCOPE, "key-1", "fp-a", retry) == (SENT, False)
+    assert retry.calls == 1
+
+
+async def test_action_raising_releases_the_key(store: Store) -> None:
+    """If the action raises, the claim is released, the error re-raised, and a retry runs."""
+    keys = Idempotency(store)
+    with pytest.raises(UpstreamUnavailable):
+        await keys.run(SCOPE, "key-1", "fp-a", Action(error=UpstreamUnavailable()))
+    retry = Action()
+    assert await keys.run(SCOPE, "key-1", "fp-a", retry) == (SENT, False)
+
+
+async def test_twin_waiting_on_a_failed_first_runs_itself(store: Store) -> None:
+    """A twin that waited on a request whose action raised runs the action itself."""
+    keys = Idempotency(store)
+    gate = asyncio.Event()
+    failing = Action(gate=gate, error=UpstreamUnavailable())
+    first = asyncio.create_task(keys.run(SCOPE, "key-1", "fp-a", failing))
+    await failing.started.wait()
+    retry = Action()
+    second = asyncio.create_task(keys.run(SCOPE, "key-1", "fp-a", retry))
+    await asyncio.sleep(0.05)
+    gate.set()
+    with pytest.raises(UpstreamUnavailable):
+        await first
+    assert await second == (SENT, False)
+    assert retry.calls == 1
+
+
+async def test_keys_are_scoped_per_customer(store: Store) -> None:
+    """The same Idempotency-Key from two customers are two independent requests."""
+    keys = Idempotency(store)
+    alice, bob = Action(), Action()
+    assert (await keys.run("test-shop/alice", "key-1", "fp-a", alice))[1] is False
+    assert (await keys.run("test-shop/bob", "key-1", "fp-b", bob))[1] is False
+    assert (alice.calls, bob.calls) == (1, 1)
+
+
+async def test_replay_is_shared_by_stores_on_one_redis(redis_session: RedisProcess) -> None:
+    """A key used through one Store (process) is replayed through another."""
+    await flush(redis_session.url)
+    settings = make_settings(REDIS_URL=redis_session.url)
+    first, second = await open_store(settings), await open_store(settings)
+    try:
+        action = Action()
+        await Idempotency(first).run(SCOPE, "key-1", "fp-a", action)
+        assert await Idempotency(second).run(SCOPE, "key-1", "fp-a", action) == (SENT, True)
+        assert action.calls == 1
+    finally:
+        await first.aclose()
+        await second.aclose()

@@ -1,0 +1,111 @@
+"""Logs: one request event per request with its story, and never a secret, email or token."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import orjson
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from broker.logs import configure_logging, customer_hash
+from tests.conftest import ISSUER_KEY, SECRET_A, SECRET_B
+from tests.stack import READ_PATH, Broker, Sandbox
+
+
+@pytest.fixture
+def json_logs(capfd: pytest.CaptureFixture[str]) -> Iterator[None]:
+    """The production JSON log setup, writing into capfd, restored to structlog's defaults after."""
+    configure_logging("debug", "json")
+    yield
+    structlog.reset_defaults()
+
+
+def test_request_event_tells_the_story(broker: Broker, sandbox: Sandbox) -> None:
+    """Each request logs one 'request' event with route, status, cache, upstream and ids."""
+    with capture_logs() as events:
+        broker.client.post(
+            READ_PATH,
+            headers={
+                **broker.auth("alice"),
+                "X-Request-ID": "story-1",
+                "traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01",
+            },
+        )
+    request = [e for e in events if e["event"] == "request"]
+    assert len(request) == 1
+    event = request[0]
+    assert event["route"] == "/api/{version}/{shop}/CustomerReferrals2"
+    assert event["status"] == 200 and event["method"] == "POST"
+    assert event["request_id"] == "story-1"
+    assert event["trace_id"] == "0af7651916cd43dd8448eb211c80319c"
+    assert event["cache"] == "miss" and event["upstream_status"] == 200
+    assert event["customer"] != "alice" and len(event["customer"]) == 16
+    assert event["duration_ms"] >= 0 and event["upstream_ms"] >= 0
+    seen = sandbox.requests()[-1]
+    assert seen["headers"]["traceparent"].startswith("00-0af7651916cd43dd8448eb211c80319c-")
+    assert "b7ad6b7169203331" not in seen["headers"]["traceparent"]
+
+
+def test_bad_request_id_is_replaced(broker: Broker) -> None:
+    """An X-Request-ID outside [A-Za-z0-9._-]{1,128} is replaced by a fresh one."""
+    for bad in ("has space", "x" * 129, "semi;colon"):
+        response = broker.client.get("/healthz", headers={"X-Request-ID": bad})
+        assert response.headers["x-request-id"] != bad
+        assert len(response.headers["x-request-id"]) == 32
+
+
+def test_error_request_logs_its_id(broker: Broker) -> None:
+    """A refused request logs the error id."""
+    with capture_logs() as events:
+        broker.client.post(READ_PATH)
+    assert [e["error_id"] for e in events if e["event"] == "request"] == ["missing_token"]
+
+
+def test_customer_hash_is_keyed_and_stable() -> None:
+    """The same customer hashes the same way under one key, differently under another."""
+    assert customer_hash(b"k1", "alice") == customer_hash(b"k1", "alice")
+    assert customer_hash(b"k1", "alice") != customer_hash(b"k2", "alice")
+
+
+def test_no_secret_reaches_the_logs(
+    broker: Broker, sandbox: Sandbox, json_logs: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Tokens, keys, secrets, emails and destinations used in a full flow appear in no log line."""
+    minted = broker.client.post(
+        "/tokens",
+        headers=broker.issuer(),
+        json={"customer_id": "logged-customer", "email": "shopper.private@example.com"},
+    ).json()["token"]
+    auth = {"Authorization": f"Bearer {minted}"}
+    broker.client.post(READ_PATH, headers=auth)
+    broker.client.post(
+        READ_PATH, headers=auth, json={"customer": {"email": "someone.else@example.com"}}
+    )
+    broker.refer(
+        {"channel": "email", "destination": "friend.private@example.com"},
+        customer="logged-customer",
+        headers={"Idempotency-Key": "idem-secret-key"},
+    )
+    broker.client.post("/tokens", headers={"Authorization": "Bearer wrong-issuer-attempt-xyz"})
+    sandbox.fault(status=500, message="upstream secret text")
+    broker.client.post(READ_PATH, headers={**auth, "X-Request-ID": "after-fault"})
+    out = capfd.readouterr().out
+    lines = [orjson.loads(line) for line in out.splitlines() if line.startswith("{")]
+    assert any(line.get("event") == "request" for line in lines)
+    for secret in (
+        minted,
+        minted.split(".")[2],
+        ISSUER_KEY,
+        SECRET_A,
+        SECRET_B,
+        "wrong-issuer-attempt-xyz",
+        "shopper.private",
+        "friend.private",
+        "someone.else",
+        "logged-customer",
+        "upstream secret text",
+        "Bearer",
+    ):
+        assert secret not in out, secret

@@ -1,0 +1,399 @@
+"""The OpenAPI description: valid, complete, true to the app, and true to the live broker."""
+
+from __future__ import annotations
+
+import base64
+import json
+from collections.abc import Iterator
+from datetime import timedelta
+from typing import Any
+
+import httpx2
+import jsonschema_rs
+import pytest
+import schemathesis
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from schemathesis import GenerationMode
+from schemathesis.checks import not_a_server_error
+from schemathesis.core.result import Ok
+from schemathesis.specs.openapi.checks import (
+    content_type_conformance,
+    response_headers_conformance,
+    response_schema_conformance,
+    status_code_conformance,
+)
+from starlette.routing import Mount, Route
+
+from broker import inputs
+from broker.app import API_ROUTE, create_app
+from broker.errors import (
+    CATALOGUE,
+    INVALID_TOKEN_REASONS,
+    BrokerError,
+    UpstreamRateLimited,
+    UpstreamRejected,
+    problem_body,
+)
+from broker.openapi import PROBLEM, _example_error, openapi_document
+from broker.sandbox import SandboxConfig, create_sandbox_app
+from broker.settings import Settings
+from broker.tokens import TokenMinter
+from tests.conftest import ISSUER_KEY, SECRET_A, SECRET_B, SHOP, make_settings
+from tests.servers import serve_app
+
+READ_PATH = "/api/{version}/{shop}/CustomerReferrals2"
+WRITE_PATH = "/api/{version}/{shop}/Refer2"
+CONTRACT = {
+    ("/tokens", "post"),
+    (READ_PATH, "get"),
+    (READ_PATH, "post"),
+    (READ_PATH, "options"),
+    (WRITE_PATH, "post"),
+    (WRITE_PATH, "options"),
+    ("/healthz", "get"),
+    ("/readyz", "get"),
+    ("/metrics", "get"),
+    ("/openapi.json", "get"),
+}
+METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
+
+
+@pytest.fixture(scope="module")
+def document() -> dict[str, Any]:
+    return openapi_document(make_settings())
+
+
+def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
+    for path, item in document["paths"].items():
+        for method in METHODS:
+            if method in item:
+                yield path, method, item[method]
+
+
+def node_ref(ref: str) -> list[str]:
+    return ref.removeprefix("#/").split("/")
+
+
+def deref(document: dict[str, Any], node: Any) -> Any:
+    """Follow local ``$ref`` pointers until a concrete node."""
+    while isinstance(node, dict) and "$ref" in node:
+        target: Any = document
+        for part in node_ref(node["$ref"]):
+            target = target[part]
+        node = target
+    return node
+
+
+def schemas_in(node: Any) -> Iterator[dict[str, Any]]:
+    """Every JSON Schema held under a ``schema`` key anywhere in the document."""
+    if isinstance(node, dict):
+        for key, value in node.items():
+            if key == "schema" and isinstance(value, dict):
+                yield value
+            else:
+                yield from schemas_in(value)
+    elif isinstance(node, list):
+        for item in node:
+            yield from schemas_in(item)
+
+
+def problem_validator(document: dict[str, Any]) -> Any:
+    return jsonschema_rs.validator_for(document["components"]["schemas"]["Problem"])
+
+
+def test_document_is_valid_openapi(document: dict[str, Any]) -> None:
+    """The document validates against the OpenAPI 3.1 meta-schema, and so does every schema."""
+    assert document["openapi"].startswith("3.1")
+    schemathesis.openapi.from_dict(document).validate()
+    schemas = [*document["components"]["schemas"].values(), *schemas_in(document)]
+    for text in {json.dumps(schema, sort_keys=True) for schema in schemas}:
+        jsonschema_rs.meta.validate(json.loads(text))
+    json.dumps(document)  # plain JSON: no tuples, sets or objects
+
+
+def test_every_route_of_the_contract_is_described(document: dict[str, Any]) -> None:
+    """Exactly the routes of spec section 3, each with the methods it answers."""
+    described = {(path, method) for path, method, _ in operations(document)}
+    assert described == CONTRACT
+
+
+def test_operation_ids_are_unique(document: dict[str, Any]) -> None:
+    """Every operation has its own operationId (code generators need them)."""
+    ids = [operation["operationId"] for _, _, operation in operations(document)]
+    assert len(ids) == len(set(ids))
+
+
+def test_versions_and_shop_are_enums_from_the_settings() -> None:
+    """The path parameters list the configured versions and shop, nothing else."""
+    settings = make_settings(BROKER_API_VERSIONS="v2023061,v20230601")
+    document = openapi_document(settings)
+    for path in (READ_PATH, WRITE_PATH):
+        parameters = {p["name"]: p for p in document["paths"][path]["parameters"]}
+        assert parameters["version"]["schema"]["enum"] == ["v2023061", "v20230601"]
+        assert parameters["shop"]["schema"]["enum"] == [SHOP]
+        assert all(p["required"] for p in parameters.values())
+
+
+def test_security(document: dict[str, Any]) -> None:
+    """Issuer key on /tokens, customer token on the calls, none on preflights and probes."""
+    schemes = document["components"]["securitySchemes"]
+    assert schemes["customerToken"] == {
+        "type": "http",
+        "scheme": "bearer",
+        "bearerFormat": "JWT",
+        "description": schemes["customerToken"]["description"],
+    }
+    assert schemes["issuerKey"]["scheme"] == "bearer"
+    by_route = {(path, method): op["security"] for path, method, op in operations(document)}
+    assert by_route[("/tokens", "post")] == [{"issuerKey": []}]
+    for route in [(READ_PATH, "get"), (READ_PATH, "post"), (WRITE_PATH, "post")]:
+        assert by_route[route] == [{"customerToken": []}]
+    for route in [(READ_PATH, "options"), (WRITE_PATH, "options"), ("/healthz", "get")]:
+        assert by_route[route] == []
+    assert {} in by_route[("/metrics", "get")]  # optional bearer
+
+
+def test_every_catalogue_error_is_documented(document: dict[str, Any]) -> None:
+    """Every error id of the catalogue is named by some response, with an example body."""
+    named: set[str] = set()
+    for _, _, operation in operations(document):
+        for response in operation["responses"].values():
+            content = deref(document, response).get("content", {}).get(PROBLEM)
+            if content is not None:
+                named.update(content.get("examples", {}))
+                enum = content["schema"].get("properties", {}).get("id", {}).get("enum", [])
+                assert set(enum) <= set(content.get("examples", {}))
+    assert {cls.id for cls in CATALOGUE} <= named
+    assert set(document["components"]["examples"]) == {cls.id for cls in CATALOGUE}
+
+
+def test_every_error_response_is_a_problem(document: dict[str, Any]) -> None:
+    """Every operation documents errors, and every error answer is the problem+json schema."""
+    for path, method, operation in operations(document):
+        errors = {
+            status: response
+            for status, response in operation["responses"].items()
+            # A readiness probe's 503 keeps the probe's own shape (status, redis) for orchestrators.
+            if not status.startswith("2") and (path, status) != ("/readyz", "503")
+        }
+        assert "500" in errors, (path, method)
+        for status, response in errors.items():
+            content = deref(document, response)["content"]
+            assert list(content) == [PROBLEM], (path, method, status)
+            schema = content[PROBLEM]["schema"]
+            assert {"$ref": "#/components/schemas/Problem"} in [schema, *schema.get("allOf", [])]
+            assert "X-Request-ID" in response["headers"]
+
+
+def test_statuses_of_the_calls(document: dict[str, Any]) -> None:
+    """The browser calls document the statuses the contract names (spec 3.4 and 4)."""
+    statuses = {
+        (path, method): set(op["responses"])
+        for path, method, op in operations(document)
+        if method != "options"
+    }
+    calls = {"200", "400", "401", "403", "404", "405", "429", "500", "502", "503", "504", "4XX"}
+    assert calls | {"413", "415"} <= statuses[(READ_PATH, "post")]
+    assert calls <= statuses[(READ_PATH, "get")]
+    assert calls | {"409", "413", "415"} <= statuses[(WRITE_PATH, "post")]
+    assert {"200", "400", "401", "405", "413", "415", "429", "500"} <= statuses[("/tokens", "post")]
+    assert {"200", "503"} <= statuses[("/readyz", "get")]
+    assert "401" in statuses[("/metrics", "get")]
+
+
+def test_rate_limit_answers_document_retry_after(document: dict[str, Any]) -> None:
+    """Every 429 requires Retry-After; the calls' answers carry the rate-limit headers."""
+    for path, method, operation in operations(document):
+        if "429" in operation["responses"]:
+            headers = operation["responses"]["429"]["headers"]
+            assert deref(document, headers["Retry-After"])["required"] is True
+            assert {"RateLimit", "RateLimit-Policy"} <= set(headers), (path, method)
+    read = document["paths"][READ_PATH]["get"]["responses"]["200"]["headers"]
+    assert {"Cache-Status", "RateLimit", "RateLimit-Policy", "X-Request-ID"} <= set(read)
+
+
+@pytest.mark.parametrize("cls", CATALOGUE, ids=lambda cls: cls.id)
+def test_rendered_errors_fit_the_problem_schema(
+    document: dict[str, Any], cls: type[BrokerError]
+) -> None:
+    """What problem_body renders for each error validates against the documented schema."""
+    validator = problem_validator(document)
+    body = problem_body(_example_error(cls), "req-1")
+    assert validator.is_valid(body), list(validator.iter_errors(body))
+    assert document["components"]["examples"][cls.id]["value"]["id"] == cls.id
+
+
+@pytest.mark.parametrize(
+    "error",
+    [UpstreamRejected("no_customers_match_customer_identity", 404), UpstreamRateLimited(3)],
+    ids=["rejected", "upstream-429"],
+)
+def test_upstream_errors_fit_the_problem_schema(
+    document: dict[str, Any], error: BrokerError
+) -> None:
+    """Bubblehouse's passed-through ids and its 429 are problem documents too."""
+    validator = problem_validator(document)
+    body = problem_body(error, "req-1")
+    assert validator.is_valid(body), list(validator.iter_errors(body))
+
+
+def test_problem_schema_refuses_leaks_and_incomplete_bodies(document: dict[str, Any]) -> None:
+    """Unknown members (a trace, upstream text) and an invalid_token without reason are refused."""
+    validator = problem_validator(document)
+    body = problem_body(_example_error(CATALOGUE[1]), "req-1")
+    assert validator.is_valid(body)
+    assert not validator.is_valid({**body, "traceback": "..."})
+    assert not validator.is_valid({k: v for k, v in body.items() if k != "reason"})
+    reasons = document["components"]["schemas"]["Problem"]["properties"]["reason"]["enum"]
+    assert reasons == list(INVALID_TOKEN_REASONS)
+
+
+def test_input_rules_are_the_brokers(document: dict[str, Any]) -> None:
+    """The documented patterns are the ones broker.inputs enforces."""
+    schemas = document["components"]["schemas"]
+    refer = schemas["Refer2Input"]
+    assert refer["properties"]["channel"]["pattern"] == inputs.CHANNEL.pattern
+    assert refer["required"] == ["channel"]
+    assert refer["additionalProperties"] is False
+    assert schemas["CustomerReferrals2Input"]["additionalProperties"] is False
+    assert schemas["CustomerIdentity1"]["additionalProperties"] is False
+    assert set(schemas["CustomerIdentity1"]["properties"]) == set(inputs.IDENTITY_FIELDS)
+    [key] = document["paths"][WRITE_PATH]["post"]["parameters"]
+    assert key["name"] == "Idempotency-Key"
+    assert key["schema"]["pattern"] == inputs.IDEMPOTENCY_KEY.pattern
+    token = schemas["TokenRequest"]
+    assert token["properties"]["customer_id"]["maxLength"] == 128
+    assert set(token["properties"]) == {"customer_id", "email", "ttl"}
+    assert schemas["Referral2"]["additionalProperties"] is True
+
+
+def test_refer2_schema_requires_destination_for_email(document: dict[str, Any]) -> None:
+    """Refer2's schema wants an email destination for the email channel and none otherwise."""
+    schema = document["components"]["schemas"]["Refer2Input"]
+    # Its $refs point into the document's components, so they ride along in the root.
+    validator = jsonschema_rs.validator_for({**schema, "components": document["components"]})
+    assert validator.is_valid({"channel": "email", "destination": "friend@example.com"})
+    assert validator.is_valid({"channel": "whatsapp"})
+    assert validator.is_valid({"channel": "sms", "destination": None})
+    assert not validator.is_valid({"channel": "email"})
+    assert not validator.is_valid({"channel": "sms", "destination": "friend@example.com"})
+    assert not validator.is_valid({"channel": "Email!"})
+    assert not validator.is_valid({"channel": "sms", "extra": 1})
+
+
+def app_routes(settings: Settings) -> set[tuple[str, str]]:
+    """(path, method) of every route the app really has, the API route expanded per function."""
+    routes: set[tuple[str, str]] = set()
+    for route in create_app(settings).routes:
+        if isinstance(route, Mount):
+            continue  # the demo page's static files: not an API route
+        assert isinstance(route, Route)
+        methods = {m.lower() for m in route.methods or ()} - {"head"}
+        paths = (
+            [route.path.replace("{function}", name) for name in ("CustomerReferrals2", "Refer2")]
+            if route.path == API_ROUTE
+            else [route.path]
+        )
+        routes |= {(path, method) for path in paths for method in methods}
+    return routes
+
+
+def test_app_routes_and_document_agree(document: dict[str, Any]) -> None:
+    """Every path of the app is documented, and every documented path exists in the app."""
+    settings = make_settings()
+    routes = app_routes(settings)
+    described = {(path, method) for path, method, _ in operations(document)}
+    assert {path for path, _ in routes} == {path for path, _ in described}
+    # The API route takes GET, POST and OPTIONS for both functions; Refer2's GET is a 405 there.
+    assert described <= routes
+    assert routes - described == {(WRITE_PATH, "get")}
+
+
+# --- the live broker ----------------------------------------------------------------------
+
+
+class LiveBroker:
+    def __init__(self, url: str, settings: Settings) -> None:
+        self.url = url
+        self.settings = settings
+        self.customer_token = TokenMinter(settings).customer_token("c-42", "c42@example.com").token
+
+
+@pytest.fixture(scope="module")
+def live() -> Iterator[LiveBroker]:
+    """The broker served on loopback, in front of the sandbox served the same way."""
+    keys = {"key-a": base64.b64decode(SECRET_A), "key-b": base64.b64decode(SECRET_B)}
+    with serve_app(create_sandbox_app(SandboxConfig(SHOP, keys))) as sandbox:
+        # Low limits, so that the 429 answers are exercised too.
+        settings = make_settings(
+            BROKER_UPSTREAM_URL=sandbox.url,
+            BROKER_RATE_LIMIT_READ="25/10s",
+            BROKER_RATE_LIMIT_WRITE="10/60s",
+        )
+        with serve_app(create_app(settings)) as broker:
+            yield LiveBroker(broker.url, settings)
+
+
+def test_served_document_is_the_document(live: LiveBroker) -> None:
+    """GET /openapi.json serves this module's document as JSON."""
+    response = httpx2.get(live.url + "/openapi.json")
+    assert response.status_code == 200
+    assert response.headers["content-type"].startswith("application/json")
+    assert response.json() == json.loads(json.dumps(openapi_document(live.settings)))
+
+
+CHECKS = [
+    not_a_server_error,
+    status_code_conformance,
+    content_type_conformance,
+    response_schema_conformance,
+    response_headers_conformance,
+]
+
+
+def fuzz(operation: Any, mode: GenerationMode, base_url: str, headers: dict[str, str]) -> set[int]:
+    """Run one operation's generated cases against the broker; return the statuses seen."""
+    statuses: set[int] = set()
+
+    @given(case=operation.as_strategy(generation_mode=mode))
+    @hypothesis_settings(
+        max_examples=30,
+        deadline=timedelta(seconds=5),
+        database=None,
+        suppress_health_check=list(HealthCheck),
+        print_blob=True,
+    )
+    def run(case: Any) -> None:
+        response = case.call_and_validate(base_url=base_url, headers=headers, checks=CHECKS)
+        statuses.add(response.status_code)
+
+    run()
+    return statuses
+
+
+@pytest.mark.slow
+def test_live_broker_conforms_to_its_document(live: LiveBroker) -> None:
+    """Generated requests, valid and invalid, never get a 500 or an undocumented answer."""
+    schema = schemathesis.openapi.from_url(live.url + "/openapi.json")
+    failures: list[str] = []
+    seen: dict[str, set[int]] = {}
+    for result in schema.get_all_operations():
+        assert isinstance(result, Ok), result
+        operation = result.ok()
+        credential = ISSUER_KEY if operation.path == "/tokens" else live.customer_token
+        headers = {"Authorization": f"Bearer {credential}"}
+        modes = [GenerationMode.POSITIVE]
+        if operation.path_parameters or operation.query or operation.headers or operation.body:
+            modes.append(GenerationMode.NEGATIVE)
+        for mode in modes:
+            label = f"{operation.method.upper()} {operation.path} ({mode.value})"
+            try:
+                seen[label] = fuzz(operation, mode, live.url, headers)
+            except (Exception, BaseExceptionGroup) as exc:  # schemathesis groups its failures
+                failures.append(f"{label}:\n{exc}")
+    assert not failures, "\n\n".join(failures)
+    # The run reached the interesting answers, not only validation errors.
+    assert 200 in seen[f"POST {WRITE_PATH} (positive)"]
+    assert 200 in seen[f"GET {READ_PATH} (positive)"]
+    assert 204 in seen[f"OPTIONS {READ_PATH} (positive)"]
