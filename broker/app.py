@@ -31,11 +31,13 @@ from broker.errors import (
     BrokerError,
     InternalError,
     InvalidGlobalApiVersion,
+    InvalidInput,
     InvalidIssuerKey,
     InvalidToken,
     MethodNotAllowed,
     MissingToken,
     NotFound,
+    NotReady,
     PayloadTooLarge,
     UpstreamRateLimited,
     problem_body,
@@ -245,7 +247,7 @@ async def read_referrals(
     else:
         if request.query_params:
             name = next(iter(request.query_params))
-            raise inputs.InvalidInput(name, f"Unknown query parameter '{name}'.")
+            raise InvalidInput(name, f"Unknown query parameter '{name}'.")
         data = await json_body(request)
     payload = inputs.referrals_input(data, customer)
     key = CacheKey(version, svc.settings.shop, customer.id, False)
@@ -327,11 +329,10 @@ async def healthz(request: Request, svc: Services, info: RequestInfo) -> Respons
 
 async def readyz(request: Request, svc: Services, info: RequestInfo) -> Response:
     redis = svc.store.state if svc.store is not None else "memory"
-    ready = svc.ready and svc.upstream is not None
+    if not (svc.ready and svc.upstream is not None):
+        raise NotReady()
     return JSONBytesResponse(
-        {"status": "ready" if ready else "unavailable", "redis": redis},
-        status_code=200 if ready else 503,
-        headers={"Cache-Control": "no-store"},
+        {"status": "ready", "redis": redis}, headers={"Cache-Control": "no-store"}
     )
 
 
@@ -365,7 +366,8 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     if status == 404:
         error = NotFound()
     elif status == 405:
-        allow = exc.headers.get("Allow", "") if isinstance(exc, HTTPException) else ""
+        headers = exc.headers if isinstance(exc, HTTPException) else None
+        allow = (headers or {}).get("Allow", "")
         error = MethodNotAllowed(tuple(m.strip() for m in allow.split(",") if m.strip()))
     else:
         error = InternalError()
@@ -413,6 +415,7 @@ def create_app(
             await svc.upstream.aclose()
             if own_store:
                 await svc.store.aclose()
+            svc.metrics.process_exiting()
             log.info("broker.stopped")
 
     static_dir = Path(__file__).with_name("static")

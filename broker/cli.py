@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from broker.settings import ConfigError, Settings, parse
 
 DEV_SHOP = "demo-shop"
-DEV_ISSUER_KEY = "dev-issuer-key-not-a-secret"  # noqa: S105 - documented, loopback-only dev value
+DEV_ISSUER_KEY = "dev-issuer-key-not-a-secret"
 DEV_KID = "dev"
 
 

@@ -17,6 +17,7 @@ EXPOSE_HEADERS = (
     "X-Request-ID, Retry-After, Cache-Status, RateLimit, RateLimit-Policy, Idempotent-Replayed"
 )
 PREFLIGHT_MAX_AGE = "600"
+PREFLIGHT_VARY = b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
 PREFLIGHT_PATH = re.compile(r"^/api/[^/]+/[^/]+/(CustomerReferrals2|Refer2)$")
 HOST_LABELS = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+$")
 
@@ -74,10 +75,7 @@ class CORSMiddleware:
                         (b"access-control-allow-methods", ALLOW_METHODS.encode()),
                         (b"access-control-allow-headers", ALLOW_HEADERS.encode()),
                         (b"access-control-max-age", PREFLIGHT_MAX_AGE.encode()),
-                        (
-                            b"vary",
-                            b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers",
-                        ),
+                        (b"vary", PREFLIGHT_VARY),
                     ],
                 }
             )

@@ -25,6 +25,7 @@ body that is both a Bubblehouse-style error (``id``, ``message``) and an RFC 945
     │   ├── UpstreamError                     502 upstream_error
     │   ├── UpstreamUnavailable               503 upstream_unavailable
     │   └── UpstreamTimeout                   504 upstream_timeout
+    ├── NotReady                              503 not_ready (only /readyz, while starting/stopping)
     └── InternalError                         500 internal_error
 
 ``stale_ok`` marks the failures during which a cached body may still be served (spec 5), and
@@ -324,6 +325,16 @@ class UpstreamTimeout(UpstreamFailure):
     retryable = True
     stale_ok = True
     reached_upstream = True
+
+
+class NotReady(BrokerError):
+    """Readiness only: the process is starting or draining (not a browser-facing error)."""
+
+    status = 503
+    id = "not_ready"
+    title = "Not ready"
+    default_message = "The broker is starting or stopping."
+    retryable = True
 
 
 class InternalError(BrokerError):

@@ -11,6 +11,7 @@ import hashlib
 import hmac
 import logging
 import sys
+from collections.abc import MutableMapping
 from typing import Any
 
 import orjson
@@ -19,7 +20,7 @@ import structlog
 _SENSITIVE = ("token", "authorization", "secret", "password", "issuer_key", "email", "destination")
 
 
-def _scrub(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+def _scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
     for name in list(event):
         lowered = name.lower()
         if any(word in lowered for word in _SENSITIVE):

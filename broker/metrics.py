@@ -188,3 +188,10 @@ class Metrics:
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path=self._multiproc_dir)  # type: ignore[no-untyped-call]  # untyped upstream
         return generate_latest(merged), CONTENT_TYPE_PLAIN_0_0_4
+
+    def process_exiting(self) -> None:
+        """In multi-process mode, drop this worker's live gauges so they stop counting."""
+        if self._multiproc_dir is not None:
+            from prometheus_client import multiprocess
+
+            multiprocess.mark_process_dead(os.getpid(), self._multiproc_dir)  # type: ignore[no-untyped-call]  # untyped upstream

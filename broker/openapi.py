@@ -57,6 +57,7 @@ CALL = (
 )
 # Bubblehouse's own 4xx ids are passed through with its status (spec 4).
 PASSTHROUGH_STATUSES = (400, 403, 404)
+CALL_HEADERS = ("RateLimit", "RateLimit-Policy", "Cache-Control")
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -123,10 +124,10 @@ def _error_responses(ids: Iterable[str], *, passthrough: bool = False) -> dict[s
     return responses
 
 
-def _json_ok(description: str, schema: dict[str, Any], **headers: Any) -> dict[str, Any]:
+def _json_ok(description: str, schema: dict[str, Any], *headers: str) -> dict[str, Any]:
     return {
         "description": description,
-        "headers": {"X-Request-ID": _header("X-Request-ID"), **headers},
+        "headers": {name: _header(name) for name in ("X-Request-ID", *headers)},
         "content": {JSON: {"schema": schema}},
     }
 
@@ -148,14 +149,6 @@ def _api_parameters(settings: Settings) -> list[dict[str, Any]]:
             "schema": {"type": "string", "enum": [settings.shop]},
         },
     ]
-
-
-def _call_headers() -> dict[str, Any]:
-    return {
-        "RateLimit": _header("RateLimit"),
-        "RateLimit-Policy": _header("RateLimit-Policy"),
-        "Cache-Control": _header("Cache-Control"),
-    }
 
 
 def _preflight(function: str) -> dict[str, Any]:
@@ -199,8 +192,9 @@ def _paths(settings: Settings) -> dict[str, Any]:
     read_ok = _json_ok(
         "Bubblehouse's answer, unchanged (unknown fields pass through).",
         _ref("CustomerReferrals2Output"),
-        **{"Cache-Status": _header("Cache-Status"), "Vary": _header("Vary")},
-        **_call_headers(),
+        "Cache-Status",
+        "Vary",
+        *CALL_HEADERS,
     )
     read_errors = _error_responses((*CALL, "deanonymize_not_allowed"), passthrough=True)
     return {
@@ -222,7 +216,7 @@ def _paths(settings: Settings) -> dict[str, Any]:
                     "200": _json_ok(
                         "A customer token.",
                         _ref("TokenResponse"),
-                        **{"Cache-Control": _header("Cache-Control")},
+                        "Cache-Control",
                     ),
                     **_error_responses(
                         (
@@ -298,8 +292,8 @@ def _paths(settings: Settings) -> dict[str, Any]:
                     "200": _json_ok(
                         "Bubblehouse's answer, unchanged.",
                         _ref("Refer2Output"),
-                        **{"Idempotent-Replayed": _header("Idempotent-Replayed")},
-                        **_call_headers(),
+                        "Idempotent-Replayed",
+                        *CALL_HEADERS,
                     ),
                     **_error_responses((*CALL, *BODY, "idempotency_key_reused"), passthrough=True),
                 },
@@ -577,7 +571,8 @@ def _headers() -> dict[str, Any]:
         ),
         "Cache-Status": header(
             "RFC 9211, e.g. `broker; hit; ttl=42` or `broker; fwd=miss; stored`.",
-            {"type": "string", "pattern": "^broker"},
+            {"type": "string", "pattern": "^broker; "},
+            required=True,
         ),
         "RateLimit": header("The remaining quota (IETF httpapi ratelimit-headers).", text),
         "RateLimit-Policy": header("The quota policy (IETF httpapi ratelimit-headers).", text),

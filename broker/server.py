@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 import signal
 from collections.abc import Generator, Sequence
+from pathlib import Path
 from typing import Any
 
 import uvicorn
@@ -33,6 +35,7 @@ def serve(settings: Settings) -> None:
     """
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _drained)
+    _fresh_metrics_dir()
     uvicorn.run(
         "broker.server:app_factory",
         factory=True,
@@ -51,6 +54,17 @@ def serve(settings: Settings) -> None:
         timeout_keep_alive=30,
         backlog=2048,
     )
+
+
+def _fresh_metrics_dir() -> None:
+    """Multi-process metrics live in files: start each run with none left from a previous one."""
+    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
+    if not directory:
+        return
+    path = Path(directory)
+    path.mkdir(parents=True, exist_ok=True)
+    for leftover in path.glob("*.db"):
+        leftover.unlink(missing_ok=True)
 
 
 def _drained(signum: int, frame: object) -> None:

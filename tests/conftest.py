@@ -1,4 +1,4 @@
-"""Shared fixtures: settings for tests, a real redis-server, the sandbox and the broker as servers."""
+"""Shared fixtures: test settings, a real redis-server, the sandbox and the broker as servers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Real servers for tests: an ASGI app on a loopback port in a thread, and redis-server processes."""
+"""Real servers for tests: an ASGI app on a loopback port in a thread; redis-server processes."""
 
 from __future__ import annotations
 
@@ -86,11 +86,16 @@ class RedisProcess:
         self.proc = subprocess.Popen(
             [
                 redis_server_binary(),
-                "--port", str(self.port),
-                "--bind", "127.0.0.1",
-                "--save", "",
-                "--appendonly", "no",
-                "--dir", str(self.dir),
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                str(self.dir),
                 *self.extra,
             ],
             stdout=subprocess.DEVNULL,

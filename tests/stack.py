@@ -75,7 +75,9 @@ class Broker:
     settings: Settings
     client: httpx2.Client
 
-    def token(self, customer: str = "alice", email: str | None = None, ttl: int | None = None) -> str:
+    def token(
+        self, customer: str = "alice", email: str | None = None, ttl: int | None = None
+    ) -> str:
         return TokenMinter(self.settings).customer_token(customer, email, ttl).token
 
     def auth(self, customer: str = "alice", email: str | None = None) -> dict[str, str]:
@@ -88,7 +90,9 @@ class Broker:
         headers = {**self.auth(customer), **kwargs.pop("headers", {})}
         return self.client.post(READ_PATH, headers=headers, **kwargs)
 
-    def refer(self, body: dict[str, Any], customer: str = "alice", **kwargs: Any) -> httpx2.Response:
+    def refer(
+        self, body: dict[str, Any], customer: str = "alice", **kwargs: Any
+    ) -> httpx2.Response:
         headers = {**self.auth(customer), **kwargs.pop("headers", {})}
         return self.client.post(WRITE_PATH, json=body, headers=headers, **kwargs)
 

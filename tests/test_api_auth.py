@@ -28,7 +28,7 @@ HTTP_ATTACKS = [attack for attack in ATTACKS if attack[0] != "empty"]
 def test_hostile_tokens_never_reach_bubblehouse(
     broker: Broker, sandbox: Sandbox, name: str, make: Any, reason: str
 ) -> None:
-    """Each hostile token gets 401 invalid_token with its reason, on both calls, with no upstream call."""
+    """Each hostile token is 401 invalid_token with its reason on both calls; no upstream call."""
     headers = {"Authorization": f"Bearer {make()}"}
     assert_refused(broker.client.post(READ_PATH, headers=headers), "invalid_token", reason)
     assert_refused(

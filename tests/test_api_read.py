@@ -86,7 +86,7 @@ def test_upstream_gets_a_fresh_token_and_no_customer(broker: Broker, sandbox: Sa
 def test_identity_mismatch_is_refused_before_upstream(
     broker: Broker, sandbox: Sandbox, customer: dict[str, str], email: str | None
 ) -> None:
-    """Any customer field that does not match (or cannot be checked) is 403, Bubblehouse uncalled."""
+    """A customer field that does not match (or cannot be checked) is 403; Bubblehouse uncalled."""
     response = broker.client.post(
         READ_PATH, headers=broker.auth("alice", email), json={"customer": customer}
     )
@@ -115,8 +115,12 @@ def test_deanonymize_rules(broker: Broker, sandbox: Sandbox) -> None:
         assert response.status_code == 400 and response.json()["field"] == "deanonymize"
     response = broker.client.get(f"{READ_PATH}?deanonymize=maybe", headers=broker.auth())
     assert response.json()["field"] == "deanonymize"
-    assert broker.client.post(READ_PATH, headers=broker.auth(), json={"deanonymize": False}
-                              ).status_code == 200
+    assert (
+        broker.client.post(
+            READ_PATH, headers=broker.auth(), json={"deanonymize": False}
+        ).status_code
+        == 200
+    )
     assert sandbox.calls()["CustomerReferrals2"] == 1
 
 
@@ -141,8 +145,11 @@ def test_bad_input_names_the_field(broker: Broker, sandbox: Sandbox, body: Any, 
 
 def test_get_accepts_only_deanonymize(broker: Broker) -> None:
     """GET query parameters other than deanonymize, customer included, are invalid_input."""
-    for query, field in (("customer=alice", "customer"), ("foo=1", "foo"),
-                         ("deanonymize=false&deanonymize=false", "deanonymize")):
+    for query, field in (
+        ("customer=alice", "customer"),
+        ("foo=1", "foo"),
+        ("deanonymize=false&deanonymize=false", "deanonymize"),
+    ):
         response = broker.client.get(f"{READ_PATH}?{query}", headers=broker.auth())
         assert response.status_code == 400 and response.json()["field"] == field
 
@@ -194,8 +201,10 @@ def test_json_with_charset_is_accepted(broker: Broker) -> None:
 def test_routing(broker: Broker, sandbox: Sandbox) -> None:
     """Unknown versions are 400; other shops, functions and paths are 404; no open proxy."""
     auth = broker.auth()
-    assert broker.client.post(f"/api/v1999/{SHOP}/CustomerReferrals2", headers=auth
-                              ).json()["id"] == "invalid_global_api_version"
+    assert (
+        broker.client.post(f"/api/v1999/{SHOP}/CustomerReferrals2", headers=auth).json()["id"]
+        == "invalid_global_api_version"
+    )
     for path in (
         f"/api/{VERSION}/other-shop/CustomerReferrals2",
         f"/api/{VERSION}/{SHOP}/Status2",

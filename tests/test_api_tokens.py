@@ -97,11 +97,21 @@ def test_token_request_body_rules(broker: Broker) -> None:
     """Non-JSON, non-object, non-JSON content type and oversized bodies get their ids."""
     headers = broker.issuer()
     post = broker.client.post
-    assert post("/tokens", content=b"{", headers={**headers, "Content-Type": "application/json"}
-                ).json()["id"] == "invalid_json"
+    assert (
+        post(
+            "/tokens", content=b"{", headers={**headers, "Content-Type": "application/json"}
+        ).json()["id"]
+        == "invalid_json"
+    )
     assert post("/tokens", json=["a"], headers=headers).json()["id"] == "invalid_json"
-    assert post("/tokens", content=b"customer_id=a", headers={
-        **headers, "Content-Type": "application/x-www-form-urlencoded"}).status_code == 415
+    assert (
+        post(
+            "/tokens",
+            content=b"customer_id=a",
+            headers={**headers, "Content-Type": "application/x-www-form-urlencoded"},
+        ).status_code
+        == 415
+    )
     big = b'{"customer_id": "' + b"a" * 17000 + b'"}'
     response = post("/tokens", content=big, headers={**headers, "Content-Type": "application/json"})
     assert response.status_code == 413 and response.json()["id"] == "payload_too_large"

@@ -134,14 +134,16 @@ def test_unreachable_bubblehouse_serves_stale(sandbox: Sandbox) -> None:
     """When Bubblehouse stops answering at all, the cached body is served stale."""
     from tests.stack import sandbox_app
 
-    with serve_app(sandbox_app()) as own_sandbox:
-        with running_broker(own_sandbox.url, BROKER_CACHE_TTL="1") as broker:
-            good = broker.read()
-            own_sandbox.server.should_exit = True
-            time.sleep(1.3)
-            stale = broker.read()
-            assert stale.status_code == 200 and "fwd=stale" in stale.headers["cache-status"]
-            assert stale.content == good.content
+    with (
+        serve_app(sandbox_app()) as own_sandbox,
+        running_broker(own_sandbox.url, BROKER_CACHE_TTL="1") as broker,
+    ):
+        good = broker.read()
+        own_sandbox.server.should_exit = True
+        time.sleep(1.3)
+        stale = broker.read()
+        assert stale.status_code == 200 and "fwd=stale" in stale.headers["cache-status"]
+        assert stale.content == good.content
 
 
 def test_errors_are_never_cached(broker: Broker, sandbox: Sandbox) -> None:
@@ -154,7 +156,7 @@ def test_errors_are_never_cached(broker: Broker, sandbox: Sandbox) -> None:
 
 
 def test_internal_error_is_a_clean_500() -> None:
-    """A bug (here: a transport that raises something unexpected) is 500 internal_error, no trace."""
+    """A bug (a transport raising something unexpected) is 500 internal_error, with no trace."""
 
     def broken(request: httpx2.Request) -> httpx2.Response:
         raise RuntimeError("secret internal detail")

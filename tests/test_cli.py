@@ -26,8 +26,13 @@ BROKER = str(Path(sys.executable).parent / "broker")
 
 def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [BROKER, *args], env={**os.environ, **env}, capture_output=True, text=True, timeout=60,
-        check=False, cwd=Path(__file__).parent,
+        [BROKER, *args],
+        env={**os.environ, **env},
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        cwd=Path(__file__).parent,
     )
 
 
@@ -41,8 +46,9 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
 
 def test_token_command_prints_a_verifiable_token(clean_env: None) -> None:
     """broker token prints a customer token for the configured shop and keys."""
-    result = run(["token", "--customer", "alice", "--email", "a@example.com", "--ttl", "60"],
-                 broker_env())
+    result = run(
+        ["token", "--customer", "alice", "--email", "a@example.com", "--ttl", "60"], broker_env()
+    )
     assert result.returncode == 0, result.stderr
     customer = TokenVerifier(make_settings()).verify(result.stdout.strip())
     assert (customer.id, customer.email) == ("alice", "a@example.com")
@@ -60,8 +66,12 @@ def test_token_command_refuses_bad_input_and_bad_config(clean_env: None) -> None
 
 def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
     return subprocess.Popen(
-        [BROKER, *args], env={**os.environ, **env}, stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT, text=True, cwd=Path(__file__).parent,
+        [BROKER, *args],
+        env={**os.environ, **env},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=Path(__file__).parent,
     )
 
 
@@ -80,13 +90,26 @@ def stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
 def dev_stack(clean_env: None) -> Iterator[dict[str, Any]]:
     """broker dev on free ports, as a user starts it."""
     ports = [free_port() for _ in range(3)]
-    proc = start(["dev", "--port", str(ports[0]), "--sandbox-port", str(ports[1]),
-                  "--demo-port", str(ports[2])], {})
+    proc = start(
+        [
+            "dev",
+            "--port",
+            str(ports[0]),
+            "--sandbox-port",
+            str(ports[1]),
+            "--demo-port",
+            str(ports[2]),
+        ],
+        {},
+    )
     try:
         for port in ports:
             wait_for_port(port, timeout=30)
-        yield {"proc": proc, "broker": f"http://127.0.0.1:{ports[0]}",
-               "demo": f"http://127.0.0.1:{ports[2]}"}
+        yield {
+            "proc": proc,
+            "broker": f"http://127.0.0.1:{ports[0]}",
+            "demo": f"http://127.0.0.1:{ports[2]}",
+        }
     finally:
         code, out = stop(proc)
         assert code == 0, out
@@ -106,13 +129,17 @@ def test_dev_runs_the_readme_flow(dev_stack: dict[str, Any]) -> None:
         path = "/api/v2023061/demo-shop/"
         before = client.post(path + "CustomerReferrals2", headers=auth, json={})
         assert before.status_code == 200
-        sent = client.post(path + "Refer2", headers=auth,
-                           json={"channel": "email", "destination": "friend@example.com"})
+        sent = client.post(
+            path + "Refer2",
+            headers=auth,
+            json={"channel": "email", "destination": "friend@example.com"},
+        )
         assert sent.status_code == 200
         after = client.post(path + "CustomerReferrals2", headers=auth, json={})
         assert len(after.json()["referrals"]) == len(before.json()["referrals"]) + 1
-        mismatch = client.post(path + "CustomerReferrals2", headers=auth,
-                               json={"customer": {"shopid": "bob"}})
+        mismatch = client.post(
+            path + "CustomerReferrals2", headers=auth, json={"customer": {"shopid": "bob"}}
+        )
         assert mismatch.status_code == 403
         assert mismatch.json()["id"] == "customer_identity_does_not_match_token"
     assert httpx2.get(dev_stack["demo"] + "/").status_code == 200
@@ -128,8 +155,11 @@ def test_sandbox_command_serves_status2(clean_env: None) -> None:
     try:
         wait_for_port(port, timeout=30)
         token = TokenMinter(make_settings()).shop_token()
-        response = httpx2.post(f"http://127.0.0.1:{port}/api/v2023061/test-shop/Status2",
-                               headers={"Authorization": f"Bearer {token}"}, json={})
+        response = httpx2.post(
+            f"http://127.0.0.1:{port}/api/v2023061/test-shop/Status2",
+            headers={"Authorization": f"Bearer {token}"},
+            json={},
+        )
         assert response.status_code == 200 and response.json()["ok"] is True
     finally:
         code, out = stop(proc)
@@ -153,7 +183,8 @@ def test_serve_finishes_in_flight_requests_on_sigterm(clean_env: None, sandbox: 
         def slow_read() -> None:
             result["response"] = httpx2.post(
                 f"{base}/api/v2023061/test-shop/CustomerReferrals2",
-                headers={"Authorization": f"Bearer {token}"}, timeout=20,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=20,
             )
 
         thread = threading.Thread(target=slow_read)

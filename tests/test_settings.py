@@ -141,5 +141,7 @@ def test_dotenv_file_fills_gaps_and_environment_wins(tmp_path: Path) -> None:
 
 def test_wildcard_origin_is_accepted() -> None:
     """Sub-domain wildcards are valid CORS origins."""
-    settings = parse(broker_env(BROKER_CORS_ORIGINS="https://*.shop.example, http://localhost:3000"))
+    settings = parse(
+        broker_env(BROKER_CORS_ORIGINS="https://*.shop.example, http://localhost:3000")
+    )
     assert settings.cors_origins == ("https://*.shop.example", "http://localhost:3000")

@@ -27,7 +27,9 @@ def claims(**overrides: Any) -> dict[str, Any]:
     return {k: v for k, v in base.items() if v is not None}
 
 
-def sign(payload: dict[str, Any], key: bytes = KEY_A, kid: Any = "key-a", alg: str = "HS256") -> str:
+def sign(
+    payload: dict[str, Any], key: bytes = KEY_A, kid: Any = "key-a", alg: str = "HS256"
+) -> str:
     return jwt.encode(payload, key, algorithm=alg, headers={"kid": kid})
 
 
@@ -108,8 +110,11 @@ ATTACKS: list[tuple[str, Any, str]] = [
     ("no kid", lambda: forge({"alg": "HS256"}, claims(), KEY_A), "unknown_key"),
     ("kid path traversal", lambda: sign(claims(), KEY_A, "../../etc/passwd"), "unknown_key"),
     ("kid sql", lambda: sign(claims(), KEY_A, "' OR 1=1 --"), "unknown_key"),
-    ("kid as list", lambda: forge({"alg": "HS256", "kid": ["key-a"]}, claims(), KEY_A),
-     "malformed"),
+    (
+        "kid as list",
+        lambda: forge({"alg": "HS256", "kid": ["key-a"]}, claims(), KEY_A),
+        "malformed",
+    ),
     ("kid as number", lambda: forge({"alg": "HS256", "kid": 1}, claims(), KEY_A), "malformed"),
     ("shop token", lambda: sign(claims(sub=SHOP)), "subject"),
     ("empty customer", lambda: sign(claims(sub=f"{SHOP}/")), "subject"),
@@ -121,21 +126,38 @@ ATTACKS: list[tuple[str, Any, str]] = [
     ("missing exp", lambda: sign(claims(exp=None)), "missing_claim"),
     ("wrong aud", lambda: sign(claims(aud="XX")), "audience"),
     ("aud list with another", lambda: sign(claims(aud=["BH", "XX"])), "audience"),
-    ("expired beyond leeway", lambda: sign(claims(iat=int(time.time()) - 700,
-                                                  exp=int(time.time()) - 31)), "expired"),
-    ("iat in the future", lambda: sign(claims(iat=int(time.time()) + 120,
-                                              exp=int(time.time()) + 600)), "not_yet_valid"),
+    (
+        "expired beyond leeway",
+        lambda: sign(claims(iat=int(time.time()) - 700, exp=int(time.time()) - 31)),
+        "expired",
+    ),
+    (
+        "iat in the future",
+        lambda: sign(claims(iat=int(time.time()) + 120, exp=int(time.time()) + 600)),
+        "not_yet_valid",
+    ),
     ("nbf in the future", lambda: sign(claims(nbf=int(time.time()) + 120)), "not_yet_valid"),
-    ("lifetime too long", lambda: sign(claims(exp=int(time.time()) + 3000,
-                                              iat=int(time.time()) - 1000)), "lifetime"),
-    ("exp too far ahead", lambda: sign(claims(exp=int(time.time()) + 7200,
-                                              iat=int(time.time()) + 5000)),
-     "lifetime"),
-    ("exp far ahead, no iat", lambda: sign(claims(iat=None, exp=int(time.time()) + 90000)),
-     "lifetime"),
+    (
+        "lifetime too long",
+        lambda: sign(claims(exp=int(time.time()) + 3000, iat=int(time.time()) - 1000)),
+        "lifetime",
+    ),
+    (
+        "exp too far ahead",
+        lambda: sign(claims(exp=int(time.time()) + 7200, iat=int(time.time()) + 5000)),
+        "lifetime",
+    ),
+    (
+        "exp far ahead, no iat",
+        lambda: sign(claims(iat=None, exp=int(time.time()) + 90000)),
+        "lifetime",
+    ),
     ("exp as string", lambda: sign(claims(exp="tomorrow")), "malformed"),
-    ("exp infinite", lambda: forge({"alg": "HS256", "kid": "key-a"},
-                                   {**claims(), "exp": 1e400}, KEY_A), "malformed"),
+    (
+        "exp infinite",
+        lambda: forge({"alg": "HS256", "kid": "key-a"}, {**claims(), "exp": 1e400}, KEY_A),
+        "malformed",
+    ),
     ("exp boolean", lambda: sign(claims(exp=True)), "malformed"),
     ("ce not a string", lambda: sign(claims(ce=["x@y.z"])), "malformed"),
     ("garbage", lambda: "not-a-jwt", "malformed"),

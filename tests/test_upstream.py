@@ -74,24 +74,56 @@ async def test_request_is_post_json_with_bearer_and_ids() -> None:
 @pytest.mark.parametrize(
     ("status", "body", "error", "error_id"),
     [
-        (401, {"id": "invalid_token", "message": "The token has expired"}, UpstreamMisconfigured,
-         "upstream_misconfigured"),
-        (400, {"id": "invalid_global_api_version"}, UpstreamMisconfigured,
-         "upstream_misconfigured"),
-        (400, {"id": "obsolete_global_api_version"}, UpstreamMisconfigured,
-         "upstream_misconfigured"),
-        (400, {"id": "inaccessible_global_api_version"}, UpstreamMisconfigured,
-         "upstream_misconfigured"),
-        (429, {"id": "rate_limit_exceeded", "message": "over"}, UpstreamRateLimited,
-         "rate_limit_exceeded"),
+        (
+            401,
+            {"id": "invalid_token", "message": "The token has expired"},
+            UpstreamMisconfigured,
+            "upstream_misconfigured",
+        ),
+        (
+            400,
+            {"id": "invalid_global_api_version"},
+            UpstreamMisconfigured,
+            "upstream_misconfigured",
+        ),
+        (
+            400,
+            {"id": "obsolete_global_api_version"},
+            UpstreamMisconfigured,
+            "upstream_misconfigured",
+        ),
+        (
+            400,
+            {"id": "inaccessible_global_api_version"},
+            UpstreamMisconfigured,
+            "upstream_misconfigured",
+        ),
+        (
+            429,
+            {"id": "rate_limit_exceeded", "message": "over"},
+            UpstreamRateLimited,
+            "rate_limit_exceeded",
+        ),
         (400, {"id": "missing_customer_identity"}, UpstreamRejected, "missing_customer_identity"),
         (404, {"id": "empty_customer_identity"}, UpstreamRejected, "empty_customer_identity"),
-        (404, {"id": "no_customers_match_customer_identity"}, UpstreamRejected,
-         "no_customers_match_customer_identity"),
-        (404, {"id": "customer_identity_partially_mismatches_matched_customer"},
-         UpstreamRejected, "customer_identity_partially_mismatches_matched_customer"),
-        (403, {"id": "customer_identity_does_not_match_token"}, UpstreamRejected,
-         "customer_identity_does_not_match_token"),
+        (
+            404,
+            {"id": "no_customers_match_customer_identity"},
+            UpstreamRejected,
+            "no_customers_match_customer_identity",
+        ),
+        (
+            404,
+            {"id": "customer_identity_partially_mismatches_matched_customer"},
+            UpstreamRejected,
+            "customer_identity_partially_mismatches_matched_customer",
+        ),
+        (
+            403,
+            {"id": "customer_identity_does_not_match_token"},
+            UpstreamRejected,
+            "customer_identity_does_not_match_token",
+        ),
         (422, {"id": "some_future_error"}, UpstreamRejected, "some_future_error"),
         (400, {"id": "Not A Slug!"}, UpstreamError, "upstream_error"),
         (400, {"message": "no id"}, UpstreamError, "upstream_error"),
@@ -133,7 +165,9 @@ async def test_html_error_page_is_an_upstream_error_without_its_text() -> None:
 
 async def test_retry_after_of_bubblehouse_429_is_kept() -> None:
     """Bubblehouse's Retry-After, when it sends one, is passed on."""
-    response = httpx2.Response(429, json={"id": "rate_limit_exceeded"}, headers={"Retry-After": "7"})
+    response = httpx2.Response(
+        429, json={"id": "rate_limit_exceeded"}, headers={"Retry-After": "7"}
+    )
     with pytest.raises(UpstreamRateLimited) as caught:
         await call(upstream_with(lambda r: response))
     assert caught.value.retry_after == 7 and caught.value.headers()["Retry-After"] == "7"
@@ -207,12 +241,28 @@ async def test_circuit_opens_after_failures_and_skips_upstream() -> None:
     try:
         for _ in range(5):
             with pytest.raises(UpstreamError):
-                await upstream.call("v2023061", "Refer2", {}, "t", request_id="r",
-                                    traceparent=None, retry_connect=False, info=CallInfo())
+                await upstream.call(
+                    "v2023061",
+                    "Refer2",
+                    {},
+                    "t",
+                    request_id="r",
+                    traceparent=None,
+                    retry_connect=False,
+                    info=CallInfo(),
+                )
         info = CallInfo()
         with pytest.raises(UpstreamUnavailable):
-            await upstream.call("v2023061", "Refer2", {}, "t", request_id="r",
-                                traceparent=None, retry_connect=False, info=info)
+            await upstream.call(
+                "v2023061",
+                "Refer2",
+                {},
+                "t",
+                request_id="r",
+                traceparent=None,
+                retry_connect=False,
+                info=info,
+            )
         assert len(hits) == 5 and info.outcome == "circuit_open"
     finally:
         await upstream.aclose()
@@ -236,8 +286,16 @@ async def test_client_errors_do_not_open_the_circuit() -> None:
     try:
         for _ in range(8):
             with pytest.raises(UpstreamRejected):
-                await upstream.call("v2023061", "Refer2", {}, "t", request_id="r",
-                                    traceparent=None, retry_connect=False, info=CallInfo())
+                await upstream.call(
+                    "v2023061",
+                    "Refer2",
+                    {},
+                    "t",
+                    request_id="r",
+                    traceparent=None,
+                    retry_connect=False,
+                    info=CallInfo(),
+                )
         assert upstream.breaker.state == "closed"
     finally:
         await upstream.aclose()
