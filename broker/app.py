@@ -402,6 +402,12 @@ def create_app(
         svc.idempotency = Idempotency(svc.store, wait=settings.upstream_timeout + 2)
         svc.ready = True
         log.info(
+            "keys.loaded",
+            signing_kid=settings.signing_key.kid,
+            verifying_kids=[key.kid for key in settings.signing_keys],
+            issuer_count=len(settings.issuer_keys),
+        )
+        log.info(
             "broker.started",
             shop=settings.shop,
             signing_kid=settings.signing_key.kid,

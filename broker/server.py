@@ -28,20 +28,27 @@ def app_factory() -> Starlette:
 
 
 def serve(settings: Settings) -> None:
-    """The production server: uvicorn with uvloop and httptools, SIGTERM drains in-flight work.
+    """The production server: uvicorn with uvloop and httptools, SIGTERM drains in-flight work."""
+    run_factory("broker.server:app_factory", port=settings.port, workers=settings.web_concurrency)
 
-    uvicorn re-raises the stop signal once it has drained; the handlers set here receive it, so
-    a graceful stop exits with status 0 instead of dying by the signal.
+
+def run_factory(factory: str, *, port: int, workers: int, host: str = "0.0.0.0") -> None:
+    """Serve the ASGI app that ``factory`` (``module:function``) builds, as ``broker serve`` does.
+
+    The benchmarks run their baselines through this too, so that both sides of a comparison
+    share one server and its settings. uvicorn re-raises the stop signal once it has drained;
+    the handlers set here receive it, so a graceful stop exits with status 0 instead of dying
+    by the signal.
     """
     for sig in (signal.SIGTERM, signal.SIGINT):
         signal.signal(sig, _drained)
     _fresh_metrics_dir()
     uvicorn.run(
-        "broker.server:app_factory",
+        factory,
         factory=True,
-        host="0.0.0.0",
-        port=settings.port,
-        workers=settings.web_concurrency,
+        host=host,
+        port=port,
+        workers=workers,
         loop="uvloop",
         http="httptools",
         lifespan="on",

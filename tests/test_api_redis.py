@@ -1,0 +1,54 @@
+"""The broker on a real Redis, and without it: Redis dying mid-run never turns into errors."""
+
+from __future__ import annotations
+
+import time
+
+from structlog.testing import capture_logs
+
+from tests.servers import RedisProcess, free_port
+from tests.stack import Sandbox, running_broker
+
+
+def test_cache_lives_in_redis(sandbox: Sandbox, redis_server: RedisProcess) -> None:
+    """With REDIS_URL, reads are cached in Redis and the store reports up."""
+    with running_broker(sandbox.url, REDIS_URL=redis_server.url) as broker:
+        assert broker.client.get("/readyz").json()["redis"] == "up"
+        broker.read()
+        assert broker.read().headers["cache-status"].startswith("broker; hit")
+    with running_broker(sandbox.url, REDIS_URL=redis_server.url) as second:
+        # A new process finds the entry the first one stored.
+        assert second.read().headers["cache-status"].startswith("broker; hit")
+
+
+def test_redis_killed_and_restarted_mid_run(sandbox: Sandbox, redis_server: RedisProcess) -> None:
+    """Killing Redis gives no 500s, one down event, and caching resumes when it is back."""
+    with (
+        capture_logs() as events,
+        running_broker(sandbox.url, REDIS_URL=redis_server.url) as broker,
+    ):
+        assert broker.read().status_code == 200
+        redis_server.stop()
+        statuses = [broker.read().status_code for _ in range(10)]
+        statuses += [broker.refer({"channel": "sms"}).status_code for _ in range(3)]
+        assert set(statuses) == {200}
+        assert broker.client.get("/readyz").json() == {"status": "ready", "redis": "down"}
+        redis_server.start()
+        deadline = time.monotonic() + 15
+        while broker.client.get("/readyz").json()["redis"] != "up":
+            assert time.monotonic() < deadline, "Redis never came back"
+            time.sleep(0.2)
+        broker.read(customer="carol")
+        assert broker.read(customer="carol").headers["cache-status"].startswith("broker; hit")
+    names = [e["event"] for e in events]
+    after_start = names[names.index("broker.started") :]
+    assert after_start.count("store.redis_down") == 1
+    assert after_start.count("store.redis_up") == 1
+
+
+def test_nothing_listening_at_redis_url(sandbox: Sandbox) -> None:
+    """A REDIS_URL where nothing listens: the broker starts, serves, and says redis down."""
+    with running_broker(sandbox.url, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0") as broker:
+        assert broker.client.get("/readyz").json()["redis"] == "down"
+        assert all(broker.read().status_code == 200 for _ in range(5))
+        assert broker.refer({"channel": "sms"}, headers={"Idempotency-Key": "k"}).status_code == 200
