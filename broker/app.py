@@ -453,5 +453,7 @@ def create_app(
         exception_handlers={HTTPException: http_exception},
         lifespan=lifespan,
     )
+    # Every path is exact: a trailing slash is another path (404), never a redirect.
+    app.router.redirect_slashes = False
     app.state.services = svc
     return app

@@ -365,7 +365,8 @@ class ReferralCache:
             flight.cancel()
 
     async def _put(self, keys: _Keys, body: bytes, gen: str, token: str, epoch: int) -> bool:
-        fresh_ms = int(self.ttl_ms * (1 + random.uniform(0, self.jitter)))  # noqa: S311 - spread, not secrecy
+        # Shorten (never lengthen) each freshness a little, so a fleet of keys expires spread out.
+        fresh_ms = int(self.ttl_ms * (1 - random.uniform(0, self.jitter)))  # noqa: S311 - spread, not secrecy
         keep_ms = fresh_ms + self.stale_ms
 
         async def on_redis() -> bool:

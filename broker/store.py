@@ -28,7 +28,7 @@ from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
 from redis.commands.core import AsyncScript
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 
 from broker.settings import ConfigError, Settings
 
@@ -39,8 +39,9 @@ Client = Redis | RedisCluster
 log = structlog.get_logger("broker.store")
 
 # Failures that mean "Redis is not usable right now" (the builtin TimeoutError covers
-# asyncio's; OSError covers refused connections that slip past redis-py's wrapping).
-REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, OSError)
+# asyncio's; OSError covers refused connections that slip past redis-py's wrapping; the
+# cluster client raises RedisClusterException, outside RedisError, when no node answers).
+REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "redis-cluster": "redis", "rediss+cluster": "rediss"}
 
@@ -149,6 +150,10 @@ class Store:
         self.fallbacks = 0
         self.probes = 0
         self._up = client is not None
+        self._closed = False
+        self._in_flight = 0
+        self._idle = asyncio.Event()
+        self._idle.set()
         self._scripts: dict[str, AsyncScript] = {}
         self._probe_task: asyncio.Task[None] | None = None
         self._recovery: list[Callable[[], Awaitable[None]]] = []
@@ -177,17 +182,23 @@ class Store:
         """Run an operation on Redis while it is up, on memory otherwise or when Redis fails."""
         if self._up:
             self.redis_calls += 1
+            self._in_flight += 1
+            self._idle.clear()
             try:
                 async with asyncio.timeout(self.op_timeout):
                     return await on_redis()
             except REDIS_FAILURES as exc:
                 self._trip(exc)
+            finally:
+                self._in_flight -= 1
+                if not self._in_flight:
+                    self._idle.set()
         if self.redis is not None:
             self.fallbacks += 1
         return on_memory(self.memory)
 
     def _trip(self, exc: BaseException) -> None:
-        if not self._up:
+        if not self._up or self._closed:
             return
         self._up = False
         self.epoch += 1
@@ -222,6 +233,8 @@ class Store:
                     await hook()
         except REDIS_FAILURES:
             return False
+        if self._closed:
+            return False
         self.memory.clear()
         self.epoch += 1
         self._up = True
@@ -255,16 +268,21 @@ class Store:
         self._probe_task = asyncio.create_task(self._probe_loop(), name="store-probe")
 
     async def aclose(self) -> None:
-        """Stop probing and close the Redis connections."""
+        """Stop probing and close the Redis connections; later calls stay in memory."""
+        self._closed = True
+        self._up = False
         if self._probe_task is not None:
             self._probe_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._probe_task
             self._probe_task = None
         if self.redis is not None:
+            # Let calls already sent finish, so none reconnects after the pool is closed.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.op_timeout):
+                    await self._idle.wait()
             with contextlib.suppress(*REDIS_FAILURES):
                 await self.redis.aclose()
-        self._up = False
 
 
 async def _drop_connections(client: Client) -> None:
@@ -308,11 +326,24 @@ def make_client(
     return Redis.from_pool(pool)
 
 
-async def open_store(settings: Settings, **options: Any) -> Store:
-    """The Store for these settings; never fails because Redis is down (it recovers later)."""
+async def open_store(
+    settings: Settings,
+    *,
+    redis_timeout: float = 0.25,
+    max_connections: int = 64,
+    probe_interval: float = 1.0,
+) -> Store:
+    """The Store for these settings; never fails because Redis is down (it recovers later).
+
+    ``redis_timeout`` bounds every Redis connect and reply: past it, Redis counts as down.
+    """
     if settings.redis_url is None:
         store = Store()
     else:
-        store = Store(make_client(settings.redis_url.reveal()), **options)
+        client = make_client(
+            settings.redis_url.reveal(), timeout=redis_timeout, max_connections=max_connections
+        )
+        op_timeout = max(1.0, 4 * redis_timeout)
+        store = Store(client, probe_interval=probe_interval, op_timeout=op_timeout)
     await store.start()
     return store

@@ -10,17 +10,27 @@ broker either Bubblehouse's success body (the exact bytes) or a :class:`broker.e
     5xx, non-JSON, odd shapes         -> UpstreamError
     connect failure, open circuit     -> UpstreamUnavailable
     no answer in time                 -> UpstreamTimeout
+
+The client is httpx2's API over :class:`AiohttpTransport`, an aiohttp connection pool: httpx2's
+own pool slows down and queues under concurrency (encode/httpx#3215; docs/benchmarks.md has the
+numbers), while the httpx2 API keeps ``MockTransport`` as the seam for tests and keeps the
+engine replaceable here, in one place.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
+import aiohttp
 import httpx2
 import orjson
 import structlog
+from yarl import URL
 
 from broker.errors import (
     SLUG,
@@ -37,6 +47,7 @@ from broker.settings import Settings
 log = structlog.get_logger("broker.upstream")
 
 USER_AGENT = "referral-broker/1.0"
+BASE_HEADERS = {"User-Agent": USER_AGENT, "Accept": "application/json"}
 VERSION_ERRORS = frozenset(
     {"invalid_global_api_version", "obsolete_global_api_version", "inaccessible_global_api_version"}
 )
@@ -98,35 +109,53 @@ class CircuitBreaker:
 
 @dataclass
 class Upstream:
-    """Calls Bubblehouse with one long-lived pooled client."""
+    """Calls Bubblehouse with one long-lived pooled client.
+
+    ``client`` is the httpx2 API over the chosen transport. With the production transport
+    (:class:`AiohttpTransport`, when none is given) calls skip httpx2's request and response
+    models and go to the pool directly (``direct``): httpx2's URL and header handling costs
+    about 150 us a call, more than the rest of a cold read together. Errors are the same httpx2
+    exceptions either way, so the translation below is shared.
+    """
 
     settings: Settings
     client: httpx2.AsyncClient
     breaker: CircuitBreaker = field(default_factory=CircuitBreaker)
+    direct: AiohttpTransport | None = None
 
     @classmethod
     def create(
         cls, settings: Settings, transport: httpx2.AsyncBaseTransport | None = None
     ) -> Upstream:
-        timeout = httpx2.Timeout(
-            settings.upstream_timeout, connect=min(settings.upstream_timeout, 2.0)
-        )
-        limits = httpx2.Limits(
-            max_connections=256, max_keepalive_connections=128, keepalive_expiry=30
-        )
+        connect = min(settings.upstream_timeout, 2.0)
+        timeout = httpx2.Timeout(settings.upstream_timeout, connect=connect)
+        direct = None
         if transport is None:
-            transport = httpx2.AsyncHTTPTransport(limits=limits, retries=0)
+            transport = direct = AiohttpTransport(
+                max_connections=256,
+                keepalive_expiry=30,
+                base_url=settings.upstream_url,
+                connect_timeout=connect,
+                read_timeout=settings.upstream_timeout,
+            )
         client = httpx2.AsyncClient(
             base_url=settings.upstream_url,
             timeout=timeout,
             transport=transport,
-            headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
+            headers=BASE_HEADERS,
             follow_redirects=False,
         )
-        return cls(settings, client)
+        return cls(settings, client, direct=direct)
 
     async def aclose(self) -> None:
         await self.client.aclose()
+
+    async def _post(self, url: str, body: bytes, headers: dict[str, str]) -> tuple[int, Any, bytes]:
+        """(status, headers with a case-insensitive ``get``, body bytes) of one POST."""
+        if self.direct is not None:
+            return await self.direct.post(url, body, {**BASE_HEADERS, **headers}, MAX_BODY)
+        response = await self.client.post(url, content=body, headers=headers)
+        return response.status_code, response.headers, await _read_capped(response)
 
     async def call(
         self,
@@ -163,14 +192,13 @@ class Upstream:
             for attempt in range(attempts):
                 try:
                     async with asyncio.timeout(self.settings.upstream_timeout):
-                        response = await self.client.post(url, content=body, headers=headers)
-                        content = await _read_capped(response)
+                        status, answer_headers, content = await self._post(url, body, headers)
                     break
                 except httpx2.ConnectError:
                     if attempt + 1 == attempts:
                         raise
-            info.status = response.status_code
-            result = self._translate(response.status_code, response.headers, content)
+            info.status = status
+            result = self._translate(status, answer_headers, content)
         except BrokerError as error:
             self._account(error)
             info.outcome = error.error_id
@@ -202,7 +230,7 @@ class Upstream:
         else:
             self.breaker.success()  # Bubblehouse answered sensibly: it is alive
 
-    def _translate(self, status: int, headers: httpx2.Headers, content: bytes) -> bytes:
+    def _translate(self, status: int, headers: Any, content: bytes) -> bytes:
         if 200 <= status < 300:
             if _is_json_object(content):
                 return content
@@ -259,3 +287,135 @@ def _retry_after(value: str | None) -> int:
     if value and value.strip().isdigit():
         return max(1, min(int(value.strip()), 3600))
     return 1
+
+
+# aiohttp derives these itself from the body and the pool; sending ours too would duplicate them.
+_HOP_HEADERS = frozenset({b"content-length", b"transfer-encoding", b"connection", b"keep-alive"})
+
+
+class AiohttpTransport(httpx2.AsyncBaseTransport):
+    """httpx2 requests over one aiohttp connection pool, with aiohttp's errors as httpx2's.
+
+    Bodies reach httpx2 undecoded (it decodes ``Content-Encoding`` as usual); nothing is
+    retried and no redirect is followed. :meth:`post` is the broker's own shortcut past
+    httpx2's models. The session is made on first use, on the running loop.
+    """
+
+    def __init__(
+        self,
+        *,
+        max_connections: int = 256,
+        keepalive_expiry: float = 30.0,
+        base_url: str = "",
+        connect_timeout: float | None = None,
+        read_timeout: float | None = None,
+    ) -> None:
+        self._max_connections = max_connections
+        self._keepalive_expiry = keepalive_expiry
+        self._base_url = base_url.rstrip("/")
+        self._timeout = _client_timeout(connect_timeout, None, read_timeout)
+        self._session: aiohttp.ClientSession | None = None
+
+    def _open(self) -> aiohttp.ClientSession:
+        connector = aiohttp.TCPConnector(
+            limit=self._max_connections,
+            limit_per_host=0,
+            keepalive_timeout=self._keepalive_expiry,
+            ttl_dns_cache=60,
+        )
+        self._session = aiohttp.ClientSession(
+            connector=connector,
+            auto_decompress=False,
+            cookie_jar=aiohttp.DummyCookieJar(),
+            timeout=aiohttp.ClientTimeout(total=None),
+            trust_env=False,
+        )
+        return self._session
+
+    async def post(
+        self, path: str, body: bytes, headers: dict[str, str], max_body: int
+    ) -> tuple[int, Any, bytes]:
+        """POST ``body`` to ``base_url + path``: (status, headers, decoded body)."""
+        session = self._session or self._open()
+        with _as_httpx_errors(None):
+            async with session.post(
+                URL(self._base_url + path, encoded=True),
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=self._timeout,
+            ) as answer:
+                length = answer.content_length
+                if length is not None and length > max_body:
+                    raise UpstreamError("Bubblehouse answered with a body too large to pass on.")
+                content = await answer.read()
+        if answer.headers.get("content-encoding", "identity").lower() != "identity":
+            # Rare (Bubblehouse sends JSON plainly): let httpx2 undo gzip, deflate and the rest.
+            decoded = httpx2.Response(
+                answer.status, headers=list(answer.raw_headers), content=content
+            )
+            return answer.status, answer.headers, decoded.content
+        return answer.status, answer.headers, content
+
+    async def handle_async_request(self, request: httpx2.Request) -> httpx2.Response:
+        session = self._session or self._open()
+        timeouts = request.extensions.get("timeout", {})
+        timeout = _client_timeout(
+            timeouts.get("connect"), timeouts.get("pool"), timeouts.get("read")
+        )
+        headers = {
+            key.decode("latin-1"): value.decode("latin-1")
+            for key, value in request.headers.raw
+            if key.lower() not in _HOP_HEADERS
+        }
+        body = await request.aread()
+        with _as_httpx_errors(request):
+            async with session.request(
+                request.method,
+                URL(str(request.url), encoded=True),
+                data=body or None,
+                headers=headers,
+                allow_redirects=False,
+                timeout=timeout,
+            ) as answer:
+                content = await answer.read()
+        return httpx2.Response(
+            answer.status,
+            headers=list(answer.raw_headers),
+            content=content,
+            extensions={"http_version": b"HTTP/1.1"},
+        )
+
+    async def aclose(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+
+def _client_timeout(
+    connect: float | None, pool: float | None, read: float | None
+) -> aiohttp.ClientTimeout:
+    return aiohttp.ClientTimeout(
+        total=None,
+        connect=None if connect is None else connect + (pool or 0),
+        sock_connect=connect,
+        sock_read=read,
+    )
+
+
+@contextlib.contextmanager
+def _as_httpx_errors(request: httpx2.Request | None) -> Iterator[None]:
+    """aiohttp's exceptions as the httpx2 exceptions that :meth:`Upstream.call` translates."""
+    try:
+        yield
+    except aiohttp.ConnectionTimeoutError as exc:
+        raise httpx2.ConnectTimeout(str(exc) or "connect timeout", request=request) from exc
+    except (aiohttp.ServerTimeoutError, TimeoutError) as exc:
+        raise httpx2.ReadTimeout(str(exc) or "read timeout", request=request) from exc
+    except aiohttp.InvalidURL as exc:
+        raise httpx2.UnsupportedProtocol(str(exc), request=request) from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise httpx2.ConnectError(str(exc), request=request) from exc
+    except (aiohttp.ClientError, OSError) as exc:
+        # Anything after the connection was made: the request may have been delivered.
+        raise httpx2.ReadError(str(exc) or type(exc).__name__, request=request) from exc

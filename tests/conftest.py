@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
 import pytest
+from redis.asyncio import Redis
 
 from broker.settings import Settings, parse
+from broker.store import Store, open_store
 from tests.servers import RedisProcess
 
 SHOP = "test-shop"
@@ -85,3 +88,52 @@ def broker(sandbox: Any) -> Iterator[Any]:
 
     with running_broker(sandbox.url) as running:
         yield running
+
+
+class Gated:
+    """A stand-in for an upstream call: counts calls, may wait for a gate, may fail."""
+
+    def __init__(
+        self,
+        result: Any,
+        *,
+        gate: asyncio.Event | None = None,
+        error: BaseException | None = None,
+    ) -> None:
+        self.result = result
+        self.gate = gate
+        self.error = error
+        self.calls = 0
+        self.started = asyncio.Event()
+
+    async def __call__(self) -> Any:
+        self.calls += 1
+        self.started.set()
+        if self.gate is not None:
+            await self.gate.wait()
+        if self.error is not None:
+            raise self.error
+        return self.result
+
+
+async def flush(url: str) -> None:
+    """Empty a Redis database."""
+    client = Redis.from_url(url)
+    try:
+        await client.flushdb()
+    finally:
+        await client.aclose()
+
+
+@pytest.fixture(params=["redis", "memory"])
+async def store(
+    request: pytest.FixtureRequest, redis_session: RedisProcess
+) -> AsyncIterator[Store]:
+    """A Store on the shared redis-server (flushed) or on process memory."""
+    env = {}
+    if request.param == "redis":
+        await flush(redis_session.url)
+        env["REDIS_URL"] = redis_session.url
+    opened = await open_store(make_settings(**env))
+    yield opened
+    await opened.aclose()

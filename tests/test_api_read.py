@@ -213,6 +213,9 @@ def test_routing(broker: Broker, sandbox: Sandbox) -> None:
         f"/api/{VERSION}/{SHOP}/UpdateOrders4",
         "/api",
         "/nothing-here",
+        f"/api/{VERSION}/{SHOP}/CustomerReferrals2/",
+        "/tokens/",
+        "/healthz/",
     ):
         response = broker.client.post(path, headers=auth)
         assert response.status_code == 404, path

@@ -3,67 +3,26 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
-from redis.asyncio import Redis
 
 from broker.errors import IdempotencyKeyReused, UpstreamUnavailable
 from broker.idempotency import Idempotency, StoredResponse
 from broker.store import Store, open_store
-from tests.conftest import make_settings
+from tests.conftest import Gated, flush, make_settings
 from tests.servers import RedisProcess
 
 SCOPE = "test-shop/alice"
 SENT = StoredResponse(200, {"Content-Type": "application/json"}, b'{"message": "sent"}')
 
 
-class Action:
-    """A stand-in for the Refer2 call: counts runs, may wait for a gate, may fail."""
+class Action(Gated):
+    """The Refer2 call's stand-in, answering SENT unless told otherwise."""
 
-    def __init__(
-        self,
-        response: StoredResponse = SENT,
-        *,
-        gate: asyncio.Event | None = None,
-        error: BaseException | None = None,
-    ) -> None:
+    def __init__(self, response: StoredResponse = SENT, **kwargs: Any) -> None:
+        super().__init__(response, **kwargs)
         self.response = response
-        self.gate = gate
-        self.error = error
-        self.calls = 0
-        self.started = asyncio.Event()
-
-    async def __call__(self) -> StoredResponse:
-        self.calls += 1
-        self.started.set()
-        if self.gate is not None:
-            await self.gate.wait()
-        if self.error is not None:
-            raise self.error
-        return self.response
-
-
-async def flush(url: str) -> None:
-    client = Redis.from_url(url)
-    try:
-        await client.flushdb()
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture(params=["redis", "memory"])
-async def store(
-    request: pytest.FixtureRequest, redis_session: RedisProcess
-) -> AsyncIterator[Store]:
-    """A Store on the shared redis-server (flushed) or on process memory."""
-    env = {}
-    if request.param == "redis":
-        await flush(redis_session.url)
-        env["REDIS_URL"] = redis_session.url
-    opened = await open_store(make_settings(**env))
-    yield opened
-    await opened.aclose()
 
 
 async def test_first_run_then_replay(store: Store) -> None:

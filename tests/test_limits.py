@@ -4,43 +4,19 @@ from __future__ import annotations
 
 import asyncio
 import re
-from collections.abc import AsyncIterator
 
 import pytest
-from redis.asyncio import Redis
 
 from broker.errors import RateLimitExceeded
 from broker.limits import Decision, Limiter
 from broker.settings import RateLimit
 from broker.store import Store, open_store
-from tests.conftest import make_settings
+from tests.conftest import flush, make_settings
 from tests.servers import RedisProcess
 
 # RateLimit-Policy / RateLimit as structured-field lists (draft-ietf-httpapi-ratelimit-headers).
 POLICY_RE = re.compile(r'^"(read|write|issuer)";q=\d+;w=\d+$')
 RATELIMIT_RE = re.compile(r'^"(read|write|issuer)";r=\d+;t=\d+$')
-
-
-async def flush(url: str) -> None:
-    client = Redis.from_url(url)
-    try:
-        await client.flushdb()
-    finally:
-        await client.aclose()
-
-
-@pytest.fixture(params=["redis", "memory"])
-async def store(
-    request: pytest.FixtureRequest, redis_session: RedisProcess
-) -> AsyncIterator[Store]:
-    """A Store on the shared redis-server (flushed) or on process memory."""
-    env = {}
-    if request.param == "redis":
-        await flush(redis_session.url)
-        env["REDIS_URL"] = redis_session.url
-    opened = await open_store(make_settings(**env))
-    yield opened
-    await opened.aclose()
 
 
 def test_headers_use_the_structured_field_syntax() -> None:
