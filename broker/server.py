@@ -33,7 +33,7 @@ def serve(settings: Settings) -> None:
     run_factory("broker.server:app_factory", port=settings.port, workers=settings.web_concurrency)
 
 
-SERVER = "granian"  # or "uvicorn": docs/benchmarks.md has the numbers behind the choice
+SERVER = "uvicorn"  # or "granian": no faster for the broker here (docs/benchmarks.md)
 _FACTORY_ENV = "BROKER_ASGI_FACTORY"  # internal: tells granian's workers what to build
 
 

@@ -302,7 +302,9 @@ def many_customers(bench: Bench, cached: Proc, client: redis.Redis, r: Rig) -> d
     settle_keys(client)
     after = int(client.info("memory")["used_memory"])
     entries = cache_entries(client) - before_entries
-    sample = [k for _, k in zip(range(200), client.scan_iter(match="rb:*:c:*", count=1000))]
+    sample = [
+        k for _, k in zip(range(200), client.scan_iter(match="rb:*:c:*", count=1000), strict=False)
+    ]
     usage = [int(client.memory_usage(k) or 0) for k in sample]
     workers = cached.memory()
     return {

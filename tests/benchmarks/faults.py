@@ -1,4 +1,6 @@
-"""One minute of mixed load while the upstream and Redis misbehave: ``python -m tests.benchmarks.faults``.
+"""A minute of mixed load while the upstream and Redis misbehave.
+
+Run: ``python -m tests.benchmarks.faults [--seconds N]``.
 
 Starts redis-server, the sandbox (normal mode) and the broker (``broker serve``), then for
 ``--seconds`` (default 60) drives reads and keyed Refer2 sends from a few customers while a
@@ -214,7 +216,6 @@ async def run(seconds: float) -> dict[str, Any]:
                 sandbox.url,
                 BROKER_CACHE_TTL="2",
                 BROKER_UPSTREAM_TIMEOUT="1",
-                BROKER_RATE_LIMIT_WRITE="1000000/1s",
             )
             wait_ready(broker.url + "/readyz")
             say(f"broker {broker.url}, sandbox {sandbox.url}, redis {redis_proc.url}")

@@ -128,7 +128,7 @@ class Rig:
         port = port or free_port()
         full_env = {
             "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-            "HOME": os.environ.get("HOME", "/tmp"),
+            "HOME": os.environ.get("HOME", str(self.workdir)),
             "PYTHONPATH": str(ROOT),
             **env,
             "PORT": str(port),
@@ -156,18 +156,19 @@ class Rig:
         self, name: str, redis_url: str, upstream: str, workers: int = 1, **overrides: str
     ) -> Proc:
         metrics_dir = self.workdir / f"metrics-{name}"
-        env = broker_env(
-            BROKER_UPSTREAM_URL=upstream,
-            REDIS_URL=redis_url,
-            WEB_CONCURRENCY=str(workers),
-            BROKER_RATE_LIMIT_READ="1000000/1s",
-            BROKER_RATE_LIMIT_WRITE="1000000/1s",
-            BROKER_TOKEN_MAX_TTL="3600",
-            LOG_FORMAT="json",
+        settings = {
+            "BROKER_UPSTREAM_URL": upstream,
+            "REDIS_URL": redis_url,
+            "WEB_CONCURRENCY": str(workers),
+            # Limits on, high enough never to refuse the load.
+            "BROKER_RATE_LIMIT_READ": "1000000/1s",
+            "BROKER_RATE_LIMIT_WRITE": "1000000/1s",
+            "BROKER_TOKEN_MAX_TTL": "3600",
+            "LOG_FORMAT": "json",
             # As the container image sets it (deploy/Dockerfile): metrics shared by workers.
-            PROMETHEUS_MULTIPROC_DIR=str(metrics_dir),
-            **overrides,
-        )
+            "PROMETHEUS_MULTIPROC_DIR": str(metrics_dir),
+        }
+        env = broker_env(**{**settings, **overrides})
         # The request log goes to a file, as a container's stdout would go to a pipe.
         return self.start(name, [str(BIN / "broker"), "serve"], env)
 
