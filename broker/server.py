@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import importlib
 import os
 import signal
 from collections.abc import Generator, Sequence
@@ -33,64 +32,17 @@ def serve(settings: Settings) -> None:
     run_factory("broker.server:app_factory", port=settings.port, workers=settings.web_concurrency)
 
 
-SERVER = "uvicorn"  # or "granian": no faster for the broker here (docs/benchmarks.md)
-_FACTORY_ENV = "BROKER_ASGI_FACTORY"  # internal: tells granian's workers what to build
-
-
 def run_factory(factory: str, *, port: int, workers: int, host: str = "0.0.0.0") -> None:
     """Serve the ASGI app that ``factory`` (``module:function``) builds, as ``broker serve`` does.
 
     The benchmarks run their baselines through this too, so that both sides of a comparison
     share one server and its settings. Access logs are off (the app writes its own request
     line); forwarded headers are trusted from ``FORWARDED_ALLOW_IPS`` (default 127.0.0.1).
+    uvicorn was chosen by measurement: granian served the broker no faster here
+    (docs/benchmarks.md), and one server is one dependency fewer.
     """
     _fresh_metrics_dir()
-    if SERVER == "granian":
-        _run_granian(factory, host=host, port=port, workers=workers)
-    else:
-        _run_uvicorn(factory, host=host, port=port, workers=workers)
-
-
-def _run_granian(factory: str, *, host: str, port: int, workers: int) -> None:
-    """granian's Rust HTTP server around asyncio on uvloop.
-
-    On SIGTERM or SIGINT granian stops accepting, lets in-flight requests finish, runs the
-    lifespan shutdown, and exits 0 (``workers_kill_timeout`` bounds the wait).
-    """
-    from granian.constants import HTTPModes, Interfaces, Loops
-    from granian.log import LogLevels
-    from granian.server import Server
-
-    os.environ[_FACTORY_ENV] = factory
-    Server(
-        # granian resolves a dotted target against the working directory (a `tests` package
-        # there would turn it into `tests.broker.server`); this file's own path is unambiguous.
-        f"{Path(__file__).resolve()}:_granian_app",
-        address=host,
-        port=port,
-        interface=Interfaces.ASGI,
-        workers=workers,
-        loop=Loops.uvloop,
-        http=HTTPModes.http1,
-        websockets=False,
-        backlog=2048,
-        log_level=LogLevels.warning,
-        log_access=False,
-        factory=True,
-        respawn_failed_workers=True,
-        workers_kill_timeout=GRACEFUL_SECONDS,
-    ).serve()
-
-
-def _granian_app() -> Any:
-    """In each granian worker: the app of ``factory``, behind trusted forwarded headers."""
-    from granian.utils.proxies import wrap_asgi_with_proxy_headers
-
-    module_name, _, name = os.environ[_FACTORY_ENV].partition(":")
-    module = importlib.import_module(module_name)
-    app = getattr(module, name)()
-    trusted = os.environ.get("FORWARDED_ALLOW_IPS", "127.0.0.1")
-    return wrap_asgi_with_proxy_headers(app, [h.strip() for h in trusted.split(",") if h.strip()])
+    _run_uvicorn(factory, host=host, port=port, workers=workers)
 
 
 def _run_uvicorn(factory: str, *, host: str, port: int, workers: int) -> None:
