@@ -6,8 +6,10 @@ client, the store) are opened in the lifespan and reach handlers through :class:
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hmac
+import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -52,6 +54,7 @@ from broker.settings import Settings
 from broker.store import Store, open_store
 from broker.telemetry import RequestInfo, TelemetryMiddleware, request_info
 from broker.tokens import Customer, TokenMinter, TokenVerifier
+from broker.tracing import Tracing
 from broker.upstream import CallInfo, Upstream
 
 log = structlog.get_logger("broker.app")
@@ -76,6 +79,7 @@ class Services:
     cache: ReferralCache | None = None
     limiter: Limiter | None = None
     idempotency: Idempotency | None = None
+    tracing: Tracing | None = None  # None when span export is off
     ready: bool = False
     extra: dict[str, Any] = field(default_factory=dict)
 
@@ -219,6 +223,9 @@ async def call_upstream(
 ) -> bytes:
     assert svc.upstream is not None
     call = CallInfo()
+    tracing, span, traceparent = svc.tracing, None, info.traceparent
+    if tracing is not None:
+        span, traceparent = tracing.start_upstream(info.span, function)
     try:
         return await svc.upstream.call(
             version,
@@ -226,11 +233,14 @@ async def call_upstream(
             payload,
             svc.minter.upstream_token(customer),
             request_id=info.request_id,
-            traceparent=info.traceparent,
+            traceparent=traceparent,
             retry_connect=True,
             info=call,
         )
     finally:
+        if span is not None:
+            assert tracing is not None
+            tracing.end_upstream(span, call.status, call.outcome)
         info.upstream_status = call.status
         info.upstream_ms = round(call.seconds * 1000, 2)
         svc.metrics.observe_upstream(
@@ -381,8 +391,11 @@ def create_app(
     upstream_transport: httpx2.AsyncBaseTransport | None = None,
     store: Store | None = None,
     metrics_registry: Metrics | None = None,
+    tracing: Tracing | None = None,
 ) -> Starlette:
-    """Build a broker app. Tests pass a transport or a store instead of patching anything."""
+    """Build a broker app. Tests pass a transport, a store or a tracing instead of patching."""
+    if tracing is None:
+        tracing = Tracing.from_env(os.environ)
     minter = TokenMinter(settings)
     svc = Services(
         settings=settings,
@@ -390,6 +403,7 @@ def create_app(
         verifier=TokenVerifier(settings),
         metrics=metrics_registry or Metrics(),
         log_key=hash_key(settings.signing_key.secret.reveal()),
+        tracing=tracing if tracing.enabled else None,
     )
 
     @contextlib.asynccontextmanager
@@ -422,6 +436,8 @@ def create_app(
             if own_store:
                 await svc.store.aclose()
             svc.metrics.process_exiting()
+            # Flushing may wait on the collector: off the event loop.
+            await asyncio.to_thread(tracing.shutdown)
             log.info("broker.stopped")
 
     static_dir = Path(__file__).with_name("static")
@@ -447,7 +463,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(TelemetryMiddleware, observe=observe),
+            Middleware(TelemetryMiddleware, observe=observe, tracing=tracing),
             Middleware(CORSMiddleware, origins=settings.cors_origins),
         ],
         exception_handlers={HTTPException: http_exception},

@@ -12,12 +12,16 @@ import secrets
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from broker.errors import InternalError
 from broker.responses import problem_response
+
+if TYPE_CHECKING:
+    from broker.tracing import Handle, Tracing
 
 log = structlog.get_logger("broker.request")
 
@@ -40,6 +44,7 @@ class RequestInfo:
     upstream_status: int | None = None
     upstream_ms: float | None = None
     customer: str | None = None
+    span: Handle | None = None  # the request's SERVER span, when tracing is enabled
 
 
 def request_info(scope: Scope) -> RequestInfo:
@@ -54,23 +59,31 @@ def _header(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def trace_context(incoming: str | None) -> tuple[str, str]:
-    """(trace id, traceparent for the upstream call): continue a valid trace or start one."""
+def trace_context(incoming: str | None) -> tuple[str, str, str | None, bool]:
+    """(trace id, traceparent for the upstream call, incoming parent span id, sampled).
+
+    Continues a valid trace, or starts one (no parent span id, sampled).
+    """
     match = TRACEPARENT.match(incoming.strip().lower()) if incoming else None
     if match and match[1] != "0" * 32 and match[2] != "0" * 16:
-        trace_id, flags = match[1], match[3]
+        trace_id, parent, flags = match[1], match[2], match[3]
     else:
-        trace_id, flags = secrets.token_hex(16), "01"
-    return trace_id, f"00-{trace_id}-{secrets.token_hex(8)}-{flags}"
+        trace_id, parent, flags = secrets.token_hex(16), None, "01"
+    sampled = bool(int(flags, 16) & 1)
+    return trace_id, f"00-{trace_id}-{secrets.token_hex(8)}-{flags}", parent, sampled
 
 
 Observer = Callable[[RequestInfo, str, float], None]
 
 
 class TelemetryMiddleware:
-    def __init__(self, app: ASGIApp, observe: Observer | None = None) -> None:
+    def __init__(
+        self, app: ASGIApp, observe: Observer | None = None, tracing: Tracing | None = None
+    ) -> None:
         self.app = app
         self.observe = observe
+        # None when disabled, so the hot path pays one ``is None`` check and nothing else.
+        self.tracing = tracing if tracing is not None and tracing.enabled else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -79,8 +92,12 @@ class TelemetryMiddleware:
         started = time.perf_counter()
         incoming = _header(scope, b"x-request-id")
         request_id = incoming if incoming and REQUEST_ID.match(incoming) else secrets.token_hex(16)
-        trace_id, traceparent = trace_context(_header(scope, b"traceparent"))
-        info = RequestInfo(request_id, trace_id, traceparent)
+        trace_id, traceparent, parent, sampled = trace_context(_header(scope, b"traceparent"))
+        tracing = self.tracing
+        span = None
+        if tracing is not None:
+            span, trace_id = tracing.start_request(scope["method"], trace_id, parent, sampled)
+        info = RequestInfo(request_id, trace_id, traceparent, span=span)
         scope[INFO_KEY] = info
         response_started = False
 
@@ -120,5 +137,10 @@ class TelemetryMiddleware:
                 error_id=info.error_id,
                 customer=info.customer,
             )
+            if span is not None:
+                assert tracing is not None
+                tracing.end_request(
+                    span, scope["method"], info.route, info.status, info.error_id, info.cache
+                )
             if self.observe is not None:
                 self.observe(info, scope["method"], seconds)

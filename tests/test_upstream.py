@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import httpx2
 import orjson
@@ -17,8 +18,9 @@ from broker.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from broker.upstream import CallInfo, CircuitBreaker, Upstream
+from broker.upstream import AiohttpTransport, CallInfo, CircuitBreaker, Upstream
 from tests.conftest import make_settings
+from tests.servers import free_port
 
 Handler = Callable[[httpx2.Request], httpx2.Response]
 
@@ -229,6 +231,20 @@ async def test_no_retry_when_disallowed_and_broken_connection_is_not_retried() -
     assert attempts == ["connect", "read"]
 
 
+async def send(upstream: Upstream, info: CallInfo | None = None) -> bytes:
+    """One Refer2 call, never retried, as the broker makes it."""
+    return await upstream.call(
+        "v2023061",
+        "Refer2",
+        {},
+        "t",
+        request_id="r",
+        traceparent=None,
+        retry_connect=False,
+        info=info or CallInfo(),
+    )
+
+
 async def test_circuit_opens_after_failures_and_skips_upstream() -> None:
     """After five failures in a row the circuit opens and calls fail fast without upstream."""
     hits: list[int] = []
@@ -241,28 +257,10 @@ async def test_circuit_opens_after_failures_and_skips_upstream() -> None:
     try:
         for _ in range(5):
             with pytest.raises(UpstreamError):
-                await upstream.call(
-                    "v2023061",
-                    "Refer2",
-                    {},
-                    "t",
-                    request_id="r",
-                    traceparent=None,
-                    retry_connect=False,
-                    info=CallInfo(),
-                )
+                await send(upstream)
         info = CallInfo()
         with pytest.raises(UpstreamUnavailable):
-            await upstream.call(
-                "v2023061",
-                "Refer2",
-                {},
-                "t",
-                request_id="r",
-                traceparent=None,
-                retry_connect=False,
-                info=info,
-            )
+            await send(upstream, info)
         assert len(hits) == 5 and info.outcome == "circuit_open"
     finally:
         await upstream.aclose()
@@ -286,16 +284,24 @@ async def test_client_errors_do_not_open_the_circuit() -> None:
     try:
         for _ in range(8):
             with pytest.raises(UpstreamRejected):
-                await upstream.call(
-                    "v2023061",
-                    "Refer2",
-                    {},
-                    "t",
-                    request_id="r",
-                    traceparent=None,
-                    retry_connect=False,
-                    info=CallInfo(),
-                )
+                await send(upstream)
         assert upstream.breaker.state == "closed"
     finally:
         await upstream.aclose()
+
+
+async def test_aiohttp_transport_speaks_httpx2(sandbox_server: Any) -> None:
+    """The production transport serves a plain httpx2 client, mapping refusals and timeouts."""
+    transport = AiohttpTransport()
+    async with httpx2.AsyncClient(transport=transport, timeout=5) as client:
+        response = await client.get(f"{sandbox_server.url}/_sandbox/calls")
+        assert response.status_code == 200
+        assert "CustomerReferrals2" in response.json()
+        with pytest.raises(httpx2.ConnectError):
+            await client.get(f"http://127.0.0.1:{free_port()}/")
+        await client.post(f"{sandbox_server.url}/_sandbox/faults", json={"delay": 2, "times": 1})
+        with pytest.raises(httpx2.ReadTimeout):
+            await client.post(
+                f"{sandbox_server.url}/api/v2023061/test-shop/Status2", json={}, timeout=0.3
+            )
+        await client.delete(f"{sandbox_server.url}/_sandbox/faults")
