@@ -41,6 +41,7 @@ from broker.errors import (
     NotFound,
     NotReady,
     PayloadTooLarge,
+    RateLimitExceeded,
     UpstreamRateLimited,
     problem_body,
 )
@@ -268,8 +269,8 @@ async def read_referrals(
     try:
         served = await svc.cache.read(key, load, limit=svc.settings.rate_limit_read)
     except BrokerError as error:
-        if error.status_code == 429 and error.error_id == "rate_limit_exceeded":
-            svc.metrics.count_rate_limited("read")
+        if isinstance(error, RateLimitExceeded) and not isinstance(error, UpstreamRateLimited):
+            svc.metrics.count_rate_limited("read")  # the broker's own limit, not Bubblehouse's
         raise
     info.cache = served.outcome
     svc.metrics.count_cache(served.outcome)
