@@ -7,7 +7,6 @@ import json
 import os
 import re
 import shlex
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from dotenv import dotenv_values
 
 from broker.settings import VARIABLES, ConfigError, parse
 from tests.conftest import broker_env
+from tests.test_env_example import sourced_in_shell
 
 ROOT = Path(__file__).resolve().parents[1]
 DEPLOY = ROOT / "deploy"
@@ -178,13 +178,7 @@ def test_profile_is_valid_once_secrets_are_added(path: Path) -> None:
 def test_profile_reads_the_same_in_a_shell(path: Path) -> None:
     """`set -a; . config/X.env` gives the values python-dotenv and compose's env_file read."""
     expected = profile(path)
-    result = subprocess.run(
-        ["sh", "-c", 'set -a; . "$1"; set +a; env -0', "sh", str(path)],
-        capture_output=True,
-        check=True,
-        env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
-    )
-    seen = dict(item.split("=", 1) for item in result.stdout.decode().split("\0") if item)
+    seen = sourced_in_shell(path)
     assert {name: seen.get(name) for name in expected} == expected
     for name, value in expected.items():
         assert "#" not in value, f"{name}: inline comments read differently in compose"

@@ -134,16 +134,21 @@ def test_python_dotenv_reads_exactly_the_uncommented_assignments() -> None:
     assert dotenv_values(EXAMPLE) == active
 
 
-def test_a_posix_shell_reads_the_same_values() -> None:
-    """`set -a; . ./.env` in sh yields the values python-dotenv reads (no quoting traps)."""
-    expected = {k: v for k, v in dotenv_values(EXAMPLE).items() if v is not None}
+def sourced_in_shell(path: Path) -> dict[str, str]:
+    """The environment a POSIX shell has after `set -a; . path`."""
     result = subprocess.run(
-        ["sh", "-c", 'set -a; . "$1"; set +a; env -0', "sh", str(EXAMPLE)],
+        ["sh", "-c", 'set -a; . "$1"; set +a; env -0', "sh", str(path)],
         capture_output=True,
         check=True,
         env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
     )
-    seen = dict(item.split("=", 1) for item in result.stdout.decode().split("\0") if item)
+    return dict(item.split("=", 1) for item in result.stdout.decode().split("\0") if item)
+
+
+def test_a_posix_shell_reads_the_same_values() -> None:
+    """`set -a; . ./.env` in sh yields the values python-dotenv reads (no quoting traps)."""
+    expected = {k: v for k, v in dotenv_values(EXAMPLE).items() if v is not None}
+    seen = sourced_in_shell(EXAMPLE)
     assert {name: seen.get(name) for name in expected} == expected
 
 
