@@ -247,9 +247,10 @@ def parse(env: Mapping[str, str]) -> Settings:
         "redis+cluster",
         "rediss+cluster",
         "redis-cluster",
-        "redis+sentinel",
     ):
-        problems.append("REDIS_URL: must be a redis://, rediss:// or cluster URL")
+        problems.append(
+            "REDIS_URL: must be redis://, rediss://, unix:// or a cluster URL (redis+cluster://)"
+        )
 
     origins = _csv(get("BROKER_CORS_ORIGINS") or "")
     bad_origins = [o for o in origins if not ORIGIN_RE.match(o.rstrip("/"))]

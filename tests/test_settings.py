@@ -70,6 +70,7 @@ def test_short_secret_is_refused_without_showing_it() -> None:
         ("BROKER_UPSTREAM_URL", "ftp://example.com"),
         ("BROKER_API_VERSIONS", "2023"),
         ("REDIS_URL", "http://localhost"),
+        ("REDIS_URL", "redis+sentinel://localhost:26379/mymaster"),
         ("BROKER_CORS_ORIGINS", "storefront.test"),
         ("BROKER_CORS_ORIGINS", "https://shop.example/path"),
         ("BROKER_TOKEN_TTL", "abc"),
