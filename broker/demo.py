@@ -3,7 +3,7 @@
 It plays the merchant's server: it logs a demo customer in by asking the broker for a customer
 token with the issuer key (which never reaches the browser), and relays faults to the sandbox's
 control API so the page can show how each error looks. The page itself lives in
-``broker/static/demo.html`` and loads ``referrals.js`` from the broker's origin, so the browser
+``broker/demo_static/demo.html`` and loads ``referrals.js`` from the broker's origin, so the browser
 exercises CORS for real.
 """
 
@@ -22,7 +22,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-STATIC = Path(__file__).parent / "static"
+STATIC = Path(__file__).parent / "demo_static"
 
 # The fault switches of the sandbox's control API the page may flip; anything else is refused,
 # so the demo is not a general relay to the sandbox.

@@ -46,3 +46,12 @@ def test_openapi_is_json(broker: Broker) -> None:
     document = response.json()
     assert document["openapi"].startswith("3.")
     assert "/tokens" in document["paths"]
+
+
+def test_broker_serves_only_the_storefront_client(broker: Broker) -> None:
+    """/static holds referrals.js and its types; the demo's own files are not published."""
+    script = broker.client.get("/static/referrals.js")
+    assert script.status_code == 200 and "javascript" in script.headers["content-type"]
+    assert broker.client.get("/static/referrals.d.ts").status_code == 200
+    for name in ("demo.html", "demo.js", "demo.css"):
+        assert broker.client.get(f"/static/{name}").status_code == 404
