@@ -11,7 +11,7 @@ import contextlib
 import hmac
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +52,7 @@ from broker.metrics import Metrics
 from broker.openapi import openapi_document
 from broker.responses import JSONBytesResponse, problem_response
 from broker.settings import Settings
-from broker.store import Store, open_store
+from broker.store import Store, customer_scope, open_store
 from broker.telemetry import RequestInfo, TelemetryMiddleware, request_info
 from broker.tokens import Customer, TokenMinter, TokenVerifier
 from broker.tracing import Tracing
@@ -82,7 +82,7 @@ class Services:
     idempotency: Idempotency | None = None
     tracing: Tracing | None = None  # None when span export is off
     ready: bool = False
-    extra: dict[str, Any] = field(default_factory=dict)
+    openapi: bytes | None = None  # rendered on first request, then served as is
 
 
 def services(request: Request) -> Services:
@@ -288,13 +288,12 @@ async def send_referral(
     data = await json_body(request)
     payload = inputs.refer_input(data, customer)
     cache, limiter = svc.cache, svc.limiter
+    scope = customer_scope(customer.shop, customer.id)
     rate_headers: dict[str, str] = {}
 
     async def action() -> StoredResponse:
         try:
-            decision = await limiter.hit(
-                "write", f"{customer.shop}/{customer.id}", svc.settings.rate_limit_write
-            )
+            decision = await limiter.hit("write", scope, svc.settings.rate_limit_write)
         except BrokerError as error:
             if error.status_code == 429:
                 svc.metrics.count_rate_limited("write")
@@ -321,7 +320,6 @@ async def send_referral(
     if key is None:
         stored, replayed = await action(), False
     else:
-        scope = f"{customer.shop}/{customer.id}"
         stored, replayed = await svc.idempotency.run(scope, key, inputs.fingerprint(data), action)
     headers = {**stored.headers, "Cache-Control": "no-store"}
     headers.update(rate_headers)
@@ -360,10 +358,9 @@ async def metrics(request: Request, svc: Services, info: RequestInfo) -> Respons
 
 
 async def openapi(request: Request, svc: Services, info: RequestInfo) -> Response:
-    document = svc.extra.get("openapi")
-    if document is None:
-        document = svc.extra["openapi"] = orjson.dumps(openapi_document(svc.settings))
-    return JSONBytesResponse(document)
+    if svc.openapi is None:
+        svc.openapi = orjson.dumps(openapi_document(svc.settings))
+    return JSONBytesResponse(svc.openapi)
 
 
 # --- assembly -----------------------------------------------------------------------------
@@ -384,6 +381,21 @@ async def http_exception(request: Request, exc: Exception) -> Response:
         error = InternalError()
     info.error_id = error.error_id
     return problem_response(error, info.request_id)
+
+
+def watch(upstream: Upstream, store: Store, metrics: Metrics) -> None:
+    """Feed the breakers' states and Redis round-trip times to the metrics."""
+    upstream.breaker.on_change = lambda state: metrics.set_breaker("upstream", state)
+    metrics.set_breaker("upstream", upstream.breaker.state)
+    if store.state == "memory":
+        return
+
+    def redis_state(state: str) -> None:
+        metrics.set_breaker("redis", "closed" if state == "up" else "open")
+
+    store.on_state_change(redis_state)
+    redis_state(store.state)
+    store.timing = lambda op, seconds: metrics.observe_redis(operation=op, seconds=seconds)
 
 
 def create_app(
@@ -412,6 +424,7 @@ def create_app(
         svc.upstream = Upstream.create(settings, upstream_transport)
         own_store = store is None
         svc.store = store if store is not None else await open_store(settings)
+        watch(svc.upstream, svc.store, svc.metrics)
         svc.cache = ReferralCache(svc.store, settings)
         svc.limiter = Limiter(svc.store)
         svc.idempotency = Idempotency(svc.store, wait=settings.upstream_timeout + 2)
@@ -425,8 +438,6 @@ def create_app(
         log.info(
             "broker.started",
             shop=settings.shop,
-            signing_kid=settings.signing_key.kid,
-            verifying_kids=[key.kid for key in settings.signing_keys],
             store=svc.store.state,
         )
         try:
@@ -464,7 +475,7 @@ def create_app(
     app = Starlette(
         routes=routes,
         middleware=[
-            Middleware(TelemetryMiddleware, observe=observe, tracing=tracing),
+            Middleware(TelemetryMiddleware, observe=observe, tracing=svc.tracing),
             Middleware(CORSMiddleware, origins=settings.cors_origins),
         ],
         exception_handlers={HTTPException: http_exception},

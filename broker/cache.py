@@ -351,7 +351,7 @@ class ReferralCache:
             return _Lookup(True, count, reset, gen, "wait", body, left, holder)
 
         try:
-            found = await self.store.run(on_redis, on_memory)
+            found = await self.store.run(on_redis, on_memory, op="cache_read")
         except BaseException:
             self._drop_flight(token)
             raise
@@ -390,7 +390,7 @@ class ReferralCache:
                 memory.delete(keys.lease)
             return stored
 
-        return await self.store.run(on_redis, on_memory)
+        return await self.store.run(on_redis, on_memory, op="cache_store")
 
     async def _release(self, keys: _Keys, token: str, *, backoff: bool) -> None:
         backoff_ms = self.backoff_ms if backoff else 0
@@ -408,7 +408,7 @@ class ReferralCache:
             if backoff_ms:
                 memory.set(keys.backoff, "1", backoff_ms)
 
-        await self.store.run(on_redis, on_memory)
+        await self.store.run(on_redis, on_memory, op="cache_release")
 
     def _in_background(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -443,7 +443,7 @@ class ReferralCache:
                 self._missed_overflow = True
                 log.warning("cache.invalidations_untracked", tracked=self._missed_max)
 
-        await self.store.run(on_redis, on_memory)
+        await self.store.run(on_redis, on_memory, op="cache_invalidate")
 
     async def _replay_missed(self) -> None:
         """Redis is back: it still holds entries of customers who sent while it was away."""

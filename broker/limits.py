@@ -100,7 +100,7 @@ class Limiter:
             return int(count), int(reset)
 
         count, reset = await self.store.run(
-            on_redis, lambda memory: memory_hit(memory, rkey, window_ms)
+            on_redis, lambda memory: memory_hit(memory, rkey, window_ms), op="limit_hit"
         )
         decision = Decision.of(policy, limit, count, reset)
         if count > limit.limit:
@@ -117,7 +117,9 @@ class Limiter:
             count, reset = await self.store.script(PEEK_LUA)(keys=[rkey])
             return int(count), int(reset)
 
-        count, reset = await self.store.run(on_redis, lambda memory: memory_peek(memory, rkey))
+        count, reset = await self.store.run(
+            on_redis, lambda memory: memory_peek(memory, rkey), op="limit_peek"
+        )
         return Decision.of(policy, limit, count, reset)
 
     async def check(self, policy: str, key: str, limit: RateLimit | None) -> Decision | None:
@@ -135,4 +137,4 @@ class Limiter:
             assert self.store.redis is not None
             await self.store.redis.delete(rkey)
 
-        await self.store.run(on_redis, lambda memory: memory.delete(rkey))
+        await self.store.run(on_redis, lambda memory: memory.delete(rkey), op="limit_clear")

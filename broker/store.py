@@ -157,6 +157,9 @@ class Store:
         self._scripts: dict[str, AsyncScript] = {}
         self._probe_task: asyncio.Task[None] | None = None
         self._recovery: list[Callable[[], Awaitable[None]]] = []
+        self._state_hooks: list[Callable[[State], None]] = []
+        # Called with (operation, seconds) after each Redis round trip, when set (metrics).
+        self.timing: Callable[[str, float], None] | None = None
 
     @property
     def state(self) -> State:
@@ -168,6 +171,14 @@ class Store:
         """Run ``hook`` against Redis when it comes back, before requests use it again."""
         self._recovery.append(hook)
 
+    def on_state_change(self, hook: Callable[[State], None]) -> None:
+        """Call ``hook`` with the new state each time Redis goes down or comes back."""
+        self._state_hooks.append(hook)
+
+    def _changed(self) -> None:
+        for hook in self._state_hooks:
+            hook(self.state)
+
     def script(self, source: str) -> AsyncScript:
         """The registered script for ``source`` (EVALSHA, loading it again after a flush)."""
         script = self._scripts.get(source)
@@ -177,13 +188,18 @@ class Store:
         return script
 
     async def run(
-        self, on_redis: Callable[[], Awaitable[T]], on_memory: Callable[[Memory], T]
+        self,
+        on_redis: Callable[[], Awaitable[T]],
+        on_memory: Callable[[Memory], T],
+        *,
+        op: str,
     ) -> T:
-        """Run an operation on Redis while it is up, on memory otherwise or when Redis fails."""
+        """Run operation ``op`` on Redis while it is up, on memory otherwise or when Redis fails."""
         if self._up:
             self.redis_calls += 1
             self._in_flight += 1
             self._idle.clear()
+            started = time.perf_counter()
             try:
                 async with asyncio.timeout(self.op_timeout):
                     return await on_redis()
@@ -193,6 +209,8 @@ class Store:
                 self._in_flight -= 1
                 if not self._in_flight:
                     self._idle.set()
+                if self.timing is not None:
+                    self.timing(op, time.perf_counter() - started)
         if self.redis is not None:
             self.fallbacks += 1
         return on_memory(self.memory)
@@ -204,6 +222,7 @@ class Store:
         self.epoch += 1
         self.memory.clear()
         log.warning("store.redis_down", error=type(exc).__name__, fallback="memory")
+        self._changed()
 
     async def ping(self) -> bool:
         """True when Redis answers (or when there is no Redis to answer)."""
@@ -239,6 +258,7 @@ class Store:
         self.epoch += 1
         self._up = True
         log.info("store.redis_up")
+        self._changed()
         return True
 
     async def _probe_loop(self) -> None:

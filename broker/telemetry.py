@@ -82,8 +82,8 @@ class TelemetryMiddleware:
     ) -> None:
         self.app = app
         self.observe = observe
-        # None when disabled, so the hot path pays one ``is None`` check and nothing else.
-        self.tracing = tracing if tracing is not None and tracing.enabled else None
+        # None when span export is off, so the hot path pays one ``is None`` check.
+        self.tracing = tracing
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":

@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -64,7 +64,10 @@ class CallInfo:
 
 
 class CircuitBreaker:
-    """Opens after consecutive failures, lets one trial through after a cool-down."""
+    """Opens after consecutive failures, lets one trial through after a cool-down.
+
+    ``on_change``, when set, hears each move between closed, open and half_open (metrics).
+    """
 
     def __init__(self, threshold: int = 5, cooldown: float = 10.0) -> None:
         self.threshold = threshold
@@ -72,6 +75,11 @@ class CircuitBreaker:
         self.failures = 0
         self.opened_at: float | None = None
         self._trial_running = False
+        self.on_change: Callable[[str], None] | None = None
+
+    def _changed(self, state: str) -> None:
+        if self.on_change is not None:
+            self.on_change(state)
 
     @property
     def state(self) -> str:
@@ -87,6 +95,7 @@ class CircuitBreaker:
             return True
         if state == "half_open" and not self._trial_running:
             self._trial_running = True
+            self._changed("half_open")
             return True
         return False
 
@@ -96,15 +105,18 @@ class CircuitBreaker:
         if self.opened_at is not None:
             self.opened_at = None
             log.info("upstream.circuit_closed")
+            self._changed("closed")
 
     def failure(self) -> None:
         self._trial_running = False
         self.failures += 1
         if self.opened_at is not None:
             self.opened_at = time.monotonic()  # the trial failed: stay open for another cool-down
+            self._changed("open")
         elif self.failures >= self.threshold:
             self.opened_at = time.monotonic()
             log.warning("upstream.circuit_open", failures=self.failures, cooldown=self.cooldown)
+            self._changed("open")
 
 
 @dataclass

@@ -52,3 +52,29 @@ def test_nothing_listening_at_redis_url(sandbox: Sandbox) -> None:
         assert broker.client.get("/readyz").json()["redis"] == "down"
         assert all(broker.read().status_code == 200 for _ in range(5))
         assert broker.refer({"channel": "sms"}, headers={"Idempotency-Key": "k"}).status_code == 200
+
+
+def metric(text: str, metric_name: str, **labels: str) -> float:
+    """The value of one sample of the Prometheus text, 0 when absent."""
+    for line in text.splitlines():
+        if line.startswith(f"{metric_name}{{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def test_metrics_show_redis_round_trips_and_its_breaker(
+    sandbox: Sandbox, redis_server: RedisProcess
+) -> None:
+    """/metrics times each Redis round trip by operation and shows Redis's breaker move."""
+    with running_broker(sandbox.url, REDIS_URL=redis_server.url) as broker:
+        broker.read()
+        broker.read()
+        text = broker.client.get("/metrics").text
+        assert metric(text, "broker_redis_duration_seconds_count", operation="cache_read") == 2
+        assert metric(text, "broker_redis_duration_seconds_count", operation="cache_store") == 1
+        assert metric(text, "broker_breaker_state", name="redis", state="closed") == 1
+        redis_server.stop()
+        broker.read(customer="dave")
+        text = broker.client.get("/metrics").text
+        assert metric(text, "broker_breaker_state", name="redis", state="open") == 1
+        assert metric(text, "broker_breaker_state", name="redis", state="closed") == 0

@@ -172,3 +172,18 @@ def test_internal_error_is_a_clean_500() -> None:
     body = response.json()
     assert body["id"] == "internal_error" and body["request_id"] == response.headers["x-request-id"]
     assert "secret" not in response.text and "Traceback" not in response.text
+
+
+def test_metrics_show_the_upstream_circuit(broker: Broker, sandbox: Sandbox) -> None:
+    """/metrics shows the circuit to Bubblehouse closed, then open after five failures."""
+    from tests.test_api_redis import metric
+
+    broker.read()
+    text = broker.client.get("/metrics").text
+    assert metric(text, "broker_breaker_state", name="upstream", state="closed") == 1
+    sandbox.fault(status=500)
+    for customer in ("c1", "c2", "c3", "c4", "c5"):
+        assert broker.read(customer=customer).status_code == 502
+    text = broker.client.get("/metrics").text
+    assert metric(text, "broker_breaker_state", name="upstream", state="open") == 1
+    assert metric(text, "broker_breaker_state", name="upstream", state="closed") == 0
