@@ -17,14 +17,19 @@ DEV_ISSUER_KEY = "dev-issuer-key-not-a-secret"
 DEV_KID = "dev"
 
 
+def _report(command: str, exc: ConfigError) -> int:
+    """Say each configuration problem on its own line; the exit status for it."""
+    print(f"{command}: the configuration has problems:", file=sys.stderr)
+    for problem in exc.problems:
+        print(f"  {problem}", file=sys.stderr)
+    return 2
+
+
 def _settings_or_exit() -> Settings:
     try:
         return Settings.from_env()
     except ConfigError as exc:
-        print("broker: the configuration has problems:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(_report("broker", exc)) from None
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
@@ -79,10 +84,7 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
     try:
         config = sandbox_config_from_env(os.environ)
     except ConfigError as exc:
-        print("broker sandbox: the configuration has problems:", file=sys.stderr)
-        for problem in exc.problems:
-            print(f"  {problem}", file=sys.stderr)
-        return 2
+        return _report("broker sandbox", exc)
     configure_logging(os.environ.get("LOG_LEVEL", "info").lower(), "console")
     port = _port(args.port, "SANDBOX_PORT", "PORT", default=8001)
     print(f"Bubblehouse sandbox on http://{args.host}:{port} (shop {config.shop})", flush=True)

@@ -258,11 +258,7 @@ class Upstream:
             raise UpstreamMisconfigured()
         if error_id == "rate_limit_exceeded":
             raise UpstreamRateLimited(_retry_after(headers.get("retry-after")))
-        return _raise_rejected(error_id, status)
-
-
-def _raise_rejected(error_id: str, status: int) -> bytes:
-    raise UpstreamRejected(error_id, status)
+        raise UpstreamRejected(error_id, status)
 
 
 async def _read_capped(response: httpx2.Response) -> bytes:

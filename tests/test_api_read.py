@@ -138,7 +138,6 @@ def test_bad_input_names_the_field(broker: Broker, sandbox: Sandbox, body: Any, 
     """Unknown or mistyped fields are 400 invalid_input with the field named."""
     response = broker.client.post(READ_PATH, headers=broker.auth(), json=body)
     assert response.status_code == 400
-    assert response.json() | {"field": response.json().get("field")} == response.json()
     assert response.json()["id"] == "invalid_input" and response.json()["field"] == field
     assert sandbox.total_calls() == 0
 

@@ -57,7 +57,8 @@ def test_nothing_listening_at_redis_url(sandbox: Sandbox) -> None:
 def metric(text: str, metric_name: str, **labels: str) -> float:
     """The value of one sample of the Prometheus text, 0 when absent."""
     for line in text.splitlines():
-        if line.startswith(f"{metric_name}{{") and all(f'{k}="{v}"' in line for k, v in labels.items()):
+        wanted = all(f'{k}="{v}"' in line for k, v in labels.items())
+        if line.startswith(f"{metric_name}{{") and wanted:
             return float(line.rsplit(" ", 1)[1])
     return 0.0
 
