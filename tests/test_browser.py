@@ -389,6 +389,33 @@ def test_double_click_sends_once(page: Page, stack: Stack) -> None:
     assert refer2_calls(stack) == before + 1
 
 
+SEQUENTIAL_SENDS = """
+async ({ brokerUrl, shop, token }) => {
+  const client = window.lib.createReferralsClient({
+    baseUrl: brokerUrl, shop, getToken: () => token,
+  });
+  const first = await client.sendReferral({ channel: "telegram" });
+  const second = await client.sendReferral({ channel: "telegram" });
+  await new Promise((resolve) => setTimeout(resolve, window.lib.DOUBLE_SEND_WINDOW_MS + 200));
+  const later = await client.sendReferral({ channel: "telegram" });
+  return { same: first === second, laterIsNew: later !== first };
+}
+"""
+
+
+def test_second_click_after_a_fast_answer_sends_nothing(page: Page, stack: Stack) -> None:
+    """An identical send right after the first answered reuses it; after the window it is new."""
+    open_demo(page, stack)
+    import_client(page, stack)
+    before = refer2_calls(stack)
+    outcome = page.evaluate(
+        SEQUENTIAL_SENDS,
+        {"brokerUrl": stack.broker, "shop": SHOP, "token": customer_token(stack, "heidi")},
+    )
+    assert outcome == {"same": True, "laterIsNew": True}
+    assert refer2_calls(stack) == before + 2
+
+
 IDEMPOTENT_SENDS = """
 async ({ brokerUrl, shop, token }) => {
   const client = window.lib.createReferralsClient({

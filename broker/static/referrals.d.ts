@@ -1,6 +1,9 @@
 // Type declarations for referrals.js, the storefront client of the referral broker.
 
 /** The error ids the broker answers with (spec section 4). */
+/** How long (ms) after a successful send an identical one is taken for a double click. */
+export declare const DOUBLE_SEND_WINDOW_MS: number;
+
 export type BrokerErrorId =
   | "missing_token"
   | "invalid_token"
@@ -247,7 +250,7 @@ export interface SendReferralOptions {
    * network_error) to retry it safely; omitted, a fresh key (crypto.randomUUID) is made.
    */
   idempotencyKey?: string;
-  /** Ignored when the call joins an identical send already in flight. */
+  /** Ignored when the call joins an identical send (in flight, or just succeeded). */
   signal?: AbortSignal;
 }
 
@@ -261,7 +264,8 @@ export interface ReferralsClient {
   listReferrals(options?: ListReferralsOptions): Promise<CustomerReferralsResponse>;
   /**
    * Send a referral (POST Refer2 with an Idempotency-Key). Never retried automatically after a
-   * network error or a 5xx; identical sends made while one is in flight share its result.
+   * network error or a 5xx. Identical sends made while one is in flight, or within
+   * DOUBLE_SEND_WINDOW_MS after it succeeded (a double click), share its result.
    */
   sendReferral(options: SendReferralOptions): Promise<ReferResponse>;
   /** Low-level: POST `body` to `<baseUrl>/api/<version>/<shop>/<fn>` with the token protocol. */

@@ -11,6 +11,9 @@
 // Types: referrals.d.ts beside this file.
 
 /** The error ids a storefront should be ready for: the broker's, plus the client's own. */
+/** How long after a successful send an identical one is taken for a double click. */
+export const DOUBLE_SEND_WINDOW_MS = 2000;
+
 export const ERROR_IDS = Object.freeze([
   "missing_token",
   "invalid_token",
@@ -176,7 +179,7 @@ export function createReferralsClient({
   }
   const doFetch = fetchImpl || ((...args) => globalThis.fetch(...args));
   const root = `${String(baseUrl).replace(/\/+$/, "")}/api/${encodeURIComponent(version)}/${encodeURIComponent(shop)}`;
-  const inFlightSends = new Map();
+  const recentSends = new Map(); // identical sends in flight, or finished moments ago
   let lastRefresh = null; // { stale: the refused token, promise: its replacement }
 
   // Calls refused for the same token share one refresh, even when they learn of it one after
@@ -279,17 +282,30 @@ export function createReferralsClient({
     // Validation is the broker's: a missing or bad channel comes back as invalid_input.
     const body = { channel };
     if (destination != null && destination !== "") body.destination = destination;
-    // A second identical send while the first is in flight (a double click) joins the first.
+    // A double click sends once: an identical send made while the first is in flight, or
+    // within DOUBLE_SEND_WINDOW_MS after it succeeded (a fast answer can beat the second
+    // click), gets the first one's answer. A failed send is forgotten at once, so it can be
+    // retried.
     const dedupKey = JSON.stringify([channel, body.destination ?? null, idempotencyKey ?? null]);
-    const pending = inFlightSends.get(dedupKey);
-    if (pending) return pending;
+    const earlier = recentSends.get(dedupKey);
+    if (earlier) return earlier;
+    const forget = () => {
+      if (recentSends.get(dedupKey) === promise) recentSends.delete(dedupKey);
+    };
     // One key per logical send. After a network_error, pass error.idempotencyKey back in to
     // retry the same send: the broker runs it, or replays the answer it already gave.
     const key = idempotencyKey || newIdempotencyKey();
-    const promise = call("Refer2", body, { signal, idempotencyKey: key }).finally(() => {
-      inFlightSends.delete(dedupKey);
-    });
-    inFlightSends.set(dedupKey, promise);
+    const promise = call("Refer2", body, { signal, idempotencyKey: key }).then(
+      (answer) => {
+        setTimeout(forget, DOUBLE_SEND_WINDOW_MS);
+        return answer;
+      },
+      (error) => {
+        forget();
+        throw error;
+      },
+    );
+    recentSends.set(dedupKey, promise);
     return promise;
   }
 
