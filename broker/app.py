@@ -27,7 +27,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from broker import inputs
-from broker.cache import CacheKey, ReferralCache
+from broker.cache import BYPASS, CacheKey, ReferralCache
 from broker.cors import CORSMiddleware
 from broker.errors import (
     BrokerError,
@@ -46,13 +46,14 @@ from broker.errors import (
     problem_body,
 )
 from broker.idempotency import Idempotency, StoredResponse
-from broker.limits import Limiter
+from broker.limits import Decision, Limiter, LocalLimits
 from broker.logs import customer_hash, hash_key
 from broker.metrics import Metrics
+from broker.nearcache import Invalidations, NearCache
 from broker.openapi import openapi_document
 from broker.responses import JSONBytesResponse, problem_response
 from broker.settings import Settings
-from broker.store import Store, customer_scope, open_store
+from broker.store import Store, customer_scope, open_store, scope_prefix
 from broker.telemetry import RequestInfo, TelemetryMiddleware, request_info
 from broker.tokens import Customer, TokenMinter, TokenVerifier
 from broker.tracing import Tracing
@@ -64,6 +65,19 @@ READ = "CustomerReferrals2"
 WRITE = "Refer2"
 API_ROUTE = "/api/{version}/{shop}/{function}"
 REFERRAL_HEADERS = {"Cache-Control": "private, no-store", "Vary": "Authorization, Origin"}
+CONSISTENCY_DIGITS = 18  # a generation fits in 18 digits (Redis counts to 2**63)
+
+
+def consistency(values: list[str]) -> int | None:
+    """The generation a ``Consistency-Token`` asks for; None when absent or not one of ours."""
+    if len(values) != 1:
+        return None
+    value = values[0].strip()
+    if value == "x":
+        return BYPASS
+    if value.isdigit() and len(value) <= CONSISTENCY_DIGITS and value.isascii():
+        return int(value)
+    return None
 
 
 @dataclass
@@ -79,6 +93,7 @@ class Services:
     store: Store | None = None
     cache: ReferralCache | None = None
     limiter: Limiter | None = None
+    local_limits: LocalLimits | None = None  # None: strict limits, every request in Redis
     idempotency: Idempotency | None = None
     tracing: Tracing | None = None  # None when span export is off
     ready: bool = False
@@ -262,21 +277,39 @@ async def read_referrals(
         data = await json_body(request)
     payload = inputs.referrals_input(data, customer)
     key = CacheKey(version, svc.settings.shop, customer.id, False)
+    min_gen = consistency(request.headers.getlist("consistency-token"))
+    limit = svc.settings.rate_limit_read
+    local = svc.local_limits
+    decision: Decision | None = None
+    if limit is not None and local is not None:
+        prefix = scope_prefix(customer_scope(key.shop, key.customer))
+        try:
+            decision = local.hit("read", prefix, limit)
+        except RateLimitExceeded:
+            svc.metrics.count_rate_limited("read")
+            raise
+        served = svc.cache.near_hit(key, min_gen or 0)
+    else:
+        served = None
 
     async def load() -> bytes:
         return await call_upstream(svc, info, customer, version, READ, payload)
 
-    try:
-        served = await svc.cache.read(key, load, limit=svc.settings.rate_limit_read)
-    except BrokerError as error:
-        if isinstance(error, RateLimitExceeded) and not isinstance(error, UpstreamRateLimited):
-            svc.metrics.count_rate_limited("read")  # the broker's own limit, not Bubblehouse's
-        raise
+    if served is None:
+        try:
+            served = await svc.cache.read(
+                key, load, limit=limit if local is None else None, min_gen=min_gen
+            )
+        except BrokerError as error:
+            if isinstance(error, RateLimitExceeded) and not isinstance(error, UpstreamRateLimited):
+                svc.metrics.count_rate_limited("read")  # the broker's own limit, not Bubblehouse's
+            raise
     info.cache = served.outcome
     svc.metrics.count_cache(served.outcome)
     headers = {**REFERRAL_HEADERS, "Cache-Status": served.cache_status}
-    if served.rate is not None:
-        headers.update(served.rate.headers())
+    rate = served.rate or decision
+    if rate is not None:
+        headers.update(rate.headers())
     return JSONBytesResponse(served.body, headers=headers)
 
 
@@ -292,8 +325,13 @@ async def send_referral(
     rate_headers: dict[str, str] = {}
 
     async def action() -> StoredResponse:
+        limit = svc.settings.rate_limit_write
+        decision: Decision | None
         try:
-            decision = await limiter.hit("write", scope, svc.settings.rate_limit_write)
+            if svc.local_limits is not None and limit is not None:
+                decision = svc.local_limits.hit("write", scope_prefix(scope), limit)
+            else:
+                decision = await limiter.hit("write", scope, limit)
         except BrokerError as error:
             if error.status_code == 429:
                 svc.metrics.count_rate_limited("write")
@@ -314,8 +352,10 @@ async def send_referral(
                 {"Content-Type": "application/problem+json", **error.headers()},
                 orjson.dumps(problem_body(error, info.request_id)),
             )
-        await cache.invalidate(customer.shop, customer.id)
-        return StoredResponse(200, {"Content-Type": "application/json"}, body)
+        token = await cache.invalidate(customer.shop, customer.id)
+        return StoredResponse(
+            200, {"Content-Type": "application/json", "Consistency-Token": token}, body
+        )
 
     if key is None:
         stored, replayed = await action(), False
@@ -425,8 +465,21 @@ def create_app(
         own_store = store is None
         svc.store = store if store is not None else await open_store(settings)
         watch(svc.upstream, svc.store, svc.metrics)
-        svc.cache = ReferralCache(svc.store, settings)
+        near = None
+        background: list[asyncio.Task[None]] = []
+        if svc.store.redis is not None and settings.near_cache_mb > 0:
+            assert settings.redis_url is not None
+            near = NearCache(settings.api_versions, max_bytes=settings.near_cache_mb << 20)
+            store_ref = svc.store
+            near.set_store_up(store_ref.state == "up")
+            store_ref.on_state_change(lambda state: near.set_store_up(state == "up"))
+            listener = Invalidations(svc.store, near, settings.redis_url.reveal())
+            background.append(asyncio.create_task(listener.run(), name="near-invalidations"))
+        svc.cache = ReferralCache(svc.store, settings, near=near)
         svc.limiter = Limiter(svc.store)
+        if settings.rate_limit_sync > 0:
+            svc.local_limits = LocalLimits(svc.store, settings.rate_limit_sync)
+            background.append(asyncio.create_task(svc.local_limits.run(), name="limit-sync"))
         svc.idempotency = Idempotency(svc.store, wait=settings.upstream_timeout + 2)
         svc.ready = True
         log.info(
@@ -444,6 +497,14 @@ def create_app(
             yield
         finally:
             svc.ready = False
+            for task in background:
+                task.cancel()
+            for task in background:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+            if svc.local_limits is not None:
+                with contextlib.suppress(Exception):
+                    await svc.local_limits.sync()  # the last counts reach the others
             await svc.upstream.aclose()
             if own_store:
                 await svc.store.aclose()

@@ -16,6 +16,7 @@ Keys of one customer, all under ``rb:{<hash of shop/customer>}``: ``:c:<version>
 from __future__ import annotations
 
 import asyncio
+import functools
 import math
 import random
 import secrets
@@ -23,10 +24,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
+import orjson
 import structlog
 
 from broker.errors import BrokerError
 from broker.limits import COUNT_LUA, Decision, rate_key
+from broker.nearcache import CHANNEL, NearCache
 from broker.settings import RateLimit, Settings
 from broker.store import Memory, Store, customer_scope, scope_prefix
 
@@ -89,13 +92,19 @@ if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], '1', 'PX', ARGV[2]) end
 return 1
 """
 
-# KEYS: generation, then every entry and lease of the customer. ARGV: generation ttl ms.
+# KEYS: generation, then every entry and lease of the customer.
+# ARGV: generation ttl ms, pub/sub channel, customer key prefix.
 INVALIDATE_LUA = """
 local gen = redis.call('INCR', KEYS[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
+redis.call('PUBLISH', ARGV[2], ARGV[3] .. '|' .. gen)
 return gen
 """
+
+# A consistency token that no cache tier can satisfy: the send's invalidation may not have
+# reached Redis, so the next read goes to Bubblehouse.
+BYPASS = 1 << 62
 
 
 @dataclass(frozen=True)
@@ -116,13 +125,34 @@ class Served:
     rate: Decision | None
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, slots=True)
 class _Keys:
+    prefix: str
     rate: str
     entry: str
     lease: str
     gen: str
     backoff: str
+
+    @property
+    def all(self) -> list[str]:
+        """Every key of the read script, in its order (what a repair deletes)."""
+        return [self.rate, self.entry, self.gen, self.backoff, self.lease]
+
+
+@functools.lru_cache(maxsize=32_768)
+def _keys_of(version: str, shop: str, customer: str, deanonymize: bool) -> _Keys:
+    """The Redis keys of one cache entry (a hash of the customer, computed once per customer)."""
+    prefix = scope_prefix(customer_scope(shop, customer))
+    variant = f"{version}:{int(deanonymize)}"
+    return _Keys(
+        prefix=prefix,
+        rate=rate_key(prefix, "read"),
+        entry=f"{prefix}:c:{variant}",
+        lease=f"{prefix}:l:{variant}",
+        gen=f"{prefix}:g",
+        backoff=f"{prefix}:bo",
+    )
 
 
 @dataclass(frozen=True)
@@ -130,7 +160,7 @@ class _Lookup:
     allowed: bool
     count: int
     reset_ms: int
-    gen: str = "0"
+    gen: str = "0"  # the customer's cache generation, as Redis spells it
     verdict: str = "miss"  # hit, backoff (serve stale), lead (took the lease), wait, miss
     body: bytes | None = None
     left_ms: int = 0  # freshness left; negative once stale
@@ -141,13 +171,30 @@ class _Lookup:
 COLLAPSED = "broker; fwd=miss; collapsed"
 
 
+def is_json_object(body: bytes) -> bool:
+    """Whether a stored body is still what the cache stored: a JSON object (not tampered)."""
+    if body.lstrip()[:1] != b"{":
+        return False
+    try:
+        return isinstance(orjson.loads(body), dict)
+    except orjson.JSONDecodeError:
+        return False
+
+
 class ReferralCache:
     """Customer referral lists in the Store, with the read limit counted in the same trip."""
 
     def __init__(
-        self, store: Store, settings: Settings, *, backoff: float = 5.0, jitter: float = 0.1
+        self,
+        store: Store,
+        settings: Settings,
+        *,
+        near: NearCache | None = None,
+        backoff: float = 5.0,
+        jitter: float = 0.1,
     ) -> None:
         self.store = store
+        self.near = near
         self.versions = settings.api_versions
         self.ttl_ms = settings.cache_ttl * 1000
         self.stale_ms = settings.cache_stale_ttl * 1000
@@ -158,6 +205,9 @@ class ReferralCache:
         self.lease_ms = int((settings.upstream_timeout + 1.0) * 1000)
         self.gen_ttl_ms = (settings.cache_ttl + settings.cache_stale_ttl + 86400) * 1000
         self._flights: dict[str, asyncio.Future[bytes | None]] = {}
+        # Lease tokens: unique per process run and per lookup, made without a syscall.
+        self._lease_nonce = secrets.token_hex(6)
+        self._lease_count = 0
         self._background: set[asyncio.Task[Any]] = set()
         # Customers invalidated while Redis was down, replayed on Redis when it is back.
         self._missed: dict[tuple[str, str], None] = {}
@@ -165,16 +215,20 @@ class ReferralCache:
         self._missed_overflow = False
         store.on_recovery(self._replay_missed)
 
-    def _keys(self, key: CacheKey) -> _Keys:
-        prefix = scope_prefix(customer_scope(key.shop, key.customer))
-        variant = f"{key.version}:{int(key.deanonymize)}"
-        return _Keys(
-            rate=rate_key(prefix, "read"),
-            entry=f"{prefix}:c:{variant}",
-            lease=f"{prefix}:l:{variant}",
-            gen=f"{prefix}:g",
-            backoff=f"{prefix}:bo",
-        )
+    @staticmethod
+    def _keys(key: CacheKey) -> _Keys:
+        return _keys_of(key.version, key.shop, key.customer, key.deanonymize)
+
+    def near_hit(self, key: CacheKey, min_gen: int) -> Served | None:
+        """The list from the near tier, without a network call, or None (ask :meth:`read`)."""
+        near = self.near
+        if near is None or not near.live:
+            return None
+        entry = near.get(self._keys(key).entry, min_gen)
+        if entry is None:
+            return None
+        ttl = int(entry.fresh_until - near.clock())
+        return Served(entry.body, f"broker; hit; ttl={ttl}; detail=near", "hit", None)
 
     async def read(
         self,
@@ -182,14 +236,25 @@ class ReferralCache:
         load: Callable[[], Awaitable[bytes]],
         *,
         limit: RateLimit | None,
+        min_gen: int | None = None,
     ) -> Served:
         """The customer's referral list: cached, collapsed, loaded, or stale on upstream failure.
 
-        Raises RateLimitExceeded (before anything else happens) when the read limit is used up,
-        and whatever ``load`` raises when no stale body may stand in for it.
+        ``limit`` is counted in Redis in the same round trip (strict limits); raises
+        RateLimitExceeded (before anything else happens) when it is used up, and whatever
+        ``load`` raises when no stale body may stand in for it. ``min_gen`` is the generation a
+        ``Consistency-Token`` asks for: nothing older is served.
         """
-        keys = self._keys(key)
         caching = self.ttl_ms > 0
+        if min_gen is not None and caching:
+            served = self.near_hit(key, min_gen)
+            if served is not None:
+                return served
+            if min_gen >= BYPASS or self.store.state == "down":
+                # The send's invalidation may not be in Redis, or Redis is away: only
+                # Bubblehouse knows the list is current.
+                return Served(await load(), "broker; fwd=miss; detail=consistency", "bypass", None)
+        keys = self._keys(key)
         epoch = self.store.epoch
         found = await self._lookup(keys, limit, caching)
         decision = None
@@ -201,7 +266,10 @@ class ReferralCache:
             return Served(await load(), "broker; fwd=miss", "bypass", decision)
         if found.verdict == "hit":
             ttl = found.left_ms // 1000
-            return Served(found.body or b"", f"broker; hit; ttl={ttl}", "hit", decision)
+            body = found.body or b""
+            if self.near is not None:
+                self.near.put(keys.prefix, keys.entry, body, int(found.gen), found.left_ms)
+            return Served(body, f"broker; hit; ttl={ttl}", "hit", decision)
         if found.verdict == "backoff":
             served = self._stale(found, 0, "backoff", decision)
             if served is not None:
@@ -246,6 +314,8 @@ class ReferralCache:
                 self._flights.pop(token, None)
         stored = await self._put(keys, body, found.gen, token, epoch)
         status = "broker; fwd=miss; stored" if stored else "broker; fwd=miss"
+        if stored and self.near is not None:
+            self.near.put(keys.prefix, keys.entry, body, int(found.gen), stored)
         return Served(body, status, "miss", decision)
 
     @staticmethod
@@ -309,11 +379,10 @@ class ReferralCache:
         """Count the read, look the entry up, and on a miss try to take the lease."""
         quota = limit.limit if limit is not None else 0
         window_ms = limit.window * 1000 if limit is not None else 0
-        token = secrets.token_hex(8) if caching else ""
-        if token:
-            # Registered before asking, so that a local waiter that sees this token holding
-            # the lease always finds the flight to wait on.
-            self._flights[token] = asyncio.get_running_loop().create_future()
+        token = ""
+        if caching:
+            self._lease_count += 1
+            token = f"{self._lease_nonce}{self._lease_count:x}"
 
         async def on_redis() -> _Lookup:
             raw = await self.store.script(READ_LUA)(
@@ -321,76 +390,79 @@ class ReferralCache:
                 args=[quota, window_ms, token, self.lease_ms, int(caching)],
             )
             if len(raw) == 3:
-                return _Lookup(raw[0] == 1, int(raw[1]), int(raw[2]))
+                return _Lookup(raw[0] == 1, int(raw[1]), int(raw[2]), token=token)
+            body = raw[5]
+            if body is not None and not is_json_object(body):
+                raise ValueError("a cache entry that is not a JSON object")
             left = int(raw[6]) if raw[6] is not None else 0
             holder = raw[7].decode() if len(raw) > 7 and raw[7] is not None else ""
             verdict = raw[4].decode()
-            gen = raw[3].decode()
-            return _Lookup(True, int(raw[1]), int(raw[2]), gen, verdict, raw[5], left, holder)
+            gen = str(int(raw[3]))
+            return _Lookup(True, int(raw[1]), int(raw[2]), gen, verdict, body, left, holder, token)
 
         def on_memory(memory: Memory) -> _Lookup:
             count = reset = 0
             if quota > 0:
                 count, reset = memory.incr(keys.rate, window_ms)
                 if count > quota:
-                    return _Lookup(False, count, reset)
+                    return _Lookup(False, count, reset, token=token)
             if not caching:
-                return _Lookup(True, count, reset)
+                return _Lookup(True, count, reset, token=token)
             gen = memory.get(keys.gen) or "0"
             entry = memory.get(keys.entry)
             body, left = None, 0
             if entry is not None and entry[2] == gen:
                 body, left = entry[0], entry[1] - memory.clock()
                 if left > 0:
-                    return _Lookup(True, count, reset, gen, "hit", body, left)
+                    return _Lookup(True, count, reset, gen, "hit", body, left, token=token)
                 if memory.pttl(keys.backoff) > 0:
-                    return _Lookup(True, count, reset, gen, "backoff", body, left)
+                    return _Lookup(True, count, reset, gen, "backoff", body, left, token=token)
             if memory.set_nx(keys.lease, token, self.lease_ms):
-                return _Lookup(True, count, reset, gen, "lead", body, left)
+                return _Lookup(True, count, reset, gen, "lead", body, left, token=token)
             holder = memory.get(keys.lease)
-            return _Lookup(True, count, reset, gen, "wait", body, left, holder)
+            return _Lookup(True, count, reset, gen, "wait", body, left, holder, token)
 
-        try:
-            found = await self.store.run(on_redis, on_memory, op="cache_read")
-        except BaseException:
-            self._drop_flight(token)
-            raise
-        if found.verdict != "lead":
-            self._drop_flight(token)
-        return replace(found, token=token)
+        found = await self.store.run(on_redis, on_memory, op="cache_read", keys=keys.all)
+        if found.verdict == "lead" and token not in self._flights:
+            # Local readers that find this lease held wait on this future instead of polling
+            # Redis (one that looked before it existed polls, which is slower, never wrong).
+            self._flights[token] = asyncio.get_running_loop().create_future()
+        return found
 
     def _drop_flight(self, token: str) -> None:
         flight = self._flights.pop(token, None)
         if flight is not None:
             flight.cancel()
 
-    async def _put(self, keys: _Keys, body: bytes, gen: str, token: str, epoch: int) -> bool:
+    async def _put(self, keys: _Keys, body: bytes, gen: str, token: str, epoch: int) -> int:
+        """Store ``body`` if the generation is still ``gen``: its freshness in ms, or 0."""
         # Shorten (never lengthen) each freshness a little, so a fleet of keys expires spread out.
         fresh_ms = int(self.ttl_ms * (1 - random.uniform(0, self.jitter)))  # noqa: S311 - spread, not secrecy
         keep_ms = fresh_ms + self.stale_ms
 
-        async def on_redis() -> bool:
+        async def on_redis() -> int:
             if self.store.epoch != epoch:
-                return False  # the generation seen belongs to the other backend
+                return 0  # the generation seen belongs to the other backend
             stored = await self.store.script(PUT_LUA)(
                 keys=[keys.entry, keys.gen, keys.lease, keys.backoff],
                 args=[body, gen, fresh_ms, keep_ms, token],
             )
-            return bool(stored)
+            return fresh_ms if stored else 0
 
-        def on_memory(memory: Memory) -> bool:
+        def on_memory(memory: Memory) -> int:
             if self.store.epoch != epoch:
-                return False
-            stored = False
+                return 0
+            stored = 0
             if (memory.get(keys.gen) or "0") == gen:
                 memory.set(keys.entry, (body, memory.clock() + fresh_ms, gen), keep_ms)
                 memory.delete(keys.backoff)
-                stored = True
+                stored = fresh_ms
             if token and memory.get(keys.lease) == token:
                 memory.delete(keys.lease)
             return stored
 
-        return await self.store.run(on_redis, on_memory, op="cache_store")
+        keys_touched = [keys.entry, keys.gen, keys.lease, keys.backoff]
+        return await self.store.run(on_redis, on_memory, op="cache_store", keys=keys_touched)
 
     async def _release(self, keys: _Keys, token: str, *, backoff: bool) -> None:
         backoff_ms = self.backoff_ms if backoff else 0
@@ -424,32 +496,46 @@ class ReferralCache:
         doomed = [k.entry for k in variants] + [k.lease for k in variants]
         return variants[0].gen, doomed
 
-    async def invalidate(self, shop: str, customer: str) -> None:
-        """Forget the customer's cached lists (every version, both deanonymize values) and make
-        reads already in flight unable to store what they load."""
+    async def invalidate(self, shop: str, customer: str) -> str:
+        """Forget the customer's cached lists (every version, both deanonymize values, in every
+        process sharing the Redis) and make reads already in flight unable to store what they
+        load. Returns the ``Consistency-Token`` of this invalidation."""
         gen, doomed = self._customer_keys(shop, customer)
+        prefix = scope_prefix(customer_scope(shop, customer))
+        if self.near is not None:
+            self.near.drop(prefix)  # at once: this process never serves the old list again
 
-        async def on_redis() -> None:
-            await self.store.script(INVALIDATE_LUA)(keys=[gen, *doomed], args=[self.gen_ttl_ms])
+        async def on_redis() -> str:
+            new = await self.store.script(INVALIDATE_LUA)(
+                keys=[gen, *doomed], args=[self.gen_ttl_ms, CHANNEL, prefix]
+            )
+            if self.near is not None:
+                self.near.drop(prefix, int(new))
+            return str(int(new))
 
-        def on_memory(memory: Memory) -> None:
-            memory.set(gen, str(int(memory.get(gen) or 0) + 1), self.gen_ttl_ms)
+        def on_memory(memory: Memory) -> str:
+            new = int(memory.get(gen) or 0) + 1
+            memory.set(gen, str(new), self.gen_ttl_ms)
             memory.delete(*doomed)
             if self.store.redis is None:
-                return
+                return str(new)
             if len(self._missed) < self._missed_max:
                 self._missed[(shop, customer)] = None
             elif not self._missed_overflow:
                 self._missed_overflow = True
                 log.warning("cache.invalidations_untracked", tracked=self._missed_max)
+            return "x"  # Redis never heard of this send: the next read asks Bubblehouse
 
-        await self.store.run(on_redis, on_memory, op="cache_invalidate")
+        return await self.store.run(on_redis, on_memory, op="cache_invalidate", keys=[gen])
 
     async def _replay_missed(self) -> None:
         """Redis is back: it still holds entries of customers who sent while it was away."""
         while self._missed:
             shop, customer = next(iter(self._missed))
             gen, doomed = self._customer_keys(shop, customer)
-            await self.store.script(INVALIDATE_LUA)(keys=[gen, *doomed], args=[self.gen_ttl_ms])
+            prefix = scope_prefix(customer_scope(shop, customer))
+            await self.store.script(INVALIDATE_LUA)(
+                keys=[gen, *doomed], args=[self.gen_ttl_ms, CHANNEL, prefix]
+            )
             self._missed.pop((shop, customer), None)
         self._missed_overflow = False

@@ -37,6 +37,8 @@ VARIABLES: tuple[str, ...] = (
     "BROKER_RATE_LIMIT_READ",
     "BROKER_RATE_LIMIT_WRITE",
     "BROKER_RATE_LIMIT_ISSUER",
+    "BROKER_RATE_LIMIT_SYNC",
+    "BROKER_NEAR_CACHE_MB",
     "BROKER_UPSTREAM_TIMEOUT",
     "BROKER_METRICS_TOKEN",
     "PORT",
@@ -121,6 +123,8 @@ class Settings:
     rate_limit_write: RateLimit | None = field(default_factory=lambda: RateLimit(20, 60))
     rate_limit_issuer: RateLimit | None = field(default_factory=lambda: RateLimit(10, 60))
     upstream_timeout: float = 5.0
+    rate_limit_sync: float = 0.1  # seconds between pushes of local counts; 0: strict
+    near_cache_mb: int = 16  # process-local tier of referral lists; 0: off
     metrics_token: Secret[str] | None = None
     port: int = 8000
     web_concurrency: int = 1
@@ -289,6 +293,19 @@ def parse(env: Mapping[str, str]) -> Settings:
             problems.append("BROKER_UPSTREAM_TIMEOUT: must be seconds between 0.05 and 120")
             upstream_timeout = 5.0
 
+    sync_raw = get("BROKER_RATE_LIMIT_SYNC")
+    rate_limit_sync = 0.1
+    if sync_raw is not None:
+        try:
+            rate_limit_sync = float(sync_raw)
+            if not (rate_limit_sync == 0 or 0.01 <= rate_limit_sync <= 10):
+                raise ValueError
+        except ValueError:
+            problems.append(
+                "BROKER_RATE_LIMIT_SYNC: must be seconds between 0.01 and 10, or 0 for strict"
+            )
+            rate_limit_sync = 0.1
+
     metrics = get("BROKER_METRICS_TOKEN")
     log_level = (get("LOG_LEVEL") or "info").lower()
     if log_level not in LOG_LEVELS:
@@ -314,6 +331,8 @@ def parse(env: Mapping[str, str]) -> Settings:
         rate_limit_write=limits["BROKER_RATE_LIMIT_WRITE"],
         rate_limit_issuer=limits["BROKER_RATE_LIMIT_ISSUER"],
         upstream_timeout=upstream_timeout,
+        rate_limit_sync=rate_limit_sync,
+        near_cache_mb=integer("BROKER_NEAR_CACHE_MB", 16, 0, 4096),
         metrics_token=Secret(metrics) if metrics else None,
         port=integer("PORT", 8000, 1, 65535),
         web_concurrency=integer("WEB_CONCURRENCY", 1, 1, 64),

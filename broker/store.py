@@ -2,9 +2,19 @@
 
 The cache, the limiter and the idempotency keys each describe an operation twice: as a Lua
 script for Redis and as a plain function over :class:`Memory`. :meth:`Store.run` picks the
-backend. The first Redis failure trips a breaker: the Store turns ``down``, logs
-``store.redis_down`` once, answers from memory without touching Redis, and probes Redis in the
-background until it answers again (``store.redis_up``). No Redis error ever leaves this layer.
+backend. Two kinds of Redis failure are told apart:
+
+- *Redis is unusable* (a refused or broken connection, a time-out): the first one trips a
+  breaker. The Store turns ``down``, logs ``store.redis_down`` once, answers from memory without
+  touching Redis, and probes Redis in the background until it answers again
+  (``store.redis_up``). While up, the same probe pings Redis every ``probe_interval`` seconds,
+  so a dead Redis is noticed (and ``/readyz`` says so) without any traffic.
+- *One key is bad* (an error reply such as WRONGTYPE, a failing script, OOM or READONLY, or a
+  reply that does not decode): that is no outage. The operation's keys are deleted (repaired)
+  and the operation runs once more on Redis; if it fails again, that one operation is answered
+  from memory. Redis stays ``up``, and ``store.key_error`` is logged.
+
+No Redis error ever leaves this layer.
 
 Keys start with ``rb:`` and carry a hash tag made from a hash of the scope (a customer, a client
 address), never the raw value, so that every script of a request touches one cluster slot.
@@ -14,10 +24,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Literal, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
@@ -26,9 +37,16 @@ from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.backoff import NoBackoff
-from redis.commands.core import AsyncScript
+from redis.exceptions import (
+    ClusterDownError,
+    DataError,
+    NoScriptError,
+    RedisClusterException,
+    RedisError,
+    ResponseError,
+    TryAgainError,
+)
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisClusterException, RedisError
 
 from broker.settings import ConfigError, Settings
 
@@ -43,6 +61,21 @@ log = structlog.get_logger("broker.store")
 # cluster client raises RedisClusterException, outside RedisError, when no node answers).
 REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
 
+# Error replies that speak for the whole Redis (or a whole cluster shard), not for one key.
+OUTAGE_REPLIES: tuple[type[BaseException], ...] = (ClusterDownError, TryAgainError)
+
+# Failures of one operation on its keys, with Redis itself healthy: an error reply (WRONGTYPE, a
+# script error, OOM, READONLY), or a reply our decoding cannot read (a tampered value).
+KEY_FAILURES: tuple[type[BaseException], ...] = (
+    ResponseError,
+    DataError,
+    ValueError,
+    TypeError,
+    IndexError,
+    KeyError,
+    AttributeError,
+)
+
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "redis-cluster": "redis", "rediss+cluster": "rediss"}
 
 
@@ -56,6 +89,7 @@ def customer_scope(shop: str, customer: str) -> str:
     return f"{shop}/{customer}"
 
 
+@functools.lru_cache(maxsize=65_536)
 def scope_prefix(scope: str) -> str:
     """``rb:{<hash>}``: the hash-tagged prefix of every key of one scope."""
     return f"rb:{{{digest(scope)}}}"
@@ -149,12 +183,13 @@ class Store:
         self.redis_calls = 0
         self.fallbacks = 0
         self.probes = 0
+        self.key_errors = 0
         self._up = client is not None
         self._closed = False
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
-        self._scripts: dict[str, AsyncScript] = {}
+        self._scripts: dict[str, Script] = {}
         self._probe_task: asyncio.Task[None] | None = None
         self._recovery: list[Callable[[], Awaitable[None]]] = []
         self._state_hooks: list[Callable[[State], None]] = []
@@ -179,12 +214,12 @@ class Store:
         for hook in self._state_hooks:
             hook(self.state)
 
-    def script(self, source: str) -> AsyncScript:
-        """The registered script for ``source`` (EVALSHA, loading it again after a flush)."""
+    def script(self, source: str) -> Script:
+        """The script for ``source`` (EVALSHA, loading it again after a flush)."""
         script = self._scripts.get(source)
         if script is None:
             assert self.redis is not None
-            script = self._scripts[source] = self.redis.register_script(source)
+            script = self._scripts[source] = Script(self.redis, source)
         return script
 
     async def run(
@@ -193,16 +228,28 @@ class Store:
         on_memory: Callable[[Memory], T],
         *,
         op: str,
+        keys: Sequence[str] = (),
     ) -> T:
-        """Run operation ``op`` on Redis while it is up, on memory otherwise or when Redis fails."""
+        """Run operation ``op`` on Redis while it is up, on memory otherwise or when Redis fails.
+
+        ``keys`` are the operation's keys: when Redis answers with an error about them (or with
+        something that does not decode), they are deleted and the operation tried once more.
+        """
         if self._up:
             self.redis_calls += 1
             self._in_flight += 1
             self._idle.clear()
             started = time.perf_counter()
             try:
-                async with asyncio.timeout(self.op_timeout):
-                    return await on_redis()
+                # redis-py's socket timeout bounds each reply; this bounds the whole operation
+                # (several replies, a pool wait) without a timer per call on the hot path.
+                return await on_redis()
+            except OUTAGE_REPLIES as exc:
+                self._trip(exc)
+            except KEY_FAILURES as exc:
+                ok, value = await self._repair(op, keys, exc, on_redis)
+                if ok:
+                    return value  # type: ignore[return-value]  # ok: the operation's own result
             except REDIS_FAILURES as exc:
                 self._trip(exc)
             finally:
@@ -214,6 +261,31 @@ class Store:
         if self.redis is not None:
             self.fallbacks += 1
         return on_memory(self.memory)
+
+    async def _repair(
+        self,
+        op: str,
+        keys: Sequence[str],
+        exc: BaseException,
+        on_redis: Callable[[], Awaitable[T]],
+    ) -> tuple[bool, T | None]:
+        """One bad key: delete the operation's keys and try once more; (False, None) if in vain."""
+        self.key_errors += 1
+        log.warning("store.key_error", op=op, error=type(exc).__name__, repaired=bool(keys))
+        try:
+            if keys:
+                assert self.redis is not None
+                # One DEL per key: in a cluster, keys of one operation share a slot anyway.
+                for key in keys:
+                    await self.redis.delete(key)
+            return True, await on_redis()
+        except OUTAGE_REPLIES as down:
+            self._trip(down)
+        except KEY_FAILURES as again:
+            log.warning("store.key_error_persists", op=op, error=type(again).__name__)
+        except REDIS_FAILURES as down:
+            self._trip(down)
+        return False, None
 
     def _trip(self, exc: BaseException) -> None:
         if not self._up or self._closed:
@@ -262,12 +334,16 @@ class Store:
         return True
 
     async def _probe_loop(self) -> None:
+        """While up, ping (a silent Redis is noticed with no traffic); while down, reconnect."""
         while True:
             await asyncio.sleep(self.probe_interval)
-            if self._up:
-                continue
             try:
-                await self._reconnect()
+                if self._up:
+                    error = await self._ping_error()
+                    if error is not None and self._up:
+                        self._trip(error)
+                else:
+                    await self._reconnect()
             except Exception as exc:  # the probe must outlive any surprise
                 log.error("store.probe_failed", error=type(exc).__name__)
 
@@ -303,6 +379,28 @@ class Store:
                     await self._idle.wait()
             with contextlib.suppress(*REDIS_FAILURES):
                 await self.redis.aclose()
+
+
+class Script:
+    """A Lua script run by its SHA (``EVALSHA``), loaded again when Redis has forgotten it.
+
+    redis-py's own ``Script`` inspects its arguments for a pipeline on every call; this is the
+    same protocol with less work per call, which the cached read pays on every request.
+    """
+
+    __slots__ = ("client", "sha", "source")
+
+    def __init__(self, client: Client, source: str) -> None:
+        self.client = client
+        self.source = source
+        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
+
+    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
+        try:
+            return await self.client.evalsha(self.sha, len(keys), *keys, *args)
+        except NoScriptError:
+            await self.client.script_load(self.source)
+            return await self.client.evalsha(self.sha, len(keys), *keys, *args)
 
 
 async def _drop_connections(client: Client) -> None:

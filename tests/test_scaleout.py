@@ -3,86 +3,42 @@
 from __future__ import annotations
 
 import concurrent.futures
-import os
-import signal
-import subprocess
-import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
 import pytest
 
-from tests.conftest import broker_env
-from tests.servers import RedisProcess, free_port, wait_for_port
+from tests.fleet import Fleet, fleet_of
+from tests.servers import RedisProcess
 from tests.stack import READ_PATH, WRITE_PATH, Sandbox
 
 pytestmark = pytest.mark.slow
-BROKER = str(Path(sys.executable).parent / "broker")
-
-
-class Fleet:
-    """Two `broker serve` processes and a token minter for them."""
-
-    def __init__(self, urls: list[str]) -> None:
-        self.urls = urls
-        self.clients = [httpx2.Client(base_url=url, timeout=30) for url in urls]
-
-    def auth(self, customer: str) -> dict[str, str]:
-        from broker.tokens import TokenMinter
-        from tests.conftest import make_settings
-
-        return {
-            "Authorization": f"Bearer {TokenMinter(make_settings()).customer_token(customer).token}"
-        }
-
-    def close(self) -> None:
-        for client in self.clients:
-            client.close()
+LIMITS = {"BROKER_RATE_LIMIT_READ": "6/60s", "BROKER_RATE_LIMIT_WRITE": "100/60s"}
 
 
 @pytest.fixture
-def fleet(sandbox: Sandbox, redis_server: RedisProcess) -> Iterator[Fleet]:
-    """Two broker processes on their own ports, one Redis, one sandbox."""
-    procs = []
-    urls = []
-    env_base = {k: v for k, v in os.environ.items() if not k.startswith("BROKER_")}
-    for _ in range(2):
-        port = free_port()
-        env = {
-            **env_base,
-            **broker_env(
-                BROKER_UPSTREAM_URL=sandbox.url,
-                REDIS_URL=redis_server.url,
-                PORT=str(port),
-                BROKER_RATE_LIMIT_READ="6/60s",
-                BROKER_RATE_LIMIT_WRITE="100/60s",
-            ),
-        }
-        procs.append(
-            subprocess.Popen(
-                [BROKER, "serve"],
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-                cwd=Path(__file__).parent,
-            )
-        )
-        urls.append(f"http://127.0.0.1:{port}")
-    try:
-        for url in urls:
-            wait_for_port(int(url.rsplit(":", 1)[1]), timeout=30)
-        running = Fleet(urls)
+def fleet(sandbox: Sandbox, redis_server: RedisProcess, tmp_path: Path) -> Iterator[Fleet]:
+    """Two broker processes on their own ports, one Redis, one sandbox (default limits)."""
+    with fleet_of(2, sandbox.url, redis_server.url, tmp_path) as running:
         yield running
-        running.close()
-    finally:
-        for proc in procs:
-            proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+
+
+@pytest.fixture
+def limited_fleet(sandbox: Sandbox, redis_server: RedisProcess, tmp_path: Path) -> Iterator[Fleet]:
+    """Two broker processes allowing six reads a minute, synchronised limits."""
+    with fleet_of(2, sandbox.url, redis_server.url, tmp_path, **LIMITS) as running:
+        yield running
+
+
+@pytest.fixture
+def strict_fleet(sandbox: Sandbox, redis_server: RedisProcess, tmp_path: Path) -> Iterator[Fleet]:
+    """Two broker processes with strict limits (every request counted in Redis)."""
+    with fleet_of(
+        2, sandbox.url, redis_server.url, tmp_path, BROKER_RATE_LIMIT_SYNC="0", **LIMITS
+    ) as running:
+        yield running
 
 
 def test_both_processes_see_redis(fleet: Fleet) -> None:
@@ -105,12 +61,99 @@ def test_send_through_one_invalidates_the_cache_of_the_other(
     assert sent["referral_bhid"] in {r["referral_bhid"] for r in after.json()["referrals"]}
 
 
-def test_rate_limit_is_shared(fleet: Fleet) -> None:
-    """Six reads allowed per minute in total, whichever process serves them."""
-    a, b = fleet.clients
-    auth = fleet.auth("limited")
+def test_strict_rate_limit_is_shared_exactly(strict_fleet: Fleet) -> None:
+    """Strict mode: six reads allowed per minute in total, whichever process serves them."""
+    a, b = strict_fleet.clients
+    auth = strict_fleet.auth("limited")
     statuses = [(a if i % 2 else b).post(READ_PATH, headers=auth).status_code for i in range(8)]
     assert statuses == [200] * 6 + [429] * 2
+
+
+def test_synchronised_rate_limit_is_shared(limited_fleet: Fleet) -> None:
+    """Synchronised mode: reads spaced by more than the push interval share one exact window."""
+    a, b = limited_fleet.clients
+    auth = limited_fleet.auth("limited")
+    statuses = []
+    for i in range(8):
+        statuses.append((a if i % 2 else b).post(READ_PATH, headers=auth).status_code)
+        time.sleep(0.3)  # three push intervals: each process has learned the other's count
+    assert statuses == [200] * 6 + [429] * 2
+
+
+def test_synchronised_limits_stay_within_the_bound_and_converge(limited_fleet: Fleet) -> None:
+    """A burst over two processes admits at most one limit per process, and within 2 s both
+    processes agree that the window is used up."""
+    fleet = limited_fleet
+    auth = fleet.auth("bursty")
+    with concurrent.futures.ThreadPoolExecutor(16) as pool:
+        statuses = list(
+            pool.map(
+                lambda i: httpx2.post(fleet.urls[i % 2] + READ_PATH, headers=auth).status_code,
+                range(40),
+            )
+        )
+    admitted = statuses.count(200)
+    assert 6 <= admitted <= 12, statuses  # limit <= admitted <= instances x limit
+    time.sleep(2)
+    after = [client.post(READ_PATH, headers=auth) for client in fleet.clients]
+    assert [r.status_code for r in after] == [429, 429]
+    assert all("r=0" in r.headers["ratelimit"] for r in after)
+
+
+def test_near_cache_serves_without_redis_and_forgets_within_250_ms(
+    fleet: Fleet, sandbox: Sandbox
+) -> None:
+    """A's second read comes from its near tier; after a send via B, A stops serving the old
+    list within 250 ms of B's answer (without a Consistency-Token)."""
+    a, b = fleet.clients
+    auth = fleet.auth("carol")
+    a.post(READ_PATH, headers=auth)
+    near = a.post(READ_PATH, headers=auth)
+    assert near.headers["cache-status"].endswith("detail=near")
+    old = len(near.json()["referrals"])
+    b.post(WRITE_PATH, headers=auth, json={"channel": "sms"}).raise_for_status()
+    answered = time.monotonic()
+    while len(a.post(READ_PATH, headers=auth).json()["referrals"]) == old:
+        assert time.monotonic() - answered < 0.25, "A still serves the list from before the send"
+        time.sleep(0.005)
+
+
+def test_consistency_token_reads_the_send_on_another_process(fleet: Fleet) -> None:
+    """A send's Consistency-Token, sent back on a read via the other process, gets a list
+    that holds the new referral at once."""
+    a, b = fleet.clients
+    auth = fleet.auth("dora")
+    a.post(READ_PATH, headers=auth)
+    sent = b.post(WRITE_PATH, headers=auth, json={"channel": "sms"})
+    token = sent.headers["consistency-token"]
+    read = a.post(READ_PATH, headers={**auth, "Consistency-Token": token})
+    ids = {r["referral_bhid"] for r in read.json()["referrals"]}
+    assert sent.json()["referral"]["referral_bhid"] in ids
+
+
+def test_lost_subscription_turns_the_near_tier_off(
+    fleet: Fleet, redis_server: RedisProcess
+) -> None:
+    """Killing the processes' pub/sub connections stops near hits until they subscribe again,
+    and a send made meanwhile is seen by the next read."""
+    import redis as sync_redis
+
+    a, b = fleet.clients
+    auth = fleet.auth("erin")
+    a.post(READ_PATH, headers=auth)
+    assert a.post(READ_PATH, headers=auth).headers["cache-status"].endswith("detail=near")
+    client = sync_redis.Redis.from_url(redis_server.url)
+    try:
+        client.client_kill_filter(_type="pubsub")
+    finally:
+        client.close()
+    sent = b.post(WRITE_PATH, headers=auth, json={"channel": "sms"}).json()["referral"]
+    read = a.post(READ_PATH, headers=auth)
+    assert sent["referral_bhid"] in {r["referral_bhid"] for r in read.json()["referrals"]}
+    deadline = time.monotonic() + 10
+    while not a.post(READ_PATH, headers=auth).headers["cache-status"].endswith("detail=near"):
+        assert time.monotonic() < deadline, "the near tier never came back"
+        time.sleep(0.1)
 
 
 def test_idempotency_key_is_shared(fleet: Fleet, sandbox: Sandbox) -> None:
