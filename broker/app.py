@@ -27,13 +27,12 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from broker import inputs
-from broker.cache import BYPASS, CacheKey, ReferralCache
+from broker.api import ALLOWED, ReferralCall
+from broker.cache import ReferralCache
 from broker.cors import CORSMiddleware
 from broker.errors import (
     BrokerError,
     InternalError,
-    InvalidGlobalApiVersion,
-    InvalidInput,
     InvalidIssuerKey,
     InvalidToken,
     MethodNotAllowed,
@@ -41,43 +40,25 @@ from broker.errors import (
     NotFound,
     NotReady,
     PayloadTooLarge,
-    RateLimitExceeded,
-    UpstreamRateLimited,
-    problem_body,
 )
-from broker.idempotency import Idempotency, StoredResponse
-from broker.limits import Decision, Limiter, LocalLimits
+from broker.idempotency import Idempotency
+from broker.limits import Limiter, LocalLimits
 from broker.logs import customer_hash, hash_key
 from broker.metrics import Metrics
 from broker.nearcache import Invalidations, NearCache
 from broker.openapi import openapi_document
+from broker.referrals import READ, WRITE, Referrals
 from broker.responses import JSONBytesResponse, problem_response
 from broker.settings import Settings
-from broker.store import Store, customer_scope, open_store, scope_prefix
+from broker.store import Store, open_store
 from broker.telemetry import RequestInfo, TelemetryMiddleware, request_info
-from broker.tokens import Customer, TokenMinter, TokenVerifier
+from broker.tokens import TokenMinter, TokenVerifier
 from broker.tracing import Tracing
-from broker.upstream import CallInfo, Upstream
+from broker.upstream import Upstream
 
 log = structlog.get_logger("broker.app")
 
-READ = "CustomerReferrals2"
-WRITE = "Refer2"
-API_ROUTE = "/api/{version}/{shop}/{function}"
-REFERRAL_HEADERS = {"Cache-Control": "private, no-store", "Vary": "Authorization, Origin"}
-CONSISTENCY_DIGITS = 18  # a generation fits in 18 digits (Redis counts to 2**63)
-
-
-def consistency(values: list[str]) -> int | None:
-    """The generation a ``Consistency-Token`` asks for; None when absent or not one of ours."""
-    if len(values) != 1:
-        return None
-    value = values[0].strip()
-    if value == "x":
-        return BYPASS
-    if value.isdigit() and len(value) <= CONSISTENCY_DIGITS and value.isascii():
-        return int(value)
-    return None
+METHOD_ORDER = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 @dataclass
@@ -93,7 +74,7 @@ class Services:
     store: Store | None = None
     cache: ReferralCache | None = None
     limiter: Limiter | None = None
-    local_limits: LocalLimits | None = None  # None: strict limits, every request in Redis
+    referrals: Referrals | None = None
     idempotency: Idempotency | None = None
     tracing: Tracing | None = None  # None when span export is off
     ready: bool = False
@@ -197,178 +178,6 @@ async def mint_token(request: Request, svc: Services, info: RequestInfo) -> Resp
     )
 
 
-# --- /api/<version>/<shop>/<function> ------------------------------------------------------
-
-
-async def api_call(request: Request, svc: Services, info: RequestInfo) -> Response:
-    params = request.path_params
-    function, version, shop = params["function"], params["version"], params["shop"]
-    if function not in (READ, WRITE) or shop != svc.settings.shop:
-        info.route = "unmatched"
-        raise NotFound()
-    info.route = f"/api/{{version}}/{{shop}}/{function}"
-    if version not in svc.settings.api_versions:
-        raise InvalidGlobalApiVersion()
-    method = request.method
-    allowed = ("GET", "POST", "OPTIONS") if function == READ else ("POST", "OPTIONS")
-    if method == "OPTIONS":
-        return Response(status_code=204, headers={"Allow": ", ".join(allowed)})
-    if method not in allowed:
-        raise MethodNotAllowed(allowed)
-    customer = authenticate(request, svc)
-    info.customer = customer_hash(svc.log_key, customer.id)
-    if function == READ:
-        return await read_referrals(request, svc, info, customer, version)
-    return await send_referral(request, svc, info, customer, version)
-
-
-def authenticate(request: Request, svc: Services) -> Customer:
-    token = bearer(request)
-    if token is None:
-        raise MissingToken()
-    return svc.verifier.verify(token)
-
-
-async def call_upstream(
-    svc: Services,
-    info: RequestInfo,
-    customer: Customer,
-    version: str,
-    function: str,
-    payload: dict[str, Any],
-) -> bytes:
-    assert svc.upstream is not None
-    call = CallInfo()
-    tracing, span, traceparent = svc.tracing, None, info.traceparent
-    if tracing is not None:
-        span, traceparent = tracing.start_upstream(info.span, function)
-    try:
-        return await svc.upstream.call(
-            version,
-            function,
-            payload,
-            svc.minter.upstream_token(customer),
-            request_id=info.request_id,
-            traceparent=traceparent,
-            retry_connect=True,
-            info=call,
-        )
-    finally:
-        if span is not None:
-            assert tracing is not None
-            tracing.end_upstream(span, call.status, call.outcome)
-        info.upstream_status = call.status
-        info.upstream_ms = round(call.seconds * 1000, 2)
-        svc.metrics.observe_upstream(
-            function=function, outcome=call.outcome, status=call.status, seconds=call.seconds
-        )
-
-
-async def read_referrals(
-    request: Request, svc: Services, info: RequestInfo, customer: Customer, version: str
-) -> Response:
-    assert svc.cache is not None
-    if request.method == "GET":
-        data = inputs.referrals_query(request.query_params.multi_items())
-    else:
-        if request.query_params:
-            name = next(iter(request.query_params))
-            raise InvalidInput(name, f"Unknown query parameter '{name}'.")
-        data = await json_body(request)
-    payload = inputs.referrals_input(data, customer)
-    key = CacheKey(version, svc.settings.shop, customer.id, False)
-    min_gen = consistency(request.headers.getlist("consistency-token"))
-    limit = svc.settings.rate_limit_read
-    local = svc.local_limits
-    decision: Decision | None = None
-    if limit is not None and local is not None:
-        prefix = scope_prefix(customer_scope(key.shop, key.customer))
-        try:
-            decision = local.hit("read", prefix, limit)
-        except RateLimitExceeded:
-            svc.metrics.count_rate_limited("read")
-            raise
-        served = svc.cache.near_hit(key, min_gen or 0)
-    else:
-        served = None
-
-    async def load() -> bytes:
-        return await call_upstream(svc, info, customer, version, READ, payload)
-
-    if served is None:
-        try:
-            served = await svc.cache.read(
-                key, load, limit=limit if local is None else None, min_gen=min_gen
-            )
-        except BrokerError as error:
-            if isinstance(error, RateLimitExceeded) and not isinstance(error, UpstreamRateLimited):
-                svc.metrics.count_rate_limited("read")  # the broker's own limit, not Bubblehouse's
-            raise
-    info.cache = served.outcome
-    svc.metrics.count_cache(served.outcome)
-    headers = {**REFERRAL_HEADERS, "Cache-Status": served.cache_status}
-    rate = served.rate or decision
-    if rate is not None:
-        headers.update(rate.headers())
-    return JSONBytesResponse(served.body, headers=headers)
-
-
-async def send_referral(
-    request: Request, svc: Services, info: RequestInfo, customer: Customer, version: str
-) -> Response:
-    assert svc.idempotency is not None and svc.limiter is not None and svc.cache is not None
-    key = inputs.idempotency_key(request.headers.getlist("idempotency-key"))
-    data = await json_body(request)
-    payload = inputs.refer_input(data, customer)
-    cache, limiter = svc.cache, svc.limiter
-    scope = customer_scope(customer.shop, customer.id)
-    rate_headers: dict[str, str] = {}
-
-    async def action() -> StoredResponse:
-        limit = svc.settings.rate_limit_write
-        decision: Decision | None
-        try:
-            if svc.local_limits is not None and limit is not None:
-                decision = svc.local_limits.hit("write", scope_prefix(scope), limit)
-            else:
-                decision = await limiter.hit("write", scope, limit)
-        except BrokerError as error:
-            if error.status_code == 429:
-                svc.metrics.count_rate_limited("write")
-            raise
-        if decision is not None:
-            rate_headers.update(decision.headers())
-        try:
-            body = await call_upstream(svc, info, customer, version, WRITE, payload)
-        except BrokerError as error:
-            if not error.reached_upstream or isinstance(error, UpstreamRateLimited):
-                # Never sent (or refused unprocessed by Bubblehouse's limit): free the key.
-                raise
-            # Bubblehouse may have sent it: forget the cached history, and remember the answer.
-            await cache.invalidate(customer.shop, customer.id)
-            info.error_id = error.error_id
-            return StoredResponse(
-                error.status_code,
-                {"Content-Type": "application/problem+json", **error.headers()},
-                orjson.dumps(problem_body(error, info.request_id)),
-            )
-        token = await cache.invalidate(customer.shop, customer.id)
-        return StoredResponse(
-            200, {"Content-Type": "application/json", "Consistency-Token": token}, body
-        )
-
-    if key is None:
-        stored, replayed = await action(), False
-    else:
-        stored, replayed = await svc.idempotency.run(scope, key, inputs.fingerprint(data), action)
-    headers = {**stored.headers, "Cache-Control": "no-store"}
-    headers.update(rate_headers)
-    if replayed:
-        headers["Idempotent-Replayed"] = "true"
-    media_type = headers.pop("Content-Type", "application/json")
-    return Response(stored.body, status_code=stored.status, headers=headers, media_type=media_type)
-
-
 # --- operations -----------------------------------------------------------------------------
 
 
@@ -415,8 +224,9 @@ async def http_exception(request: Request, exc: Exception) -> Response:
         error = NotFound()
     elif status == 405:
         headers = exc.headers if isinstance(exc, HTTPException) else None
-        allow = (headers or {}).get("Allow", "")
-        error = MethodNotAllowed(tuple(m.strip() for m in allow.split(",") if m.strip()))
+        allow = {m.strip() for m in (headers or {}).get("Allow", "").split(",") if m.strip()}
+        # Starlette lists a route's methods in set order, with HEAD beside GET: say them plainly.
+        error = MethodNotAllowed(tuple(m for m in METHOD_ORDER if m in allow))
     else:
         error = InternalError()
     info.error_id = error.error_id
@@ -477,10 +287,22 @@ def create_app(
             background.append(asyncio.create_task(listener.run(), name="near-invalidations"))
         svc.cache = ReferralCache(svc.store, settings, near=near)
         svc.limiter = Limiter(svc.store)
+        local_limits = None
         if settings.rate_limit_sync > 0:
-            svc.local_limits = LocalLimits(svc.store, settings.rate_limit_sync)
-            background.append(asyncio.create_task(svc.local_limits.run(), name="limit-sync"))
+            local_limits = LocalLimits(svc.store, settings.rate_limit_sync)
+            background.append(asyncio.create_task(local_limits.run(), name="limit-sync"))
         svc.idempotency = Idempotency(svc.store, wait=settings.upstream_timeout + 2)
+        svc.referrals = Referrals(
+            settings=settings,
+            minter=minter,
+            upstream=svc.upstream,
+            cache=svc.cache,
+            limiter=svc.limiter,
+            idempotency=svc.idempotency,
+            metrics=svc.metrics,
+            local_limits=local_limits,
+            tracing=svc.tracing,
+        )
         svc.ready = True
         log.info(
             "keys.loaded",
@@ -502,9 +324,9 @@ def create_app(
             for task in background:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
-            if svc.local_limits is not None:
+            if local_limits is not None:
                 with contextlib.suppress(Exception):
-                    await svc.local_limits.sync()  # the last counts reach the others
+                    await local_limits.sync()  # the last counts reach the others
             await svc.upstream.aclose()
             if own_store:
                 await svc.store.aclose()
@@ -516,7 +338,10 @@ def create_app(
     static_dir = Path(__file__).with_name("static")
     routes = [
         Route("/tokens", endpoint("/tokens", mint_token), methods=["POST"]),
-        Route(API_ROUTE, endpoint(API_ROUTE, api_call), methods=["GET", "POST", "OPTIONS"]),
+        Route(f"/api/{{version}}/{{shop}}/{READ}", ReferralCall(READ, svc), methods=ALLOWED[READ]),
+        Route(
+            f"/api/{{version}}/{{shop}}/{WRITE}", ReferralCall(WRITE, svc), methods=ALLOWED[WRITE]
+        ),
         Route("/healthz", endpoint("/healthz", healthz), methods=["GET"]),
         Route("/readyz", endpoint("/readyz", readyz), methods=["GET"]),
         Route("/metrics", endpoint("/metrics", metrics), methods=["GET"]),

@@ -335,19 +335,43 @@ class ReferralCache:
         found: _Lookup,
         decision: Decision | None,
     ) -> Served:
+        made: list[tuple[str, asyncio.Future[bytes | None]]] = []
+        try:
+            return await self._wait_for(keys, load, found, decision, made)
+        finally:
+            for holder, flight in made:
+                # Futures made for a holder that had already finished: nobody lands them.
+                if not flight.done() and self._flights.get(holder) is flight:
+                    del self._flights[holder]
+
+    async def _wait_for(
+        self,
+        keys: _Keys,
+        load: Callable[[], Awaitable[bytes]],
+        found: _Lookup,
+        decision: Decision | None,
+        made: list[tuple[str, asyncio.Future[bytes | None]]],
+    ) -> Served:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait_bound
         delay = 0.005
         epoch = self.store.epoch
         while (remaining := deadline - loop.time()) > 0:
             flight = self._flights.get(found.holder)
+            if flight is None and found.holder.startswith(self._lease_nonce):
+                # The holder is a task of this process whose reply has not been seen yet: make
+                # the future it will land (it finds it there), rather than polling Redis.
+                flight = self._flights[found.holder] = loop.create_future()
+                made.append((found.holder, flight))
             if flight is not None:
                 # The lease holder is a task of this process: wait on it, not on Redis.
                 try:
-                    async with asyncio.timeout(remaining):
+                    # A short look at a time: a holder that finished before the future was made
+                    # never lands it, and by then its entry is in the store.
+                    async with asyncio.timeout(min(remaining, 0.1)):
                         body = await asyncio.shield(flight)
                 except TimeoutError:
-                    break
+                    body = None
                 if body is not None:
                     return Served(body, COLLAPSED, "collapsed", decision)
             else:

@@ -26,7 +26,7 @@ from schemathesis.specs.openapi.checks import (
 from starlette.routing import Mount, Route
 
 from broker import inputs
-from broker.app import API_ROUTE, create_app
+from broker.app import create_app
 from broker.errors import (
     CATALOGUE,
     INVALID_TOKEN_REASONS,
@@ -283,19 +283,14 @@ def test_refer2_schema_requires_destination_for_email(document: dict[str, Any]) 
 
 
 def app_routes(settings: Settings) -> set[tuple[str, str]]:
-    """(path, method) of every route the app really has, the API route expanded per function."""
+    """(path, method) of every route the app really has."""
     routes: set[tuple[str, str]] = set()
     for route in create_app(settings).routes:
         if isinstance(route, Mount):
             continue  # the demo page's static files: not an API route
         assert isinstance(route, Route)
         methods = {m.lower() for m in route.methods or ()} - {"head"}
-        paths = (
-            [route.path.replace("{function}", name) for name in ("CustomerReferrals2", "Refer2")]
-            if route.path == API_ROUTE
-            else [route.path]
-        )
-        routes |= {(path, method) for path in paths for method in methods}
+        routes |= {(route.path, method) for method in methods}
     return routes
 
 
@@ -305,9 +300,8 @@ def test_app_routes_and_document_agree(document: dict[str, Any]) -> None:
     routes = app_routes(settings)
     described = {(path, method) for path, method, _ in operations(document)}
     assert {path for path, _ in routes} == {path for path, _ in described}
-    # The API route takes GET, POST and OPTIONS for both functions; Refer2's GET is a 405 there.
     assert described <= routes
-    assert routes - described == {(WRITE_PATH, "get")}
+    assert routes - described == set()
 
 
 # --- the live broker ----------------------------------------------------------------------
