@@ -435,10 +435,12 @@ def test_build_context_carries_what_the_image_copies_and_no_secret() -> None:
 
 
 def test_lock_pins_exact_versions() -> None:
-    """requirements.lock, when present, pins every requirement with ==."""
-    lock = ROOT / "requirements.lock"
-    if not lock.is_file():
-        pytest.skip("requirements.lock is not written yet")
+    """Both locks pin every requirement with == (the image installs requirements.lock)."""
+    for lock in (ROOT / "requirements.lock", ROOT / "requirements-test.lock"):
+        assert_pinned(lock)
+
+
+def assert_pinned(lock: Path) -> None:
     requirements = [
         line.split(";")[0].strip()
         for line in lock.read_text().splitlines()

@@ -118,3 +118,28 @@ async def test_cache_entries_expire_long_before_idempotency_records() -> None:
     cache_ms, idem_ms = await lifetimes_ms()
     assert idem_ms == 24 * 3600 * 1000
     assert cache_ms <= 3600 * 1000 < idem_ms
+
+
+@pytest.fixture
+def password_redis() -> Iterator[RedisProcess]:
+    """A redis-server run as kubernetes/redis.yaml runs it: with --requirepass."""
+    server = RedisProcess(None, "--requirepass", "a-long-redis-password-for-tests")
+    server.start()
+    yield server
+    server.cleanup()
+
+
+@pytest.mark.parametrize(
+    ("password", "state"), [("a-long-redis-password-for-tests", "up"), ("wrong", "down")]
+)
+async def test_broker_uses_redis_with_the_password_in_redis_url(
+    password_redis: RedisProcess, password: str, state: str
+) -> None:
+    """REDIS_URL written as the example Secret writes it reaches a password-protected Redis."""
+    url = f"redis://:{password}@127.0.0.1:{password_redis.port}/0"
+    env = {"BROKER_SHOP": "example-shop", **FAKE_SECRETS, "REDIS_URL": url}
+    store = await open_store(parse(env), probe_interval=60)
+    try:
+        assert store.state == state
+    finally:
+        await store.aclose()
