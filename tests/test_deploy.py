@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import copy
 import fnmatch
+import functools
 import itertools
 import json
 import os
@@ -63,8 +65,14 @@ FAKE_SECRETS = {
 # -- parsing helpers ---------------------------------------------------------------------------
 
 
+@functools.cache
+def _parsed_yaml(path: Path) -> tuple[dict[str, Any], ...]:
+    return tuple(doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc)
+
+
 def load_yaml(path: Path) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+    """The documents of a YAML file (parsed once per run; each caller gets its own copy)."""
+    return copy.deepcopy(list(_parsed_yaml(path)))
 
 
 def k8s(kind: str, name: str | None = None) -> dict[str, Any]:
