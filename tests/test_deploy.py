@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 import fnmatch
+import functools
+import itertools
 import json
 import os
 import re
@@ -45,7 +48,12 @@ K8S_FILES = (
     "hpa.yaml",
     "pdb.yaml",
     "redis.yaml",
+    "networkpolicy.yaml",
 )
+# Applied by hand where they fit the cluster (kustomization.yaml says so).
+K8S_OPTIONAL = ("ingress.example.yaml", "servicemonitor.yaml")
+# What the demo Redis reads from the Secret besides the broker's own variables.
+REDIS_SERVER_SECRETS = {"REDIS_PASSWORD"}
 
 # Fake but valid secrets, to check that the non-secret profiles complete a valid configuration.
 FAKE_SECRETS = {
@@ -57,8 +65,14 @@ FAKE_SECRETS = {
 # -- parsing helpers ---------------------------------------------------------------------------
 
 
+@functools.cache
+def _parsed_yaml(path: Path) -> tuple[dict[str, Any], ...]:
+    return tuple(doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc)
+
+
 def load_yaml(path: Path) -> list[dict[str, Any]]:
-    return [doc for doc in yaml.safe_load_all(path.read_text(encoding="utf-8")) if doc]
+    """The documents of a YAML file (parsed once per run; each caller gets its own copy)."""
+    return copy.deepcopy(list(_parsed_yaml(path)))
 
 
 def k8s(kind: str, name: str | None = None) -> dict[str, Any]:
@@ -125,6 +139,31 @@ def dockerfile_env() -> dict[str, str]:
 def compose() -> dict[str, Any]:
     [doc] = load_yaml(DEPLOY / "compose.yaml")
     return doc
+
+
+def redis_options(args: list[str]) -> dict[str, str]:
+    """``--name value`` pairs of a redis-server command line."""
+    options = {}
+    for flag, value in itertools.pairwise(args):
+        if flag.startswith("--"):
+            options[flag[2:]] = str(value)
+    return options
+
+
+def demo_redis_container() -> dict[str, Any]:
+    [container] = k8s("Deployment", "broker-redis")["spec"]["template"]["spec"]["containers"]
+    return container
+
+
+def shipped_redis_eviction() -> tuple[str, str]:
+    """(maxmemory-policy, maxmemory-samples) of compose's Redis, checked equal in Kubernetes."""
+    command = [str(a) for a in compose()["services"]["redis"]["command"]]
+    assert command[0] == "redis-server"
+    in_compose = redis_options(command[1:])
+    in_k8s = redis_options([str(a) for a in demo_redis_container()["args"]])
+    keys = ("maxmemory-policy", "maxmemory-samples")
+    assert {k: in_compose[k] for k in keys} == {k: in_k8s[k] for k in keys}
+    return in_compose["maxmemory-policy"], in_compose["maxmemory-samples"]
 
 
 def env_file_names(path: Path) -> list[str]:
@@ -232,10 +271,10 @@ def test_secret_example_holds_the_secrets_only() -> None:
     [secret] = load_yaml(K8S / "secret.example.yaml")
     assert secret["kind"] == "Secret"
     data = secret["stringData"]
-    assert set(data) <= set(VARIABLES)
+    assert set(data) <= set(VARIABLES) | REDIS_SERVER_SECRETS
     assert set(data) >= {"BROKER_SIGNING_KEYS", "BROKER_ISSUER_KEYS", "REDIS_URL"}
     with pytest.raises(ConfigError, match="BROKER_SIGNING_KEYS"):
-        parse({"BROKER_SHOP": "example-shop", **data})
+        parse({"BROKER_SHOP": "example-shop", **{k: v for k, v in data.items() if k in VARIABLES}})
 
 
 def test_compose_and_pod_environment_name_known_variables() -> None:
@@ -404,10 +443,12 @@ def test_build_context_carries_what_the_image_copies_and_no_secret() -> None:
 
 
 def test_lock_pins_exact_versions() -> None:
-    """requirements.lock, when present, pins every requirement with ==."""
-    lock = ROOT / "requirements.lock"
-    if not lock.is_file():
-        pytest.skip("requirements.lock is not written yet")
+    """Both locks pin every requirement with == (the image installs requirements.lock)."""
+    for lock in (ROOT / "requirements.lock", ROOT / "requirements-test.lock"):
+        assert_pinned(lock)
+
+
+def assert_pinned(lock: Path) -> None:
     requirements = [
         line.split(";")[0].strip()
         for line in lock.read_text().splitlines()
@@ -431,15 +472,15 @@ def test_kustomization_lists_the_manifests_but_not_the_secret() -> None:
     [kustomization] = load_yaml(K8S / "kustomization.yaml")
     assert kustomization["resources"] == list(K8S_FILES)
     assert "namespace" not in kustomization
-    for file in (*K8S_FILES, "secret.example.yaml"):
+    for file in (*K8S_FILES, *K8S_OPTIONAL, "secret.example.yaml"):
         for doc in load_yaml(K8S / file):
             assert "namespace" not in doc["metadata"], file
 
 
 def test_deployment_rollout() -> None:
-    """Two replicas, rolling updates that never drop below them, config from ConfigMap+Secret."""
+    """The HPA owns the replica count; rolling updates never drop below it; config from both."""
     spec = broker_deployment()["spec"]
-    assert spec["replicas"] == 2
+    assert "replicas" not in spec, "an apply would reset the HPA's count"
     assert spec["strategy"]["type"] == "RollingUpdate"
     assert spec["strategy"]["rollingUpdate"]["maxUnavailable"] == 0
     assert spec["selector"]["matchLabels"].items() <= pod_labels().items()
@@ -478,14 +519,24 @@ def test_deployment_scratch_space_is_writable() -> None:
 
 
 def test_deployment_stops_gracefully() -> None:
-    """A short preStop sleep removes the endpoint first, within a ~30 s grace period."""
+    """The grace period covers the preStop sleep plus the broker's drain, with 5 s or more spare."""
+    from broker.server import GRACEFUL_SECONDS
+
     pod = broker_deployment()["spec"]["template"]["spec"]
     command = broker_container()["lifecycle"]["preStop"]["exec"]["command"]
     assert command[0] == "sleep"
     pause = int(command[1])
     assert 1 <= pause <= 15
-    assert 20 <= pod["terminationGracePeriodSeconds"] <= 60
-    assert pod["terminationGracePeriodSeconds"] >= pause + 15
+    assert pause + GRACEFUL_SECONDS + 5 <= pod["terminationGracePeriodSeconds"] <= 90
+
+
+def test_compose_waits_for_the_drain() -> None:
+    """compose's stop_grace_period is longer than the broker's drain after SIGTERM."""
+    from broker.server import GRACEFUL_SECONDS
+
+    period = compose()["services"]["broker"]["stop_grace_period"]
+    assert re.fullmatch(r"\d+s", period)
+    assert int(period[:-1]) >= GRACEFUL_SECONDS + 5
 
 
 def test_deployment_resources_fit_its_workers() -> None:
@@ -514,23 +565,149 @@ def test_hpa_scales_the_deployment_on_cpu() -> None:
     assert [m["resource"]["name"] for m in spec["metrics"]] == ["cpu"]
 
 
-def test_pdb_keeps_one_broker() -> None:
-    """The PodDisruptionBudget keeps at least one broker pod and selects the broker's pods."""
+def test_pdb_lets_one_broker_go_at_a_time() -> None:
+    """The PodDisruptionBudget allows one broker pod down at a time, whatever the HPA's count."""
     pdb = k8s("PodDisruptionBudget")
-    assert pdb["spec"]["minAvailable"] == 1
+    assert pdb["spec"]["maxUnavailable"] == 1
+    assert "minAvailable" not in pdb["spec"]
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels().items()
 
 
 def test_demo_redis_matches_the_example_redis_url() -> None:
-    """redis.yaml's Service is the host and port of the example Secret's REDIS_URL."""
+    """The example REDIS_URL names redis.yaml's Service and carries the Secret's REDIS_PASSWORD."""
     service = k8s("Service", "broker-redis")
     [secret] = load_yaml(K8S / "secret.example.yaml")
-    url = secret["stringData"]["REDIS_URL"]
-    assert url == f"redis://{service['metadata']['name']}:{service['spec']['ports'][0]['port']}/0"
-    redis = k8s("Deployment", "broker-redis")
-    [container] = redis["spec"]["template"]["spec"]["containers"]
+    data = secret["stringData"]
+    host, port = service["metadata"]["name"], service["spec"]["ports"][0]["port"]
+    assert data["REDIS_URL"] == f"redis://:{data['REDIS_PASSWORD']}@{host}:{port}/0"
+    container = demo_redis_container()
     assert container["image"].startswith("redis:7")
     assert "redis+cluster://" in (K8S / "redis.yaml").read_text()
+
+
+def test_demo_redis_requires_the_secret_password() -> None:
+    """redis-server runs with --requirepass from the Secret; its probe authenticates by env."""
+    container = demo_redis_container()
+    env = {item["name"]: item for item in container["env"]}
+    options = redis_options([str(a) for a in container["args"]])
+    variable = re.fullmatch(r"\$\((\w+)\)", options["requirepass"])
+    assert variable, "the password must come from the environment, not the manifest"
+    for name in (variable[1], "REDISCLI_AUTH"):
+        ref = env[name]["valueFrom"]["secretKeyRef"]
+        assert (ref["name"], ref["key"]) == ("broker-secrets", "REDIS_PASSWORD")
+    assert container["readinessProbe"]["exec"]["command"] == ["redis-cli", "ping"]
+
+
+def test_only_broker_pods_reach_the_demo_redis() -> None:
+    """A NetworkPolicy admits only the broker's pods, on Redis's port, to the Redis pods."""
+    policy = k8s("NetworkPolicy", "broker-redis")["spec"]
+    redis_pods = k8s("Deployment", "broker-redis")["spec"]["template"]["metadata"]["labels"]
+    assert policy["podSelector"]["matchLabels"].items() <= redis_pods.items()
+    assert policy["policyTypes"] == ["Ingress"]
+    [rule] = policy["ingress"]
+    [source] = rule["from"]
+    assert set(source) == {"podSelector"}, "no namespaceSelector or ipBlock"
+    assert source["podSelector"]["matchLabels"].items() <= pod_labels().items()
+    assert source["podSelector"]["matchLabels"]  # an empty selector would admit every pod
+    [port] = rule["ports"]
+    [container_port] = demo_redis_container()["ports"]
+    assert port["port"] == container_port["containerPort"] == 6379
+
+
+def test_redis_evicts_what_expires_first() -> None:
+    """compose and Kubernetes run Redis with volatile-ttl and 10 samples (why: runbook)."""
+    assert shipped_redis_eviction() == ("volatile-ttl", "10")
+    runbook = (DEPLOY / "README.md").read_text(encoding="utf-8")
+    assert "volatile-ttl" in runbook and "volatile-lru" in runbook
+
+
+# -- Ingress and ServiceMonitor ----------------------------------------------------------------
+
+BROWSER_PATHS = {"/api", "/static", "/shopify/token"}
+PRIVATE_PATHS = ("/tokens", "/invalidations", "/metrics", "/healthz", "/readyz", "/openapi.json")
+
+
+def ingress_paths() -> list[dict[str, Any]]:
+    [ingress] = load_yaml(K8S / "ingress.example.yaml")
+    assert ingress["kind"] == "Ingress"
+    return [path for rule in ingress["spec"]["rules"] for path in rule["http"]["paths"]]
+
+
+def ingress_matches(path: dict[str, Any], request_path: str) -> bool:
+    """Kubernetes' path matching: Exact, or Prefix element by element."""
+    if path["pathType"] == "Exact":
+        return bool(request_path == path["path"])
+    prefix = [p for p in path["path"].split("/") if p]
+    return [p for p in request_path.split("/") if p][: len(prefix)] == prefix
+
+
+def test_ingress_exposes_only_the_browser_routes() -> None:
+    """The example Ingress routes /api, /static and /shopify/token, and nothing server-side."""
+    paths = ingress_paths()
+    assert {p["path"] for p in paths} == BROWSER_PATHS
+    assert all(p["pathType"] in ("Prefix", "Exact") for p in paths), "no ImplementationSpecific"
+    for private in PRIVATE_PATHS:
+        assert not [p["path"] for p in paths if ingress_matches(p, private)], private
+    assert any(ingress_matches(p, "/api/v2023061/shop/Refer2") for p in paths)
+    assert any(ingress_matches(p, "/static/referrals.js") for p in paths)
+    assert not any(ingress_matches(p, "/shopify/token/x") for p in paths)
+
+
+def test_ingress_backend_is_the_broker_service() -> None:
+    """Every Ingress path goes to the referral-broker Service by its named port."""
+    service = k8s("Service", "referral-broker")
+    names = {port["name"] for port in service["spec"]["ports"]}
+    for path in ingress_paths():
+        backend = path["backend"]["service"]
+        assert backend["name"] == service["metadata"]["name"]
+        assert backend["port"]["name"] in names
+
+
+def test_service_monitor_scrapes_the_broker_with_its_token() -> None:
+    """The ServiceMonitor selects the broker Service, scrapes /metrics with the Secret's token."""
+    [monitor] = load_yaml(K8S / "servicemonitor.yaml")
+    assert monitor["apiVersion"] == "monitoring.coreos.com/v1"
+    assert monitor["kind"] == "ServiceMonitor"
+    service = k8s("Service", "referral-broker")
+    selector = monitor["spec"]["selector"]["matchLabels"]
+    assert selector and selector.items() <= service["metadata"]["labels"].items()
+    [endpoint] = monitor["spec"]["endpoints"]
+    assert endpoint["port"] in {port["name"] for port in service["spec"]["ports"]}
+    assert endpoint["path"] == "/metrics"
+    assert re.fullmatch(r"\d+s", endpoint["interval"])
+    credentials = endpoint["authorization"]["credentials"]
+    [secret] = load_yaml(K8S / "secret.example.yaml")
+    assert credentials["name"] == secret["metadata"]["name"]
+    assert credentials["key"] == "BROKER_METRICS_TOKEN" in secret["stringData"]
+
+
+# Custom resources have no schema in kubernetes-validate; each is checked structurally above.
+CUSTOM_KINDS = {"ServiceMonitor": "test_service_monitor_scrapes_the_broker_with_its_token"}
+KUBERNETES_VERSION = "1.30.0"
+
+
+@pytest.mark.parametrize(
+    "file", [*K8S_FILES, *K8S_OPTIONAL, "secret.example.yaml", "kustomization.yaml"]
+)
+def test_manifest_validates_against_the_kubernetes_schema(file: str) -> None:
+    """Each manifest is valid (strict: no unknown fields) for Kubernetes 1.30 by its schema."""
+    import kubernetes_validate
+
+    for doc in load_yaml(K8S / file):
+        if doc["kind"] in CUSTOM_KINDS or doc["kind"] == "Kustomization":
+            continue
+        kubernetes_validate.validate(doc, KUBERNETES_VERSION, strict=True)
+
+
+def test_schema_validation_rejects_an_unknown_field() -> None:
+    """The validator is strict: a misspelt field in a Deployment fails."""
+    import kubernetes_validate
+    from kubernetes_validate.utils import ValidationError
+
+    deployment = broker_deployment()
+    broken = {**deployment, "spec": {**deployment["spec"], "replica": 2}}
+    with pytest.raises(ValidationError):
+        kubernetes_validate.validate(broken, KUBERNETES_VERSION, strict=True)
 
 
 # -- compose -----------------------------------------------------------------------------------
