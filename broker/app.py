@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from broker import inputs
+from broker import inputs, issuers
 from broker.cache import CacheKey, ReferralCache
 from broker.cors import CORSMiddleware
 from broker.errors import (
@@ -180,6 +180,24 @@ async def mint_token(request: Request, svc: Services, info: RequestInfo) -> Resp
         },
         headers={"Cache-Control": "no-store"},
     )
+
+
+# --- POST /invalidations ------------------------------------------------------------------
+
+
+async def invalidate(request: Request, svc: Services, info: RequestInfo) -> Response:
+    """Drop one customer's cached history (spec 3.5), for changes made outside the broker."""
+    assert svc.limiter is not None and svc.cache is not None
+    try:
+        presented = bearer(request)
+    except InvalidToken:
+        presented = None
+    client = request.client.host if request.client else "unknown"
+    await issuers.admit(svc.limiter, svc.settings, presented, client)
+    customer_id = inputs.invalidation_request(await json_body(request))
+    info.customer = customer_hash(svc.log_key, customer_id)
+    await svc.cache.invalidate(svc.settings.shop, customer_id)
+    return Response(status_code=204, headers={"Cache-Control": "no-store"})
 
 
 # --- /api/<version>/<shop>/<function> ------------------------------------------------------
@@ -455,6 +473,7 @@ def create_app(
     static_dir = Path(__file__).with_name("static")
     routes = [
         Route("/tokens", endpoint("/tokens", mint_token), methods=["POST"]),
+        Route("/invalidations", endpoint("/invalidations", invalidate), methods=["POST"]),
         Route(API_ROUTE, endpoint(API_ROUTE, api_call), methods=["GET", "POST", "OPTIONS"]),
         Route("/healthz", endpoint("/healthz", healthz), methods=["GET"]),
         Route("/readyz", endpoint("/readyz", readyz), methods=["GET"]),
