@@ -85,8 +85,11 @@ async def invalidate_in_redis(settings: Settings, customer_id: str) -> bool:
 def cmd_invalidate(args: argparse.Namespace) -> int:
     from broker.errors import BrokerError
     from broker.inputs import customer_id
+    from broker.logs import configure_logging
 
     settings = _settings_or_exit()
+    # The command speaks for itself below; the store's state events would only repeat it.
+    configure_logging("error", "console")
     try:
         wanted = customer_id(args.customer_id, "CUSTOMER_ID")
     except BrokerError as exc:
