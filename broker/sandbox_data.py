@@ -239,8 +239,11 @@ class SandboxStore:
                     "The customer identity names a different customer than the token.",
                 )
 
-    def resolve(self, identity: object) -> Customer:
-        """The customer a shop token's ``customer`` input names (CustomerIdentity1 rules)."""
+    def resolve(self, identity: object, *, create_demo: bool = True) -> Customer:
+        """The customer a shop token's ``customer`` input names (CustomerIdentity1 rules).
+
+        ``create_demo`` lets a seeded sandbox invent ``demo-*`` customers on first mention.
+        """
         if identity is None:
             raise BubblehouseError(
                 400,
@@ -252,7 +255,7 @@ class SandboxStore:
             raise BubblehouseError(
                 404, "empty_customer_identity", "Every field of the customer input is empty."
             )
-        matched = self._find(fields)
+        matched = self._find(fields, create_demo)
         if matched is None:
             raise BubblehouseError(
                 404,
@@ -269,7 +272,7 @@ class SandboxStore:
                 )
         return matched
 
-    def _find(self, fields: dict[str, str]) -> Customer | None:
+    def _find(self, fields: dict[str, str], create_demo: bool) -> Customer | None:
         for name in IDENTITY_FIELDS:
             if name not in fields:
                 continue
@@ -278,7 +281,7 @@ class SandboxStore:
                 if known is not None and _same(name, fields[name], known):
                     return customer
         shopid = fields.get("shopid")
-        if self.seed and shopid is not None and shopid.startswith("demo-"):
+        if create_demo and self.seed and shopid is not None and shopid.startswith("demo-"):
             return self._create(shopid, fields.get("email"))
         return None
 

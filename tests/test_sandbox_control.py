@@ -316,3 +316,16 @@ def test_status_change_reaches_the_shopper_after_invalidation(
     )
     assert dropped.status_code == 204
     assert status()[0] == "approved"
+
+
+def test_synced_mode_applies_to_shop_tokens_too(bh: Bubblehouse) -> None:
+    """With a shop token, synced mode invents no demo-* customer: 404 until synced."""
+    token = bh.minter.shop_token()
+    headers = {"Authorization": f"Bearer {token}"}
+    body = {"customer": {"shopid": "demo-zoe"}}
+    assert bh.client.post(READ_PATH, json=body, headers=headers).status_code == 200
+    bh.client.post("/_sandbox/reset").raise_for_status()
+    bh.settings(customers="synced")
+    unknown = bh.client.post(READ_PATH, json=body, headers=headers)
+    assert unknown.status_code == 404
+    assert unknown.json()["id"] == "no_customers_match_customer_identity"
