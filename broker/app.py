@@ -26,7 +26,7 @@ from starlette.responses import Response
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
-from broker import inputs
+from broker import inputs, issuers
 from broker.api import ALLOWED, ReferralCall
 from broker.cache import ReferralCache
 from broker.cors import CORSMiddleware
@@ -176,6 +176,24 @@ async def mint_token(request: Request, svc: Services, info: RequestInfo) -> Resp
         },
         headers={"Cache-Control": "no-store"},
     )
+
+
+# --- POST /invalidations ------------------------------------------------------------------
+
+
+async def invalidate(request: Request, svc: Services, info: RequestInfo) -> Response:
+    """Drop one customer's cached history (spec 3.5), for changes made outside the broker."""
+    assert svc.limiter is not None and svc.cache is not None
+    try:
+        presented = bearer(request)
+    except InvalidToken:
+        presented = None
+    client = request.client.host if request.client else "unknown"
+    await issuers.admit(svc.limiter, svc.settings, presented, client)
+    customer_id = inputs.invalidation_request(await json_body(request))
+    info.customer = customer_hash(svc.log_key, customer_id)
+    await svc.cache.invalidate(svc.settings.shop, customer_id)
+    return Response(status_code=204, headers={"Cache-Control": "no-store"})
 
 
 # --- operations -----------------------------------------------------------------------------
@@ -342,6 +360,7 @@ def create_app(
         Route(
             f"/api/{{version}}/{{shop}}/{WRITE}", ReferralCall(WRITE, svc), methods=ALLOWED[WRITE]
         ),
+        Route("/invalidations", endpoint("/invalidations", invalidate), methods=["POST"]),
         Route("/healthz", endpoint("/healthz", healthz), methods=["GET"]),
         Route("/readyz", endpoint("/readyz", readyz), methods=["GET"]),
         Route("/metrics", endpoint("/metrics", metrics), methods=["GET"]),

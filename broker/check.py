@@ -7,6 +7,11 @@ for every configured API version and every signing key, so that a key Bubblehous
 
 This is an operator's diagnostic, so unlike the request path it reads Bubblehouse's raw status and
 error id itself: the point is to tell a rejected key from a rejected version.
+
+With ``--customer ID`` it also reads that customer's referrals once, through the broker's own
+upstream client and upstream token (:mod:`broker.check_customer`), and says what a shopper would
+meet. The independent checks (Redis, Status2, the customer read) run concurrently, and each
+finding is reported the moment it is known.
 """
 
 from __future__ import annotations
@@ -15,7 +20,7 @@ import asyncio
 import dataclasses
 import secrets
 import sys
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
@@ -23,6 +28,7 @@ import httpx2
 import orjson
 from redis.exceptions import RedisClusterException, RedisError
 
+from broker.check_customer import check_customer
 from broker.errors import SLUG
 from broker.settings import ConfigError, Settings, SigningKey
 from broker.store import make_client
@@ -37,6 +43,13 @@ class CheckResult:
     name: str
     ok: bool
     detail: str
+
+
+Report = Callable[[CheckResult], None]
+
+
+def _ignore(result: CheckResult) -> None:
+    """The default reporter: the caller reads the returned list instead."""
 
 
 def _where(url: str) -> str:
@@ -166,11 +179,13 @@ def _error_id(content: bytes) -> str | None:
     except orjson.JSONDecodeError:
         return None
     value = data.get("id") if isinstance(data, dict) else None
-    return value if isinstance(value, str) and SLUG.match(value) else None
+    return value if isinstance(value, str) and SLUG.fullmatch(value) else None
 
 
 async def check_bubblehouse(
-    settings: Settings, transport: httpx2.AsyncBaseTransport | None = None
+    settings: Settings,
+    transport: httpx2.AsyncBaseTransport | None = None,
+    report: Report = _ignore,
 ) -> list[CheckResult]:
     """Status2 for every API version with the signing key, and with every other key."""
     pairs = [(version, settings.signing_key) for version in settings.api_versions]
@@ -185,9 +200,18 @@ async def check_bubblehouse(
         first, answered = await _status2(client, settings, *pairs[0])
         if not answered:
             # Nothing answers: one line says so; repeating it per key and version would not help.
-            return [dataclasses.replace(first, name="bubblehouse")]
-        rest = await asyncio.gather(*(_status2(client, settings, *pair) for pair in pairs[1:]))
-    return [first, *(result for result, _ in rest)]
+            only = dataclasses.replace(first, name="bubblehouse")
+            report(only)
+            return [only]
+        report(first)
+
+        async def one(pair: tuple[str, SigningKey]) -> CheckResult:
+            result, _ = await _status2(client, settings, *pair)
+            report(result)
+            return result
+
+        rest = await asyncio.gather(*(one(pair) for pair in pairs[1:]))
+    return [first, *rest]
 
 
 def _describe(settings: Settings) -> str:
@@ -203,19 +227,43 @@ async def run_check(
     environ: Mapping[str, str] | None = None,
     *,
     transport: httpx2.AsyncBaseTransport | None = None,
+    customer: str | None = None,
+    report: Report = _ignore,
 ) -> list[CheckResult]:
-    """Every finding, in order; stops after the configuration when it is invalid.
+    """Every finding, in a stable order; stops after the configuration when it is invalid.
 
-    With ``environ=None`` the process environment is read, over a ``.env`` file when present;
-    an explicit mapping is taken as the whole environment.
+    ``report`` is called with each finding as soon as it is known (so in the order they
+    finish). With ``environ=None`` the process environment is read, over a ``.env`` file when
+    present; an explicit mapping is taken as the whole environment.
     """
     try:
         settings = Settings.from_env(environ, env_file=".env" if environ is None else None)
     except ConfigError as exc:
-        return [CheckResult("configuration", False, problem) for problem in exc.problems]
+        problems = [CheckResult("configuration", False, problem) for problem in exc.problems]
+        for problem in problems:
+            report(problem)
+        return problems
     results = [CheckResult("configuration", True, _describe(settings))]
-    results.append(await check_redis(settings))
-    results.extend(await check_bubblehouse(settings, transport))
+    report(results[0])
+
+    async def redis() -> list[CheckResult]:
+        result = await check_redis(settings)
+        report(result)
+        return [result]
+
+    async def customer_read(customer_id: str) -> list[CheckResult]:
+        result = CheckResult("customer read", *await check_customer(settings, customer_id))
+        report(result)
+        return [result]
+
+    checks: list[Awaitable[list[CheckResult]]] = [
+        redis(),
+        check_bubblehouse(settings, transport, report),
+    ]
+    if customer is not None:
+        checks.append(customer_read(customer))
+    for found in await asyncio.gather(*checks):
+        results.extend(found)
     return results
 
 
@@ -223,9 +271,11 @@ def format_result(result: CheckResult) -> str:
     return f"{'ok' if result.ok else 'FAIL':<4} {result.name}: {result.detail}"
 
 
-def main_check(environ: Mapping[str, str] | None = None) -> int:
-    """Run the checks, print one line per finding; 0 only when every finding is ok."""
-    results = asyncio.run(run_check(environ))
-    for result in results:
-        print(format_result(result), file=sys.stdout)
+def main_check(environ: Mapping[str, str] | None = None, *, customer: str | None = None) -> int:
+    """Run the checks, print one line per finding as it is known; 0 only when all are ok."""
+
+    def show(result: CheckResult) -> None:
+        print(format_result(result), file=sys.stdout, flush=True)
+
+    results = asyncio.run(run_check(environ, customer=customer, report=show))
     return 0 if all(result.ok for result in results) else 1

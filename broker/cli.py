@@ -1,4 +1,4 @@
-"""The ``broker`` command: serve, dev, sandbox, token, check."""
+"""The ``broker`` command: serve, dev, sandbox, token, check, invalidate."""
 
 from __future__ import annotations
 
@@ -63,7 +63,55 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_check(args: argparse.Namespace) -> int:
     from broker.check import main_check
 
-    return main_check()
+    return main_check(customer=args.customer)
+
+
+async def invalidate_in_redis(settings: Settings, customer_id: str) -> bool:
+    """Drop the customer's cached history in the configured Redis; False if Redis failed."""
+    from broker.cache import ReferralCache
+    from broker.store import open_store
+
+    store = await open_store(settings, probe_interval=3600)
+    try:
+        if store.state != "up":
+            return False
+        await ReferralCache(store, settings).invalidate(settings.shop, customer_id)
+        # A Redis failure during the call falls back to this process's memory: not good enough.
+        return store.state == "up"
+    finally:
+        await store.aclose()
+
+
+def cmd_invalidate(args: argparse.Namespace) -> int:
+    from broker.errors import BrokerError
+    from broker.inputs import customer_id
+    from broker.logs import configure_logging
+
+    settings = _settings_or_exit()
+    # The command speaks for itself below; the store's state events would only repeat it.
+    configure_logging("error", "console")
+    try:
+        wanted = customer_id(args.customer_id, "CUSTOMER_ID")
+    except BrokerError as exc:
+        print(f"broker invalidate: {exc.message}", file=sys.stderr)
+        return 2
+    if settings.redis_url is None:
+        print(
+            "broker invalidate: REDIS_URL is not set, so cached histories live in the memory of "
+            "each running broker process, which this command cannot reach. Call POST "
+            "/invalidations on the running broker instead (see the runbook).",
+            file=sys.stderr,
+        )
+        return 2
+    if not asyncio.run(invalidate_in_redis(settings, wanted)):
+        print(
+            "broker invalidate: Redis at REDIS_URL did not answer; nothing was dropped. "
+            "Check REDIS_URL with `broker check`.",
+            file=sys.stderr,
+        )
+        return 1
+    print(f"dropped the cached referral history of customer {wanted}")
+    return 0
 
 
 def _port(flag: int | None, *names: str, default: int) -> int:
@@ -193,9 +241,19 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--customer", required=True, help="the customer id")
     token.add_argument("--email", default=None, help="the customer's email (becomes ce)")
     token.add_argument("--ttl", type=int, default=None, help="lifetime in seconds")
-    sub.add_parser(
+    check = sub.add_parser(
         "check", help="check configuration, Redis and Bubblehouse; exit 0 when all is well"
     )
+    check.add_argument(
+        "--customer",
+        default=None,
+        help="also read this customer's referrals from Bubblehouse, as the broker would",
+    )
+    invalidate = sub.add_parser(
+        "invalidate",
+        help="drop one customer's cached referral history in Redis (like POST /invalidations)",
+    )
+    invalidate.add_argument("customer_id", metavar="CUSTOMER_ID", help="the customer id")
     return parser
 
 
@@ -205,6 +263,7 @@ COMMANDS = {
     "sandbox": cmd_sandbox,
     "token": cmd_token,
     "check": cmd_check,
+    "invalidate": cmd_invalidate,
 }
 
 

@@ -2,7 +2,8 @@
 
 Pure ASGI. Origins are exact (``https://shop.example``) or a sub-domain wildcard
 (``https://*.shop.example``: any host under it, never the apex, same scheme and port).
-``/tokens`` is server to server and never gets CORS headers, so no browser can call it.
+``/tokens``, ``/invalidations`` and ``/shopify/token`` are server to server and never get CORS
+headers, so no browser page can read their answers.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ EXPOSE_HEADERS = (
 PREFLIGHT_MAX_AGE = "600"
 PREFLIGHT_VARY = b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
 PREFLIGHT_PATH = re.compile(r"^/api/[^/]+/[^/]+/(CustomerReferrals2|Refer2)$")
+SERVER_TO_SERVER = frozenset({"/tokens", "/invalidations", "/shopify/token"})
 HOST_LABELS = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+$")
 
 
@@ -43,7 +45,7 @@ class OriginPolicy:
         for prefix, suffix in self.wildcards:
             if lowered.startswith(prefix) and lowered.endswith(suffix):
                 labels = lowered[len(prefix) : len(lowered) - len(suffix) + 1]
-                if HOST_LABELS.match(labels):
+                if HOST_LABELS.fullmatch(labels):
                     return True
         return False
 
@@ -54,7 +56,7 @@ class CORSMiddleware:
         self.policy = OriginPolicy(origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] == "/tokens":
+        if scope["type"] != "http" or scope["path"] in SERVER_TO_SERVER:
             await self.app(scope, receive, send)
             return
         origin = None
@@ -68,7 +70,7 @@ class CORSMiddleware:
             await self.app(scope, receive, send)
             return
         origin_bytes = origin.encode("latin-1")
-        if preflight and scope["method"] == "OPTIONS" and PREFLIGHT_PATH.match(scope["path"]):
+        if preflight and scope["method"] == "OPTIONS" and PREFLIGHT_PATH.fullmatch(scope["path"]):
             await send(
                 {
                     "type": "http.response.start",

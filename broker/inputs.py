@@ -1,17 +1,24 @@
 """Input rules of the broker's calls: body decoding, field validation, identity binding.
 
 Plain Python, no framework: each function takes decoded input and returns what the broker will
-send upstream, or raises the documented error (spec 3.1-3.4).
+send upstream, or raises the documented error (spec 3.1-3.5).
+
+Every pattern is applied with ``fullmatch`` (``$`` would let a trailing newline through), and no
+accepted string may hold a control character (:func:`has_control`). Email addresses are judged by
+``email-validator`` (RFC 6531 internationalised addresses included, no DNS) and forwarded exactly
+as given: deliverability is Bubblehouse's business.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
+import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from email_validator import EmailNotValidError, validate_email
 
 from broker.errors import (
     CustomerIdentityDoesNotMatchToken,
@@ -24,21 +31,40 @@ from broker.errors import (
 from broker.tokens import Customer
 
 MAX_BODY = 16 * 1024
-CHANNEL = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
-# A pragmatic address check: one @, a dot-atom-ish local part, a domain of LDH labels with a dot.
-EMAIL = re.compile(
-    r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+)*"
-    r"@([A-Za-z0-9]([A-Za-z0-9-]{0,61}[A-Za-z0-9])?\.)+[A-Za-z]{2,63}$"
-)
-IDEMPOTENCY_KEY = re.compile(r"^[\x21-\x7e]{1,255}$")
+CHANNEL = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 IDENTITY_FIELDS = ("bhid", "shopid", "email")
+MAX_EMAIL = 254
+MAX_LOCAL_PART = 64
+# Control characters (C0, DEL, C1) and the Unicode line and paragraph separators.
+CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+
+
+def has_control(value: str) -> bool:
+    """Whether ``value`` holds a control character (a newline, a tab, NUL, DEL, U+2028...)."""
+    return any(unicodedata.category(char) in CONTROL_CATEGORIES for char in value)
 
 
 def is_email(value: str) -> bool:
-    if len(value) > 254:
+    """A syntactically valid address of at most 254 characters (no DNS lookup)."""
+    if len(value) > MAX_EMAIL or has_control(value):
         return False
-    local = value.split("@", 1)[0]
-    return len(local) <= 64 and EMAIL.match(value) is not None
+    if len(value.rpartition("@")[0]) > MAX_LOCAL_PART:
+        return False
+    try:
+        validate_email(value, check_deliverability=False)
+    except EmailNotValidError:
+        return False
+    return True
+
+
+def customer_id(value: object, field: str = "customer_id") -> str:
+    """A customer id as the broker accepts it: 1-128 printable characters, no ``/``."""
+    if not isinstance(value, str) or not value:
+        raise InvalidInput(field, f"{field} is required and must be a string.")
+    if len(value) > 128 or not value.isprintable() or has_control(value) or "/" in value:
+        raise InvalidInput(field, f"{field} must be 1-128 printable characters without '/'.")
+    return value
 
 
 def check_content_type(content_type: str | None, body_present: bool) -> None:
@@ -88,20 +114,20 @@ class TokenRequest:
 def token_request(data: dict[str, Any]) -> TokenRequest:
     """Validate a ``POST /tokens`` body (spec 3.1)."""
     _reject_unknown(data, ("customer_id", "email", "ttl"))
-    customer_id = data.get("customer_id")
-    if not isinstance(customer_id, str) or not customer_id:
-        raise InvalidInput("customer_id", "customer_id is required and must be a string.")
-    if len(customer_id) > 128 or not customer_id.isprintable() or "/" in customer_id:
-        raise InvalidInput(
-            "customer_id", "customer_id must be 1-128 printable characters without '/'."
-        )
+    wanted = customer_id(data.get("customer_id"))
     email = data.get("email")
     if email is not None and (not isinstance(email, str) or not is_email(email)):
         raise InvalidInput("email", "email must be a valid email address.")
     ttl = data.get("ttl")
     if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
         raise InvalidInput("ttl", "ttl must be a positive whole number of seconds.")
-    return TokenRequest(customer_id, email or None, ttl)
+    return TokenRequest(wanted, email or None, ttl)
+
+
+def invalidation_request(data: dict[str, Any]) -> str:
+    """Validate a ``POST /invalidations`` body (spec 3.5); the customer id to forget."""
+    _reject_unknown(data, ("customer_id",))
+    return customer_id(data.get("customer_id"))
 
 
 def _check_identity(data: dict[str, Any], customer: Customer) -> None:
@@ -116,6 +142,10 @@ def _check_identity(data: dict[str, Any], customer: Customer) -> None:
         value = identity.get(name)
         if value is not None and not isinstance(value, str):
             raise InvalidInput(f"customer.{name}", f"customer.{name} must be a string.")
+        if value is not None and has_control(value):
+            raise InvalidInput(
+                f"customer.{name}", f"customer.{name} must not hold control characters."
+            )
     bhid, shopid, email = (identity.get(name) or "" for name in IDENTITY_FIELDS)
     if bhid:
         raise CustomerIdentityDoesNotMatchToken(
@@ -153,7 +183,7 @@ def referrals_query(params: list[tuple[str, str]]) -> dict[str, Any]:
             raise InvalidInput(name, f"Unknown query parameter '{name}'.")
         if name in data:
             raise InvalidInput(name, f"The query parameter '{name}' is repeated.")
-        lowered = value.strip().lower()
+        lowered = value.lower()
         if lowered not in ("true", "false"):
             raise InvalidInput("deanonymize", "deanonymize must be true or false.")
         data[name] = lowered == "true"
@@ -164,10 +194,10 @@ def refer_input(data: dict[str, Any], customer: Customer) -> dict[str, Any]:
     """Validate Refer2 input (spec 3.3); return what goes upstream."""
     _reject_unknown(data, ("customer", "sender", "channel", "destination"))
     sender = data.get("sender")
-    if sender is not None and not isinstance(sender, str):
-        raise InvalidInput("sender", "sender must be a string.")
+    if sender is not None and (not isinstance(sender, str) or has_control(sender)):
+        raise InvalidInput("sender", "sender must be a string without control characters.")
     channel = data.get("channel")
-    if not isinstance(channel, str) or not CHANNEL.match(channel):
+    if not isinstance(channel, str) or not CHANNEL.fullmatch(channel):
         raise InvalidInput(
             "channel", "channel is required: a lower-case slug such as email or whatsapp."
         )
@@ -190,7 +220,7 @@ def idempotency_key(values: list[str]) -> str | None:
     """The ``Idempotency-Key`` header, if any: 1-255 visible ASCII characters, once."""
     if not values:
         return None
-    if len(values) > 1 or not IDEMPOTENCY_KEY.match(values[0]):
+    if len(values) > 1 or not IDEMPOTENCY_KEY.fullmatch(values[0]):
         raise InvalidInput(
             "Idempotency-Key",
             "Idempotency-Key must be one value of 1-255 visible ASCII characters.",

@@ -13,13 +13,17 @@ from typing import Any
 
 from broker.errors import (
     CATALOGUE,
-    INVALID_TOKEN_REASONS,
-    SLUG,
     BrokerError,
     InvalidInput,
     InvalidToken,
     RateLimitExceeded,
     problem_body,
+)
+from broker.openapi_schemas import (
+    IDEMPOTENCY_KEY_PATTERN,
+    body_schemas,
+    headers,
+    problem_schema,
 )
 from broker.settings import Settings
 
@@ -29,12 +33,6 @@ PROBLEM = "application/problem+json"
 READ = "CustomerReferrals2"
 WRITE = "Refer2"
 API_PATH = "/api/{version}/{shop}/"
-
-# The same rules the broker enforces (broker.inputs), written as JSON Schema.
-CHANNEL_PATTERN = "^[a-z0-9][a-z0-9-]{0,63}$"
-CUSTOMER_ID_PATTERN = "^[^/\\x00-\\x1f\\x7f-\\x9f]{1,128}$"
-IDEMPOTENCY_KEY_PATTERN = "^[\\x21-\\x7e]{1,255}$"
-REQUEST_ID_PATTERN = "^[A-Za-z0-9._-]{1,128}$"
 
 BY_ID: dict[str, type[BrokerError]] = {error.id: error for error in CATALOGUE}
 
@@ -230,6 +228,40 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 },
             }
         },
+        "/invalidations": {
+            "post": {
+                "tags": ["merchant"],
+                "summary": "Drop one customer's cached referral history",
+                "operationId": "invalidate",
+                "description": (
+                    "For referrals that change outside the broker (the Bubblehouse block on "
+                    "the merchant's pages, approvals, rejections): every cached version and "
+                    "deanonymize variant of that customer is dropped on every instance, so the "
+                    "next read goes to Bubblehouse. Server to server: no CORS headers. Failed "
+                    "issuer keys are rate limited per client address; a valid key never is."
+                ),
+                "security": [{"issuerKey": []}],
+                "requestBody": {
+                    "required": True,
+                    "content": {JSON: {"schema": _ref("InvalidationRequest")}},
+                },
+                "responses": {
+                    "204": {
+                        "description": "Dropped (also when nothing was cached).",
+                        "headers": {"X-Request-ID": _header("X-Request-ID")},
+                    },
+                    **_error_responses(
+                        (
+                            "invalid_input",
+                            "invalid_issuer_key",
+                            "rate_limit_exceeded",
+                            *BODY,
+                            *ALWAYS,
+                        )
+                    ),
+                },
+            }
+        },
         API_PATH + READ: {
             "parameters": api_parameters,
             "get": {
@@ -273,7 +305,10 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 "description": (
                     "Invalidates the customer's cached referral history. A repeat with the same "
                     "Idempotency-Key by the same customer within 24 hours returns the first "
-                    "answer again without calling Bubblehouse."
+                    "answer again without calling Bubblehouse. Bubblehouse documents no Refer2 "
+                    "error ids (eligibility refusals are shop-configured): the sandbox's "
+                    "self_referral, invalid_channel and invalid_destination are sandbox "
+                    "inventions; any lower-case id passes through with its status."
                 ),
                 "security": customer,
                 "parameters": [
@@ -359,194 +394,6 @@ def _paths(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _identity_schema() -> dict[str, Any]:
-    nullable_string = {"type": ["string", "null"]}
-    return {
-        "type": "object",
-        "description": (
-            "Who the call is about. Optional with a customer token; when given, every non-empty "
-            "field must name the token's customer (bhid cannot be checked and is refused)."
-        ),
-        "properties": {
-            "bhid": {**nullable_string, "description": "Bubblehouse customer id."},
-            "shopid": {**nullable_string, "description": "The shop's customer id."},
-            "email": {**nullable_string, "description": "The customer's email address."},
-        },
-        "additionalProperties": False,
-    }
-
-
-def _referral_schema() -> dict[str, Any]:
-    nullable_string = {"type": ["string", "null"]}
-    return {
-        "type": "object",
-        "description": "One referral (either Bubblehouse revision); unknown fields pass through.",
-        "properties": {
-            "referral_bhid": {"type": "string"},
-            "acceptance_bhid": nullable_string,
-            "channel": {"type": "string", "description": "An open list: expect new values."},
-            "destination": nullable_string,
-            "status": {"type": "string"},
-            "link": nullable_string,
-            "sent_at": {"type": "string"},
-            "updated_at": nullable_string,
-            "accepted_at": nullable_string,
-            "reward_pts": {"type": ["integer", "null"]},
-            "reward_pts_value": nullable_string,
-            "reward_amount": nullable_string,
-            "coupon_code": nullable_string,
-        },
-        "additionalProperties": True,
-    }
-
-
-def _problem_schema() -> dict[str, Any]:
-    def when(error_id: str, member: str) -> dict[str, Any]:
-        return {
-            "if": {"properties": {"id": {"const": error_id}}},
-            "then": {"required": [member]},
-        }
-
-    return {
-        "type": "object",
-        "description": "An RFC 9457 problem document that is also a Bubblehouse-style error.",
-        "required": ["type", "title", "status", "id", "message", "retryable", "request_id"],
-        "properties": {
-            "type": {"type": "string", "description": "A stable URI for the id."},
-            "title": {"type": "string"},
-            "status": {"type": "integer", "minimum": 400, "maximum": 599},
-            "id": {"type": "string", "pattern": SLUG.pattern},
-            "message": {"type": "string", "description": "Safe to show a shopper or developer."},
-            "retryable": {"type": "boolean"},
-            "request_id": {"type": "string", "description": "Same as the X-Request-ID header."},
-            "retry_after": {"type": "integer", "minimum": 1, "description": "Seconds."},
-            "reason": {"type": "string", "enum": list(INVALID_TOKEN_REASONS)},
-            "field": {"type": "string", "description": "The invalid input field."},
-            "upstream_status": {"type": "integer"},
-        },
-        "additionalProperties": False,
-        "allOf": [
-            when("invalid_token", "reason"),
-            when("invalid_input", "field"),
-            when("rate_limit_exceeded", "retry_after"),
-        ],
-    }
-
-
-def _schemas() -> dict[str, Any]:
-    return {
-        "Problem": _problem_schema(),
-        "CustomerIdentity1": _identity_schema(),
-        "Referral2": _referral_schema(),
-        "TokenRequest": {
-            "type": "object",
-            "required": ["customer_id"],
-            "properties": {
-                "customer_id": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 128,
-                    "pattern": CUSTOMER_ID_PATTERN,
-                    "description": "1-128 printable characters, no '/'.",
-                },
-                "email": {
-                    "type": "string",
-                    "format": "email",
-                    "maxLength": 254,
-                    "description": "Becomes the token's ce claim.",
-                },
-                "ttl": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "description": "Seconds; clamped to BROKER_TOKEN_MAX_TTL.",
-                },
-            },
-            "additionalProperties": False,
-        },
-        "TokenResponse": {
-            "type": "object",
-            "required": ["token", "token_type", "expires_in", "expires_at"],
-            "properties": {
-                "token": {"type": "string", "description": "A customer JWT (HS256)."},
-                "token_type": {"const": "Bearer"},
-                "expires_in": {"type": "integer", "minimum": 1},
-                "expires_at": {
-                    "type": "string",
-                    "format": "date-time",
-                    "description": "RFC 3339, UTC.",
-                },
-            },
-            "additionalProperties": False,
-        },
-        "CustomerReferrals2Input": {
-            "type": "object",
-            "description": "May be empty.",
-            "properties": {
-                "customer": _ref("CustomerIdentity1"),
-                "deanonymize": {"type": "boolean", "description": "true is refused."},
-            },
-            "additionalProperties": False,
-        },
-        "CustomerReferrals2Output": {
-            "type": "object",
-            "required": ["referrals"],
-            "properties": {"referrals": {"type": "array", "items": _ref("Referral2")}},
-            "additionalProperties": True,
-        },
-        "Refer2Input": {
-            "type": "object",
-            "required": ["channel"],
-            "properties": {
-                "channel": {
-                    "type": "string",
-                    "pattern": CHANNEL_PATTERN,
-                    "description": "A ReferralChannel1 (open list): email, sms, whatsapp, ...",
-                },
-                "destination": {
-                    "type": ["string", "null"],
-                    "maxLength": 254,
-                    "description": "An email address when channel is email; absent otherwise.",
-                },
-                "sender": {
-                    "type": ["string", "null"],
-                    "description": "Accepted for Refer1 compatibility and dropped.",
-                },
-                "customer": _ref("CustomerIdentity1"),
-            },
-            "additionalProperties": False,
-            "if": {"properties": {"channel": {"const": "email"}}, "required": ["channel"]},
-            "then": {
-                "required": ["destination"],
-                "properties": {"destination": {"type": "string", "format": "email"}},
-            },
-            "else": {"properties": {"destination": {"type": "null"}}},
-        },
-        "Refer2Output": {
-            "type": "object",
-            "required": ["referral"],
-            "properties": {
-                "referral": _ref("Referral2"),
-                "message": {"type": ["string", "null"]},
-                "share_action": {"description": "Opaque: what to do next to finish sharing."},
-            },
-            "additionalProperties": True,
-        },
-        "Health": {
-            "type": "object",
-            "required": ["status"],
-            "properties": {"status": {"const": "ok"}},
-        },
-        "Ready": {
-            "type": "object",
-            "required": ["status", "redis"],
-            "properties": {
-                "status": {"type": "string"},
-                "redis": {"type": "string", "enum": ["up", "down", "memory"]},
-            },
-        },
-    }
-
-
 def _examples() -> dict[str, Any]:
     """One example body per error id, rendered by the broker's own renderer."""
     return {
@@ -555,41 +402,6 @@ def _examples() -> dict[str, Any]:
             "value": problem_body(_example_error(cls), "3f1c0a9e7b2d4c6f"),
         }
         for cls in CATALOGUE
-    }
-
-
-def _headers() -> dict[str, Any]:
-    def header(description: str, schema: dict[str, Any], required: bool = False) -> dict[str, Any]:
-        return {"description": description, "required": required, "schema": schema}
-
-    text = {"type": "string"}
-    return {
-        "X-Request-ID": header(
-            "The request id (the caller's, when valid, else a new one); also in error bodies.",
-            {"type": "string", "pattern": REQUEST_ID_PATTERN},
-            required=True,
-        ),
-        "Cache-Status": header(
-            "RFC 9211, e.g. `broker; hit; ttl=42` or `broker; fwd=miss; stored`.",
-            {"type": "string", "pattern": "^broker; "},
-            required=True,
-        ),
-        "RateLimit": header("The remaining quota (IETF httpapi ratelimit-headers).", text),
-        "RateLimit-Policy": header("The quota policy (IETF httpapi ratelimit-headers).", text),
-        "Retry-After": header(
-            "Seconds to wait before trying again.", {"type": "integer", "minimum": 1}, True
-        ),
-        "WWW-Authenticate": header("The bearer challenge.", text, required=True),
-        "Allow": header("The methods this path answers.", text),
-        "Cache-Control": header("Never stored by shared caches.", text),
-        "Vary": header("Authorization, Origin.", text),
-        "Idempotent-Replayed": header(
-            "true when this is the stored answer to an earlier request with the same key.",
-            {"type": "string", "enum": ["true"]},
-        ),
-        "Access-Control-Allow-Origin": header("The allowed origin.", text),
-        "Access-Control-Allow-Methods": header("The allowed methods.", text),
-        "Access-Control-Allow-Headers": header("The allowed request headers.", text),
     }
 
 
@@ -603,7 +415,11 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             "description": (
                 "A token broker in front of Bubblehouse's CustomerReferrals2 and Refer2 calls, "
                 "with the same URL layout. Every answer that is not 2xx is "
-                "application/problem+json with `id`, `message` and `request_id`."
+                "application/problem+json with `id`, `message` and `request_id`. Bubblehouse's "
+                "answers pass through unchanged; where the development sandbox answers with "
+                "shapes Bubblehouse does not document (the share_action union, a summary "
+                "object, self_referral, newest-first order, the masking format, its ids), "
+                "those are the sandbox's inventions, marked as such below."
             ),
         },
         "tags": [
@@ -613,8 +429,8 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
         ],
         "paths": _paths(settings),
         "components": {
-            "schemas": _schemas(),
-            "headers": _headers(),
+            "schemas": {"Problem": problem_schema(), **body_schemas()},
+            "headers": headers(),
             "examples": _examples(),
             "securitySchemes": {
                 "customerToken": {

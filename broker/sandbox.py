@@ -4,12 +4,15 @@ It answers what bubblehouse-api.md documents, keeps its state in memory per app 
 be told to be slow or to fail. Where Bubblehouse documents nothing, the sandbox's own choice is
 marked *(sandbox)* below.
 
-Configuration (:func:`sandbox_config_from_env`)
+Configuration (:mod:`broker.sandbox_config`)
     ``BROKER_SHOP``, ``BROKER_SIGNING_KEYS``, ``BROKER_API_VERSIONS``: read exactly as the broker
     reads them, so a sandbox and a broker started from one environment trust each other.
     ``SANDBOX_DELAY``: seconds (0-60) added to every API answer, default 0.
     ``SANDBOX_FAST``: ``1``/``true``/``yes``/``on`` for benchmark mode, default off.
     ``SANDBOX_SEED``: ``0``/``false``/``no``/``off`` to start without demo referrals, default on.
+    Day-one rules, also changeable at run time: ``SANDBOX_CUSTOMERS`` (``any``/``synced``),
+    ``SANDBOX_CHECK_EMAIL``, ``SANDBOX_RATE_LIMIT_READ``/``_WRITE`` and the run-time-only
+    ``refer_refusal`` (shop text on Refer2 refusals).
 
 API: ``/api/<version>/<shop>/<function>``, checked in this order
     - ``<version>`` not in the configured versions: 400 ``invalid_global_api_version``; a dated
@@ -29,30 +32,41 @@ API: ``/api/<version>/<shop>/<function>``, checked in this order
       present, ``iat`` in the future refused; 10 s leeway on both. ``ce`` is the customer's
       email; ``l == "admin"`` makes a customer token a customer-admin token. Any failure: 401
       ``invalid_token`` with a message.
-    - Customer: a customer token's customer exists from first use (with the ``ce`` email). A shop
+    - Customer: a customer token's customer exists from first use (with the ``ce`` email)
+      *(sandbox convenience: the real service knows only customers the shop's platform synced;
+      ``customers=synced`` behaves that way, and ``check_email`` refuses a ``ce`` that disagrees
+      with the record, as Bubblehouse's identity rules do)*. A shop
       token needs ``customer`` (CustomerIdentity1) and finds only existing customers (seeded,
       or created by a customer token, or with seeding on any ``shopid`` starting ``demo-``).
       The documented identity ids and statuses apply (bubblehouse-api.md section 6).
 
 ``CustomerReferrals2``
-    ``{"summary": {"sent", "approved", "rejected", "earned_pts"}, "referrals": [Referral2...]}``,
-    newest first by ``accepted_at`` or else ``sent_at``. The summary's name and fields are the
-    sandbox's guess (CustomerReferralStats3). Destinations are masked (``f***@example.com``)
-    unless ``deanonymize`` is true and the token is a shop token or a customer-admin token;
-    otherwise ``deanonymize`` is silently ignored. Anonymous: ``{"referrals": []}``.
+    ``{"summary": {"sent", "approved", "rejected", "earned_pts"}, "referrals": [Referral2...]}``.
+    *Sandbox inventions*, not Bubblehouse's documented shape: the ``summary`` object (its name
+    and fields are a guess from CustomerReferralStats3; Bubblehouse's summary field is not
+    legible in its docs), the newest-first order by ``accepted_at`` or else ``sent_at``
+    (Bubblehouse documents no order), the masking format (``f***@example.com``; Bubblehouse
+    says only "the same anonymization rules as the referral history block") and the ids
+    (16 hex digits; real bubbleflakes are opaque strings). Destinations are masked unless
+    ``deanonymize`` is true and the token is a shop token or a customer-admin token; otherwise
+    ``deanonymize`` is silently ignored. Anonymous: ``{"referrals": []}``.
 
 ``Refer2``
     Input ``customer``, ``sender`` (ignored), ``channel``, ``destination``. Refusals
     *(sandbox ids, Bubblehouse documents none)*: 400 ``invalid_channel`` (missing, or not a
     lower-case slug ``[a-z0-9][a-z0-9-]{0,63}``; any such slug is accepted, the enum is open),
     400 ``invalid_destination`` (``email`` without a valid address of at most 254 characters, or
-    another channel with a destination), 400 ``self_referral`` (inviting one's own email).
+    another channel with a destination), 400 ``self_referral`` (inviting one's own email; the id
+    and the rule are *sandbox inventions*), and, while the ``refer_refusal`` rule is set, that
+    status, id and shop text (how a shop's eligibility rules would speak).
     Anonymous: 401 ``invalid_token``. Answer: ``{"message", "referral", "share_action"}``.
     Reuse rule: the same customer sending on the same channel to the same destination (email
     case-insensitive; none for other channels) within 5 minutes of an ``invited`` referral gets
     that referral back instead of a new one.
 
-``share_action`` (ReferralShareAction1, *sandbox design*), one of::
+``share_action`` (ReferralShareAction1). *Sandbox invention*: Bubblehouse's page for this type is
+not available, so this union is the sandbox's design, and storefront code must treat any other
+shape as possible (the broker forwards whatever comes). One of::
 
     {"type": "none"}                                            email: Bubblehouse sends it
     {"type": "open_url", "url": "...", "link": "..."}           whatsapp (wa.me), twitter (x.com
@@ -73,18 +87,9 @@ Benchmark mode (``fast``)
     known ``kid`` (else 401 ``invalid_token``). No input is read, no state is touched and the
     request is not added to ``/_sandbox/requests``. The other functions behave as usual.
 
-Control API under ``/_sandbox/`` (JSON, no authentication: a development tool)
-    ``POST /_sandbox/faults``      add a fault (see :mod:`broker.sandbox_faults`); 400
-                                   ``invalid_fault`` if malformed. Answers ``{"faults": [...]}``.
-    ``GET``/``DELETE /_sandbox/faults``   list / clear the faults.
-    ``GET /_sandbox/calls``        ``{"CustomerReferrals2": n, "Refer2": n, "Status2": n, ...}``:
-                                   every request that reached ``/api/``, refused ones included.
-    ``GET /_sandbox/requests``     ``{"requests": [...]}``, the last 100 API requests, oldest
-                                   first: function, method, version, shop, selected headers,
-                                   ``token`` (``absent``/``verified``/``invalid``), the verified
-                                   ``jwt`` header and claims (never the raw token), and ``body``.
-    ``DELETE /_sandbox/requests``  forget them.
-    ``POST /_sandbox/reset``       forget everything (state, faults, counters, requests); re-seed.
+Control API under ``/_sandbox/`` (:mod:`broker.sandbox_control`): faults, call counts, the
+request log, the day-one settings, syncing customers, moving a referral to ``qualified``,
+``approved`` or ``rejected``, and reset.
 """
 
 from __future__ import annotations
@@ -93,9 +98,7 @@ import asyncio
 import json
 import re
 import time
-from collections import deque
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import parse_qsl
 
@@ -105,6 +108,10 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from broker.sandbox_config import FALSE, TRUE
+from broker.sandbox_config import SandboxConfig as SandboxConfig
+from broker.sandbox_config import sandbox_config_from_env as sandbox_config_from_env
+from broker.sandbox_control import FUNCTIONS, SandboxState, control_routes
 from broker.sandbox_data import (
     CHANNEL_RE,
     EMAIL_RE,
@@ -115,98 +122,14 @@ from broker.sandbox_data import (
     share_action,
     share_text,
 )
-from broker.sandbox_faults import FaultBook, SandboxApp, fault_response, parse_fault
+from broker.sandbox_faults import SandboxApp, fault_response
 from broker.sandbox_tokens import Caller, bearer, invalid_token, jwt_header, verify_token
-from broker.settings import ConfigError, parse
 
-FUNCTIONS: dict[str, tuple[str, ...]] = {
-    "CustomerReferrals2": ("GET", "POST"),
-    "Refer2": ("POST",),
-    "Status2": ("GET", "POST"),
-}
 LOGGED_HEADERS = ("x-request-id", "traceparent", "content-type", "user-agent")
-REQUEST_LOG_SIZE = 100
-OBSOLETE_RE = re.compile(r"^v(\d{4})\d{3,4}$")
-TRUE = ("1", "true", "yes", "on")
-FALSE = ("0", "false", "no", "off", "")
-
-
-@dataclass(frozen=True)
-class SandboxConfig:
-    shop: str
-    keys: Mapping[str, bytes]
-    versions: tuple[str, ...] = ("v2023061",)
-    delay: float = 0.0
-    fast: bool = False
-    seed: bool = True
-
-
-def sandbox_config_from_env(env: Mapping[str, str]) -> SandboxConfig:
-    """The sandbox's configuration from environment variables; :class:`ConfigError` if bad."""
-    problems: list[str] = []
-    shared = {
-        name: env[name]
-        for name in ("BROKER_SHOP", "BROKER_SIGNING_KEYS", "BROKER_API_VERSIONS")
-        if name in env
-    }
-    # The broker's parser also insists on issuer keys, which the sandbox never uses: a
-    # placeholder lets it check the three shared variables exactly as the broker does.
-    shared["BROKER_ISSUER_KEYS"] = "sandbox-placeholder-issuer-key"
-    settings = None
-    try:
-        settings = parse(shared)
-    except ConfigError as exc:
-        problems.extend(exc.problems)
-
-    delay = 0.0
-    raw_delay = env.get("SANDBOX_DELAY", "").strip()
-    if raw_delay:
-        try:
-            delay = float(raw_delay)
-            if not 0 <= delay <= 60:
-                raise ValueError
-        except ValueError:
-            problems.append("SANDBOX_DELAY: must be seconds between 0 and 60")
-
-    def flag(name: str, default: bool) -> bool:
-        raw = env.get(name)
-        if raw is None:
-            return default
-        if raw.strip().lower() in TRUE:
-            return True
-        if raw.strip().lower() not in FALSE:
-            problems.append(f"{name}: must be true or false (1/0, yes/no, on/off)")
-        return False if raw.strip() else default
-
-    fast = flag("SANDBOX_FAST", False)
-    seed = flag("SANDBOX_SEED", True)
-    if problems or settings is None:
-        raise ConfigError(problems)
-    return SandboxConfig(
-        shop=settings.shop,
-        keys={key.kid: key.secret.reveal() for key in settings.signing_keys},
-        versions=settings.api_versions,
-        delay=delay,
-        fast=fast,
-        seed=seed,
-    )
+OBSOLETE_RE = re.compile(r"v(\d{4})\d{3,4}")
 
 
 # -- the app -------------------------------------------------------------------------------
-
-
-@dataclass
-class _State:
-    config: SandboxConfig
-    store: SandboxStore
-    faults: FaultBook = field(default_factory=FaultBook)
-    calls: dict[str, int] = field(default_factory=dict)
-    requests: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=REQUEST_LOG_SIZE))
-    fast_body: bytes = b""
-
-    def reset_calls(self) -> None:
-        self.calls.clear()
-        self.calls.update(dict.fromkeys(FUNCTIONS, 0))
 
 
 def _error(exc: BubblehouseError) -> JSONResponse:
@@ -267,19 +190,53 @@ def create_sandbox_app(
     config: SandboxConfig, *, clock: Callable[[], float] = time.time
 ) -> Starlette:
     """A fresh sandbox; ``clock`` (Unix seconds) dates referrals and drives the reuse rule."""
-    state = _State(config, SandboxStore(config.shop, clock, config.seed))
-    state.reset_calls()
+    state = SandboxState(config, SandboxStore(config.shop, clock, config.seed))
     if config.fast:
         state.fast_body = _fast_body(config.shop)
 
     def caller_customer(caller: Caller, data: dict[str, Any]) -> Customer:
         identity = data.get("customer")
         if caller.kind == "shop":
-            return state.store.resolve(identity)
+            return state.store.resolve(identity, create_demo=state.rules.customers == "any")
         assert caller.customer_id is not None
+        rules = state.rules
+        if rules.customers == "synced":
+            known = state.store.known(caller.customer_id)
+            if known is None:
+                raise BubblehouseError(
+                    404,
+                    "no_customers_match_customer_identity",
+                    "No customer matches the customer identity.",
+                )
         customer = state.store.customer_for_token(caller.customer_id, caller.email)
+        if (
+            rules.check_email
+            and caller.email
+            and customer.email
+            and caller.email.casefold() != customer.email.casefold()
+        ):
+            raise BubblehouseError(
+                404,
+                "customer_identity_partially_mismatches_matched_customer",
+                "The customer's email does not match the matched customer.",
+            )
         state.store.check_token_identity(identity, customer)
         return customer
+
+    def over_limit(function: str, caller: Caller) -> BubblehouseError | None:
+        """Bubblehouse's per-customer, per-second limits, when the rules set them."""
+        if caller.kind == "anonymous":
+            return None
+        kind = "write" if function == "Refer2" else "read"
+        limit = state.rules.rate_limit_write if kind == "write" else state.rules.rate_limit_read
+        who = caller.customer_id or f"shop:{config.shop}"
+        if not state.rates.over(kind, who, limit, clock()):
+            return None
+        return BubblehouseError(
+            429,
+            "rate_limit_exceeded",
+            f"You are over the {kind} limit per second for this customer",
+        )
 
     def customer_referrals(caller: Caller, data: dict[str, Any]) -> dict[str, Any]:
         deanonymize = _boolean(data.get("deanonymize"), "deanonymize")
@@ -314,6 +271,9 @@ def create_sandbox_app(
             raise BubblehouseError(
                 400, "invalid_destination", "Only the email channel takes a destination."
             )
+        refusal = state.rules.refer_refusal
+        if refusal is not None:
+            raise BubblehouseError(refusal.status, refusal.error_id, refusal.message)
         referral, reused = state.store.refer(customer, channel, destination)
         if channel != "email":
             message = "Your referral link is ready to share."
@@ -416,41 +376,12 @@ def create_sandbox_app(
                 raise token_error
             assert caller is not None
             assert data is not None
+            limited = over_limit(function, caller)
+            if limited is not None:
+                return JSONResponse(limited.body(), status_code=429, headers={"Retry-After": "1"})
             return JSONResponse(handlers[function](caller, data))
         except BubblehouseError as exc:
             return _error(exc)
-
-    async def add_fault(request: Request) -> Response:
-        try:
-            fault = parse_fault(json.loads(await request.body() or b"{}"))
-        except ValueError as exc:
-            return JSONResponse({"id": "invalid_fault", "message": str(exc)}, status_code=400)
-        state.faults.add(fault)
-        return JSONResponse({"faults": state.faults.to_json()})
-
-    async def list_faults(request: Request) -> Response:
-        return JSONResponse({"faults": state.faults.to_json()})
-
-    async def clear_faults(request: Request) -> Response:
-        state.faults.clear()
-        return JSONResponse({"faults": []})
-
-    async def calls(request: Request) -> Response:
-        return JSONResponse(state.calls)
-
-    async def requests(request: Request) -> Response:
-        return JSONResponse({"requests": list(state.requests)})
-
-    async def clear_requests(request: Request) -> Response:
-        state.requests.clear()
-        return JSONResponse({"requests": []})
-
-    async def reset(request: Request) -> Response:
-        state.store.reset()
-        state.faults.clear()
-        state.requests.clear()
-        state.reset_calls()
-        return JSONResponse({"ok": True})
 
     async def not_found(request: Request, exc: Exception) -> Response:
         status_code = exc.status_code if isinstance(exc, HTTPException) else 500
@@ -463,12 +394,6 @@ def create_sandbox_app(
             api,
             methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
         ),
-        Route("/_sandbox/faults", add_fault, methods=["POST"]),
-        Route("/_sandbox/faults", list_faults, methods=["GET"]),
-        Route("/_sandbox/faults", clear_faults, methods=["DELETE"]),
-        Route("/_sandbox/calls", calls, methods=["GET"]),
-        Route("/_sandbox/requests", requests, methods=["GET"]),
-        Route("/_sandbox/requests", clear_requests, methods=["DELETE"]),
-        Route("/_sandbox/reset", reset, methods=["POST"]),
+        *control_routes(state),
     ]
     return SandboxApp(routes=routes, exception_handlers={HTTPException: not_found})

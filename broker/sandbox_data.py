@@ -24,6 +24,9 @@ REUSE_WINDOW = 300.0
 POINT_VALUE = 10_000  # one point is worth 0.01 of the shop currency, in millionths
 DAY = 86_400.0
 IDENTITY_FIELDS = ("bhid", "shopid", "email")
+# ReferralStatus3 values a referral can move to (bubblehouse-api.md 3.3; expired is reserved).
+LATER_STATUSES = ("qualified", "approved", "rejected")
+DEFAULT_REWARD_PTS = 500  # the sandbox's reward for an approval that names none
 
 
 class BubblehouseError(Exception):
@@ -210,6 +213,19 @@ class SandboxStore:
             customer.email = email
         return customer
 
+    def known(self, shopid: str) -> Customer | None:
+        """The customer with this shop id, if Bubblehouse has heard of them (no creation)."""
+        return self.customers.get(shopid)
+
+    def sync(self, shopid: str, email: str | None) -> Customer:
+        """What the shop's platform integration does: create or update one customer."""
+        customer = self.customers.get(shopid)
+        if customer is None:
+            return self._create(shopid, email)
+        if email is not None:
+            customer.email = email
+        return customer
+
     def check_token_identity(self, identity: object, customer: Customer) -> None:
         """A ``customer`` input sent with a customer token must not name anyone else."""
         if identity is None:
@@ -223,8 +239,11 @@ class SandboxStore:
                     "The customer identity names a different customer than the token.",
                 )
 
-    def resolve(self, identity: object) -> Customer:
-        """The customer a shop token's ``customer`` input names (CustomerIdentity1 rules)."""
+    def resolve(self, identity: object, *, create_demo: bool = True) -> Customer:
+        """The customer a shop token's ``customer`` input names (CustomerIdentity1 rules).
+
+        ``create_demo`` lets a seeded sandbox invent ``demo-*`` customers on first mention.
+        """
         if identity is None:
             raise BubblehouseError(
                 400,
@@ -236,7 +255,7 @@ class SandboxStore:
             raise BubblehouseError(
                 404, "empty_customer_identity", "Every field of the customer input is empty."
             )
-        matched = self._find(fields)
+        matched = self._find(fields, create_demo)
         if matched is None:
             raise BubblehouseError(
                 404,
@@ -253,7 +272,7 @@ class SandboxStore:
                 )
         return matched
 
-    def _find(self, fields: dict[str, str]) -> Customer | None:
+    def _find(self, fields: dict[str, str], create_demo: bool) -> Customer | None:
         for name in IDENTITY_FIELDS:
             if name not in fields:
                 continue
@@ -262,7 +281,7 @@ class SandboxStore:
                 if known is not None and _same(name, fields[name], known):
                     return customer
         shopid = fields.get("shopid")
-        if self.seed and shopid is not None and shopid.startswith("demo-"):
+        if create_demo and self.seed and shopid is not None and shopid.startswith("demo-"):
             return self._create(shopid, fields.get("email"))
         return None
 
@@ -306,6 +325,35 @@ class SandboxStore:
         row = Referral(bhid, channel, destination, "invited", self.link(bhid), now)
         rows.append(row)
         return row, False
+
+    def change_status(
+        self, referral_bhid: str, status: str, reward_pts: int | None = None
+    ) -> tuple[str, Referral]:
+        """Move a referral on, as time and the shop would: (its customer's shop id, the row).
+
+        A referral still ``invited`` becomes accepted (an ``acceptance_bhid`` and ``accepted_at``
+        appear); an accepted one changes status on its newest acceptance. An approval without
+        a reward earns :data:`DEFAULT_REWARD_PTS`. :class:`KeyError` if there is no such row.
+        """
+        if status not in LATER_STATUSES:
+            raise ValueError(f"status must be one of {', '.join(LATER_STATUSES)}")
+        for shopid, rows in self.referrals.items():
+            matching = [row for row in rows if row.referral_bhid == referral_bhid]
+            if not matching:
+                continue
+            row = max(matching, key=lambda r: r.newest_at)
+            if row.acceptance_bhid is None:
+                now = self.clock()
+                row.acceptance_bhid = self.flakes.at(now)
+                row.accepted_at = now
+            row.status = status
+            if status == "approved":
+                if reward_pts is not None:
+                    row.reward_pts = reward_pts
+                elif row.reward_pts is None and row.reward_amount is None:
+                    row.reward_pts = DEFAULT_REWARD_PTS
+            return shopid, row
+        raise KeyError(referral_bhid)
 
     def _seed_rows(self, shopid: str) -> list[Referral]:
         """Demo history for alice, bob and demo-* customers; nobody else has any."""

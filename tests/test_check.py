@@ -3,18 +3,25 @@
 from __future__ import annotations
 
 import base64
+import os
+import socket
+import subprocess
+import sys
 from collections.abc import Iterator
+from pathlib import Path
 
 import httpx2
 import pytest
 
 from broker.check import CheckResult, main_check, run_check
 from broker.sandbox import SandboxConfig, create_sandbox_app
+from broker.sandbox_config import Rules
 from tests.conftest import SECRET_A, SECRET_B, SHOP, broker_env
 from tests.servers import RedisProcess, free_port, serve_app
 
 UNKNOWN_SECRET = base64.b64encode(b"C" * 16 + b"secret-key-c-0123456789").decode()
 SHORT_SECRET = base64.b64encode(b"too-short-secret").decode()
+BROKER = str(Path(sys.executable).parent / "broker")
 
 
 @pytest.fixture(scope="module")
@@ -208,3 +215,115 @@ async def test_sent_a_shop_token_to_status2() -> None:
         "key-a",
         "key-b",
     }
+
+
+# --- --customer: one real read, as the broker makes it ---------------------------------------
+
+
+async def test_customer_read_reports_the_history(sandbox_url: str) -> None:
+    """--customer alice: Status2 and a CustomerReferrals2 read, both ok, counted in words."""
+    results = await run_check(env(sandbox_url), customer="alice")
+    assert failures(results) == []
+    [read] = [result for result in results if result.name == "customer read"]
+    assert "customer alice" in read.detail and "referrals in the history" in read.detail
+
+
+@pytest.fixture(scope="module")
+def synced_sandbox_url() -> Iterator[str]:
+    """A sandbox that knows only customers the shop's platform synced (alice and bob)."""
+    config = SandboxConfig(
+        SHOP,
+        {"key-a": base64.b64decode(SECRET_A), "key-b": base64.b64decode(SECRET_B)},
+        rules=Rules(customers="synced"),
+    )
+    with serve_app(create_sandbox_app(config)) as server:
+        yield server.url
+
+
+async def test_unknown_customer_is_explained(synced_sandbox_url: str) -> None:
+    """A customer Bubblehouse has not synced: FAIL saying so in plain words, keys still ok."""
+    results = await run_check(env(synced_sandbox_url), customer="zoe")
+    [failed] = failures(results)
+    assert failed.name == "customer read"
+    assert failed.detail.startswith("Bubblehouse does not know customer zoe yet")
+    assert "synced" in failed.detail
+
+
+def test_unknown_customer_fails_the_command(
+    synced_sandbox_url: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """main_check exits 1 and prints the customer line when the customer is unknown."""
+    assert main_check(env(synced_sandbox_url), customer="zoe") == 1
+    assert "FAIL customer read: Bubblehouse does not know" in capsys.readouterr().out
+
+
+async def test_customer_read_with_a_bad_id_fails_plainly(sandbox_url: str) -> None:
+    """A customer id the broker would refuse is reported, and Bubblehouse is not asked."""
+    results = await run_check(env(sandbox_url), customer="a/b")
+    [failed] = failures(results)
+    assert failed.name == "customer read" and "--customer" in failed.detail
+
+
+# --- as a process: lines arrive as checks finish ---------------------------------------------
+
+
+@pytest.fixture
+def silent_port() -> Iterator[int]:
+    """A TCP listener that completes handshakes and then never says a word."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        sock.listen(64)
+        yield int(sock.getsockname()[1])
+
+
+def check_process(environ: dict[str, str], *args: str) -> subprocess.Popen[str]:
+    clean = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BROKER_", "REDIS_URL", "PORT", "WEB_CONCURRENCY"))
+    }
+    return subprocess.Popen(
+        [BROKER, "check", *args],
+        env={**clean, **environ},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=Path(__file__).parent,
+    )
+
+
+def test_first_line_arrives_before_silent_redis_and_upstream(silent_port: int) -> None:
+    """Silent Redis and silent Bubblehouse: the configuration line is printed while they wait."""
+    environ = broker_env(
+        REDIS_URL=f"redis://127.0.0.1:{silent_port}/0",
+        BROKER_UPSTREAM_URL=f"http://127.0.0.1:{silent_port}",
+        BROKER_UPSTREAM_TIMEOUT="1",
+    )
+    proc = check_process(environ, "--customer", "alice")
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()
+        still_running = proc.poll() is None
+        rest, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    assert first.startswith("ok   configuration:")
+    assert still_running  # the slow checks had not finished when the first line was out
+    names = [line.split(":", 1)[0] for line in rest.splitlines()]
+    assert sorted(names) == ["FAIL bubblehouse", "FAIL customer read", "FAIL redis"]
+    assert proc.returncode == 1
+
+
+def test_independent_checks_run_concurrently(silent_port: int) -> None:
+    """A fast failure (nothing listening upstream) is printed before the silent Redis's line."""
+    environ = broker_env(
+        REDIS_URL=f"redis://127.0.0.1:{silent_port}/0",
+        BROKER_UPSTREAM_URL=f"http://127.0.0.1:{free_port()}",
+    )
+    proc = check_process(environ)
+    try:
+        out, _ = proc.communicate(timeout=60)
+    finally:
+        proc.kill()
+    names = [line.split(":", 1)[0] for line in out.splitlines()]
+    assert names == ["ok   configuration", "FAIL bubblehouse", "FAIL redis"]

@@ -104,3 +104,21 @@ def test_wildcard_origins() -> None:
     assert not policy.allows("https://x_y.shop.example")
     assert not policy.allows("null")
     assert not policy.allows("http://localhost:3001")
+
+
+@pytest.mark.parametrize("path", ["/tokens", "/invalidations", "/shopify/token"])
+@pytest.mark.parametrize("method", ["GET", "POST", "OPTIONS"])
+def test_server_to_server_routes_never_carry_cors(broker: Broker, path: str, method: str) -> None:
+    """/tokens, /invalidations and /shopify/token: no Access-Control-* header, whatever answers."""
+    response = broker.client.request(
+        method, path, headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
+    )
+    assert not [h for h in response.headers if h.lower().startswith("access-control-")]
+
+
+def test_a_path_with_a_trailing_newline_is_not_preflighted(broker: Broker) -> None:
+    """The preflight path is a full match: '/Refer2\\n' gets no preflight answer."""
+    response = broker.client.options(
+        WRITE_PATH + "%0A", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
+    )
+    assert "access-control-allow-methods" not in response.headers

@@ -46,6 +46,7 @@ READ_PATH = "/api/{version}/{shop}/CustomerReferrals2"
 WRITE_PATH = "/api/{version}/{shop}/Refer2"
 CONTRACT = {
     ("/tokens", "post"),
+    ("/invalidations", "post"),
     (READ_PATH, "get"),
     (READ_PATH, "post"),
     (READ_PATH, "options"),
@@ -147,6 +148,7 @@ def test_security(document: dict[str, Any]) -> None:
     assert schemes["issuerKey"]["scheme"] == "bearer"
     by_route = {(path, method): op["security"] for path, method, op in operations(document)}
     assert by_route[("/tokens", "post")] == [{"issuerKey": []}]
+    assert by_route[("/invalidations", "post")] == [{"issuerKey": []}]
     for route in [(READ_PATH, "get"), (READ_PATH, "post"), (WRITE_PATH, "post")]:
         assert by_route[route] == [{"customerToken": []}]
     for route in [(READ_PATH, "options"), (WRITE_PATH, "options"), ("/healthz", "get")]:
@@ -250,10 +252,10 @@ def test_problem_schema_refuses_leaks_and_incomplete_bodies(document: dict[str, 
 
 
 def test_input_rules_are_the_brokers(document: dict[str, Any]) -> None:
-    """The documented patterns are the ones broker.inputs enforces."""
+    """The documented patterns are broker.inputs' full matches, anchored for JSON Schema."""
     schemas = document["components"]["schemas"]
     refer = schemas["Refer2Input"]
-    assert refer["properties"]["channel"]["pattern"] == inputs.CHANNEL.pattern
+    assert refer["properties"]["channel"]["pattern"] == f"^{inputs.CHANNEL.pattern}$"
     assert refer["required"] == ["channel"]
     assert refer["additionalProperties"] is False
     assert schemas["CustomerReferrals2Input"]["additionalProperties"] is False
@@ -261,7 +263,7 @@ def test_input_rules_are_the_brokers(document: dict[str, Any]) -> None:
     assert set(schemas["CustomerIdentity1"]["properties"]) == set(inputs.IDENTITY_FIELDS)
     [key] = document["paths"][WRITE_PATH]["post"]["parameters"]
     assert key["name"] == "Idempotency-Key"
-    assert key["schema"]["pattern"] == inputs.IDEMPOTENCY_KEY.pattern
+    assert key["schema"]["pattern"] == f"^{inputs.IDEMPOTENCY_KEY.pattern}$"
     token = schemas["TokenRequest"]
     assert token["properties"]["customer_id"]["maxLength"] == 128
     assert set(token["properties"]) == {"customer_id", "email", "ttl"}
@@ -375,7 +377,8 @@ def test_live_broker_conforms_to_its_document(live: LiveBroker) -> None:
     for result in schema.get_all_operations():
         assert isinstance(result, Ok), result
         operation = result.ok()
-        credential = ISSUER_KEY if operation.path == "/tokens" else live.customer_token
+        merchant = operation.path in ("/tokens", "/invalidations")
+        credential = ISSUER_KEY if merchant else live.customer_token
         headers = {"Authorization": f"Bearer {credential}"}
         modes = [GenerationMode.POSITIVE]
         if operation.path_parameters or operation.query or operation.headers or operation.body:
@@ -391,3 +394,36 @@ def test_live_broker_conforms_to_its_document(live: LiveBroker) -> None:
     assert 200 in seen[f"POST {WRITE_PATH} (positive)"]
     assert 200 in seen[f"GET {READ_PATH} (positive)"]
     assert 204 in seen[f"OPTIONS {READ_PATH} (positive)"]
+    assert 204 in seen["POST /invalidations (positive)"]
+
+
+def test_sandbox_inventions_are_marked(document: dict[str, Any]) -> None:
+    """The sandbox's guessed shapes are named as the sandbox's, never as Bubblehouse's."""
+    text = json.dumps(document)
+    schemas = document["components"]["schemas"]
+    share = schemas["Refer2Output"]["properties"]["share_action"]["description"]
+    assert "sandbox invention" in share and "open_url" in share
+    listing = schemas["CustomerReferrals2Output"]["description"]
+    assert "summary" in listing and "newest-first" in listing and "sandbox inventions" in listing
+    refer = document["paths"][WRITE_PATH]["post"]["description"]
+    assert "self_referral" in refer and "sandbox" in refer
+    assert "masking" in document["info"]["description"]
+    assert "share_action" not in schemas["Refer2Output"]["required"]
+    assert "summary" not in schemas["CustomerReferrals2Output"]["properties"]
+    assert '"enum": ["none"' not in text  # the union is never presented as a type
+
+
+def test_invalidation_body_is_the_brokers_rule(document: dict[str, Any]) -> None:
+    """POST /invalidations' body schema refuses what the broker refuses."""
+    schema = document["components"]["schemas"]["InvalidationRequest"]
+    validator = jsonschema_rs.validator_for(schema)
+    assert validator.is_valid({"customer_id": "alice"})
+    for bad in (
+        {},
+        {"customer_id": ""},
+        {"customer_id": "a/b"},
+        {"customer_id": "a\n"},
+        {"customer_id": "a\u2028"},
+        {"customer_id": "a", "x": 1},
+    ):
+        assert not validator.is_valid(bad), bad
