@@ -309,7 +309,11 @@ def create_app(
         if settings.rate_limit_sync > 0:
             local_limits = LocalLimits(svc.store, settings.rate_limit_sync)
             background.append(asyncio.create_task(local_limits.run(), name="limit-sync"))
-        svc.idempotency = Idempotency(svc.store, wait=settings.upstream_timeout + 2)
+        svc.idempotency = Idempotency(
+            svc.store,
+            wait=settings.upstream_timeout + 2,
+            pending_keep=settings.cache_ttl + settings.cache_stale_ttl + 3600,
+        )
         svc.referrals = Referrals(
             settings=settings,
             minter=minter,

@@ -23,18 +23,27 @@ from typing import Any
 from broker.errors import IdempotencyKeyReused
 from broker.store import Memory, Store, digest, scope_prefix
 
-# KEYS: record. ARGV: fingerprint, owner token, pending ms.
+# KEYS: record. ARGV: fingerprint, owner token, take-over ms, pending record ttl ms.
+# A pending record lives long (so memory pressure evicts cache entries before it: see the
+# runbook's eviction section) but carries its own take-over time ``d``, after which a crashed
+# owner's claim may be taken by a retry.
 CLAIM_LUA = """
-if redis.call('EXISTS', KEYS[1]) == 0 then
-  redis.call('HSET', KEYS[1], 's', 'p', 'f', ARGV[1], 't', ARGV[2])
-  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function claim()
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 's', 'p', 'f', ARGV[1], 't', ARGV[2],
+    'd', string.format('%d', now + tonumber(ARGV[3])))
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
   return {'claimed'}
 end
-local r = redis.call('HMGET', KEYS[1], 's', 'f', 'c', 'h', 'b', 't')
+if redis.call('EXISTS', KEYS[1]) == 0 then return claim() end
+local r = redis.call('HMGET', KEYS[1], 's', 'f', 'c', 'h', 'b', 't', 'd')
 if r[2] ~= ARGV[1] then return {'mismatch'} end
 if r[1] ~= 'd' then
   -- Our own claim seen again (a retried call after a lost reply) is still ours.
   if r[6] == ARGV[2] then return {'claimed'} end
+  if tonumber(r[7] or '0') < now then return claim() end
   return {'pending'}
 end
 return {'done', r[3], r[4], r[5]}
@@ -81,13 +90,22 @@ class Idempotency:
     """Runs an action once per (scope, key); replays its stored response afterwards."""
 
     def __init__(
-        self, store: Store, *, ttl: int = 86400, wait: float = 10.0, pending_ttl: float = 120.0
+        self,
+        store: Store,
+        *,
+        ttl: int = 86400,
+        wait: float = 10.0,
+        pending_ttl: float = 120.0,
+        pending_keep: float = 3600.0,
     ) -> None:
         self.store = store
         self.ttl_ms = ttl * 1000
         self.wait = wait
         # A claim outlives any upstream call, yet a crashed owner blocks its key only this long.
         self.pending_ms = int(pending_ttl * 1000)
+        # ...while the pending record itself lives longer than any cache entry, so that Redis's
+        # volatile-ttl eviction takes cache entries first (the take-over time is inside it).
+        self.pending_keep_ms = int(max(pending_keep, pending_ttl) * 1000)
 
     async def run(
         self,
@@ -132,7 +150,7 @@ class Idempotency:
     ) -> tuple[str, StoredResponse | None]:
         async def on_redis() -> tuple[str, StoredResponse | None]:
             raw = await self.store.script(CLAIM_LUA)(
-                keys=[record], args=[fingerprint, token, self.pending_ms]
+                keys=[record], args=[fingerprint, token, self.pending_ms, self.pending_keep_ms]
             )
             state = raw[0].decode()
             if state != "done":

@@ -146,3 +146,33 @@ async def test_replay_is_shared_by_stores_on_one_redis(redis_session: RedisProce
     finally:
         await first.aclose()
         await second.aclose()
+
+
+async def test_pending_claim_outlives_cache_entries_yet_a_crashed_owner_is_taken_over(
+    redis_session: RedisProcess,
+) -> None:
+    """A pending record's Redis lifetime exceeds a cache entry's (eviction takes cache first),
+    while a claim whose owner never finishes is taken over after the take-over time."""
+    from redis.asyncio import Redis
+
+    await flush(redis_session.url)
+    store = await open_store(make_settings(REDIS_URL=redis_session.url))
+    client = Redis.from_url(redis_session.url)
+    try:
+        keys = Idempotency(store, wait=0.2, pending_ttl=0.3, pending_keep=900)
+        crashed = asyncio.create_task(
+            keys.run(SCOPE, "k-crash", "fp", Action(gate=asyncio.Event()))
+        )
+        await asyncio.sleep(0.05)
+        [record] = [key async for key in client.scan_iter(match="rb:*:idem:*")]
+        assert await client.pttl(record) > 660_000  # longer than a default cache entry
+        with pytest.raises(IdempotencyKeyReused):
+            await keys.run(SCOPE, "k-crash", "fp", Action())  # the owner may still send
+        await asyncio.sleep(0.35)
+        retry = Action()
+        assert await keys.run(SCOPE, "k-crash", "fp", retry) == (SENT, False)
+        assert retry.calls == 1
+        crashed.cancel()
+    finally:
+        await client.aclose()
+        await store.aclose()
