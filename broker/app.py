@@ -294,7 +294,9 @@ def create_app(
         svc.store = store if store is not None else await open_store(settings)
         watch(svc.upstream, svc.store, svc.metrics)
         near = None
-        background: list[asyncio.Task[None]] = []
+        background: list[asyncio.Task[None]] = [
+            asyncio.create_task(svc.metrics.run(), name="metrics-flush")
+        ]
         if svc.store.redis is not None and settings.near_cache_mb > 0:
             assert settings.redis_url is not None
             near = NearCache(settings.api_versions, max_bytes=settings.near_cache_mb << 20)

@@ -7,10 +7,19 @@ is set (several worker processes), values are written to files in that directory
 
 Every label takes a bounded set of values: route templates (never raw paths), methods, status
 codes, error ids, and the fixed outcome, policy, breaker and state names below.
+
+The two observations every request makes (the request itself and, for reads, the cache outcome)
+are tallied in plain dicts and handed to prometheus_client by :meth:`Metrics.flush`: once a
+second by the app's background task, and before every render. A prometheus_client update costs
+microseconds (a lock, and in multi-process mode a write to a memory-mapped file, per value); a
+tally costs a dict increment. A scrape sees this worker's numbers up to date and the other
+workers' numbers at most a second old.
 """
 
 from __future__ import annotations
 
+import asyncio
+import bisect
 import os
 from typing import Any
 
@@ -118,6 +127,11 @@ class Metrics:
         self._breaker_children = {
             (n, s): self._breaker.labels(n, s) for n in BREAKERS for s in BREAKER_STATES
         }
+        # Tallies not yet handed to prometheus_client (see flush).
+        self._request_counts: dict[tuple[str, str, int, str | None], int] = {}
+        # route -> [count per bucket (the last: above every bound), sum of seconds]
+        self._request_times: dict[str, list[Any]] = {}
+        self._cache_counts: dict[str, int] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
         key = (id(metric), *labels)
@@ -132,15 +146,40 @@ class Metrics:
         """One answered request; ``route`` is the route template (or a fixed name for 404s)."""
         if method not in METHODS:
             method = "other"
-        key = ("r", route, method, status, error_id)
-        pair = self._children.get(key)
-        if pair is None:
-            pair = self._children[key] = (
-                self._requests.labels(route, method, str(status), error_id or ""),
-                self._child(self._request_seconds, route),
-            )
-        pair[0].inc()
-        pair[1].observe(seconds)
+        key = (route, method, status, error_id)
+        counts = self._request_counts
+        counts[key] = counts.get(key, 0) + 1
+        times = self._request_times.get(route)
+        if times is None:
+            times = self._request_times[route] = [[0] * (len(REQUEST_BUCKETS) + 1), 0.0]
+        times[0][bisect.bisect_left(REQUEST_BUCKETS, seconds)] += 1
+        times[1] += seconds
+
+    def flush(self) -> None:
+        """Hand the tallies to prometheus_client (in multi-process mode: to this worker's file)."""
+        counts, self._request_counts = self._request_counts, {}
+        times, self._request_times = self._request_times, {}
+        caches, self._cache_counts = self._cache_counts, {}
+        for (route, method, status, error_id), count in counts.items():
+            self._child(self._requests, route, method, str(status), error_id or "").inc(count)
+        for route, (buckets, total) in times.items():
+            child = self._child(self._request_seconds, route)
+            # prometheus_client keeps one value per bucket (plus +Inf last) and the sum.
+            for index, count in enumerate(buckets):
+                if count:
+                    child._buckets[index].inc(count)
+            child._sum.inc(total)
+        for outcome, count in caches.items():
+            self._cache_children[outcome].inc(count)
+
+    async def run(self, interval: float = 1.0) -> None:
+        """Flush every ``interval`` seconds, until cancelled (then once more)."""
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                self.flush()
+        finally:
+            self.flush()
 
     def observe_upstream(
         self, *, function: str, outcome: str, status: int | None, seconds: float
@@ -162,10 +201,9 @@ class Metrics:
 
     def count_cache(self, outcome: str) -> None:
         """One cache lookup: hit, miss, stale, collapsed or bypass."""
-        child = self._cache_children.get(outcome)
-        if child is None:
+        if outcome not in self._cache_children:
             raise ValueError(f"unknown cache outcome {outcome!r}")
-        child.inc()
+        self._cache_counts[outcome] = self._cache_counts.get(outcome, 0) + 1
 
     def count_rate_limited(self, policy: str) -> None:
         """One request refused by the broker's own limit: read, write or issuer."""
@@ -183,6 +221,7 @@ class Metrics:
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of every metric, and its content type."""
+        self.flush()
         if self._multiproc_dir is None:
             return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
         merged = CollectorRegistry()
@@ -191,6 +230,7 @@ class Metrics:
 
     def process_exiting(self) -> None:
         """In multi-process mode, drop this worker's live gauges so they stop counting."""
+        self.flush()
         if self._multiproc_dir is not None:
             from prometheus_client import multiprocess
 

@@ -157,6 +157,7 @@ WORKER = textwrap.dedent(
         metrics.observe_request(route=route, method="POST", status=200, error_id=None, seconds=0.01)
     metrics.count_cache("hit")
     metrics.set_breaker("upstream", sys.argv[2])
+    metrics.flush()  # as a worker's lifespan does, every second and at exit
     """
 )
 
