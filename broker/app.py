@@ -12,7 +12,6 @@ import hmac
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -23,11 +22,11 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import Route
 
 from broker import inputs
 from broker.cache import CacheKey, ReferralCache
+from broker.clientfiles import ClientFiles, static_mount
 from broker.cors import CORSMiddleware
 from broker.errors import (
     BrokerError,
@@ -452,7 +451,6 @@ def create_app(
             await asyncio.to_thread(tracing.shutdown)
             log.info("broker.stopped")
 
-    static_dir = Path(__file__).with_name("static")
     routes = [
         Route("/tokens", endpoint("/tokens", mint_token), methods=["POST"]),
         Route(API_ROUTE, endpoint(API_ROUTE, api_call), methods=["GET", "POST", "OPTIONS"]),
@@ -460,7 +458,7 @@ def create_app(
         Route("/readyz", endpoint("/readyz", readyz), methods=["GET"]),
         Route("/metrics", endpoint("/metrics", metrics), methods=["GET"]),
         Route("/openapi.json", endpoint("/openapi.json", openapi), methods=["GET"]),
-        Mount("/static", StaticFiles(directory=str(static_dir), check_dir=False), name="static"),
+        static_mount(ClientFiles.load()),
     ]
 
     def observe(info: RequestInfo, method: str, seconds: float) -> None:

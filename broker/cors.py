@@ -12,9 +12,12 @@ import re
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 ALLOW_METHODS = "GET, POST, OPTIONS"
-ALLOW_HEADERS = "Authorization, Content-Type, Idempotency-Key, X-Request-ID, traceparent"
+ALLOW_HEADERS = (
+    "Authorization, Content-Type, Idempotency-Key, Consistency-Token, X-Request-ID, traceparent"
+)
 EXPOSE_HEADERS = (
-    "X-Request-ID, Retry-After, Cache-Status, RateLimit, RateLimit-Policy, Idempotent-Replayed"
+    "X-Request-ID, Retry-After, Cache-Status, Consistency-Token, RateLimit, RateLimit-Policy, "
+    "Idempotent-Replayed"
 )
 PREFLIGHT_MAX_AGE = "600"
 PREFLIGHT_VARY = b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers"

@@ -33,7 +33,7 @@ from tests.servers import free_port, serve_app
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 VERSION = "v2023061"
-STATIC = Path(__file__).resolve().parent.parent / "broker" / "static"
+STATIC = Path(__file__).resolve().parent.parent / "clients" / "js"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
