@@ -91,7 +91,7 @@ const STYLE = `
 @media (prefers-color-scheme: dark) { :host { --_bg: #1f1f1f; --_fg: #ececec; --_muted: #c2c2c2;
   --_border: #5f6368; --_accent: #a8c7fa; --_accent-fg: #062e6f; --_error: #ffb4ab;
   --_success: #8fd69f; --_row: #2b2b2b; } }
-:host([hidden]) { display: none; }
+:host([hidden]), [hidden] { display: none !important; }
 .panel { background: var(--referral-widget-bg, var(--_bg)); border: 1px solid var(--referral-widget-border, var(--_border));
   border-radius: var(--referral-widget-radius, 12px); padding: 1rem 1.25rem; }
 h2 { font-size: 1.2em; margin: 0 0 .75rem; } h3 { font-size: 1em; margin: 1.25rem 0 .5rem; }
@@ -122,6 +122,13 @@ li.new { outline: 2px solid var(--referral-widget-accent, var(--_accent)); anima
 @keyframes arrive { from { transform: translateY(-4px); opacity: .4; } to { transform: none; opacity: 1; } }
 @media (prefers-reduced-motion: reduce) { li.new { animation: none; } * { transition: none !important; } }
 `;
+
+// Monetary strings ("10.000000") for display: two decimals at most, never through a float.
+function amount(value) {
+  const [whole, fraction = ""] = String(value).split(".");
+  const cents = fraction.replace(/0+$/, "");
+  return cents ? `${whole}.${fraction.slice(0, 2).padEnd(2, "0")}` : whole;
+}
 
 function h(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
@@ -168,6 +175,7 @@ export class ReferralWidget extends Element {
   #getToken = null;
   #messages = {};
   #referrals = [];
+  #sentRow = null; // the referral of the latest send, highlighted, kept until the list has it
   #sending = false;
   #retryKey = null; // the Idempotency-Key of a send whose answer was lost, for one safe retry
   #pending = false;
@@ -299,8 +307,9 @@ export class ReferralWidget extends Element {
     if (client !== this.#client) return;
     const fresh = Array.isArray(answer?.referrals) ? answer.referrals : [];
     // Read-your-writes even against an older broker: a row just sent stays until the list has it.
-    const shown = this.#referrals.filter((r) => r.__new && !fresh.some((f) => f.referral_bhid === r.referral_bhid));
-    this.#referrals = [...shown, ...fresh];
+    const sent = this.#sentRow;
+    const missing = sent && !fresh.some((r) => r.referral_bhid === sent.referral_bhid);
+    this.#referrals = missing ? [sent, ...fresh] : fresh.slice();
     this.#renderHistory();
     if (!quiet) this.#say(this.t("loaded", { count: this.#referrals.length }));
     this.#emit("referrals-loaded", { referrals: fresh, response: answer });
@@ -314,10 +323,13 @@ export class ReferralWidget extends Element {
     };
     list.replaceChildren(...this.#referrals.map((r) => {
       const status = String(r.status ?? "");
-      const reward = r.reward_pts ? this.t("points", { points: r.reward_pts }) : r.reward_amount || (r.coupon_code ? this.t("coupon", { code: r.coupon_code }) : null);
+      const reward = [r.reward_pts ? this.t("points", { points: r.reward_pts }) : null,
+        r.reward_amount ? amount(r.reward_amount) : null,
+        r.coupon_code ? this.t("coupon", { code: r.coupon_code }) : null].filter(Boolean).join(", ");
       const sent = date(r.sent_at);
       const accepted = date(r.accepted_at);
-      return h("li", { part: "referral", class: r.__new ? "new" : null, "data-status": status },
+      const isNew = this.#sentRow && r.referral_bhid === this.#sentRow.referral_bhid;
+      return h("li", { part: "referral", class: isNew ? "new" : null, "data-status": status },
         h("span", { class: "status", "data-status": status }, this.t(`status.${status}`) === `status.${status}` ? status : this.t(`status.${status}`)),
         h("span", {}, this.#label(String(r.channel ?? ""))),
         r.destination ? h("span", { class: "muted" }, String(r.destination)) : null,
@@ -362,8 +374,8 @@ export class ReferralWidget extends Element {
     this.#say(typeof answer?.message === "string" && answer.message ? answer.message : this.t("sent"));
     this.#ui.destination.value = "";
     if (referral) {
-      for (const r of this.#referrals) delete r.__new;
-      this.#referrals = [{ ...referral, __new: true }, ...this.#referrals.filter((r) => r.referral_bhid !== referral.referral_bhid)];
+      this.#sentRow = referral;
+      this.#referrals = [referral, ...this.#referrals.filter((r) => r.referral_bhid !== referral.referral_bhid)];
       this.#renderHistory();
     }
     this.#showShare(answer?.share_action, referral);
