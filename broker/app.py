@@ -51,6 +51,7 @@ from broker.metrics import Metrics
 from broker.openapi import openapi_document
 from broker.responses import JSONBytesResponse, problem_response
 from broker.settings import Settings
+from broker.shopify import shopify_token
 from broker.store import Store, customer_scope, open_store
 from broker.telemetry import RequestInfo, TelemetryMiddleware, request_info
 from broker.tokens import Customer, TokenMinter, TokenVerifier
@@ -458,6 +459,7 @@ def create_app(
         Route("/readyz", endpoint("/readyz", readyz), methods=["GET"]),
         Route("/metrics", endpoint("/metrics", metrics), methods=["GET"]),
         Route("/openapi.json", endpoint("/openapi.json", openapi), methods=["GET"]),
+        Route("/shopify/token", endpoint("/shopify/token", shopify_token), methods=["GET"]),
         static_mount(ClientFiles.load()),
     ]
 

@@ -16,7 +16,9 @@ from broker.errors import (
     INVALID_TOKEN_REASONS,
     SLUG,
     BrokerError,
+    CustomerNotLoggedIn,
     InvalidInput,
+    InvalidProxySignature,
     InvalidToken,
     RateLimitExceeded,
     problem_body,
@@ -36,7 +38,9 @@ CUSTOMER_ID_PATTERN = "^[^/\\x00-\\x1f\\x7f-\\x9f]{1,128}$"
 IDEMPOTENCY_KEY_PATTERN = "^[\\x21-\\x7e]{1,255}$"
 REQUEST_ID_PATTERN = "^[A-Za-z0-9._-]{1,128}$"
 
-BY_ID: dict[str, type[BrokerError]] = {error.id: error for error in CATALOGUE}
+# The catalogue (browser-facing), plus the refusals of the Shopify app proxy route.
+DOCUMENTED: tuple[type[BrokerError], ...] = (*CATALOGUE, InvalidProxySignature, CustomerNotLoggedIn)
+BY_ID: dict[str, type[BrokerError]] = {error.id: error for error in DOCUMENTED}
 
 # Error ids each kind of operation can answer with (besides Bubblehouse's own, see below).
 ALWAYS = ("method_not_allowed", "internal_error")
@@ -344,6 +348,32 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 },
             }
         },
+        "/shopify/token": {
+            "get": {
+                "tags": ["merchant"],
+                "summary": "Mint a token for the logged-in Shopify customer (app proxy)",
+                "operationId": "shopifyToken",
+                "description": (
+                    "Called by a Shopify app proxy (`/apps/<prefix>/token` on the store), never "
+                    "directly. Only when BROKER_SHOPIFY_SECRET and BROKER_SHOPIFY_SHOP are set "
+                    "(otherwise 404). The query carries Shopify's `shop`, "
+                    "`logged_in_customer_id`, `path_prefix`, `timestamp` and `signature` "
+                    "(HMAC-SHA256 of the other parameters with the app's shared secret); "
+                    "`timestamp` must be within 5 minutes."
+                ),
+                "security": [{"shopifyProxySignature": []}],
+                "responses": {
+                    "200": _json_ok(
+                        "A customer token, as POST /tokens answers it.",
+                        _ref("TokenResponse"),
+                        "Cache-Control",
+                    ),
+                    **_error_responses(
+                        ("invalid_proxy_signature", "customer_not_logged_in", "not_found", *ALWAYS)
+                    ),
+                },
+            }
+        },
         "/openapi.json": {
             "get": {
                 "tags": ["operations"],
@@ -554,7 +584,7 @@ def _examples() -> dict[str, Any]:
             "summary": cls.title,
             "value": problem_body(_example_error(cls), "3f1c0a9e7b2d4c6f"),
         }
-        for cls in CATALOGUE
+        for cls in DOCUMENTED
     }
 
 
@@ -627,6 +657,12 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "One of BROKER_ISSUER_KEYS.",
+                },
+                "shopifyProxySignature": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "signature",
+                    "description": "The Shopify app proxy's signature of the query.",
                 },
                 "metricsToken": {
                     "type": "http",
