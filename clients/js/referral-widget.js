@@ -243,7 +243,8 @@ export class ReferralWidget extends Element {
   }
 
   #label(channel) {
-    return CHANNEL_NAMES[channel] || this.t(channel) || channel;
+    if (CHANNEL_NAMES[channel]) return CHANNEL_NAMES[channel];
+    return channel.startsWith("custom-") ? this.t(channel) : channel;
   }
 
   #render() {
