@@ -63,6 +63,8 @@ def storefront_app(broker_url: str) -> Starlette:
         client = manifest["files"]["referrals.js"]
         customer = request.query_params.get("customer", "demo-widget")
         lang = request.query_params.get("lang", "en")
+        channels = request.query_params.get("channels")
+        extra = f' channels="{channels}"' if channels else ""
         # The import map gives referrals.js (imported by the widget) its integrity too.
         imports = {"integrity": {f"{broker_url}{client['path']}": client["integrity"]}}
         html = f"""<!doctype html>
@@ -75,12 +77,15 @@ def storefront_app(broker_url: str) -> Starlette:
 @media (prefers-color-scheme: dark) {{ body {{ background: #121212; color: #eee; }} }}</style>
 </head><body><main><h1>My account</h1>
 <referral-widget broker="{broker_url}" shop="{SHOP}"
-  token-url="/token?customer={customer}"></referral-widget>
+  token-url="/token?customer={customer}"{extra}></referral-widget>
 </main></body></html>"""
         return HTMLResponse(html)
 
     async def token(request: Request) -> Response:
         customer = request.query_params["customer"]
+        if customer == "signed-out":  # as Shopify's app proxy answers for a visitor
+            problem = {"id": "customer_not_logged_in", "status": 401}
+            return JSONResponse(problem, status_code=401, media_type="application/problem+json")
         async with httpx2.AsyncClient() as http:
             answer = await http.post(
                 f"{broker_url}/tokens",
@@ -147,9 +152,11 @@ for (const name of ["referrals-loaded", "referral-sent", "referral-error"]) {
 """
 
 
-def open_shop(page: Page, stack: Stack, customer: str, lang: str = "en") -> Locator:
+def open_shop(
+    page: Page, stack: Stack, customer: str, lang: str = "en", channels: str = ""
+) -> Locator:
     page.add_init_script(RECORD_EVENTS)
-    page.goto(f"{stack.storefront}/?customer={customer}&lang={lang}")
+    page.goto(f"{stack.storefront}/?customer={customer}&lang={lang}&channels={channels}")
     widget = page.locator("referral-widget")
     expect(widget.locator("ul[part=history]")).to_have_attribute("aria-busy", "false")
     return widget
@@ -390,3 +397,18 @@ def test_screenshots_for_the_docs(page: Page, stack: Stack, scheme: str) -> None
     assert background == ("rgb(255, 255, 255)" if scheme == "light" else "rgb(31, 31, 31)")
     ARTIFACTS.mkdir(exist_ok=True)
     widget.screenshot(path=str(ARTIFACTS / f"widget-{scheme}.png"), animations="disabled")
+
+
+def test_signed_out_visitor_is_asked_to_sign_in(page: Page, stack: Stack) -> None:
+    """A token-url that refuses (nobody signed in) gives a sign-in alert and a referral-error."""
+    widget = open_shop(page, stack, "signed-out")
+    expect(widget.get_by_role("alert")).to_have_text("Please sign in to refer your friends.")
+    assert events(page, "referral-error")[-1]["detail"]["id"] == "missing_token"
+    expect(widget.locator("[part=referral]")).to_have_count(0)
+
+
+def test_channels_attribute_limits_the_choice(page: Page, stack: Stack) -> None:
+    """channels="email,whatsapp,custom-personal" offers exactly those, in that order."""
+    widget = open_shop(page, stack, "widget-channels", channels="email,whatsapp,custom-personal")
+    options = widget.locator("select[part=channel] option")
+    expect(options).to_have_text(["Email", "WhatsApp", "Personal message"])
