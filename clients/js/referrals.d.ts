@@ -100,7 +100,11 @@ export interface Referral {
   [field: string]: unknown;
 }
 
-/** Referral counts and earnings totals. */
+/**
+ * Referral counts and earnings totals. Bubblehouse names such a field without publishing its
+ * name or shape: `summary` and these members are the broker's sandbox's guess (modelled on
+ * Bubblehouse's CustomerReferralStats3). Read them as optional.
+ */
 export interface ReferralSummary {
   sent?: number;
   approved?: number;
@@ -109,7 +113,11 @@ export interface ReferralSummary {
   [field: string]: unknown;
 }
 
-/** CustomerReferrals2's answer, unchanged by the broker. */
+/**
+ * CustomerReferrals2's answer, unchanged by the broker. Its order is Bubblehouse's (the sandbox
+ * answers newest first, which Bubblehouse does not promise), and `destination` is masked in a
+ * format Bubblehouse does not document (the sandbox writes `f***@example.com`).
+ */
 export interface CustomerReferralsResponse {
   summary?: ReferralSummary;
   referrals: Referral[];
