@@ -76,7 +76,11 @@ class ClientFiles:
     def load(cls, directory: Path = DIRECTORY, version: str = __version__) -> ClientFiles:
         files = {}
         for name in NAMES:
-            body = (directory / name).read_bytes()
+            path = directory / name
+            if not path.is_file():
+                # A build without clients/js (say, an image that copied only broker/).
+                raise RuntimeError(f"{path} is missing: build the broker with clients/js beside it")
+            body = path.read_bytes()
             digest = hashlib.sha256(body).hexdigest()[:32]
             files[name] = ClientFile(
                 name, body, JS if name.endswith(".js") else TS, integrity(body), f'"{digest}"'

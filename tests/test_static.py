@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 
 import broker as broker_package
-from broker.clientfiles import NAMES
+from broker.clientfiles import NAMES, ClientFiles
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = ROOT / "clients" / "js"
@@ -150,3 +150,9 @@ def test_build_holds_exactly_the_package_files(tmp_path: Path) -> None:
     assert sorted(p.name for p in published.iterdir()) == sorted(NAMES)
     for name in NAMES:
         assert (published / name).read_bytes() == (CLIENT / name).read_bytes()
+
+
+def test_a_build_without_the_client_files_fails_loudly(tmp_path: Path) -> None:
+    """Loading from a directory without the four files names what is missing."""
+    with pytest.raises(RuntimeError, match=r"referrals\.js is missing"):
+        ClientFiles.load(tmp_path)
