@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import hashlib
 import json
+import re
 import subprocess
 import sys
 import tomllib
@@ -156,3 +157,23 @@ def test_a_build_without_the_client_files_fails_loudly(tmp_path: Path) -> None:
     """Loading from a directory without the four files names what is missing."""
     with pytest.raises(RuntimeError, match=r"referrals\.js is missing"):
         ClientFiles.load(tmp_path)
+
+
+DOCS = [
+    ROOT / "README.md",
+    ROOT / "deploy" / "README.md",
+    ROOT / "clients" / "js" / "README.md",
+    *sorted((ROOT / "docs").glob("*.md")),
+]
+
+
+@pytest.mark.parametrize("doc", DOCS, ids=lambda p: str(p.relative_to(ROOT)))
+def test_docs_load_the_versioned_files_with_integrity(doc: Path) -> None:
+    """Every script tag in the docs loads /static/<this version>/..., with integrity and CORS."""
+    text = doc.read_text()
+    for version in re.findall(r"/static/(\d+\.\d+\.\d+)/", text):
+        assert version == VERSION
+    for tag in re.findall(r"<script[^>]*src=\"[^\"]*/static/[^>]*>", text):
+        assert f"/static/{VERSION}/" in tag
+        assert 'integrity="sha384-' in tag
+        assert 'crossorigin="anonymous"' in tag
