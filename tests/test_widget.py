@@ -27,23 +27,13 @@ from broker.app import create_app
 from broker.sandbox import SandboxConfig, create_sandbox_app
 from tests.conftest import ISSUER_KEY, SECRET_A, SECRET_B, SHOP, make_settings
 from tests.servers import free_port, serve_app
+from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 ROOT = Path(__file__).resolve().parent.parent
 AXE = ROOT / "clients" / "js" / "node_modules" / "axe-core" / "axe.min.js"
 ARTIFACTS = ROOT / "test-artifacts"  # the docs' screenshots are copies of these
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 SHOP_TEXT = "Referrals are paused until Monday. Thank you for your patience!"
 
 
