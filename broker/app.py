@@ -12,7 +12,6 @@ import hmac
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import httpx2
@@ -23,12 +22,12 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Mount, Route
-from starlette.staticfiles import StaticFiles
+from starlette.routing import Route
 
 from broker import inputs, issuers
 from broker.api import ALLOWED, ReferralCall
 from broker.cache import ReferralCache
+from broker.clientfiles import ClientFiles, static_mount
 from broker.cors import CORSMiddleware
 from broker.errors import (
     BrokerError,
@@ -50,6 +49,7 @@ from broker.openapi import openapi_document
 from broker.referrals import READ, WRITE, Referrals
 from broker.responses import JSONBytesResponse, problem_response
 from broker.settings import Settings
+from broker.shopify import shopify_token
 from broker.store import Store, open_store
 from broker.telemetry import RequestInfo, TelemetryMiddleware, request_info
 from broker.tokens import TokenMinter, TokenVerifier
@@ -359,19 +359,20 @@ def create_app(
             await asyncio.to_thread(tracing.shutdown)
             log.info("broker.stopped")
 
-    static_dir = Path(__file__).with_name("static")
     routes = [
-        Route("/tokens", endpoint("/tokens", mint_token), methods=["POST"]),
+        # The two browser calls first: every storefront page view matches the first route.
         Route(f"/api/{{version}}/{{shop}}/{READ}", ReferralCall(READ, svc), methods=ALLOWED[READ]),
         Route(
             f"/api/{{version}}/{{shop}}/{WRITE}", ReferralCall(WRITE, svc), methods=ALLOWED[WRITE]
         ),
+        Route("/tokens", endpoint("/tokens", mint_token), methods=["POST"]),
         Route("/invalidations", endpoint("/invalidations", invalidate), methods=["POST"]),
         Route("/healthz", endpoint("/healthz", healthz), methods=["GET"]),
         Route("/readyz", endpoint("/readyz", readyz), methods=["GET"]),
         Route("/metrics", endpoint("/metrics", metrics), methods=["GET"]),
         Route("/openapi.json", endpoint("/openapi.json", openapi), methods=["GET"]),
-        Mount("/static", StaticFiles(directory=str(static_dir), check_dir=False), name="static"),
+        Route("/shopify/token", endpoint("/shopify/token", shopify_token), methods=["GET"]),
+        static_mount(ClientFiles.load()),
     ]
 
     def observe(info: RequestInfo, method: str, seconds: float) -> None:

@@ -2,8 +2,8 @@
 
 Pure ASGI. Origins are exact (``https://shop.example``) or a sub-domain wildcard
 (``https://*.shop.example``: any host under it, never the apex, same scheme and port).
-``/tokens``, ``/invalidations`` and ``/shopify/token`` are server to server and never get CORS
-headers, so no browser page can read their answers.
+The server-to-server routes (:data:`SERVER_ONLY`) never get CORS headers, so no browser page
+can read their answers.
 """
 
 from __future__ import annotations
@@ -23,7 +23,7 @@ EXPOSE_HEADERS = (
 PREFLIGHT_MAX_AGE = "600"
 PREFLIGHT_VARY = b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
 PREFLIGHT_PATH = re.compile(r"^/api/[^/]+/[^/]+/(CustomerReferrals2|Refer2)$")
-SERVER_TO_SERVER = frozenset({"/tokens", "/invalidations", "/shopify/token"})
+SERVER_ONLY = frozenset({"/tokens", "/invalidations", "/shopify/token"})
 HOST_LABELS = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+$")
 
 
@@ -56,7 +56,7 @@ class CORSMiddleware:
         self.policy = OriginPolicy(origins)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in SERVER_TO_SERVER:
+        if scope["type"] != "http" or scope["path"] in SERVER_ONLY:
             await self.app(scope, receive, send)
             return
         origin = None

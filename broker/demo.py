@@ -4,12 +4,14 @@ It plays the merchant's server: it logs a demo customer in by asking the broker 
 token with the issuer key (which never reaches the browser), and relays faults to the sandbox's
 control API so the page can show how each error looks. The page itself lives in
 ``broker/demo_static/demo.html`` and loads ``referrals.js`` from the broker's origin, so the browser
-exercises CORS for real.
+exercises CORS for real. ``/widget`` is the other way to put referrals on a page: only the
+``<referral-widget>``, in three lines of HTML, with its token from ``/demo/token``.
 """
 
 from __future__ import annotations
 
 import contextlib
+import html
 import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -33,6 +35,15 @@ FAULT_FIELDS = frozenset(
 
 # The page's own files, served by the demo app; referrals.js comes from the broker.
 ASSETS = {"/demo.css": "demo.css", "/demo.js": "demo.js"}
+
+# The whole storefront page of /widget: the widget from the broker's versioned URL, checked by
+# its SRI hash, and the element. Everything else is the widget's.
+WIDGET_PAGE = """<!doctype html><html lang="en"><meta charset="utf-8"><title>Refer a friend</title>
+<script type="module" src="{src}" integrity="{integrity}" crossorigin="anonymous"></script>
+<referral-widget broker="{broker}" shop="{shop}" version="{version}" token-url="/demo/token">\
+</referral-widget>
+"""
+WIDGET_CUSTOMER = "demo-widget"
 
 # Short: the page only ever asks the local broker and sandbox.
 TIMEOUT = httpx2.Timeout(10.0, connect=2.0)
@@ -121,6 +132,39 @@ def create_demo_app(
         name = ASSETS[request.url.path]
         return FileResponse(STATIC / name, headers={"Cache-Control": "no-cache"})
 
+    async def widget_page(request: Request) -> Response:
+        try:
+            answer = await client().get(f"{config.broker_url}/static/manifest.json")
+            entry = answer.json()["files"]["referral-widget.js"]
+        except (httpx2.HTTPError, ValueError, KeyError, TypeError):
+            return problem(502, "broker_unreachable", "The demo app could not read the manifest.")
+        page = WIDGET_PAGE.format(
+            src=html.escape(config.broker_url + entry["path"]),
+            integrity=html.escape(entry["integrity"]),
+            broker=html.escape(config.broker_url),
+            shop=html.escape(config.shop),
+            version=html.escape(config.version),
+        )
+        return Response(page, media_type="text/html", headers={"Cache-Control": "no-cache"})
+
+    async def widget_token(request: Request) -> Response:
+        """The merchant's token route for the widget: the demo's one widget customer."""
+        try:
+            answer = await client().post(
+                f"{config.broker_url}/tokens",
+                json={"customer_id": WIDGET_CUSTOMER},
+                headers={"Authorization": f"Bearer {config.issuer_key}"},
+            )
+        except httpx2.HTTPError:
+            return problem(502, "broker_unreachable", "The demo app could not reach the broker.")
+        if answer.status_code != 200:
+            return relay(answer)
+        minted = answer.json()
+        return JSONResponse(
+            {"token": minted["token"], "expires_at": minted.get("expires_at")},
+            headers={"Cache-Control": "no-store"},
+        )
+
     async def demo_config(request: Request) -> Response:
         return JSONResponse(
             {"brokerUrl": config.broker_url, "shop": config.shop, "version": config.version}
@@ -185,6 +229,8 @@ def create_demo_app(
 
     routes = [
         Route("/", page, methods=["GET"]),
+        Route("/widget", widget_page, methods=["GET"]),
+        Route("/demo/token", widget_token, methods=["GET"]),
         Route("/demo/config", demo_config, methods=["GET"]),
         Route("/demo/login", login, methods=["POST"]),
         Route("/demo/fault", fault, methods=["POST", "DELETE"]),

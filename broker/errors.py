@@ -7,6 +7,8 @@ body that is both a Bubblehouse-style error (``id``, ``message``) and an RFC 945
     ├── MissingToken                          401 missing_token
     ├── InvalidToken                          401 invalid_token (reason)
     ├── InvalidIssuerKey                      401 invalid_issuer_key
+    ├── InvalidProxySignature                 401 invalid_proxy_signature (GET /shopify/token)
+    ├── CustomerNotLoggedIn                   401 customer_not_logged_in (GET /shopify/token)
     ├── CustomerIdentityDoesNotMatchToken     403 customer_identity_does_not_match_token
     ├── DeanonymizeNotAllowed                 403 deanonymize_not_allowed
     ├── InvalidGlobalApiVersion               400 invalid_global_api_version
@@ -128,6 +130,22 @@ class InvalidIssuerKey(BrokerError):
 
     def headers(self) -> dict[str, str]:
         return {"WWW-Authenticate": 'Bearer realm="referral-broker-issuer"'}
+
+
+class InvalidProxySignature(BrokerError):
+    """A Shopify app proxy request whose signature, shop or timestamp does not hold."""
+
+    status = 401
+    id = "invalid_proxy_signature"
+    title = "Invalid proxy signature"
+    default_message = "This route only answers requests signed by the shop's Shopify app proxy."
+
+
+class CustomerNotLoggedIn(BrokerError):
+    status = 401
+    id = "customer_not_logged_in"
+    title = "Customer not logged in"
+    default_message = "No customer is logged in to the store: sign in to see referrals."
 
 
 class CustomerIdentityDoesNotMatchToken(BrokerError):

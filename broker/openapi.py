@@ -14,7 +14,9 @@ from typing import Any
 from broker.errors import (
     CATALOGUE,
     BrokerError,
+    CustomerNotLoggedIn,
     InvalidInput,
+    InvalidProxySignature,
     InvalidToken,
     RateLimitExceeded,
     problem_body,
@@ -34,7 +36,9 @@ READ = "CustomerReferrals2"
 WRITE = "Refer2"
 API_PATH = "/api/{version}/{shop}/"
 
-BY_ID: dict[str, type[BrokerError]] = {error.id: error for error in CATALOGUE}
+# The catalogue (browser-facing), plus the refusals of the Shopify app proxy route.
+DOCUMENTED: tuple[type[BrokerError], ...] = (*CATALOGUE, InvalidProxySignature, CustomerNotLoggedIn)
+BY_ID: dict[str, type[BrokerError]] = {error.id: error for error in DOCUMENTED}
 
 # Error ids each kind of operation can answer with (besides Bubblehouse's own, see below).
 ALWAYS = ("method_not_allowed", "internal_error")
@@ -379,6 +383,32 @@ def _paths(settings: Settings) -> dict[str, Any]:
                 },
             }
         },
+        "/shopify/token": {
+            "get": {
+                "tags": ["merchant"],
+                "summary": "Mint a token for the logged-in Shopify customer (app proxy)",
+                "operationId": "shopifyToken",
+                "description": (
+                    "Called by a Shopify app proxy (`/apps/<prefix>/token` on the store), never "
+                    "directly. Only when BROKER_SHOPIFY_SECRET and BROKER_SHOPIFY_SHOP are set "
+                    "(otherwise 404). The query carries Shopify's `shop`, "
+                    "`logged_in_customer_id`, `path_prefix`, `timestamp` and `signature` "
+                    "(HMAC-SHA256 of the other parameters with the app's shared secret); "
+                    "`timestamp` must be within 5 minutes."
+                ),
+                "security": [{"shopifyProxySignature": []}],
+                "responses": {
+                    "200": _json_ok(
+                        "A customer token, as POST /tokens answers it.",
+                        _ref("TokenResponse"),
+                        "Cache-Control",
+                    ),
+                    **_error_responses(
+                        ("invalid_proxy_signature", "customer_not_logged_in", "not_found", *ALWAYS)
+                    ),
+                },
+            }
+        },
         "/openapi.json": {
             "get": {
                 "tags": ["operations"],
@@ -401,7 +431,7 @@ def _examples() -> dict[str, Any]:
             "summary": cls.title,
             "value": problem_body(_example_error(cls), "3f1c0a9e7b2d4c6f"),
         }
-        for cls in CATALOGUE
+        for cls in DOCUMENTED
     }
 
 
@@ -443,6 +473,12 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
                     "type": "http",
                     "scheme": "bearer",
                     "description": "One of BROKER_ISSUER_KEYS.",
+                },
+                "shopifyProxySignature": {
+                    "type": "apiKey",
+                    "in": "query",
+                    "name": "signature",
+                    "description": "The Shopify app proxy's signature of the query.",
                 },
                 "metricsToken": {
                     "type": "http",

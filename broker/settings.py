@@ -41,6 +41,8 @@ VARIABLES: tuple[str, ...] = (
     "BROKER_NEAR_CACHE_MB",
     "BROKER_UPSTREAM_TIMEOUT",
     "BROKER_METRICS_TOKEN",
+    "BROKER_SHOPIFY_SECRET",
+    "BROKER_SHOPIFY_SHOP",
     "PORT",
     "WEB_CONCURRENCY",
     "LOG_LEVEL",
@@ -51,6 +53,7 @@ SHOP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 KID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 VERSION_RE = re.compile(r"^v[0-9A-Za-z]{1,32}$")
 LIMIT_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smh]?)\s*$")
+SHOPIFY_SHOP_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\.myshopify\.com$")
 ORIGIN_RE = re.compile(r"^https?://(\*\.)?[A-Za-z0-9.-]+(:\d{1,5})?$")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "console")
@@ -126,6 +129,8 @@ class Settings:
     rate_limit_sync: float = 0.1  # seconds between pushes of local counts; 0: strict
     near_cache_mb: int = 16  # process-local tier of referral lists; 0: off
     metrics_token: Secret[str] | None = None
+    shopify_secret: Secret[str] | None = None  # GET /shopify/token only when both are set
+    shopify_shop: str | None = None
     port: int = 8000
     web_concurrency: int = 1
     log_level: str = "info"
@@ -307,6 +312,15 @@ def parse(env: Mapping[str, str]) -> Settings:
             rate_limit_sync = 0.1
 
     metrics = get("BROKER_METRICS_TOKEN")
+    shopify_secret = get("BROKER_SHOPIFY_SECRET") or None
+    shopify_shop = (get("BROKER_SHOPIFY_SHOP") or "").strip().lower() or None
+    if (shopify_secret is None) != (shopify_shop is None):
+        missing = "BROKER_SHOPIFY_SHOP" if shopify_shop is None else "BROKER_SHOPIFY_SECRET"
+        problems.append(f"{missing}: required with the other BROKER_SHOPIFY_ variable")
+    if shopify_secret is not None and len(shopify_secret) < 16:
+        problems.append("BROKER_SHOPIFY_SECRET: must be the app's shared secret (16+ characters)")
+    if shopify_shop is not None and not SHOPIFY_SHOP_RE.fullmatch(shopify_shop):
+        problems.append("BROKER_SHOPIFY_SHOP: must be the shop's <name>.myshopify.com domain")
     log_level = (get("LOG_LEVEL") or "info").lower()
     if log_level not in LOG_LEVELS:
         problems.append(f"LOG_LEVEL: must be one of {', '.join(LOG_LEVELS)}")
@@ -334,6 +348,8 @@ def parse(env: Mapping[str, str]) -> Settings:
         rate_limit_sync=rate_limit_sync,
         near_cache_mb=integer("BROKER_NEAR_CACHE_MB", 16, 0, 4096),
         metrics_token=Secret(metrics) if metrics else None,
+        shopify_secret=Secret(shopify_secret) if shopify_secret else None,
+        shopify_shop=shopify_shop,
         port=integer("PORT", 8000, 1, 65535),
         web_concurrency=integer("WEB_CONCURRENCY", 1, 1, 64),
         log_level=log_level,

@@ -33,7 +33,7 @@ from tests.servers import free_port, serve_app
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 VERSION = "v2023061"
-STATIC = Path(__file__).resolve().parent.parent / "broker" / "static"
+STATIC = Path(__file__).resolve().parent.parent / "clients" / "js"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
 CHROMIUM_ARGS = [
@@ -656,3 +656,49 @@ def test_issuer_key_never_reaches_the_page(page: Page, stack: Stack) -> None:
     assert any('"token"' in body for body in bodies)  # the login answer was seen
     assert not any(ISSUER_KEY in body for body in bodies)
     assert ISSUER_KEY not in page.content()
+
+
+def test_demo_widget_page(page: Page, stack: Stack) -> None:
+    """The demo's /widget page (three lines of HTML) shows the widget customer's history."""
+    page.goto(f"{stack.demo}/widget")
+    widget = page.locator("referral-widget")
+    expect(widget.locator("ul[part=history]")).to_have_attribute("aria-busy", "false")
+    expect(widget.locator("[part=referral]").first).to_be_visible()
+    assert widget.locator("[part=referral]").count() >= 5
+    expect(widget.get_by_role("button", name="Send invitation")).to_be_visible()
+
+
+# A page-side stub at the fetch boundary: Bubblehouse answers with hostile or unfamiliar URLs.
+HOSTILE_ANSWERS = """
+const realFetch = window.fetch;
+window.shareAction = { type: "open_url", url: "javascript:alert(document.domain)" };
+window.fetch = async (url, init) => {
+  const response = await realFetch(url, init);
+  const fn = String(url).split("/").pop();
+  if (!response.ok || (fn !== "Refer2" && fn !== "CustomerReferrals2")) return response;
+  const body = await response.json();
+  if (fn === "Refer2") body.share_action = window.shareAction;
+  for (const row of body.referrals || []) row.link = "javascript:alert(1)";
+  return new Response(JSON.stringify(body), { status: 200, headers: response.headers });
+};
+"""
+
+
+def test_demo_links_only_http_urls(page: Page, stack: Stack) -> None:
+    """The demo never makes a javascript: link an href, and handles an unknown share shape."""
+    page.add_init_script(HOSTILE_ANSWERS)
+    open_demo(page, stack)
+    sign_in(page, "alice")
+    expect(page.locator("#history-rows tr").first).to_be_visible()
+    expect(page.locator("#history-rows")).to_contain_text("javascript:alert(1)")  # as text
+    page.get_by_label("Channel").select_option("whatsapp")
+    page.get_by_role("button", name="Send referral").click()
+    expect(page.locator("#send-result .notice.ok")).to_be_visible()
+    assert page.locator("a[href^='javascript']").count() == 0
+
+    page.evaluate("window.shareAction = { type: 'launch_confetti', colours: [1, 2] }")
+    page.get_by_label("Channel").select_option("telegram")
+    page.get_by_role("button", name="Send referral").click()
+    unknown = page.locator("#send-result [data-share=unknown]")
+    expect(unknown).to_contain_text("launch_confetti")
+    assert page.locator("a[href^='javascript']").count() == 0

@@ -9,7 +9,14 @@ from tests.conftest import SHOP
 from tests.stack import READ_PATH, WRITE_PATH, Broker, Sandbox, running_broker
 
 ORIGIN = "https://shop.example"
-EXPOSED = {"x-request-id", "retry-after", "cache-status", "ratelimit", "ratelimit-policy"}
+EXPOSED = {
+    "x-request-id",
+    "retry-after",
+    "cache-status",
+    "consistency-token",
+    "ratelimit",
+    "ratelimit-policy",
+}
 
 
 def exposes_all(headers: dict[str, str] | object) -> bool:
@@ -37,6 +44,7 @@ def test_preflight_from_allowed_origin(broker: Broker) -> None:
             "authorization",
             "content-type",
             "idempotency-key",
+            "consistency-token",
             "x-request-id",
             "traceparent",
         } <= allowed

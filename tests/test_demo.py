@@ -107,3 +107,35 @@ def test_fault_relay_sets_and_clears_sandbox_faults(demo: Demo) -> None:
 def test_calls_relay_counts_sandbox_calls(demo: Demo) -> None:
     """GET /demo/calls shows the sandbox's per-function call counts."""
     assert isinstance(httpx2.get(demo.url + "/demo/calls").json(), dict)
+
+
+def test_widget_page_is_three_lines_with_the_versioned_widget(demo: Demo) -> None:
+    """GET /widget is the widget alone: its versioned URL, SRI hash, crossorigin and element."""
+    page = httpx2.get(demo.url + "/widget")
+    assert page.status_code == 200
+    assert page.headers["content-type"].startswith("text/html")
+    manifest = httpx2.get(demo.broker + "/static/manifest.json").json()
+    entry = manifest["files"]["referral-widget.js"]
+    assert f'src="{demo.broker}{entry["path"]}"' in page.text
+    assert f'integrity="{entry["integrity"]}"' in page.text
+    assert 'crossorigin="anonymous"' in page.text
+    assert f'<referral-widget broker="{demo.broker}" shop="{SHOP}"' in page.text
+    assert 'token-url="/demo/token"' in page.text
+    assert len(page.text.strip().splitlines()) == 3
+    assert ISSUER_KEY not in page.text
+
+
+def test_widget_token_route_mints_a_working_token(demo: Demo) -> None:
+    """GET /demo/token answers {token, expires_at} for the demo's widget customer, uncached."""
+    answer = httpx2.get(demo.url + "/demo/token")
+    assert answer.status_code == 200
+    assert answer.headers["cache-control"] == "no-store"
+    body = answer.json()
+    assert set(body) == {"token", "expires_at"}
+    history = httpx2.post(
+        f"{demo.broker}/api/v2023061/{SHOP}/CustomerReferrals2",
+        json={},
+        headers={"Authorization": f"Bearer {body['token']}"},
+    )
+    assert history.status_code == 200
+    assert history.json()["referrals"]  # demo-* customers have a seeded history

@@ -119,6 +119,8 @@ async function boot() {
   try {
     // Cross-origin module import: the broker must send CORS headers on /static/ too.
     state.lib = await import(`${brokerUrl}/static/referrals.js`);
+    // The widget module brings the QR encoder (and defines <referral-widget>, unused here).
+    state.widget = await import(`${brokerUrl}/static/referral-widget.js`);
   } catch {
     fatal(`referrals.js could not be loaded from ${brokerUrl}/static/referrals.js (is the broker running, and does it allow this origin?).`);
     return;
@@ -330,9 +332,10 @@ function renderHistory(data) {
         h(
           "td",
           { class: "link", "data-label": "Link" },
-          referral.link
-            ? h("a", { href: referral.link, target: "_blank", rel: "noopener noreferrer" }, referral.link)
-            : "—",
+          // Only http(s) links become an href: a javascript: or data: URL stays text.
+          state.lib.httpUrl(referral.link)
+            ? h("a", { href: state.lib.httpUrl(referral.link), target: "_blank", rel: "noopener noreferrer" }, referral.link)
+            : referral.link || "—",
         ),
       ),
     );
@@ -390,13 +393,28 @@ function successBox(answer) {
   );
 }
 
+// share_action is opaque (Bubblehouse does not document ReferralShareAction1): only the shapes
+// isKnownShareAction knows are acted on; anything else gets a plain link, and only http(s)
+// URLs ever become an href.
 function shareAction(action, referral) {
-  if (!action || typeof action !== "object" || action.type === "none") {
+  const { httpUrl, isKnownShareAction } = state.lib;
+  if (action == null || (isKnownShareAction(action) && action.type === "none")) {
     return h("p", { class: "share" }, "Nothing more to do: Bubblehouse takes it from here.");
   }
-  const link = action.link || action.url || referral.link;
+  if (!isKnownShareAction(action)) {
+    const url = httpUrl(action?.url) || httpUrl(action?.link) || httpUrl(referral.link);
+    const type = typeof action?.type === "string" ? action.type : "unknown";
+    return h(
+      "div",
+      { class: "share", "data-share": "unknown" },
+      h("p", {}, `A share action this page does not know ("${type}"). Your referral link:`),
+      url ? h("p", {}, h("a", { href: url, target: "_blank", rel: "noopener noreferrer" }, url)) : h("p", {}, "—"),
+    );
+  }
+  const link = httpUrl(action.link) || httpUrl(action.url) || httpUrl(referral.link);
   switch (action.type) {
     case "open_url":
+      if (!httpUrl(action.url)) return link ? copyBox(link) : h("p", { class: "share" }, "—");
       return h(
         "div",
         { class: "share" },
@@ -404,15 +422,13 @@ function shareAction(action, referral) {
         h(
           "p",
           {},
-          h("a", { class: "button primary", href: action.url, target: "_blank", rel: "noopener noreferrer" }, `Open ${channelLabel(referral.channel)} ↗`),
+          h("a", { class: "button primary", href: httpUrl(action.url), target: "_blank", rel: "noopener noreferrer" }, `Open ${channelLabel(referral.channel)} ↗`),
         ),
       );
     case "copy_link":
       return copyBox(link);
-    case "show_qr_code":
-      return qrBox(link);
-    default:
-      return h("div", { class: "share" }, h("p", {}, `Share action "${action.type}":`), link ? copyBox(link) : null);
+    default: // show_qr_code
+      return qrBox(typeof action.data === "string" && action.data ? action.data : link);
   }
 }
 
@@ -440,40 +456,12 @@ function copyBox(link) {
   return box;
 }
 
-/** A QR-looking picture of the link (illustration only: not a scannable code). */
+/** The link as a real QR code, drawn in text by the widget's own encoder (no network call). */
 function qrText(link) {
-  const size = 25;
-  let seed = 2166136261;
-  for (const char of link) seed = Math.imul(seed ^ char.charCodeAt(0), 16777619) >>> 0;
-  const next = () => {
-    seed ^= seed << 13; seed >>>= 0;
-    seed ^= seed >>> 17;
-    seed ^= seed << 5; seed >>>= 0;
-    return seed;
-  };
-  const finder = (x, y) => {
-    for (const [fx, fy] of [[0, 0], [size - 7, 0], [0, size - 7]]) {
-      const dx = x - fx;
-      const dy = y - fy;
-      if (dx >= 0 && dx < 7 && dy >= 0 && dy < 7) {
-        const ring = Math.max(Math.abs(dx - 3), Math.abs(dy - 3));
-        return ring !== 2;
-      }
-      if (dx >= -1 && dx <= 7 && dy >= -1 && dy <= 7) return false;
-    }
-    return null;
-  };
-  const lines = [];
-  for (let y = 0; y < size; y++) {
-    let line = "";
-    for (let x = 0; x < size; x++) {
-      const fixed = finder(x, y);
-      const dark = fixed === null ? (next() & 1) === 1 : fixed;
-      line += dark ? "██" : "  ";
-    }
-    lines.push(line);
-  }
-  return lines.join("\n");
+  const modules = state.widget.qrModules(link);
+  const quiet = new Array(modules.length + 4).fill(false);
+  const rows = [quiet, quiet, ...modules.map((row) => [false, false, ...row, false, false]), quiet, quiet];
+  return rows.map((row) => row.map((dark) => (dark ? "██" : "  ")).join("")).join("\n");
 }
 
 function qrBox(link) {
@@ -486,7 +474,7 @@ function qrBox(link) {
       {},
       h("p", {}, "Show this code to your friend."),
       h("p", { class: "qr-link mono" }, link || ""),
-      h("p", { class: "help" }, "Illustration only: a real storefront draws a scannable QR code of this link here."),
+      h("p", { class: "help" }, "A scannable QR code, drawn by referral-widget.js's encoder with no network call."),
     ),
   );
 }
@@ -502,6 +490,8 @@ function problemBox(error, heading, retrySend) {
     ["id", h("code", {}, e.id)],
     ["status", String(e.status)],
     ["message", e.message],
+    // Bubblehouse's own words (for Refer2, the shop's text for shoppers): show these first.
+    ...(e.upstreamMessage ? [["shop's words", e.upstreamMessage]] : []),
     ["request id", e.requestId ? h("code", {}, e.requestId) : "—"],
     ["retryable", e.retryable ? "yes" : "no"],
     ["retry after", e.retryAfter != null ? `${e.retryAfter} s` : "—"],
@@ -520,6 +510,7 @@ function problemBox(error, heading, retrySend) {
     "div",
     { class: "problem", "data-error-id": e.id },
     h("h3", {}, heading),
+    e.upstreamMessage ? h("p", { class: "upstream-message" }, h("strong", {}, "The shop says: "), e.upstreamMessage) : null,
     h("dl", {}, rows.map(([term, value]) => [h("dt", {}, term), h("dd", { "data-field": term }, value)])),
     advice ? h("p", { class: "advice" }, h("strong", {}, "What the storefront does: "), advice) : null,
     canRetrySend

@@ -1,19 +1,20 @@
 // referrals.js: the storefront client of the referral broker.
 //
-// One dependency-free ES module, no build step. Import it from the broker itself
-// (`<broker>/static/referrals.js`) or copy it into your storefront's assets.
+// One dependency-free ES module, no build step. Install it from npm (this directory is the
+// package), import it from the broker (`<broker>/static/<version>/referrals.js`, listed with its
+// SRI hash in `<broker>/static/manifest.json`), or copy it into your storefront's assets.
 //
-//   import { createReferralsClient } from "https://broker.example/static/referrals.js";
+//   import { createReferralsClient } from "https://broker.example/static/1.0.0/referrals.js";
 //   const referrals = createReferralsClient({ baseUrl, shop, getToken });
 //   const history = await referrals.listReferrals();
 //   const sent = await referrals.sendReferral({ channel: "email", destination: "friend@example.com" });
 //
 // Types: referrals.d.ts beside this file.
 
-/** The error ids a storefront should be ready for: the broker's, plus the client's own. */
 /** How long after a successful send an identical one is taken for a double click. */
 export const DOUBLE_SEND_WINDOW_MS = 2000;
 
+/** The error ids a storefront should be ready for: the broker's, plus the client's own. */
 export const ERROR_IDS = Object.freeze([
   "missing_token",
   "invalid_token",
@@ -69,6 +70,7 @@ export class ReferralsError extends Error {
     field = null,
     reason = null,
     upstreamStatus = null,
+    upstreamMessage = null,
     idempotencyKey = null,
     replayed = false,
     body = null,
@@ -84,6 +86,7 @@ export class ReferralsError extends Error {
     this.field = field;
     this.reason = reason;
     this.upstreamStatus = upstreamStatus;
+    this.upstreamMessage = upstreamMessage;
     this.idempotencyKey = idempotencyKey;
     this.replayed = Boolean(replayed);
     this.body = body;
@@ -125,11 +128,68 @@ export class ReferralsError extends Error {
       field: body.field ?? null,
       reason: body.reason ?? null,
       upstreamStatus: body.upstream_status ?? null,
+      upstreamMessage:
+        typeof body.upstream_message === "string" && body.upstream_message.trim()
+          ? body.upstream_message
+          : null,
       idempotencyKey,
       replayed,
       body,
     });
   }
+}
+
+/**
+ * The words to show a shopper for a failure: Bubblehouse's own (shop-configured) text when the
+ * broker passed it on as `upstream_message`, otherwise the broker's `message`.
+ */
+export function shopperMessage(error) {
+  if (error == null || typeof error !== "object") return String(error ?? "");
+  return error.upstreamMessage || error.message || String(error.id || "");
+}
+
+/** The share-action shapes the sandbox produces; Bubblehouse has not documented its own. */
+const KNOWN_SHARE_ACTIONS = Object.freeze({
+  none: () => true,
+  open_url: (action) => typeof action.url === "string",
+  copy_link: (action) => typeof action.link === "string",
+  show_qr_code: (action) => typeof action.link === "string" || typeof action.data === "string",
+});
+
+/**
+ * True when `action` is one of the share-action shapes this client knows (`none`, `open_url`
+ * with `url`, `copy_link` with `link`, `show_qr_code` with `link` or `data`). These are the
+ * sandbox's guesses: Bubblehouse does not document ReferralShareAction1, so treat anything else
+ * as unknown and fall back to the referral's link.
+ */
+export function isKnownShareAction(action) {
+  if (action == null || typeof action !== "object" || Array.isArray(action)) return false;
+  const check = Object.hasOwn(KNOWN_SHARE_ACTIONS, action.type) ? KNOWN_SHARE_ACTIONS[action.type] : null;
+  return check !== null && check(action);
+}
+
+/** `value` when it is an absolute http: or https: URL, otherwise null: safe for an `href`. */
+export function httpUrl(value) {
+  if (typeof value !== "string" || value === "") return null;
+  try {
+    const url = new URL(value);
+    return url.protocol === "https:" || url.protocol === "http:" ? url.href : null;
+  } catch {
+    return null;
+  }
+}
+
+/** Who a customer token is for (its `sub` claim), or the token itself if it cannot be read. */
+function customerOf(token) {
+  if (typeof token !== "string") return "";
+  try {
+    const part = token.split(".")[1].replace(/-/g, "+").replace(/_/g, "/");
+    const claims = JSON.parse(atob(part + "=".repeat((4 - (part.length % 4)) % 4)));
+    if (claims && typeof claims.sub === "string" && claims.sub) return `sub:${claims.sub}`;
+  } catch {
+    // Not a JWT we can read: the token itself stands for the customer.
+  }
+  return `token:${token}`;
 }
 
 function parseRetryAfter(value) {
@@ -180,6 +240,7 @@ export function createReferralsClient({
   const doFetch = fetchImpl || ((...args) => globalThis.fetch(...args));
   const root = `${String(baseUrl).replace(/\/+$/, "")}/api/${encodeURIComponent(version)}/${encodeURIComponent(shop)}`;
   const recentSends = new Map(); // identical sends in flight, or finished moments ago
+  const consistency = new Map(); // customer -> the Consistency-Token of their last send
   let lastRefresh = null; // { stale: the refused token, promise: its replacement }
 
   // Calls refused for the same token share one refresh, even when they learn of it one after
@@ -201,6 +262,12 @@ export function createReferralsClient({
     const headers = { "Content-Type": "application/json", Accept: "application/json" };
     if (token) headers.Authorization = `Bearer ${token}`;
     if (idempotencyKey) headers["Idempotency-Key"] = idempotencyKey;
+    const customer = customerOf(token);
+    // Read-your-writes on any broker instance: a read after this customer's send carries the
+    // send's token, and the broker never answers it from an older list.
+    if (fn === "CustomerReferrals2" && consistency.has(customer)) {
+      headers["Consistency-Token"] = consistency.get(customer);
+    }
     let response;
     try {
       response = await doFetch(`${root}/${fn}`, {
@@ -235,6 +302,7 @@ export function createReferralsClient({
           rateLimitPolicy: response.headers.get("RateLimit-Policy"),
           idempotencyKey: idempotencyKey || null,
           replayed: response.headers.get("Idempotent-Replayed") === "true",
+          consistencyToken: response.headers.get("Consistency-Token"),
         });
       } catch {
         // An observer's bug must not break the call.
@@ -243,6 +311,8 @@ export function createReferralsClient({
     if (!response.ok) {
       throw await ReferralsError.fromResponse(response, { idempotencyKey: idempotencyKey || null });
     }
+    const written = fn === "Refer2" ? response.headers.get("Consistency-Token") : null;
+    if (written) consistency.set(customer, written);
     try {
       return await response.json();
     } catch (error) {
@@ -261,8 +331,8 @@ export function createReferralsClient({
 
   // One call with the token protocol: a 401 invalid_token comes from the broker's own check,
   // before Bubblehouse is called, so one retry with a fresh token is safe even for Refer2.
-  async function call(fn, body = {}, { signal, idempotencyKey } = {}) {
-    const token = await getToken({ forceRefresh: false });
+  async function call(fn, body = {}, { signal, idempotencyKey, token: known } = {}) {
+    const token = known === undefined ? await getToken({ forceRefresh: false }) : known;
     try {
       return await once(fn, body, token, { signal, idempotencyKey });
     } catch (error) {
@@ -278,15 +348,21 @@ export function createReferralsClient({
     return call("CustomerReferrals2", {}, { signal });
   }
 
-  function sendReferral({ channel, destination, idempotencyKey, signal } = {}) {
+  async function sendReferral({ channel, destination, idempotencyKey, signal } = {}) {
     // Validation is the broker's: a missing or bad channel comes back as invalid_input.
     const body = { channel };
     if (destination != null && destination !== "") body.destination = destination;
-    // A double click sends once: an identical send made while the first is in flight, or
-    // within DOUBLE_SEND_WINDOW_MS after it succeeded (a fast answer can beat the second
-    // click), gets the first one's answer. A failed send is forgotten at once, so it can be
-    // retried.
-    const dedupKey = JSON.stringify([channel, body.destination ?? null, idempotencyKey ?? null]);
+    const token = await getToken({ forceRefresh: false });
+    // A double click sends once: an identical send by the same customer made while the first
+    // is in flight, or within DOUBLE_SEND_WINDOW_MS after it succeeded (a fast answer can beat
+    // the second click), gets the first one's answer. Another customer's identical send on the
+    // same page is a send of its own. A failed send is forgotten at once, so it can be retried.
+    const dedupKey = JSON.stringify([
+      customerOf(token),
+      channel,
+      body.destination ?? null,
+      idempotencyKey ?? null,
+    ]);
     const earlier = recentSends.get(dedupKey);
     if (earlier) return earlier;
     const forget = () => {
@@ -295,7 +371,7 @@ export function createReferralsClient({
     // One key per logical send. After a network_error, pass error.idempotencyKey back in to
     // retry the same send: the broker runs it, or replays the answer it already gave.
     const key = idempotencyKey || newIdempotencyKey();
-    const promise = call("Refer2", body, { signal, idempotencyKey: key }).then(
+    const promise = call("Refer2", body, { signal, idempotencyKey: key, token }).then(
       (answer) => {
         setTimeout(forget, DOUBLE_SEND_WINDOW_MS);
         return answer;

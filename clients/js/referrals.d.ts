@@ -1,9 +1,9 @@
 // Type declarations for referrals.js, the storefront client of the referral broker.
 
-/** The error ids the broker answers with (spec section 4). */
 /** How long (ms) after a successful send an identical one is taken for a double click. */
 export declare const DOUBLE_SEND_WINDOW_MS: number;
 
+/** The error ids the broker answers with (spec section 4). */
 export type BrokerErrorId =
   | "missing_token"
   | "invalid_token"
@@ -100,7 +100,11 @@ export interface Referral {
   [field: string]: unknown;
 }
 
-/** Referral counts and earnings totals. */
+/**
+ * Referral counts and earnings totals. Bubblehouse names such a field without publishing its
+ * name or shape: `summary` and these members are the broker's sandbox's guess (modelled on
+ * Bubblehouse's CustomerReferralStats3). Read them as optional.
+ */
 export interface ReferralSummary {
   sent?: number;
   approved?: number;
@@ -109,20 +113,49 @@ export interface ReferralSummary {
   [field: string]: unknown;
 }
 
-/** CustomerReferrals2's answer, unchanged by the broker. */
+/**
+ * CustomerReferrals2's answer, unchanged by the broker. Its order is Bubblehouse's (the sandbox
+ * answers newest first, which Bubblehouse does not promise), and `destination` is masked in a
+ * format Bubblehouse does not document (the sandbox writes `f***@example.com`).
+ */
 export interface CustomerReferralsResponse {
   summary?: ReferralSummary;
   referrals: Referral[];
   [field: string]: unknown;
 }
 
-/** What the page should do next to finish sharing (ReferralShareAction1). */
-export type ShareAction =
-  | { type: "none"; [field: string]: unknown }
-  | { type: "open_url"; url: string; [field: string]: unknown }
-  | { type: "copy_link"; link: string; [field: string]: unknown }
-  | { type: "show_qr_code"; link?: string; url?: string; [field: string]: unknown }
-  | { type: string & {}; url?: string; link?: string; [field: string]: unknown };
+/**
+ * What the page should do next to finish sharing (Bubblehouse's ReferralShareAction1).
+ *
+ * Bubblehouse does not document this type's members, so it is opaque here: an object whose
+ * members are unknown. Narrow it with `isKnownShareAction` before using a member, and give the
+ * shopper a plain link (the referral's `link`) for any shape the guard does not know.
+ */
+export interface ShareAction {
+  readonly [member: string]: unknown;
+}
+
+/**
+ * The shapes the broker's sandbox produces. They are the sandbox's guesses, not Bubblehouse's
+ * documented type: the real service may send other shapes.
+ */
+export type KnownShareAction =
+  | { type: "none"; [member: string]: unknown }
+  | { type: "open_url"; url: string; link?: string; [member: string]: unknown }
+  | { type: "copy_link"; link: string; text?: string; [member: string]: unknown }
+  | { type: "show_qr_code"; link?: string; data?: string; [member: string]: unknown };
+
+/** True when `action` is one of the `KnownShareAction` shapes (with the members they need). */
+export declare function isKnownShareAction(action: unknown): action is KnownShareAction;
+
+/** `value` when it is an absolute `http:` or `https:` URL, otherwise null: safe as an `href`. */
+export declare function httpUrl(value: unknown): string | null;
+
+/**
+ * What to show a shopper for a failure: Bubblehouse's shop-configured `upstream_message` when
+ * the broker passed one on, otherwise the broker's own `message`.
+ */
+export declare function shopperMessage(error: ReferralsError | { message?: string }): string;
 
 /** Refer2's answer, unchanged by the broker. */
 export interface ReferResponse {
@@ -145,6 +178,12 @@ export interface ProblemBody {
   reason?: InvalidTokenReason;
   field?: string;
   upstream_status?: number;
+  /**
+   * Bubblehouse's own words for a 4xx refusal (for Refer2: text the shop configured for its
+   * shoppers), control characters removed, at most 500 characters. Prefer it over `message`
+   * when present.
+   */
+  upstream_message?: string;
   [field: string]: unknown;
 }
 
@@ -158,6 +197,7 @@ export interface ReferralsErrorInit {
   field?: string | null;
   reason?: string | null;
   upstreamStatus?: number | null;
+  upstreamMessage?: string | null;
   idempotencyKey?: string | null;
   replayed?: boolean;
   body?: ProblemBody | null;
@@ -188,6 +228,8 @@ export declare class ReferralsError extends Error {
   /** Why the token was refused, for `invalid_token`. */
   readonly reason: InvalidTokenReason | (string & {}) | null;
   readonly upstreamStatus: number | null;
+  /** Bubblehouse's own text (`upstream_message`): show it to the shopper when present. */
+  readonly upstreamMessage: string | null;
   /**
    * For sendReferral: the send's Idempotency-Key. After `network_error`, pass it back as
    * `idempotencyKey` to retry this same send safely; the broker answers a key it has seen with
@@ -221,6 +263,8 @@ export interface ResponseInfo {
   idempotencyKey: string | null;
   /** The broker's `Idempotent-Replayed: true`: a recorded answer, Bubblehouse not called. */
   replayed: boolean;
+  /** Refer2's `Consistency-Token` (opaque); the client sends it back on this customer's reads. */
+  consistencyToken: string | null;
 }
 
 export interface ReferralsClientOptions {
@@ -260,12 +304,16 @@ export interface CallOptions {
 }
 
 export interface ReferralsClient {
-  /** The customer's referral history (POST CustomerReferrals2 with `{}`). */
+  /**
+   * The customer's referral history (POST CustomerReferrals2 with `{}`). After a send by the
+   * same customer it carries that send's `Consistency-Token`, so the new referral is in it.
+   */
   listReferrals(options?: ListReferralsOptions): Promise<CustomerReferralsResponse>;
   /**
    * Send a referral (POST Refer2 with an Idempotency-Key). Never retried automatically after a
-   * network error or a 5xx. Identical sends made while one is in flight, or within
-   * DOUBLE_SEND_WINDOW_MS after it succeeded (a double click), share its result.
+   * network error or a 5xx. Identical sends by the same customer (the token's subject) made
+   * while one is in flight, or within DOUBLE_SEND_WINDOW_MS after it succeeded (a double
+   * click), share its result.
    */
   sendReferral(options: SendReferralOptions): Promise<ReferResponse>;
   /** Low-level: POST `body` to `<baseUrl>/api/<version>/<shop>/<fn>` with the token protocol. */

@@ -1,0 +1,117 @@
+"""The npm package clients/js: node's own tests against a real broker, strict types, its tarball."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from broker.clientfiles import NAMES
+from tests.conftest import ISSUER_KEY, SHOP
+
+ROOT = Path(__file__).resolve().parent.parent
+CLIENT = ROOT / "clients" / "js"
+VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+
+
+def tool(name: str) -> str:
+    """A Node tool: node and npm from PATH, the rest from the package's node_modules."""
+    if name in ("node", "npm"):
+        found = shutil.which(name)
+        assert found, f"{name} is not installed: run bash scripts/setup --test"
+        return found
+    local = CLIENT / "node_modules" / ".bin" / name
+    assert local.exists(), f"{local.relative_to(ROOT)} is missing: run bash scripts/setup --test"
+    return str(local)
+
+
+def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    done = subprocess.run(
+        args,
+        cwd=CLIENT,
+        env={**os.environ, **(env or {})},
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout[-6000:] + done.stderr[-3000:]
+    return done
+
+
+def test_node_suite_against_a_real_broker(broker: Any) -> None:
+    """clients/js/test/*.test.mjs (node --test) pass against this broker and sandbox."""
+    tests = sorted(str(p.relative_to(CLIENT)) for p in (CLIENT / "test").glob("*.test.mjs"))
+    assert len(tests) >= 2
+    done = run(
+        tool("node"),
+        "--test",
+        *tests,
+        env={"BROKER_URL": broker.url, "BROKER_SHOP": SHOP, "BROKER_ISSUER_KEY": ISSUER_KEY},
+    )
+    assert "# fail 0" in done.stdout
+    assert "# pass 0" not in done.stdout
+
+
+def test_types_compile_under_strict() -> None:
+    """tsc --strict accepts both .d.ts files and a storefront's consumer file using them."""
+    config = json.loads((CLIENT / "test" / "tsconfig.json").read_text())
+    assert config["compilerOptions"]["strict"] is True
+    assert {"../referrals.d.ts", "../referral-widget.d.ts", "consumer.ts"} <= set(config["files"])
+    run(tool("tsc"), "-p", "test/tsconfig.json")
+
+
+def test_share_action_is_opaque_to_typescript(tmp_path: Path) -> None:
+    """Reading a member of share_action without the type guard is a compile error."""
+    bad = CLIENT / "test" / f"opaque-{os.getpid()}.ts"
+    bad.write_text(
+        'import { createReferralsClient } from "@referral-broker/client";\n'
+        'const c = createReferralsClient({ baseUrl: "b", shop: "s", getToken: () => "t" });\n'
+        "export async function f(): Promise<string> {\n"
+        '  const answer = await c.sendReferral({ channel: "sms" });\n'
+        "  const url: string = answer.share_action!.url;\n"
+        "  return url;\n"
+        "}\n"
+    )
+    try:
+        done = subprocess.run(
+            [
+                *(tool("tsc"), "--strict", "--noEmit", "--module", "NodeNext"),
+                *("--moduleResolution", "NodeNext", "--lib", "ES2022,DOM", str(bad)),
+            ],
+            cwd=CLIENT,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+    finally:
+        bad.unlink()
+    assert done.returncode != 0
+    assert "TS2322" in done.stdout  # 'unknown' is not assignable to 'string'
+
+
+def test_npm_pack_holds_the_four_files_at_the_brokers_version() -> None:
+    """npm pack of clients/js publishes the four files (plus package.json, README) at 1 version."""
+    done = run(tool("npm"), "pack", "--dry-run", "--json", "--offline", "--ignore-scripts")
+    (packed,) = json.loads(done.stdout)
+    assert packed["version"] == VERSION
+    files = {entry["path"] for entry in packed["files"]}
+    assert files == {*NAMES, "package.json", "README.md"}
+
+
+@pytest.mark.parametrize("name", NAMES)
+def test_package_exports_every_file(name: str) -> None:
+    """package.json's exports and types point at files that exist; no runtime dependencies."""
+    package = json.loads((CLIENT / "package.json").read_text())
+    assert "dependencies" not in package
+    targets = json.dumps(package["exports"])
+    assert f"./{name}" in targets
+    assert (CLIENT / name).exists()
+    assert (CLIENT / package["types"]).exists()
