@@ -9,6 +9,7 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
@@ -21,7 +22,9 @@ from broker.limits import Limiter
 from broker.settings import RateLimit
 from broker.store import Store, open_store
 from tests.conftest import SHOP, make_settings
+from tests.fleet import Fleet, fleet_of
 from tests.servers import RedisProcess, free_port
+from tests.stack import READ_PATH, WRITE_PATH, Sandbox
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
@@ -274,3 +277,51 @@ async def test_cluster_node_lost_and_back(cluster_nodes: list[RedisProcess], sto
     for key in keys:
         await cache.read(key, Upstream(), limit=None)
     assert (await cache.read(keys[0], Upstream(), limit=None)).outcome == "hit"
+
+
+@pytest.fixture
+def cluster_fleet(cluster: str, sandbox: Sandbox, tmp_path: Path) -> Iterator[Fleet]:
+    """Two `broker serve` processes on the three-node cluster, six reads a minute each customer."""
+    with fleet_of(
+        2,
+        sandbox.url,
+        cluster,
+        tmp_path,
+        BROKER_RATE_LIMIT_READ="6/60s",
+        BROKER_RATE_LIMIT_WRITE="100/60s",
+    ) as running:
+        yield running
+
+
+def test_cluster_instances_share_near_cache_invalidation_and_tokens(
+    cluster_fleet: Fleet,
+) -> None:
+    """On the cluster: B's near tier drops the old list within 250 ms of a send via A, and a
+    send's Consistency-Token read via the other instance holds the new referral at once."""
+    a, b = cluster_fleet.clients
+    auth = cluster_fleet.auth(customer())
+    b.post(READ_PATH, headers=auth)
+    near = b.post(READ_PATH, headers=auth)
+    assert near.headers["cache-status"].endswith("detail=near")
+    old = len(near.json()["referrals"])
+    a.post(WRITE_PATH, headers=auth, json={"channel": "sms"}).raise_for_status()
+    answered = time.monotonic()
+    while len(b.post(READ_PATH, headers=auth).json()["referrals"]) == old:
+        assert time.monotonic() - answered < 0.25, "B still serves the list from before the send"
+        time.sleep(0.005)
+    sent = b.post(WRITE_PATH, headers=auth, json={"channel": "whatsapp"})
+    token = sent.headers["consistency-token"]
+    read = a.post(READ_PATH, headers={**auth, "Consistency-Token": token})
+    ids = {r["referral_bhid"] for r in read.json()["referrals"]}
+    assert sent.json()["referral"]["referral_bhid"] in ids
+
+
+def test_cluster_instances_share_synchronised_limits(cluster_fleet: Fleet) -> None:
+    """On the cluster: reads spaced by more than the push interval share one window of six."""
+    a, b = cluster_fleet.clients
+    auth = cluster_fleet.auth(customer())
+    statuses = []
+    for i in range(8):
+        statuses.append((a if i % 2 else b).post(READ_PATH, headers=auth).status_code)
+        time.sleep(0.3)
+    assert statuses == [200] * 6 + [429] * 2
