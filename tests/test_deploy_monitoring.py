@@ -103,6 +103,7 @@ def exported(monkeypatch: pytest.MonkeyPatch) -> dict[str, set[str]]:
     metrics.observe_request(route="/healthz", method="GET", status=200, error_id=None, seconds=0.1)
     metrics.observe_upstream(function="Refer2", outcome="ok", status=200, seconds=0.1)
     metrics.observe_redis(operation="read", seconds=0.001)
+    metrics.flush()  # per-request tallies reach the registry once a second, or here
     series: dict[str, set[str]] = {}
     for family in metrics.registry.collect():
         for sample in family.samples:
