@@ -15,7 +15,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import httpx2
 import orjson
 import structlog
 from starlette.applications import Starlette
@@ -56,6 +55,7 @@ from broker.store import Store, customer_scope, open_store
 from broker.telemetry import RequestInfo, TelemetryMiddleware, request_info
 from broker.tokens import Customer, TokenMinter, TokenVerifier
 from broker.tracing import Tracing
+from broker.transport import Transport
 from broker.upstream import CallInfo, Upstream
 
 log = structlog.get_logger("broker.app")
@@ -237,6 +237,7 @@ async def call_upstream(
             traceparent=traceparent,
             retry_connect=True,
             info=call,
+            customer=customer.id,  # keys the per-customer back-off (broker.circuit)
         )
     finally:
         if span is not None:
@@ -401,7 +402,7 @@ def watch(upstream: Upstream, store: Store, metrics: Metrics) -> None:
 def create_app(
     settings: Settings,
     *,
-    upstream_transport: httpx2.AsyncBaseTransport | None = None,
+    upstream_transport: Transport | None = None,
     store: Store | None = None,
     metrics_registry: Metrics | None = None,
     tracing: Tracing | None = None,

@@ -38,6 +38,12 @@ VARIABLES: tuple[str, ...] = (
     "BROKER_RATE_LIMIT_WRITE",
     "BROKER_RATE_LIMIT_ISSUER",
     "BROKER_UPSTREAM_TIMEOUT",
+    # Circuit breaker and per-customer back-off (broker.circuit).
+    "BROKER_CIRCUIT_FAILURE_RATE",
+    "BROKER_CIRCUIT_MIN_CALLS",
+    "BROKER_CIRCUIT_WINDOW",
+    "BROKER_CIRCUIT_COOLDOWN",
+    "BROKER_UPSTREAM_BACKOFF",
     "BROKER_METRICS_TOKEN",
     "PORT",
     "WEB_CONCURRENCY",
@@ -121,6 +127,12 @@ class Settings:
     rate_limit_write: RateLimit | None = field(default_factory=lambda: RateLimit(20, 60))
     rate_limit_issuer: RateLimit | None = field(default_factory=lambda: RateLimit(10, 60))
     upstream_timeout: float = 5.0
+    # Circuit breaker and per-customer back-off (broker.circuit).
+    circuit_failure_rate: float = 0.5
+    circuit_min_calls: int = 20
+    circuit_window: float = 30.0
+    circuit_cooldown: float = 10.0
+    upstream_backoff: float = 5.0
     metrics_token: Secret[str] | None = None
     port: int = 8000
     web_concurrency: int = 1
@@ -289,6 +301,26 @@ def parse(env: Mapping[str, str]) -> Settings:
             problems.append("BROKER_UPSTREAM_TIMEOUT: must be seconds between 0.05 and 120")
             upstream_timeout = 5.0
 
+    # Circuit breaker and per-customer back-off (broker.circuit).
+    def seconds(name: str, default: float, low: float, high: float) -> float:
+        raw = get(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            problems.append(f"{name}: must be a number between {low:g} and {high:g}")
+            return default
+        return value
+
+    circuit_failure_rate = seconds("BROKER_CIRCUIT_FAILURE_RATE", 0.5, 0.01, 1.0)
+    circuit_min_calls = integer("BROKER_CIRCUIT_MIN_CALLS", 20, 1, 100_000)
+    circuit_window = seconds("BROKER_CIRCUIT_WINDOW", 30.0, 1.0, 3600.0)
+    circuit_cooldown = seconds("BROKER_CIRCUIT_COOLDOWN", 10.0, 0.1, 3600.0)
+    upstream_backoff = seconds("BROKER_UPSTREAM_BACKOFF", 5.0, 0.0, 600.0)
+
     metrics = get("BROKER_METRICS_TOKEN")
     log_level = (get("LOG_LEVEL") or "info").lower()
     if log_level not in LOG_LEVELS:
@@ -314,6 +346,11 @@ def parse(env: Mapping[str, str]) -> Settings:
         rate_limit_write=limits["BROKER_RATE_LIMIT_WRITE"],
         rate_limit_issuer=limits["BROKER_RATE_LIMIT_ISSUER"],
         upstream_timeout=upstream_timeout,
+        circuit_failure_rate=circuit_failure_rate,
+        circuit_min_calls=circuit_min_calls,
+        circuit_window=circuit_window,
+        circuit_cooldown=circuit_cooldown,
+        upstream_backoff=upstream_backoff,
         metrics_token=Secret(metrics) if metrics else None,
         port=integer("PORT", 8000, 1, 65535),
         web_concurrency=integer("WEB_CONCURRENCY", 1, 1, 64),

@@ -41,8 +41,8 @@ def transport(url: str, *, timeout: float = 2.0) -> AiohttpTransport:
     return AiohttpTransport(url, connect_timeout=timeout, read_timeout=timeout)
 
 
-async def post(url: str, *, timeout: float = 2.0) -> tuple[int, bytes]:
-    client = transport(url, timeout=timeout)
+async def post(url: str, *, wait: float = 2.0) -> tuple[int, bytes]:
+    client = transport(url, timeout=wait)
     try:
         async with asyncio.timeout(20):
             got = await client.post("/api/v1/shop/F", b"{}", {"X-Request-ID": "r"})
@@ -106,7 +106,7 @@ async def test_connect_timeout() -> None:
     with full_backlog() as url:
         started = time.monotonic()
         with pytest.raises(ConnectTimeout):
-            await post(url, timeout=0.3)
+            await post(url, wait=0.3)
     assert time.monotonic() - started < 10
 
 
@@ -114,7 +114,7 @@ async def test_read_timeout() -> None:
     """A server that takes the request and never answers: ReadTimeout."""
     with RawUpstream(stall) as server:
         with pytest.raises(ReadTimeout):
-            await post(server.url, timeout=0.3)
+            await post(server.url, wait=0.3)
         assert len(server.requests) == 1
 
 
@@ -153,18 +153,17 @@ async def test_garbage_instead_of_http() -> None:
 )
 async def test_undecodable_bodies(encoding: str, encoded: bytes) -> None:
     """A corrupt, cut or unknown Content-Encoding: UndecodableBody, with the answer's status."""
-    with RawUpstream(answer(200, encoded, {"Content-Encoding": encoding})) as server:
-        with pytest.raises(UndecodableBody) as caught:
-            await post(server.url)
+    raw = answer(200, encoded, {"Content-Encoding": encoding})
+    with RawUpstream(raw) as server, pytest.raises(UndecodableBody) as caught:
+        await post(server.url)
     assert caught.value.status == 200
 
 
 async def test_endless_chunked_body_stops_at_the_cap() -> None:
     """A chunked answer that never ends is refused once it passes the cap, not buffered."""
     head = answer(200, headers={"Transfer-Encoding": "chunked"}, length=False)
-    with RawUpstream(endless(head, lambda: b" " * 65536)) as server:
-        with pytest.raises(BodyTooLarge):
-            await post(server.url)
+    with RawUpstream(endless(head, lambda: b" " * 65536)) as server, pytest.raises(BodyTooLarge):
+        await post(server.url)
 
 
 async def test_endless_gzip_stops_at_the_cap() -> None:
@@ -187,17 +186,21 @@ async def test_bomb_with_content_length_is_refused(encoding: str) -> None:
     """A small compressed body (Content-Length given) that inflates to 64 MB is refused."""
     bomb = (gzipped if encoding == "gzip" else deflated)(b"{" + b" " * (64 * 1024 * 1024))
     assert len(bomb) < 100_000
-    with RawUpstream(answer(200, bomb, {"Content-Encoding": encoding})) as server:
-        with pytest.raises(BodyTooLarge):
-            await post(server.url)
+    with (
+        RawUpstream(answer(200, bomb, {"Content-Encoding": encoding})) as server,
+        pytest.raises(BodyTooLarge),
+    ):
+        await post(server.url)
 
 
 async def test_content_length_over_the_cap_is_refused_unread() -> None:
     """A Content-Length far past the cap is refused from the header, before any body."""
     head = answer(200, headers={"Content-Length": str(64 * MAX_BODY)}, length=False)
-    with RawUpstream(lambda conn, stop: (conn.sendall(head), stop.wait(10))) as server:
-        with pytest.raises(BodyTooLarge):
-            await post(server.url, timeout=5)
+    with (
+        RawUpstream(lambda conn, stop: (conn.sendall(head), stop.wait(10))) as server,
+        pytest.raises(BodyTooLarge),
+    ):
+        await post(server.url, wait=5)
 
 
 async def test_redirects_are_not_followed() -> None:
