@@ -340,3 +340,34 @@ async def test_a_cancelled_or_failed_trial_never_sticks_the_circuit() -> None:
     assert upstream.breaker.state == "closed"
     answers.append(Answer(200, {}, b"{}"))
     assert await call(upstream, "c") == b"{}"
+
+
+def test_breaker_settings_defaults_and_refusals() -> None:
+    """The circuit's settings default sensibly; a bad value names its variable, not its value."""
+    from broker.settings import ConfigError
+
+    settings = make_settings()
+    assert (
+        settings.circuit_failure_rate,
+        settings.circuit_min_calls,
+        settings.circuit_window,
+        settings.circuit_cooldown,
+        settings.upstream_backoff,
+    ) == (0.5, 20, 30.0, 10.0, 5.0)
+    upstream = Upstream.create(
+        make_settings(BROKER_CIRCUIT_FAILURE_RATE="0.25", BROKER_CIRCUIT_COOLDOWN="2.5"),
+        FakeTransport(lambda path, body, headers: Answer(200, {}, b"{}")),
+    )
+    assert upstream.breaker.failure_rate == 0.25 and upstream.breaker.cooldown == 2.5
+    for name, value in (
+        ("BROKER_CIRCUIT_FAILURE_RATE", "1.5"),
+        ("BROKER_CIRCUIT_FAILURE_RATE", "nan"),
+        ("BROKER_CIRCUIT_MIN_CALLS", "-7"),
+        ("BROKER_CIRCUIT_WINDOW", "forever"),
+        ("BROKER_CIRCUIT_COOLDOWN", "-1"),
+        ("BROKER_UPSTREAM_BACKOFF", "1e9"),
+    ):
+        with pytest.raises(ConfigError) as caught:
+            make_settings(**{name: value})
+        assert caught.value.problems[0].startswith(name + ":")
+        assert f"'{value}'" not in caught.value.problems[0]
