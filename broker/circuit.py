@@ -171,10 +171,12 @@ class Backoff(Generic[E]):
         self.clock = clock
         self._held: OrderedDict[object, tuple[float, Callable[[float], E]]] = OrderedDict()
 
+    def __len__(self) -> int:
+        """Keys held (false when none: callers skip building a key)."""
+        return len(self._held)
+
     def check(self, key: object) -> E | None:
         """The refusal for ``key`` (given the seconds it has left), or None to go ahead."""
-        if not self._held:
-            return None
         found = self._held.get(key)
         if found is None:
             return None

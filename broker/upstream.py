@@ -49,7 +49,6 @@ from broker.errors import (
 )
 from broker.settings import Settings
 from broker.transport import (
-    MAX_BODY,
     Answer,
     BodyTooLarge,
     ConnectFailed,
@@ -61,8 +60,6 @@ from broker.transport import (
     UndecodableBody,
     production_transport,
 )
-
-__all__ = ["MAX_BODY", "CallInfo", "Upstream", "clean_message"]
 
 log = structlog.get_logger("broker.upstream")
 
@@ -127,7 +124,7 @@ class Upstream:
         is safe for any call because the request never left the broker. ``customer`` (the
         customer id) keys the per-customer back-off; without it there is none.
         """
-        held = self.backoff.check((customer, function)) if customer else None
+        held = self.backoff.check((customer, function)) if customer and self.backoff else None
         if held is not None:
             info.outcome = "backoff"
             raise held
