@@ -277,3 +277,22 @@ def test_metrics_show_the_upstream_circuit(sandbox: Sandbox) -> None:
         assert metric(text, "broker_breaker_state", name="upstream", state="open") == 1
         assert metric(text, "broker_breaker_state", name="upstream", state="closed") == 0
         assert broker.read(customer="c6").json()["id"] == "upstream_unavailable"
+
+
+def test_a_half_open_trial_answered_with_corrupt_gzip_does_not_stick_the_circuit() -> None:
+    """The trial after the cool-down gets corrupt gzip (502): Bubblehouse answered, so the
+    circuit closes and the next read goes through, instead of staying open until restart."""
+    with (
+        RawUpstream(answer(503, b"{}"), CORRUPT_GZIP, answer(200, GOOD)) as raw,
+        running_broker(
+            raw.url, BROKER_CIRCUIT_MIN_CALLS="1", BROKER_CIRCUIT_COOLDOWN="0.3"
+        ) as broker,
+    ):
+        assert broker.read(customer="c1").status_code == 502
+        assert broker.read(customer="c2").json()["id"] == "upstream_unavailable"
+        time.sleep(0.4)
+        trial = broker.read(customer="c3")
+        assert trial.status_code == 502 and trial.json()["id"] == "upstream_error"
+        after = broker.read(customer="c4")
+        assert after.status_code == 200 and after.content == GOOD
+        assert len(raw.requests) == 3
