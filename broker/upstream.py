@@ -52,7 +52,6 @@ from broker.transport import (
     Answer,
     BodyTooLarge,
     ConnectFailed,
-    ConnectionBroken,
     ConnectTimeout,
     ReadTimeout,
     Transport,
@@ -203,7 +202,7 @@ class Upstream:
             transient = exc.status is not None and exc.status >= 500
             return transient, UpstreamError(message, upstream_status=exc.status)
         info.outcome = "transport_error"
-        if not isinstance(exc, ConnectionBroken | TransportError):
+        if not isinstance(exc, TransportError):
             # A transport that raised something of its own: a bug below, not the browser's.
             log.error("upstream.unexpected", error_type=type(exc).__name__, exc_info=exc)
         # The request may have been delivered before the connection broke.
