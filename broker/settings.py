@@ -302,7 +302,7 @@ def parse(env: Mapping[str, str]) -> Settings:
             upstream_timeout = 5.0
 
     # Circuit breaker and per-customer back-off (broker.circuit).
-    def seconds(name: str, default: float, low: float, high: float) -> float:
+    def number(name: str, default: float, low: float, high: float) -> float:
         raw = get(name)
         if raw is None:
             return default
@@ -315,11 +315,11 @@ def parse(env: Mapping[str, str]) -> Settings:
             return default
         return value
 
-    circuit_failure_rate = seconds("BROKER_CIRCUIT_FAILURE_RATE", 0.5, 0.01, 1.0)
+    circuit_failure_rate = number("BROKER_CIRCUIT_FAILURE_RATE", 0.5, 0.01, 1.0)
     circuit_min_calls = integer("BROKER_CIRCUIT_MIN_CALLS", 20, 1, 100_000)
-    circuit_window = seconds("BROKER_CIRCUIT_WINDOW", 30.0, 1.0, 3600.0)
-    circuit_cooldown = seconds("BROKER_CIRCUIT_COOLDOWN", 10.0, 0.1, 3600.0)
-    upstream_backoff = seconds("BROKER_UPSTREAM_BACKOFF", 5.0, 0.0, 600.0)
+    circuit_window = number("BROKER_CIRCUIT_WINDOW", 30.0, 1.0, 3600.0)
+    circuit_cooldown = number("BROKER_CIRCUIT_COOLDOWN", 10.0, 0.1, 3600.0)
+    upstream_backoff = number("BROKER_UPSTREAM_BACKOFF", 5.0, 0.0, 600.0)
 
     metrics = get("BROKER_METRICS_TOKEN")
     log_level = (get("LOG_LEVEL") or "info").lower()
