@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-import httpx2
 import orjson
 import structlog
 from starlette.applications import Starlette
@@ -54,6 +53,7 @@ from broker.store import Store, open_store
 from broker.telemetry import RequestInfo, TelemetryMiddleware, request_info
 from broker.tokens import TokenMinter, TokenVerifier
 from broker.tracing import Tracing
+from broker.transport import Transport
 from broker.upstream import Upstream
 
 log = structlog.get_logger("broker.app")
@@ -269,7 +269,7 @@ def watch(upstream: Upstream, store: Store, metrics: Metrics) -> None:
 def create_app(
     settings: Settings,
     *,
-    upstream_transport: httpx2.AsyncBaseTransport | None = None,
+    upstream_transport: Transport | None = None,
     store: Store | None = None,
     metrics_registry: Metrics | None = None,
     tracing: Tracing | None = None,

@@ -25,6 +25,7 @@ body that is both a Bubblehouse-style error (``id``, ``message``) and an RFC 945
     │   ├── UpstreamRejected                  4xx Bubblehouse's own id, passed through
     │   ├── UpstreamMisconfigured             502 upstream_misconfigured
     │   ├── UpstreamError                     502 upstream_error
+    │   │   └── UpstreamBackoff               502 upstream_error, without calling (retry_after)
     │   ├── UpstreamUnavailable               503 upstream_unavailable
     │   └── UpstreamTimeout                   504 upstream_timeout
     ├── NotReady                              503 not_ready (only /readyz, while starting/stopping)
@@ -32,10 +33,13 @@ body that is both a Bubblehouse-style error (``id``, ``message``) and an RFC 945
 
 ``stale_ok`` marks the failures during which a cached body may still be served (spec 5), and
 ``reached_upstream`` those after which a Refer2 may have been carried out by Bubblehouse.
+Errors made from a Bubblehouse 4xx JSON error may carry its ``message`` as ``upstream_message``
+(cleaned by :mod:`broker.upstream`); nothing else of Bubblehouse's text ever reaches a body.
 """
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, ClassVar
 
@@ -258,8 +262,12 @@ class UpstreamRateLimited(RateLimitExceeded):
     stale_ok = True
     reached_upstream = True
 
-    def __init__(self, retry_after: int = 1, message: str | None = None) -> None:
-        super().__init__(retry_after, message, upstream_status=429)
+    def __init__(
+        self, retry_after: int = 1, message: str | None = None, upstream_message: str | None = None
+    ) -> None:
+        super().__init__(
+            retry_after, message, upstream_status=429, upstream_message=upstream_message
+        )
 
 
 class UpstreamFailure(BrokerError):
@@ -287,14 +295,18 @@ class UpstreamRejected(UpstreamFailure):
         ),
     }
 
-    def __init__(self, upstream_id: str, upstream_status: int) -> None:
+    def __init__(
+        self, upstream_id: str, upstream_status: int, upstream_message: str | None = None
+    ) -> None:
         self._id = upstream_id
         self._status = upstream_status
         message = self._messages.get(
             upstream_id,
             f"Bubblehouse refused the request ({upstream_id.replace('_', ' ')}).",
         )
-        super().__init__(message, upstream_status=upstream_status)
+        super().__init__(
+            message, upstream_status=upstream_status, upstream_message=upstream_message
+        )
 
     @property
     def error_id(self) -> str:
@@ -324,6 +336,23 @@ class UpstreamError(UpstreamFailure):
     retryable = True
     stale_ok = True
     reached_upstream = True
+
+
+class UpstreamBackoff(UpstreamError):
+    """Bubblehouse's last answer for this customer was unusable (too large, not JSON): for a
+    few seconds the broker answers this without calling again. Nothing was sent this time."""
+
+    default_message = (
+        "Bubblehouse's last answer for this customer could not be used. Try again shortly."
+    )
+    reached_upstream = False
+
+    def __init__(self, retry_after: float) -> None:
+        self.retry_after = max(1, math.ceil(retry_after))
+        super().__init__(retry_after=self.retry_after)
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
 
 
 class UpstreamUnavailable(UpstreamFailure):

@@ -80,6 +80,7 @@ class Referrals:
                 traceparent=traceparent,
                 retry_connect=True,
                 info=call,
+                customer=customer.id,  # keys the per-customer back-off (broker.circuit)
             )
         finally:
             if span is not None and tracing is not None:

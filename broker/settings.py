@@ -40,6 +40,12 @@ VARIABLES: tuple[str, ...] = (
     "BROKER_RATE_LIMIT_SYNC",
     "BROKER_NEAR_CACHE_MB",
     "BROKER_UPSTREAM_TIMEOUT",
+    # Circuit breaker and per-customer back-off (broker.circuit).
+    "BROKER_CIRCUIT_FAILURE_RATE",
+    "BROKER_CIRCUIT_MIN_CALLS",
+    "BROKER_CIRCUIT_WINDOW",
+    "BROKER_CIRCUIT_COOLDOWN",
+    "BROKER_UPSTREAM_BACKOFF",
     "BROKER_METRICS_TOKEN",
     "BROKER_SHOPIFY_SECRET",
     "BROKER_SHOPIFY_SHOP",
@@ -128,6 +134,12 @@ class Settings:
     upstream_timeout: float = 5.0
     rate_limit_sync: float = 0.1  # seconds between pushes of local counts; 0: strict
     near_cache_mb: int = 16  # process-local tier of referral lists; 0: off
+    # Circuit breaker and per-customer back-off (broker.circuit).
+    circuit_failure_rate: float = 0.5
+    circuit_min_calls: int = 20
+    circuit_window: float = 30.0
+    circuit_cooldown: float = 10.0
+    upstream_backoff: float = 5.0
     metrics_token: Secret[str] | None = None
     shopify_secret: Secret[str] | None = None  # GET /shopify/token only when both are set
     shopify_shop: str | None = None
@@ -311,6 +323,26 @@ def parse(env: Mapping[str, str]) -> Settings:
             )
             rate_limit_sync = 0.1
 
+    # Circuit breaker and per-customer back-off (broker.circuit).
+    def number(name: str, default: float, low: float, high: float) -> float:
+        raw = get(name)
+        if raw is None:
+            return default
+        try:
+            value = float(raw)
+        except ValueError:
+            value = low - 1
+        if not low <= value <= high:
+            problems.append(f"{name}: must be a number between {low:g} and {high:g}")
+            return default
+        return value
+
+    circuit_failure_rate = number("BROKER_CIRCUIT_FAILURE_RATE", 0.5, 0.01, 1.0)
+    circuit_min_calls = integer("BROKER_CIRCUIT_MIN_CALLS", 20, 1, 100_000)
+    circuit_window = number("BROKER_CIRCUIT_WINDOW", 30.0, 1.0, 3600.0)
+    circuit_cooldown = number("BROKER_CIRCUIT_COOLDOWN", 10.0, 0.1, 3600.0)
+    upstream_backoff = number("BROKER_UPSTREAM_BACKOFF", 5.0, 0.0, 600.0)
+
     metrics = get("BROKER_METRICS_TOKEN")
     shopify_secret = get("BROKER_SHOPIFY_SECRET") or None
     shopify_shop = (get("BROKER_SHOPIFY_SHOP") or "").strip().lower() or None
@@ -347,6 +379,11 @@ def parse(env: Mapping[str, str]) -> Settings:
         upstream_timeout=upstream_timeout,
         rate_limit_sync=rate_limit_sync,
         near_cache_mb=integer("BROKER_NEAR_CACHE_MB", 16, 0, 4096),
+        circuit_failure_rate=circuit_failure_rate,
+        circuit_min_calls=circuit_min_calls,
+        circuit_window=circuit_window,
+        circuit_cooldown=circuit_cooldown,
+        upstream_backoff=upstream_backoff,
         metrics_token=Secret(metrics) if metrics else None,
         shopify_secret=Secret(shopify_secret) if shopify_secret else None,
         shopify_shop=shopify_shop,

@@ -9,6 +9,7 @@ from __future__ import annotations
 import time
 import uuid
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -21,6 +22,8 @@ from broker.settings import Settings
 AUDIENCE = "BH"
 ALGORITHM = "HS256"
 UPSTREAM_TTL = 60  # seconds an upstream token lives: one call, with room for slow answers
+# Signed upstream tokens kept for reuse (one per customer and email), about 0.4 KB each.
+_UPSTREAM_CACHE_SIZE = 10_000
 # Verified tokens kept (about 0.5 KB each): more than the customers active within a token's
 # lifetime on one worker, or a round of 10,000 customers verifies every token again.
 _VERIFIED_CACHE_SIZE = 16384
@@ -48,11 +51,20 @@ class MintedToken:
 
 
 class TokenMinter:
-    """Signs tokens with the first configured key."""
+    """Signs tokens with the first configured key.
 
-    def __init__(self, settings: Settings) -> None:
+    Browser tokens (:meth:`customer_token`) carry a ``jti``. Upstream tokens
+    (:meth:`upstream_token`) carry exactly what Bubblehouse's official plugins send (header
+    ``typ``, ``alg``, ``kid``; claims ``aud``, ``sub``, ``iat``, ``exp``, and ``ce`` when the
+    email is known) and are reused per customer and email while more than half their life is
+    left. ``clock`` (seconds since the epoch) is the seam tests replace.
+    """
+
+    def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
         self._key = settings.signing_key
+        self._clock = clock
+        self._upstream: OrderedDict[tuple[str, str | None], tuple[str, int]] = OrderedDict()
 
     def _sign(self, claims: dict[str, Any]) -> str:
         return jwt.encode(
@@ -62,31 +74,49 @@ class TokenMinter:
             headers={"kid": self._key.kid, "typ": "JWT"},
         )
 
-    def customer_token(
-        self, customer_id: str, email: str | None = None, ttl: int | None = None
-    ) -> MintedToken:
-        """A customer token; ``ttl`` is clamped to the configured maximum."""
-        lifetime = self._settings.token_ttl if ttl is None else ttl
-        lifetime = max(1, min(lifetime, self._settings.token_max_ttl))
-        now = int(time.time())
+    def _claims(
+        self, customer_id: str, email: str | None, now: int, lifetime: int
+    ) -> dict[str, Any]:
         claims: dict[str, Any] = {
             "aud": AUDIENCE,
             "sub": f"{self._settings.shop}/{customer_id}",
             "iat": now,
             "exp": now + lifetime,
-            "jti": uuid.uuid4().hex,
         }
         if email:
             claims["ce"] = email
+        return claims
+
+    def customer_token(
+        self, customer_id: str, email: str | None = None, ttl: int | None = None
+    ) -> MintedToken:
+        """A customer token for a browser; ``ttl`` is clamped to the configured maximum."""
+        lifetime = self._settings.token_ttl if ttl is None else ttl
+        lifetime = max(1, min(lifetime, self._settings.token_max_ttl))
+        now = int(self._clock())
+        claims = self._claims(customer_id, email, now, lifetime)
+        claims["jti"] = uuid.uuid4().hex
         return MintedToken(self._sign(claims), lifetime, now + lifetime)
 
     def upstream_token(self, customer: Customer) -> str:
-        """A fresh short-lived token for one call to Bubblehouse on behalf of ``customer``."""
-        return self.customer_token(customer.id, customer.email, UPSTREAM_TTL).token
+        """A short-lived token for calling Bubblehouse on behalf of ``customer``: the one signed
+        before for the same customer and email while more than half its life is left."""
+        key = (customer.id, customer.email)
+        now = self._clock()
+        found = self._upstream.get(key)
+        if found is not None and found[1] - now > UPSTREAM_TTL / 2:
+            return found[0]
+        issued = int(now)
+        token = self._sign(self._claims(customer.id, customer.email, issued, UPSTREAM_TTL))
+        self._upstream[key] = (token, issued + UPSTREAM_TTL)
+        self._upstream.move_to_end(key)
+        if len(self._upstream) > _UPSTREAM_CACHE_SIZE:
+            self._upstream.popitem(last=False)
+        return token
 
     def shop_token(self, ttl: int = UPSTREAM_TTL) -> str:
         """A shop token (server side only: ``broker check`` uses it for Status2)."""
-        now = int(time.time())
+        now = int(self._clock())
         return self._sign(
             {"aud": AUDIENCE, "sub": self._settings.shop, "iat": now, "exp": now + ttl}
         )

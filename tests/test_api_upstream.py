@@ -3,13 +3,16 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx2
 import pytest
 
 from broker.app import create_app
+from broker.transport import Answer, FakeTransport
 from tests.conftest import make_settings
+from tests.rawhttp import RawUpstream, answer, endless, gzipped
 from tests.servers import free_port, serve_app
 from tests.stack import READ_PATH, Broker, Sandbox, running_broker
 
@@ -21,6 +24,8 @@ from tests.stack import READ_PATH, Broker, Sandbox, running_broker
         ({"status": 503}, 502, "upstream_error"),
         ({"html": True}, 502, "upstream_error"),
         ({"reject_tokens": True}, 502, "upstream_misconfigured"),
+        ({"status": 401, "id": "token_revoked"}, 502, "upstream_misconfigured"),
+        ({"status": 401, "id": "invalid_token", "message": "x"}, 502, "upstream_misconfigured"),
         ({"status": 400, "id": "invalid_global_api_version"}, 502, "upstream_misconfigured"),
         ({"status": 400, "id": "obsolete_global_api_version"}, 502, "upstream_misconfigured"),
         ({"status": 400, "id": "missing_customer_identity"}, 400, "missing_customer_identity"),
@@ -59,13 +64,26 @@ def test_upstream_answers_become_broker_errors(
             assert int(response.headers["retry-after"]) >= 1 and body["retry_after"] >= 1
 
 
-def test_upstream_message_is_written_by_the_broker(broker: Broker, sandbox: Sandbox) -> None:
-    """Bubblehouse's own message text is never relayed; the broker writes its own."""
+def test_bubblehouse_4xx_message_is_passed_on_as_upstream_message(
+    broker: Broker, sandbox: Sandbox
+) -> None:
+    """A 4xx's message reaches the browser as upstream_message (cleaned); message stays ours."""
     sandbox.fault(
-        status=404, id="no_customers_match_customer_identity", message="internal detail: db shard 7"
+        status=422, id="referral_program_disabled", message="Referrals are\u0007 paused\n today."
     )
-    body = broker.read().json()
-    assert "shard" not in body["message"] and body["upstream_status"] == 404
+    for response in (broker.read(), broker.refer({"channel": "sms"})):
+        body = response.json()
+        assert response.status_code == 422 and body["upstream_status"] == 422
+        assert body["upstream_message"] == "Referrals are paused today."
+        assert "today" not in body["message"]
+
+
+def test_nothing_of_a_5xx_reaches_the_browser(broker: Broker, sandbox: Sandbox) -> None:
+    """A 5xx's message is never passed on, as upstream_message or otherwise."""
+    sandbox.fault(status=500, message="internal detail: db shard 7")
+    response = broker.read()
+    assert response.status_code == 502 and "upstream_message" not in response.json()
+    assert "shard" not in response.text
 
 
 def test_timeout_is_504(sandbox: Sandbox) -> None:
@@ -155,35 +173,126 @@ def test_errors_are_never_cached(broker: Broker, sandbox: Sandbox) -> None:
     assert "fwd=miss" in response.headers["cache-status"]
 
 
-def test_internal_error_is_a_clean_500() -> None:
-    """A bug (a transport raising something unexpected) is 500 internal_error, with no trace."""
+def test_a_transport_raising_anything_is_upstream_error_not_500() -> None:
+    """Whatever a transport raises becomes 502 upstream_error, never a 500, and no detail."""
 
-    def broken(request: httpx2.Request) -> httpx2.Response:
+    def broken(path: str, body: bytes, headers: Mapping[str, str]) -> Answer:
         raise RuntimeError("secret internal detail")
 
     settings = make_settings(BROKER_UPSTREAM_URL="http://bubblehouse.test")
-    app = create_app(settings, upstream_transport=httpx2.MockTransport(broken))
+    app = create_app(settings, upstream_transport=FakeTransport(broken))
     from broker.tokens import TokenMinter
 
     token = TokenMinter(settings).customer_token("alice").token
     with serve_app(app) as server, httpx2.Client(base_url=server.url) as client:
         response = client.post(READ_PATH, headers={"Authorization": f"Bearer {token}"})
-    assert response.status_code == 500
+    assert response.status_code == 502
     body = response.json()
-    assert body["id"] == "internal_error" and body["request_id"] == response.headers["x-request-id"]
+    assert body["id"] == "upstream_error" and body["request_id"] == response.headers["x-request-id"]
     assert "secret" not in response.text and "Traceback" not in response.text
 
 
-def test_metrics_show_the_upstream_circuit(broker: Broker, sandbox: Sandbox) -> None:
-    """/metrics shows the circuit to Bubblehouse closed, then open after five failures."""
+CORRUPT_GZIP = answer(200, b"\x1f\x8b\x08\x00" + b"\x01" * 64, {"Content-Encoding": "gzip"})
+GOOD = b'{"referrals": [], "served_by": "raw"}'
+
+
+def test_corrupt_gzip_send_is_502_and_its_key_replays_without_a_second_send() -> None:
+    """A Refer2 answered with corrupt gzip is 502 upstream_error (never 500); it may have been
+    carried out, so a retry with the same Idempotency-Key replays that answer and never reaches
+    Bubblehouse again."""
+    with RawUpstream(CORRUPT_GZIP) as raw, running_broker(raw.url) as broker:
+        key = {"Idempotency-Key": "send-1"}
+        first = broker.refer({"channel": "sms"}, headers=key)
+        assert first.status_code == 502, first.text
+        assert first.json()["id"] == "upstream_error"
+        again = broker.refer({"channel": "sms"}, headers=key)
+        assert again.status_code == 502 and again.headers["idempotent-replayed"] == "true"
+        assert again.json()["id"] == "upstream_error"
+        assert len(raw.requests) == 1
+
+
+def test_unusable_answers_back_one_customer_off_and_free_the_key() -> None:
+    """After an unusable answer, that customer's next send is refused for a few seconds
+    without a call (Retry-After), its key left free; another customer is called as usual."""
+    with (
+        RawUpstream(answer(200, b"<html>not json</html>")) as raw,
+        running_broker(raw.url, BROKER_UPSTREAM_BACKOFF="30") as broker,
+    ):
+        assert broker.refer({"channel": "sms"}).status_code == 502
+        held = broker.refer({"channel": "sms"}, headers={"Idempotency-Key": "k"})
+        assert held.status_code == 502 and held.json()["id"] == "upstream_error"
+        assert 1 <= int(held.headers["retry-after"]) <= 30 and held.json()["retry_after"] >= 1
+        assert len(raw.requests) == 1
+        assert broker.refer({"channel": "sms"}, customer="bob").status_code == 502
+        assert len(raw.requests) == 2
+        # The held send was never sent: its key is free (not replayed).
+        again = broker.refer({"channel": "sms"}, headers={"Idempotency-Key": "k"})
+        assert "idempotent-replayed" not in again.headers
+
+
+@pytest.mark.parametrize("kind", ["corrupt-gzip", "endless-chunked"])
+def test_unusable_read_falls_back_to_the_stale_list(kind: str) -> None:
+    """A read answered with corrupt gzip or an endless chunked body serves the stale list."""
+    head = answer(200, headers={"Transfer-Encoding": "chunked"}, length=False)
+    bad = CORRUPT_GZIP if kind == "corrupt-gzip" else endless(head, lambda: b" " * 65536)
+    with (
+        RawUpstream(answer(200, GOOD), bad) as raw,
+        running_broker(raw.url, BROKER_CACHE_TTL="1", BROKER_CACHE_STALE_TTL="60") as broker,
+    ):
+        assert broker.read().content == GOOD
+        time.sleep(1.3)
+        stale = broker.read()
+        assert stale.status_code == 200 and "fwd=stale" in stale.headers["cache-status"]
+        assert stale.content == GOOD
+        fresh_customer = broker.read(customer="bob")
+        assert fresh_customer.status_code == 502
+        assert fresh_customer.json()["id"] == "upstream_error"
+
+
+def test_oversized_gzip_read_is_502_and_not_cached() -> None:
+    """70 KB of gzip inflating to 64 MB is refused (502), not passed on nor cached."""
+    bomb = answer(200, gzipped(b"{" + b" " * (64 * 1024 * 1024)), {"Content-Encoding": "gzip"})
+    with (
+        RawUpstream(bomb, answer(200, GOOD)) as raw,
+        running_broker(raw.url, BROKER_UPSTREAM_BACKOFF="0") as broker,
+    ):
+        response = broker.read()
+        assert response.status_code == 502 and response.json()["id"] == "upstream_error"
+        assert broker.read().content == GOOD
+        assert len(raw.requests) == 2
+
+
+def test_metrics_show_the_upstream_circuit(sandbox: Sandbox) -> None:
+    """/metrics shows the circuit to Bubblehouse closed, then open once 5xx pass the rate."""
     from tests.test_api_redis import metric
 
-    broker.read()
-    text = broker.client.get("/metrics").text
-    assert metric(text, "broker_breaker_state", name="upstream", state="closed") == 1
-    sandbox.fault(status=500)
-    for customer in ("c1", "c2", "c3", "c4", "c5"):
-        assert broker.read(customer=customer).status_code == 502
-    text = broker.client.get("/metrics").text
-    assert metric(text, "broker_breaker_state", name="upstream", state="open") == 1
-    assert metric(text, "broker_breaker_state", name="upstream", state="closed") == 0
+    with running_broker(sandbox.url, BROKER_CIRCUIT_MIN_CALLS="5") as broker:
+        broker.read()
+        text = broker.client.get("/metrics").text
+        assert metric(text, "broker_breaker_state", name="upstream", state="closed") == 1
+        sandbox.fault(status=500)
+        for customer in ("c1", "c2", "c3", "c4"):  # with the first read: 4 of 5 failed
+            assert broker.read(customer=customer).status_code == 502
+        text = broker.client.get("/metrics").text
+        assert metric(text, "broker_breaker_state", name="upstream", state="open") == 1
+        assert metric(text, "broker_breaker_state", name="upstream", state="closed") == 0
+        assert broker.read(customer="c6").json()["id"] == "upstream_unavailable"
+
+
+def test_a_half_open_trial_answered_with_corrupt_gzip_does_not_stick_the_circuit() -> None:
+    """The trial after the cool-down gets corrupt gzip (502): Bubblehouse answered, so the
+    circuit closes and the next read goes through, instead of staying open until restart."""
+    with (
+        RawUpstream(answer(503, b"{}"), CORRUPT_GZIP, answer(200, GOOD)) as raw,
+        running_broker(
+            raw.url, BROKER_CIRCUIT_MIN_CALLS="1", BROKER_CIRCUIT_COOLDOWN="0.3"
+        ) as broker,
+    ):
+        assert broker.read(customer="c1").status_code == 502
+        assert broker.read(customer="c2").json()["id"] == "upstream_unavailable"
+        time.sleep(0.4)
+        trial = broker.read(customer="c3")
+        assert trial.status_code == 502 and trial.json()["id"] == "upstream_error"
+        after = broker.read(customer="c4")
+        assert after.status_code == 200 and after.content == GOOD
+        assert len(raw.requests) == 3

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import httpx2
 import pytest
@@ -41,16 +42,21 @@ def limited(broker: Broker, sandbox: Sandbox) -> httpx2.Response:
     raise AssertionError("never rate limited")
 
 
-def broken_transport(broker: Broker, sandbox: Sandbox) -> httpx2.Response:
-    from broker.app import create_app
+def broken_handler(broker: Broker, sandbox: Sandbox) -> httpx2.Response:
+    """A bug in a handler (the upstream seam turns its own surprises into upstream_error)."""
+    from starlette.routing import Route
+
+    from broker.app import Services, create_app, endpoint
+    from broker.telemetry import RequestInfo
     from tests.servers import serve_app
 
-    def broken(request: httpx2.Request) -> httpx2.Response:
-        raise RuntimeError("bug")
+    async def bug(request: Any, svc: Services, info: RequestInfo) -> Any:
+        raise RuntimeError("secret internal detail")
 
-    app = create_app(broker.settings, upstream_transport=httpx2.MockTransport(broken))
+    app = create_app(broker.settings)
+    app.router.routes.append(Route("/bug", endpoint("/bug", bug), methods=["GET"]))
     with serve_app(app) as server, httpx2.Client(base_url=server.url) as client:
-        return client.post(READ_PATH, headers=broker.auth())
+        return client.get("/bug")
 
 
 def with_fault(fault: dict[str, object]) -> Recipe:
@@ -117,7 +123,7 @@ RECIPES: dict[str, Recipe] = {
     "upstream_error": with_fault({"status": 500}),
     "upstream_unavailable": unreachable,
     "upstream_timeout": slow,
-    "internal_error": broken_transport,
+    "internal_error": broken_handler,
 }
 
 
@@ -153,6 +159,7 @@ def test_error_shape(broker: Broker, sandbox: Sandbox, error_id: str) -> None:
         "reason",
         "field",
         "upstream_status",
+        "upstream_message",
     }
     assert set(body) <= allowed
     assert "Traceback" not in response.text and "eyJ" not in response.text
@@ -169,3 +176,16 @@ def test_invalid_token_reasons_are_closed() -> None:
     assert body["reason"] == "expired"
     with pytest.raises(ValueError, match="unknown"):
         InvalidToken("because")
+
+
+def test_upstream_members_render() -> None:
+    """upstream_message and upstream_status ride in the body; a back-off says when to retry."""
+    from broker.errors import UpstreamBackoff, UpstreamRejected
+
+    body = problem_body(UpstreamRejected("referral_program_disabled", 422, "Paused."), "r")
+    assert body["upstream_message"] == "Paused." and body["upstream_status"] == 422
+    assert body["message"] != "Paused." and body["status"] == 422
+    assert "upstream_message" not in problem_body(UpstreamRejected("x_y", 400), "r")
+    held = UpstreamBackoff(2.2)
+    assert problem_body(held, "r")["retry_after"] == 3 and held.headers()["Retry-After"] == "3"
+    assert problem_body(held, "r")["id"] == "upstream_error" and not held.reached_upstream

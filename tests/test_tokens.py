@@ -13,7 +13,7 @@ import jwt
 import pytest
 
 from broker.errors import InvalidToken
-from broker.tokens import UPSTREAM_TTL, TokenMinter, TokenVerifier
+from broker.tokens import UPSTREAM_TTL, Customer, TokenMinter, TokenVerifier
 from tests.conftest import SECRET_A, SECRET_B, SHOP, make_settings
 
 KEY_A = base64.b64decode(SECRET_A)
@@ -73,17 +73,75 @@ def test_minted_token_without_email_has_no_ce_and_clamps_ttl() -> None:
     assert minted.expires_in == 1000
 
 
-def test_upstream_token_is_fresh_and_short() -> None:
-    """The token sent upstream is newly signed for the same customer and lives one minute."""
-    settings = make_settings()
-    customer = TokenVerifier(settings).verify(
-        TokenMinter(settings).customer_token("alice", "a@example.com").token
+class Clock:
+    """Seconds since the epoch, moved only by the test."""
+
+    def __init__(self) -> None:
+        self.now = 1_800_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def upstream_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    head, body, _ = token.split(".")
+    pad = lambda part: part + "=" * (-len(part) % 4)  # noqa: E731 - two uses, one line
+    return (
+        json.loads(base64.urlsafe_b64decode(pad(head))),
+        json.loads(base64.urlsafe_b64decode(pad(body))),
     )
-    payload = jwt.decode(
-        TokenMinter(settings).upstream_token(customer), KEY_A, algorithms=["HS256"], audience="BH"
-    )
+
+
+def customer(customer_id: str = "alice", email: str | None = "a@example.com") -> Customer:
+    return Customer(SHOP, customer_id, email, int(time.time()) + 600)
+
+
+def test_upstream_token_is_exactly_what_the_official_plugins_send() -> None:
+    """Header typ, alg, kid; claims aud, sub, iat, exp, ce (when known); no jti; one minute."""
+    minter = TokenMinter(make_settings())
+    token = minter.upstream_token(customer())
+    header, payload = upstream_parts(token)
+    assert header == {"typ": "JWT", "alg": "HS256", "kid": "key-a"}
+    assert set(payload) == {"aud", "sub", "iat", "exp", "ce"}
     assert payload["sub"] == f"{SHOP}/alice" and payload["ce"] == "a@example.com"
     assert payload["exp"] - payload["iat"] == UPSTREAM_TTL
+    jwt.decode(token, KEY_A, algorithms=["HS256"], audience="BH")
+    _, anonymous = upstream_parts(minter.upstream_token(customer("bob", None)))
+    assert set(anonymous) == {"aud", "sub", "iat", "exp"}
+
+
+def test_upstream_token_is_reused_while_more_than_half_its_life_is_left() -> None:
+    """The same customer and email get the same token for 30 s, then a newly signed one."""
+    clock = Clock()
+    minter = TokenMinter(make_settings(), clock=clock)
+    first = minter.upstream_token(customer())
+    clock.now += 29
+    assert minter.upstream_token(customer()) == first
+    assert minter.upstream_token(customer(email="other@example.com")) != first
+    assert minter.upstream_token(customer("bob")) != first
+    clock.now += 1.5
+    renewed = minter.upstream_token(customer())
+    assert renewed != first
+    assert upstream_parts(renewed)[1]["iat"] == int(clock.now)
+
+
+def test_upstream_tokens_kept_are_bounded() -> None:
+    """Past the bound the oldest customers' tokens are forgotten (and signed again)."""
+    clock = Clock()
+    minter = TokenMinter(make_settings(), clock=clock)
+    first = minter.upstream_token(customer("c0"))
+    for i in range(1, 10_001):
+        minter.upstream_token(customer(f"c{i}"))
+    clock.now += 1
+    assert minter.upstream_token(customer("c0")) != first
+    assert upstream_parts(minter.upstream_token(customer("c0")))[1]["iat"] == int(clock.now)
+
+
+def test_browser_tokens_keep_their_jti() -> None:
+    """Tokens minted for browsers carry a unique jti each."""
+    minter = TokenMinter(make_settings())
+    one, two = (upstream_parts(minter.customer_token("alice").token)[1] for _ in range(2))
+    assert len(one["jti"]) == 32 and one["jti"] != two["jti"]
 
 
 def test_shop_token_has_no_customer() -> None:

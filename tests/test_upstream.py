@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Any
+import asyncio
+from collections.abc import Callable, Mapping
 
-import httpx2
 import orjson
 import pytest
 
@@ -18,133 +17,131 @@ from broker.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from broker.upstream import AiohttpTransport, CallInfo, CircuitBreaker, Upstream
+from broker.transport import (
+    Answer,
+    BodyTooLarge,
+    ConnectFailed,
+    ConnectionBroken,
+    ConnectTimeout,
+    FakeTransport,
+    ReadTimeout,
+    UndecodableBody,
+)
+from broker.upstream import CallInfo, Upstream, clean_message
 from tests.conftest import make_settings
+from tests.rawhttp import RawUpstream, answer, full_backlog, gzipped, reset_after, stall
 from tests.servers import free_port
 
-Handler = Callable[[httpx2.Request], httpx2.Response]
+Handler = Callable[[str, bytes, Mapping[str, str]], Answer]
 
 
-def upstream_with(handler: Handler, **settings: str) -> Upstream:
-    return Upstream.create(
-        make_settings(BROKER_UPSTREAM_URL="http://bubblehouse.test", **settings),
-        httpx2.MockTransport(handler),
+def reply(status: int, body: object = None, headers: dict[str, str] | None = None) -> Handler:
+    content = body if isinstance(body, bytes) else orjson.dumps(body)
+    return lambda path, data, sent: Answer(status, headers or {}, content)
+
+
+def raising(error: Exception) -> Handler:
+    def handler(path: str, data: bytes, sent: Mapping[str, str]) -> Answer:
+        raise error
+
+    return handler
+
+
+def upstream_with(handler: Handler, **settings: str) -> tuple[Upstream, FakeTransport]:
+    fake = FakeTransport(handler)
+    settings.setdefault("BROKER_UPSTREAM_URL", "http://bubblehouse.test")
+    return Upstream.create(make_settings(**settings), fake), fake
+
+
+async def call(
+    upstream: Upstream,
+    *,
+    function: str = "CustomerReferrals2",
+    customer: str = "",
+    retry_connect: bool = True,
+    info: CallInfo | None = None,
+) -> bytes:
+    return await upstream.call(
+        "v2023061",
+        function,
+        {},
+        "upstream-token",
+        request_id="req-1",
+        traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01",
+        retry_connect=retry_connect,
+        info=info or CallInfo(),
+        customer=customer,
     )
-
-
-async def call(upstream: Upstream, retry_connect: bool = True) -> bytes:
-    try:
-        return await upstream.call(
-            "v2023061",
-            "CustomerReferrals2",
-            {},
-            "upstream-token",
-            request_id="req-1",
-            traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01",
-            retry_connect=retry_connect,
-            info=CallInfo(),
-        )
-    finally:
-        await upstream.aclose()
 
 
 async def test_success_body_passes_through_byte_for_byte() -> None:
     """A 200 JSON object comes back as the exact bytes Bubblehouse sent, order and all."""
     body = b'{"zeta": 1, "referrals": [{"b": 2, "a": 1}], "new_field": {"x": null}}'
-    assert await call(upstream_with(lambda r: httpx2.Response(200, content=body))) == body
+    upstream, _ = upstream_with(reply(200, body))
+    info = CallInfo()
+    assert await call(upstream, info=info) == body
+    assert (info.status, info.outcome) == (200, "ok")
 
 
 async def test_request_is_post_json_with_bearer_and_ids() -> None:
-    """Upstream gets POST + JSON, the fresh bearer token, the request id and the traceparent."""
-    seen: list[httpx2.Request] = []
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        seen.append(request)
-        return httpx2.Response(200, json={"referrals": []})
-
-    await call(upstream_with(handler))
-    request = seen[0]
-    assert request.method == "POST"
-    assert str(request.url) == "http://bubblehouse.test/api/v2023061/test-shop/CustomerReferrals2"
-    assert request.headers["authorization"] == "Bearer upstream-token"
-    assert request.headers["content-type"] == "application/json"
-    assert request.headers["x-request-id"] == "req-1"
-    assert request.headers["traceparent"].startswith("00-" + "a" * 32)
-    assert orjson.loads(request.content) == {}
+    """Upstream gets the function's path, JSON, the bearer token, request id and traceparent."""
+    upstream, fake = upstream_with(reply(200, {"referrals": []}))
+    await call(upstream)
+    path, body, headers = fake.requests[0]
+    assert path == "/api/v2023061/test-shop/CustomerReferrals2"
+    assert headers["Authorization"] == "Bearer upstream-token"
+    assert headers["Content-Type"] == "application/json"
+    assert headers["X-Request-ID"] == "req-1"
+    assert headers["traceparent"].startswith("00-" + "a" * 32)
+    assert orjson.loads(body) == {}
 
 
 @pytest.mark.parametrize(
     ("status", "body", "error", "error_id"),
     [
-        (
-            401,
-            {"id": "invalid_token", "message": "The token has expired"},
-            UpstreamMisconfigured,
-            "upstream_misconfigured",
-        ),
-        (
-            400,
-            {"id": "invalid_global_api_version"},
-            UpstreamMisconfigured,
-            "upstream_misconfigured",
-        ),
-        (
-            400,
-            {"id": "obsolete_global_api_version"},
-            UpstreamMisconfigured,
-            "upstream_misconfigured",
-        ),
-        (
-            400,
-            {"id": "inaccessible_global_api_version"},
-            UpstreamMisconfigured,
-            "upstream_misconfigured",
-        ),
-        (
-            429,
-            {"id": "rate_limit_exceeded", "message": "over"},
-            UpstreamRateLimited,
-            "rate_limit_exceeded",
-        ),
-        (400, {"id": "missing_customer_identity"}, UpstreamRejected, "missing_customer_identity"),
-        (404, {"id": "empty_customer_identity"}, UpstreamRejected, "empty_customer_identity"),
-        (
-            404,
-            {"id": "no_customers_match_customer_identity"},
-            UpstreamRejected,
-            "no_customers_match_customer_identity",
-        ),
+        (401, {"id": "invalid_token", "message": "expired"}, UpstreamMisconfigured, None),
+        (401, {"id": "token_revoked"}, UpstreamMisconfigured, None),
+        (401, {"id": "Not a slug"}, UpstreamMisconfigured, None),
+        (401, b"<html>401</html>", UpstreamMisconfigured, None),
+        (400, {"id": "invalid_global_api_version"}, UpstreamMisconfigured, None),
+        (400, {"id": "obsolete_global_api_version"}, UpstreamMisconfigured, None),
+        (400, {"id": "inaccessible_global_api_version"}, UpstreamMisconfigured, None),
+        (429, {"id": "rate_limit_exceeded", "message": "over"}, UpstreamRateLimited, None),
+        (429, b"slow down", UpstreamRateLimited, None),
+        (400, {"id": "missing_customer_identity"}, UpstreamRejected, None),
+        (404, {"id": "empty_customer_identity"}, UpstreamRejected, None),
+        (404, {"id": "no_customers_match_customer_identity"}, UpstreamRejected, None),
         (
             404,
             {"id": "customer_identity_partially_mismatches_matched_customer"},
             UpstreamRejected,
-            "customer_identity_partially_mismatches_matched_customer",
+            None,
         ),
-        (
-            403,
-            {"id": "customer_identity_does_not_match_token"},
-            UpstreamRejected,
-            "customer_identity_does_not_match_token",
-        ),
-        (422, {"id": "some_future_error"}, UpstreamRejected, "some_future_error"),
-        (400, {"id": "Not A Slug!"}, UpstreamError, "upstream_error"),
-        (400, {"message": "no id"}, UpstreamError, "upstream_error"),
-        (400, ["id"], UpstreamError, "upstream_error"),
-        (500, {"id": "internal"}, UpstreamError, "upstream_error"),
-        (503, {"id": "maintenance"}, UpstreamError, "upstream_error"),
-        (302, {"id": "moved"}, UpstreamError, "upstream_error"),
+        (403, {"id": "customer_identity_does_not_match_token"}, UpstreamRejected, None),
+        (422, {"id": "some_future_error"}, UpstreamRejected, None),
+        (400, {"id": "Not A Slug!"}, UpstreamError, None),
+        (400, {"message": "no id"}, UpstreamError, None),
+        (400, ["id"], UpstreamError, None),
+        (500, {"id": "internal"}, UpstreamError, None),
+        (503, {"id": "maintenance"}, UpstreamError, None),
+        (302, {"id": "moved"}, UpstreamError, None),
     ],
 )
 async def test_upstream_answers_map_to_broker_errors(
-    status: int, body: object, error: type[BrokerError], error_id: str
+    status: int, body: object, error: type[BrokerError], error_id: str | None
 ) -> None:
-    """Each kind of Bubblehouse answer becomes its documented broker error."""
+    """Each kind of Bubblehouse answer becomes its documented broker error (any 401 included)."""
+    upstream, _ = upstream_with(reply(status, body))
     with pytest.raises(error) as caught:
-        await call(upstream_with(lambda r: httpx2.Response(status, json=body)))
-    assert caught.value.error_id == error_id
+        await call(upstream)
     if isinstance(caught.value, UpstreamRejected):
+        assert isinstance(body, dict)
+        assert caught.value.error_id == body["id"]
         assert caught.value.status_code == status
-        assert "upstream_status" in caught.value.extra
+        assert caught.value.extra["upstream_status"] == status
+    if status == 401:
+        assert caught.value.status_code == 502
+        assert caught.value.error_id == "upstream_misconfigured"
 
 
 @pytest.mark.parametrize(
@@ -153,155 +150,194 @@ async def test_upstream_answers_map_to_broker_errors(
 )
 async def test_non_json_success_is_an_upstream_error(content: bytes) -> None:
     """A 200 that is not a JSON object is not passed on."""
+    upstream, _ = upstream_with(reply(200, content))
     with pytest.raises(UpstreamError):
-        await call(upstream_with(lambda r: httpx2.Response(200, content=content)))
+        await call(upstream)
 
 
-async def test_html_error_page_is_an_upstream_error_without_its_text() -> None:
-    """An HTML 502 becomes upstream_error and its text appears nowhere in the error."""
-    page = b"<html><body>secret proxy page at 10.1.2.3</body></html>"
-    with pytest.raises(UpstreamError) as caught:
-        await call(upstream_with(lambda r: httpx2.Response(502, content=page)))
-    assert "10.1.2.3" not in caught.value.message and not caught.value.extra.get("detail")
+async def test_bubblehouse_4xx_message_is_passed_on_cleaned() -> None:
+    """A 4xx JSON error's message becomes upstream_message: no control characters, 500 max."""
+    text = "Referrals are\x00 paused\n until May.\x1b[31m" + "x" * 1000
+    upstream, _ = upstream_with(reply(422, {"id": "referral_program_disabled", "message": text}))
+    with pytest.raises(UpstreamRejected) as caught:
+        await call(upstream)
+    passed = caught.value.extra["upstream_message"]
+    assert passed.startswith("Referrals are paused until May.[31m")
+    assert len(passed) == 500 and not any(ord(c) < 32 for c in passed)
+    assert "May" not in caught.value.message  # the broker's own words stay the broker's
+
+
+@pytest.mark.parametrize(
+    ("status", "body"),
+    [
+        (500, {"id": "internal_error", "message": "db shard 7 down"}),
+        (502, b"db shard 7 down"),
+        (400, b"db shard 7 down"),
+        (400, {"message": "db shard 7 down"}),
+    ],
+)
+async def test_no_upstream_text_from_5xx_or_non_json(status: int, body: object) -> None:
+    """Nothing of a 5xx, a non-JSON answer or a body without an error id reaches an error."""
+    upstream, _ = upstream_with(reply(status, body))
+    with pytest.raises(BrokerError) as caught:
+        await call(upstream)
+    assert "shard" not in repr(caught.value.extra) and "shard" not in caught.value.message
+
+
+def test_clean_message() -> None:
+    """Only strings survive; C0, DEL and C1 controls go; blank becomes None."""
+    assert clean_message("ok\u0085 \u200bfine\x7f") == "ok \u200bfine"
+    assert clean_message(" \n\t ") is None and clean_message(42) is None
 
 
 async def test_retry_after_of_bubblehouse_429_is_kept() -> None:
     """Bubblehouse's Retry-After, when it sends one, is passed on."""
-    response = httpx2.Response(
-        429, json={"id": "rate_limit_exceeded"}, headers={"Retry-After": "7"}
+    upstream, _ = upstream_with(
+        reply(429, {"id": "rate_limit_exceeded"}, headers={"retry-after": "7"})
     )
     with pytest.raises(UpstreamRateLimited) as caught:
-        await call(upstream_with(lambda r: response))
+        await call(upstream)
     assert caught.value.retry_after == 7 and caught.value.headers()["Retry-After"] == "7"
 
 
-async def test_timeout_becomes_upstream_timeout() -> None:
-    """A read timeout is upstream_timeout (504)."""
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        raise httpx2.ReadTimeout("slow", request=request)
-
-    with pytest.raises(UpstreamTimeout):
-        await call(upstream_with(handler))
+@pytest.mark.parametrize(
+    ("failure", "error", "reached"),
+    [
+        (ConnectFailed("refused"), UpstreamUnavailable, False),
+        (ConnectTimeout("slow connect"), UpstreamUnavailable, False),
+        (ReadTimeout("slow answer"), UpstreamTimeout, True),
+        (ConnectionBroken("reset"), UpstreamError, True),
+        (UndecodableBody("corrupt gzip"), UpstreamError, True),
+        (BodyTooLarge("12 MB"), UpstreamError, True),
+        (RuntimeError("a bug below"), UpstreamError, True),
+        (ValueError("another"), UpstreamError, True),
+    ],
+)
+async def test_transport_failures_become_broker_errors(
+    failure: Exception, error: type[BrokerError], reached: bool
+) -> None:
+    """Each transport failure, and anything unexpected, is a broker error (never a 500)."""
+    upstream, _ = upstream_with(raising(failure))
+    with pytest.raises(error) as caught:
+        await call(upstream, function="Refer2", retry_connect=False)
+    assert type(caught.value) is error
+    assert caught.value.reached_upstream is reached
+    assert caught.value.status_code != 500
 
 
 async def test_refused_connection_is_retried_once_then_unavailable() -> None:
     """A refused connection is tried twice (it never reached Bubblehouse), then 503."""
-    attempts: list[int] = []
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        attempts.append(1)
-        raise httpx2.ConnectError("refused", request=request)
-
+    upstream, fake = upstream_with(raising(ConnectFailed("refused")))
     with pytest.raises(UpstreamUnavailable):
-        await call(upstream_with(handler))
-    assert len(attempts) == 2
+        await call(upstream)
+    assert len(fake.requests) == 2
 
 
 async def test_refused_connection_then_success_succeeds() -> None:
     """A single refused connection followed by an answer is invisible to the caller."""
     attempts: list[int] = []
 
-    def handler(request: httpx2.Request) -> httpx2.Response:
+    def handler(path: str, body: bytes, headers: Mapping[str, str]) -> Answer:
         attempts.append(1)
         if len(attempts) == 1:
-            raise httpx2.ConnectError("refused", request=request)
-        return httpx2.Response(200, json={"referrals": []})
+            raise ConnectFailed("refused")
+        return Answer(200, {}, b'{"referrals": []}')
 
-    assert orjson.loads(await call(upstream_with(handler))) == {"referrals": []}
-
-
-async def test_no_retry_when_disallowed_and_broken_connection_is_not_retried() -> None:
-    """Without retry_connect one attempt is made; a connection broken mid-answer is not retried."""
-    attempts: list[str] = []
-
-    def refused(request: httpx2.Request) -> httpx2.Response:
-        attempts.append("connect")
-        raise httpx2.ConnectError("refused", request=request)
-
-    with pytest.raises(UpstreamUnavailable):
-        await call(upstream_with(refused), retry_connect=False)
-
-    def broken(request: httpx2.Request) -> httpx2.Response:
-        attempts.append("read")
-        raise httpx2.RemoteProtocolError("peer closed", request=request)
-
-    with pytest.raises(UpstreamError):
-        await call(upstream_with(broken))
-    assert attempts == ["connect", "read"]
+    upstream, _ = upstream_with(handler)
+    assert orjson.loads(await call(upstream)) == {"referrals": []}
 
 
-async def send(upstream: Upstream, info: CallInfo | None = None) -> bytes:
-    """One Refer2 call, never retried, as the broker makes it."""
-    return await upstream.call(
-        "v2023061",
-        "Refer2",
-        {},
-        "t",
-        request_id="r",
-        traceparent=None,
-        retry_connect=False,
-        info=info or CallInfo(),
-    )
+async def test_no_retry_when_disallowed_nor_after_connect_timeout_or_broken_connection() -> None:
+    """Without retry_connect one attempt; a connect timeout or a broken answer is not retried."""
+    for failure, retry in (
+        (ConnectFailed("refused"), False),
+        (ConnectTimeout("slow"), True),
+        (ConnectionBroken("peer closed"), True),
+    ):
+        upstream, fake = upstream_with(raising(failure))
+        with pytest.raises(BrokerError):
+            await call(upstream, retry_connect=retry)
+        assert len(fake.requests) == 1
 
 
-async def test_circuit_opens_after_failures_and_skips_upstream() -> None:
-    """After five failures in a row the circuit opens and calls fail fast without upstream."""
-    hits: list[int] = []
+async def test_whole_call_is_bounded_by_the_upstream_timeout() -> None:
+    """A transport that never returns is cut at BROKER_UPSTREAM_TIMEOUT: upstream_timeout."""
 
-    def failing(request: httpx2.Request) -> httpx2.Response:
-        hits.append(1)
-        return httpx2.Response(500, json={"id": "boom"})
+    async def hang(path: str, body: bytes, headers: Mapping[str, str]) -> Answer:
+        await asyncio.sleep(30)
+        raise AssertionError("not reached")
 
-    upstream = upstream_with(failing)
+    fake = FakeTransport(hang)
+    upstream = Upstream.create(make_settings(BROKER_UPSTREAM_TIMEOUT="0.2"), fake)
+    info = CallInfo()
+    with pytest.raises(UpstreamTimeout):
+        await call(upstream, info=info)
+    assert info.outcome == "timeout"
+
+
+# --- the production transport over real sockets ----------------------------------------------
+
+
+def over_the_wire(url: str) -> Upstream:
+    """The production Upstream (aiohttp transport) against ``url``."""
+    return Upstream.create(make_settings(BROKER_UPSTREAM_URL=url, BROKER_UPSTREAM_TIMEOUT="1"))
+
+
+WIRE_CASES = {
+    "non-json": (answer(200, b"<html>hello</html>"), UpstreamError),
+    "json-not-object": (answer(200, b"[1, 2, 3]"), UpstreamError),
+    "corrupt-gzip": (
+        answer(200, b"\x1f\x8b\x08\x00" + b"\x01" * 40, {"Content-Encoding": "gzip"}),
+        UpstreamError,
+    ),
+    "corrupt-deflate": (
+        answer(200, b"\x78\x9c" + b"\xff" * 40, {"Content-Encoding": "deflate"}),
+        UpstreamError,
+    ),
+    "bomb": (
+        answer(200, gzipped(b"{" + b" " * (8 * 1024 * 1024)), {"Content-Encoding": "gzip"}),
+        UpstreamError,
+    ),
+    "reset": (
+        reset_after(answer(200, b"", {"Content-Length": "900"}).replace(b"0\r\n", b"", 1)),
+        UpstreamError,
+    ),
+    "read-timeout": (stall, UpstreamTimeout),
+    "5xx-html": (answer(502, b"<html>bad gateway</html>", {"Content-Type": "text/html"}), None),
+    "401-other-id": (answer(401, b'{"id": "token_revoked"}'), UpstreamMisconfigured),
+}
+
+
+@pytest.mark.parametrize("case", sorted(WIRE_CASES))
+async def test_failures_over_a_real_socket(case: str) -> None:
+    """Each misbehaviour on the wire becomes its broker error through the production transport."""
+    raw, error = WIRE_CASES[case]
+    with RawUpstream(raw) as server:
+        upstream = over_the_wire(server.url)
+        try:
+            with pytest.raises(error or UpstreamError) as caught:
+                await call(upstream, function="Refer2", retry_connect=False)
+        finally:
+            await upstream.aclose()
+    assert caught.value.status_code in (502, 504)
+    assert len(server.requests) == 1
+
+
+async def test_refused_and_connect_timeout_over_a_real_socket() -> None:
+    """Refused (tried twice) and a connect that hangs are upstream_unavailable, not reached."""
+    upstream = over_the_wire(f"http://127.0.0.1:{free_port()}")
     try:
-        for _ in range(5):
-            with pytest.raises(UpstreamError):
-                await send(upstream)
-        info = CallInfo()
-        with pytest.raises(UpstreamUnavailable):
-            await send(upstream, info)
-        assert len(hits) == 5 and info.outcome == "circuit_open"
+        with pytest.raises(UpstreamUnavailable) as refused:
+            await call(upstream)
     finally:
         await upstream.aclose()
-
-
-def test_circuit_half_opens_after_cooldown_and_closes_on_success() -> None:
-    """After the cool-down one trial goes through; its success closes the circuit."""
-    breaker = CircuitBreaker(threshold=2, cooldown=0.0)
-    breaker.failure()
-    breaker.failure()
-    assert breaker.state == "half_open"
-    assert breaker.allow() is True
-    assert breaker.allow() is False  # only one trial at a time
-    breaker.success()
-    assert breaker.state == "closed" and breaker.allow()
-
-
-async def test_client_errors_do_not_open_the_circuit() -> None:
-    """Bubblehouse's 4xx answers show it is alive: they never open the circuit."""
-    upstream = upstream_with(lambda r: httpx2.Response(404, json={"id": "empty_customer_identity"}))
-    try:
-        for _ in range(8):
-            with pytest.raises(UpstreamRejected):
-                await send(upstream)
-        assert upstream.breaker.state == "closed"
-    finally:
-        await upstream.aclose()
-
-
-async def test_aiohttp_transport_speaks_httpx2(sandbox_server: Any) -> None:
-    """The production transport serves a plain httpx2 client, mapping refusals and timeouts."""
-    transport = AiohttpTransport()
-    async with httpx2.AsyncClient(transport=transport, timeout=5) as client:
-        response = await client.get(f"{sandbox_server.url}/_sandbox/calls")
-        assert response.status_code == 200
-        assert "CustomerReferrals2" in response.json()
-        with pytest.raises(httpx2.ConnectError):
-            await client.get(f"http://127.0.0.1:{free_port()}/")
-        await client.post(f"{sandbox_server.url}/_sandbox/faults", json={"delay": 2, "times": 1})
-        with pytest.raises(httpx2.ReadTimeout):
-            await client.post(
-                f"{sandbox_server.url}/api/v2023061/test-shop/Status2", json={}, timeout=0.3
-            )
-        await client.delete(f"{sandbox_server.url}/_sandbox/faults")
+    with full_backlog() as url:
+        upstream = Upstream.create(
+            make_settings(BROKER_UPSTREAM_URL=url, BROKER_UPSTREAM_TIMEOUT="0.3")
+        )
+        try:
+            with pytest.raises(UpstreamUnavailable) as hung:
+                await call(upstream, function="Refer2")
+        finally:
+            await upstream.aclose()
+    assert not refused.value.reached_upstream and not hung.value.reached_upstream
