@@ -8,19 +8,26 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Generic, TypeVar
+from typing import TYPE_CHECKING, Generic, TypeVar
 from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from publicsuffixlist import PublicSuffixList
 
 T = TypeVar("T")
 
 MIN_SECRET_BYTES = 32
 
-# Every variable the broker reads, in the order .env.example documents them.
+# Every variable the broker reads, in the order .env.example documents them. This is the one list
+# of known names: a BROKER_* variable that is not here is reported as unknown (a likely typo) by
+# `broker serve` (a warning) and `broker check` (a failure), so a new setting is added here.
 VARIABLES: tuple[str, ...] = (
     "BROKER_SHOP",
     "BROKER_SIGNING_KEYS",
@@ -50,6 +57,9 @@ KID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 VERSION_RE = re.compile(r"^v[0-9A-Za-z]{1,32}$")
 LIMIT_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smh]?)\s*$")
 ORIGIN_RE = re.compile(r"^https?://(\*\.)?[A-Za-z0-9.-]+(:\d{1,5})?$")
+# The issuer key `broker dev` uses and prints: published, so never accepted by `broker serve`.
+DEV_ISSUER_KEY = "dev-issuer-key-not-a-secret"
+MIN_METRICS_TOKEN = 16
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "console")
 
@@ -126,6 +136,8 @@ class Settings:
     web_concurrency: int = 1
     log_level: str = "info"
     log_format: str = "json"
+    # BROKER_* names in the environment that the broker does not know (never their values).
+    unknown_variables: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def signing_key(self) -> SigningKey:
@@ -134,16 +146,100 @@ class Settings:
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+        cls,
+        environ: Mapping[str, str] | None = None,
+        env_file: str | Path | None = ".env",
+        *,
+        strict: bool = True,
     ) -> Settings:
-        """Read the environment, under which a ``.env`` file fills the gaps."""
+        """Read a deployment's environment, under which a ``.env`` file fills the gaps.
+
+        Beyond :func:`parse`, refuses what must never run in production
+        (:func:`deployment_problems`). An unknown ``BROKER_*`` name is a problem when ``strict``
+        (``broker check``); otherwise it is only listed in ``unknown_variables`` for the caller
+        to warn about (``broker serve``).
+        """
         merged: dict[str, str] = {}
         if env_file is not None and Path(env_file).is_file():
             from dotenv import dotenv_values
 
             merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
         merged.update(os.environ if environ is None else environ)
-        return parse(merged)
+        unknown = unknown_variables(merged)
+        problems: list[str] = []
+        if strict:
+            problems = [
+                f"{name}: not a variable the broker knows (misspelt? see .env.example)"
+                for name in unknown
+            ]
+        try:
+            settings = parse(merged)
+        except ConfigError as exc:
+            raise ConfigError([*exc.problems, *problems]) from None
+        problems = [*deployment_problems(settings), *problems]
+        if problems:
+            raise ConfigError(problems)
+        return replace(settings, unknown_variables=unknown)
+
+
+def unknown_variables(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The ``BROKER_*`` names of ``env`` that are not in :data:`VARIABLES`, sorted."""
+    known = frozenset(VARIABLES)
+    return tuple(sorted(n for n in env if n.startswith("BROKER_") and n not in known))
+
+
+def deployment_problems(settings: Settings) -> list[str]:
+    """What a valid configuration must still not run in production (``broker dev`` may).
+
+    Each problem names the variable and never its value.
+    """
+    problems: list[str] = []
+    if any(key.reveal() == DEV_ISSUER_KEY for key in settings.issuer_keys):
+        problems.append(
+            "BROKER_ISSUER_KEYS: holds the published development key of `broker dev`; "
+            "make a real one (see .env.example)"
+        )
+    parts = urlsplit(settings.upstream_url)
+    if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+        problems.append(
+            "BROKER_UPSTREAM_URL: plain http is allowed only to a loopback address; use https"
+        )
+    token = settings.metrics_token
+    if token is not None and len(token.reveal()) < MIN_METRICS_TOKEN:
+        problems.append(f"BROKER_METRICS_TOKEN: must be at least {MIN_METRICS_TOKEN} characters")
+    if settings.web_concurrency > 1 and settings.redis_url is None:
+        problems.append(
+            "WEB_CONCURRENCY: more than one worker needs REDIS_URL, or rate limits, idempotency "
+            "and the cache split per worker; set REDIS_URL or WEB_CONCURRENCY=1"
+        )
+    return problems
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    """The public suffix list shipped inside the ``publicsuffixlist`` package, loaded once."""
+    from publicsuffixlist import PublicSuffixList
+
+    return PublicSuffixList()
+
+
+def wildcard_on_public_suffix(origin: str) -> bool:
+    """``https://*.com`` or ``https://*.co.uk``: a wildcard that would match anyone's site."""
+    host = urlsplit(origin).hostname or ""
+    if not origin.split("://", 1)[-1].startswith("*."):
+        return False
+    domain = host.removeprefix("*.").rstrip(".").lower()
+    psl = _public_suffixes()
+    return bool(psl.is_public(domain))
 
 
 def _csv(raw: str) -> list[str]:
@@ -258,6 +354,11 @@ def parse(env: Mapping[str, str]) -> Settings:
         problems.append(
             "BROKER_CORS_ORIGINS: every entry must be an origin such as https://shop.example "
             "or https://*.shop.example"
+        )
+    elif any(wildcard_on_public_suffix(o) for o in origins):
+        problems.append(
+            "BROKER_CORS_ORIGINS: a wildcard must not cover a public suffix (such as *.com or "
+            "*.co.uk): name the shop's own domain, as in https://*.shop.example"
         )
 
     token_ttl = integer("BROKER_TOKEN_TTL", 900, 1, 86400)
