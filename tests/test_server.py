@@ -27,6 +27,7 @@ from tests.servers import RedisProcess, free_port, wait_for_port
 
 BROKER = str(Path(sys.executable).parent / "broker")
 MIB = 1024 * 1024
+TIMED_OUT = b"<no answer, connection still open>"
 
 
 @dataclass
@@ -107,11 +108,21 @@ def send_huge_head(port: int, total: int, path: str = "/healthz") -> bytes:
                 sock.sendall(piece)
                 sent += len(piece)
             sock.sendall(b"\r\n\r\n")
-        answer = b""
-        with contextlib.suppress(ConnectionResetError, TimeoutError):
-            while chunk := sock.recv(65536):
-                answer += chunk
-        return answer
+        return read_to_close(sock)
+
+
+def read_to_close(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes (or resets) the connection; a server that
+    keeps the connection open without answering gives TIMED_OUT."""
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        return TIMED_OUT
+    return answer
 
 
 def refused_or_closed(answer: bytes) -> bool:
@@ -129,6 +140,25 @@ def test_huge_request_head_is_refused_without_being_buffered(tmp_path: Path) -> 
         # Buffering the header would add 64 MiB or more; a bounded parser adds next to nothing.
         assert after - before < 16 * 1024, (before, after)
         assert httpx2.get(f"{served.url}/healthz").status_code == 200
+
+
+def test_oversized_head_on_a_kept_alive_connection_is_refused(tmp_path: Path) -> None:
+    """After a normal request on the same connection, the next request's huge head is refused."""
+    with broker_serve(tmp_path) as served:
+        before = peak_rss_kib(served.proc.pid)
+        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            first = b""
+            while b'"ok"}' not in first:
+                first += sock.recv(4096)
+            assert first.startswith(b"HTTP/1.1 200 ")
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Filler: ")
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                for _ in range(256):  # up to 16 MiB
+                    sock.sendall(b"a" * (64 * 1024))
+            answer = read_to_close(sock)
+        assert refused_or_closed(answer), answer[:200]
+        assert peak_rss_kib(served.proc.pid) - before < 16 * 1024
 
 
 def test_head_just_over_16_kib_gets_431(tmp_path: Path) -> None:
