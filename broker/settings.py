@@ -8,18 +8,29 @@ from __future__ import annotations
 
 import base64
 import binascii
-import functools
-import ipaddress
 import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, TypeVar
 from urllib.parse import urlsplit
 
-if TYPE_CHECKING:
-    from publicsuffixlist import PublicSuffixList
+from broker.refusals import DEV_ISSUER_KEY, deployment_problems, wildcard_on_public_suffix
+
+__all__ = [
+    "DEV_ISSUER_KEY",
+    "VARIABLES",
+    "ConfigError",
+    "RateLimit",
+    "Secret",
+    "Settings",
+    "SigningKey",
+    "deployment_problems",
+    "parse",
+    "parse_rate_limit",
+    "unknown_variables",
+]
 
 T = TypeVar("T")
 
@@ -57,9 +68,6 @@ KID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 VERSION_RE = re.compile(r"^v[0-9A-Za-z]{1,32}$")
 LIMIT_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smh]?)\s*$")
 ORIGIN_RE = re.compile(r"^https?://(\*\.)?[A-Za-z0-9.-]+(:\d{1,5})?$")
-# The issuer key `broker dev` uses and prints: published, so never accepted by `broker serve`.
-DEV_ISSUER_KEY = "dev-issuer-key-not-a-secret"
-MIN_METRICS_TOKEN = 16
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
 LOG_FORMATS = ("json", "console")
 
@@ -186,60 +194,6 @@ def unknown_variables(env: Mapping[str, str]) -> tuple[str, ...]:
     """The ``BROKER_*`` names of ``env`` that are not in :data:`VARIABLES`, sorted."""
     known = frozenset(VARIABLES)
     return tuple(sorted(n for n in env if n.startswith("BROKER_") and n not in known))
-
-
-def deployment_problems(settings: Settings) -> list[str]:
-    """What a valid configuration must still not run in production (``broker dev`` may).
-
-    Each problem names the variable and never its value.
-    """
-    problems: list[str] = []
-    if any(key.reveal() == DEV_ISSUER_KEY for key in settings.issuer_keys):
-        problems.append(
-            "BROKER_ISSUER_KEYS: holds the published development key of `broker dev`; "
-            "make a real one (see .env.example)"
-        )
-    parts = urlsplit(settings.upstream_url)
-    if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
-        problems.append(
-            "BROKER_UPSTREAM_URL: plain http is allowed only to a loopback address; use https"
-        )
-    token = settings.metrics_token
-    if token is not None and len(token.reveal()) < MIN_METRICS_TOKEN:
-        problems.append(f"BROKER_METRICS_TOKEN: must be at least {MIN_METRICS_TOKEN} characters")
-    if settings.web_concurrency > 1 and settings.redis_url is None:
-        problems.append(
-            "WEB_CONCURRENCY: more than one worker needs REDIS_URL, or rate limits, idempotency "
-            "and the cache split per worker; set REDIS_URL or WEB_CONCURRENCY=1"
-        )
-    return problems
-
-
-def _is_loopback(host: str) -> bool:
-    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
-        return True
-    try:
-        return ipaddress.ip_address(host).is_loopback
-    except ValueError:
-        return False
-
-
-@functools.cache
-def _public_suffixes() -> PublicSuffixList:
-    """The public suffix list shipped inside the ``publicsuffixlist`` package, loaded once."""
-    from publicsuffixlist import PublicSuffixList
-
-    return PublicSuffixList()
-
-
-def wildcard_on_public_suffix(origin: str) -> bool:
-    """``https://*.com`` or ``https://*.co.uk``: a wildcard that would match anyone's site."""
-    host = urlsplit(origin).hostname or ""
-    if not origin.split("://", 1)[-1].startswith("*."):
-        return False
-    domain = host.removeprefix("*.").rstrip(".").lower()
-    psl = _public_suffixes()
-    return bool(psl.is_public(domain))
 
 
 def _csv(raw: str) -> list[str]:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from broker.settings import DEV_ISSUER_KEY
+from broker.refusals import DEV_ISSUER_KEY
 from tests.conftest import ISSUER_KEY, broker_env
 from tests.servers import free_port
 
