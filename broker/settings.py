@@ -11,16 +11,34 @@ import binascii
 import os
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Generic, TypeVar
 from urllib.parse import urlsplit
+
+from broker.refusals import DEV_ISSUER_KEY, deployment_problems, wildcard_on_public_suffix
+
+__all__ = [
+    "DEV_ISSUER_KEY",
+    "VARIABLES",
+    "ConfigError",
+    "RateLimit",
+    "Secret",
+    "Settings",
+    "SigningKey",
+    "deployment_problems",
+    "parse",
+    "parse_rate_limit",
+    "unknown_variables",
+]
 
 T = TypeVar("T")
 
 MIN_SECRET_BYTES = 32
 
-# Every variable the broker reads, in the order .env.example documents them.
+# Every variable the broker reads, in the order .env.example documents them. This is the one list
+# of known names: a BROKER_* variable that is not here is reported as unknown (a likely typo) by
+# `broker serve` (a warning) and `broker check` (a failure), so a new setting is added here.
 VARIABLES: tuple[str, ...] = (
     "BROKER_SHOP",
     "BROKER_SIGNING_KEYS",
@@ -147,6 +165,8 @@ class Settings:
     web_concurrency: int = 1
     log_level: str = "info"
     log_format: str = "json"
+    # BROKER_* names in the environment that the broker does not know (never their values).
+    unknown_variables: tuple[str, ...] = field(default=(), compare=False)
 
     @property
     def signing_key(self) -> SigningKey:
@@ -155,16 +175,46 @@ class Settings:
 
     @classmethod
     def from_env(
-        cls, environ: Mapping[str, str] | None = None, env_file: str | Path | None = ".env"
+        cls,
+        environ: Mapping[str, str] | None = None,
+        env_file: str | Path | None = ".env",
+        *,
+        strict: bool = True,
     ) -> Settings:
-        """Read the environment, under which a ``.env`` file fills the gaps."""
+        """Read a deployment's environment, under which a ``.env`` file fills the gaps.
+
+        Beyond :func:`parse`, refuses what must never run in production
+        (:func:`deployment_problems`). An unknown ``BROKER_*`` name is a problem when ``strict``
+        (``broker check``); otherwise it is only listed in ``unknown_variables`` for the caller
+        to warn about (``broker serve``).
+        """
         merged: dict[str, str] = {}
         if env_file is not None and Path(env_file).is_file():
             from dotenv import dotenv_values
 
             merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
         merged.update(os.environ if environ is None else environ)
-        return parse(merged)
+        unknown = unknown_variables(merged)
+        problems: list[str] = []
+        if strict:
+            problems = [
+                f"{name}: not a variable the broker knows (misspelt? see .env.example)"
+                for name in unknown
+            ]
+        try:
+            settings = parse(merged)
+        except ConfigError as exc:
+            raise ConfigError([*exc.problems, *problems]) from None
+        problems = [*deployment_problems(settings), *problems]
+        if problems:
+            raise ConfigError(problems)
+        return replace(settings, unknown_variables=unknown)
+
+
+def unknown_variables(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The ``BROKER_*`` names of ``env`` that are not in :data:`VARIABLES`, sorted."""
+    known = frozenset(VARIABLES)
+    return tuple(sorted(n for n in env if n.startswith("BROKER_") and n not in known))
 
 
 def _csv(raw: str) -> list[str]:
@@ -279,6 +329,11 @@ def parse(env: Mapping[str, str]) -> Settings:
         problems.append(
             "BROKER_CORS_ORIGINS: every entry must be an origin such as https://shop.example "
             "or https://*.shop.example"
+        )
+    elif any(wildcard_on_public_suffix(o) for o in origins):
+        problems.append(
+            "BROKER_CORS_ORIGINS: a wildcard must not cover a public suffix (such as *.com or "
+            "*.co.uk): name the shop's own domain, as in https://*.shop.example"
         )
 
     token_ttl = integer("BROKER_TOKEN_TTL", 900, 1, 86400)

@@ -2,7 +2,10 @@
 
 Pure ASGI. It puts a :class:`RequestInfo` in the scope for handlers to fill in (route template,
 cache outcome, upstream status, error id) and writes one ``request`` event when the answer is
-sent. A request that escapes every handler still gets a problem+json 500 here.
+sent, at a level chosen by the outcome (:func:`request_level`). ``request_id`` and ``trace_id``
+are bound in structlog's context variables for the whole request, so every event logged while
+serving it (the circuit opening, Redis going down) carries them. A request that escapes every
+handler still gets a problem+json 500 here.
 """
 
 from __future__ import annotations
@@ -28,6 +31,8 @@ log = structlog.get_logger("broker.request")
 REQUEST_ID = re.compile(r"^[A-Za-z0-9._-]{1,128}$")
 TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 INFO_KEY = "broker.info"
+# Probes and scrapes arrive every few seconds and say nothing new: debug, whatever their outcome.
+QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
 
 
 @dataclass(slots=True)
@@ -73,6 +78,18 @@ def trace_context(incoming: str | None) -> tuple[str, str, str | None, bool]:
     return trace_id, f"00-{trace_id}-{secrets.token_hex(8)}-{flags}", parent, sampled
 
 
+def request_level(route: str, status: int, error_id: str | None) -> str:
+    """The level of a request line: 5xx error; failed issuer keys and 429s warning; probes and
+    scrapes debug; everything else info."""
+    if route in QUIET_ROUTES:
+        return "debug"
+    if status >= 500:
+        return "error"
+    if status == 429 or error_id == "invalid_issuer_key":
+        return "warning"
+    return "info"
+
+
 Observer = Callable[[RequestInfo, str, float], None]
 
 
@@ -99,6 +116,7 @@ class TelemetryMiddleware:
             span, trace_id = tracing.start_request(scope["method"], trace_id, parent, sampled)
         info = RequestInfo(request_id, trace_id, traceparent, span=span)
         scope[INFO_KEY] = info
+        bound = structlog.contextvars.bind_contextvars(request_id=request_id, trace_id=trace_id)
         response_started = False
 
         async def send_wrapper(message: Message) -> None:
@@ -123,7 +141,8 @@ class TelemetryMiddleware:
                 await response(scope, receive, send_wrapper)
         finally:
             seconds = time.perf_counter() - started
-            log.info(
+            level = request_level(info.route, info.status, info.error_id)
+            getattr(log, level)(
                 "request",
                 method=scope["method"],
                 route=info.route,
@@ -137,6 +156,7 @@ class TelemetryMiddleware:
                 error_id=info.error_id,
                 customer=info.customer,
             )
+            structlog.contextvars.reset_contextvars(**bound)
             if span is not None:
                 assert tracing is not None
                 tracing.end_request(

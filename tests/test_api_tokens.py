@@ -152,8 +152,18 @@ def test_failed_issuer_keys_are_rate_limited_per_client(sandbox: Any) -> None:
         assert statuses[10:] == [429] * 5
         assert response.json()["id"] == "rate_limit_exceeded"
         assert int(response.headers["retry-after"]) >= 1
-        # Once refused, even the right key waits out the window.
-        assert mint(broker, {"customer_id": "a"}).status_code == 429
+
+
+def test_valid_issuer_key_is_served_after_failures_from_the_same_address(sandbox: Any) -> None:
+    """After 10+ wrong keys from one address, the right key from that address still gets 200."""
+    with running_broker(sandbox.url, BROKER_RATE_LIMIT_ISSUER="10/60s") as broker:
+        for _ in range(12):
+            mint(broker, {"customer_id": "a"}, key="wrong-key-0123456789abcdef")
+        assert (
+            mint(broker, {"customer_id": "a"}, key="wrong-key-0123456789abcdef").status_code == 429
+        )
+        assert mint(broker, {"customer_id": "a"}).status_code == 200
+        assert mint(broker, {"customer_id": "a"}, key=ISSUER_KEY_OLD).status_code == 200
 
 
 def test_successful_mints_do_not_count_as_failures(broker: Broker) -> None:

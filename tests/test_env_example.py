@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
-from broker.settings import VARIABLES, ConfigError, parse
+from broker.settings import VARIABLES, ConfigError, deployment_problems, parse
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / ".env.example"
@@ -183,3 +183,20 @@ def test_commented_defaults_are_valid() -> None:
             "BROKER_ISSUER_KEYS": "an-issuer-key-for-tests-only",
         }
     )
+
+
+def test_commented_defaults_pass_the_production_refusals() -> None:
+    """The documented examples (Redis, metrics token, upstream) are fit for `broker serve`."""
+    documented = {
+        name: value for _, name, commented, value in assignments(split_at_sandbox()[0]) if commented
+    }
+    settings = parse(
+        {
+            **documented,
+            "BROKER_SHOP": "example-shop",
+            "BROKER_SIGNING_KEYS": "k1:" + "QUJD" * 11,
+            "BROKER_ISSUER_KEYS": "an-issuer-key-for-tests-only",
+            "WEB_CONCURRENCY": "2",
+        }
+    )
+    assert deployment_problems(settings) == []

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import pytest
 import structlog
 from structlog.testing import capture_logs
 
+from broker import __version__
 from broker.logs import configure_logging, customer_hash
 from tests.conftest import ISSUER_KEY, SECRET_A, SECRET_B
-from tests.stack import READ_PATH, Broker, Sandbox
+from tests.stack import READ_PATH, Broker, Sandbox, running_broker
 
 
 @pytest.fixture
@@ -109,3 +112,58 @@ def test_no_secret_reaches_the_logs(
         "Bearer",
     ):
         assert secret not in out, secret
+
+
+def json_lines(capfd: pytest.CaptureFixture[str]) -> list[dict[str, Any]]:
+    return [orjson.loads(line) for line in capfd.readouterr().out.splitlines() if line]
+
+
+def test_exception_is_logged_with_type_message_and_traceback(
+    json_logs: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """log.exception in JSON carries the exception's type, message and frames, not its locals."""
+    log = structlog.get_logger("test")
+
+    def fail(secret_local: str) -> None:
+        raise KeyError("the-missing-key")
+
+    try:
+        fail("local-value-never-logged")
+    except KeyError:
+        log.exception("request.internal_error", route="/x")
+    [line] = json_lines(capfd)
+    [exception] = line["exception"]
+    assert exception["exc_type"] == "KeyError" and "the-missing-key" in exception["exc_value"]
+    assert [frame["name"] for frame in exception["frames"]][-1] == "fail"
+    assert line["level"] == "error" and "exc_info" not in line
+    assert "local-value-never-logged" not in orjson.dumps(line).decode()
+
+
+def test_every_line_carries_the_process_and_version(
+    json_logs: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Any event, outside a request too, names the process id and the broker version."""
+    structlog.get_logger("test").info("anything.happened")
+    [line] = json_lines(capfd)
+    assert line["pid"] == os.getpid() and line["version"] == __version__
+
+
+def test_events_inside_a_request_carry_its_ids(
+    json_logs: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """An event logged while serving a request (the circuit opening) carries its request and
+    trace ids."""
+    trace = "0af7651916cd43dd8448eb211c80319c"
+    with running_broker("http://127.0.0.1:9") as broker:  # nothing listens there
+        token = broker.token()
+        for number in range(1, 6):
+            broker.client.post(
+                READ_PATH,
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    "X-Request-ID": f"read-{number}",
+                    "traceparent": f"00-{trace}-b7ad6b7169203331-01",
+                },
+            )
+    [opened] = [line for line in json_lines(capfd) if line["event"] == "upstream.circuit_open"]
+    assert opened["request_id"] == "read-5" and opened["trace_id"] == trace

@@ -7,7 +7,19 @@ from pathlib import Path
 
 import pytest
 
-from broker.settings import ConfigError, RateLimit, Secret, Settings, parse, parse_rate_limit
+from broker.cli import dev_environment
+from broker.settings import (
+    DEV_ISSUER_KEY,
+    VARIABLES,
+    ConfigError,
+    RateLimit,
+    Secret,
+    Settings,
+    deployment_problems,
+    parse,
+    parse_rate_limit,
+    unknown_variables,
+)
 from tests.conftest import ISSUER_KEY, SECRET_A, broker_env
 
 
@@ -146,3 +158,84 @@ def test_wildcard_origin_is_accepted() -> None:
         broker_env(BROKER_CORS_ORIGINS="https://*.shop.example, http://localhost:3000")
     )
     assert settings.cors_origins == ("https://*.shop.example", "http://localhost:3000")
+
+
+@pytest.mark.parametrize(
+    "origins",
+    ["https://*.com", "https://*.co.uk", "https://shop.example,https://*.github.io", "http://*.uk"],
+)
+def test_wildcard_on_a_public_suffix_is_refused(origins: str) -> None:
+    """A CORS wildcard covering a whole public suffix is refused, judged by the shipped list."""
+    found = problems(BROKER_CORS_ORIGINS=origins)
+    assert [p.split(":")[0] for p in found] == ["BROKER_CORS_ORIGINS"]
+    assert origins not in found[0]
+
+
+def from_env_problems(**overrides: str) -> list[str]:
+    with pytest.raises(ConfigError) as caught:
+        Settings.from_env(broker_env(**overrides), env_file=None)
+    return caught.value.problems
+
+
+@pytest.mark.parametrize(
+    ("name", "value", "named"),
+    [
+        ("BROKER_ISSUER_KEYS", f"{ISSUER_KEY},{DEV_ISSUER_KEY}", "BROKER_ISSUER_KEYS"),
+        ("BROKER_UPSTREAM_URL", "http://bubblehouse.internal.example", "BROKER_UPSTREAM_URL"),
+        ("BROKER_UPSTREAM_URL", "http://10.0.0.8:8001", "BROKER_UPSTREAM_URL"),
+        ("BROKER_METRICS_TOKEN", "fifteen-chars-x", "BROKER_METRICS_TOKEN"),
+        ("WEB_CONCURRENCY", "2", "REDIS_URL"),
+    ],
+)
+def test_deployment_refusals_name_the_variable_never_the_value(
+    name: str, value: str, named: str
+) -> None:
+    """What must not run in production is refused by from_env, naming the variable only."""
+    found = from_env_problems(**{name: value})
+    assert len(found) == 1 and found[0].startswith(f"{name}:") and named in found[0]
+    assert value not in found[0]
+
+
+@pytest.mark.parametrize(
+    "url", ["http://127.0.0.1:8001", "http://localhost:8001", "http://[::1]:8001", "https://x.io"]
+)
+def test_plain_http_to_loopback_is_allowed(url: str) -> None:
+    """Plain http is fine for an upstream on loopback (the sandbox), and https anywhere."""
+    assert Settings.from_env(broker_env(BROKER_UPSTREAM_URL=url), env_file=None).upstream_url
+
+
+def test_several_workers_with_redis_and_a_long_metrics_token_pass() -> None:
+    """WEB_CONCURRENCY > 1 is fine with REDIS_URL; a 16-character metrics token is enough."""
+    settings = Settings.from_env(
+        broker_env(
+            WEB_CONCURRENCY="3", REDIS_URL="redis://127.0.0.1:6379/0", BROKER_METRICS_TOKEN="x" * 16
+        ),
+        env_file=None,
+    )
+    assert settings.web_concurrency == 3
+
+
+def test_unknown_broker_variable_fails_strict_and_is_listed_otherwise(tmp_path: Path) -> None:
+    """A misspelt BROKER_ name is a problem for check (strict) and a listed name for serve."""
+    env = broker_env(BROKER_CACHE_TTTL="5", SOMETHING_ELSE="1")
+    found = from_env_problems(BROKER_CACHE_TTTL="5")
+    assert found == [
+        "BROKER_CACHE_TTTL: not a variable the broker knows (misspelt? see .env.example)"
+    ]
+    env_file = tmp_path / ".env"
+    env_file.write_text("BROKER_RATE_LIMT_READ=1/s\n")
+    settings = Settings.from_env(env, env_file=env_file, strict=False)
+    assert settings.unknown_variables == ("BROKER_CACHE_TTTL", "BROKER_RATE_LIMT_READ")
+
+
+def test_every_known_name_comes_from_variables() -> None:
+    """The known set is VARIABLES: each listed BROKER_ name is accepted without complaint."""
+    env = {name: "" for name in VARIABLES}
+    assert unknown_variables({**env, "BROKER_NEW_THING": "1"}) == ("BROKER_NEW_THING",)
+
+
+def test_broker_dev_settings_keep_working() -> None:
+    """broker dev's own environment parses (its published key included), serve would refuse it."""
+    env = dev_environment({}, 8000, 8001, 8002, "127.0.0.1")
+    assert parse(env).issuer_keys[0].reveal() == DEV_ISSUER_KEY
+    assert [p.split(":")[0] for p in deployment_problems(parse(env))] == ["BROKER_ISSUER_KEYS"]

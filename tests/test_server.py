@@ -1,0 +1,279 @@
+"""``broker serve`` as a real process: the 16 KiB request-head limit, and its logs on stdout.
+
+Raw sockets where the point is what a client can send that an HTTP client would not.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx2
+import orjson
+import pytest
+
+from broker import __version__
+from tests.conftest import ISSUER_KEY, broker_env
+from tests.servers import RedisProcess, free_port, wait_for_port
+
+BROKER = str(Path(sys.executable).parent / "broker")
+MIB = 1024 * 1024
+TIMED_OUT = b"<no answer, connection still open>"
+
+
+@dataclass
+class Served:
+    proc: subprocess.Popen[bytes]
+    port: int
+    output: Path
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def lines(self) -> list[str]:
+        return self.output.read_text(encoding="utf-8").splitlines()
+
+    def events(self) -> list[dict[str, Any]]:
+        return [orjson.loads(line) for line in self.lines()]
+
+
+def child_env(**overrides: str) -> dict[str, str]:
+    """The test process's environment minus any broker variable, plus the given ones."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if not k.startswith(("BROKER_", "REDIS_URL", "WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS"))
+    }
+    env.update(overrides)
+    return env
+
+
+def stop(proc: subprocess.Popen[bytes]) -> int:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+    try:
+        return proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        return proc.wait(timeout=10)
+
+
+@contextlib.contextmanager
+def broker_serve(tmp_path: Path, **env: str) -> Iterator[Served]:
+    """``broker serve`` on a free port, stdout and stderr together in a file."""
+    port = free_port()
+    output = tmp_path / f"serve-{port}.log"
+    with output.open("wb") as sink:
+        proc = subprocess.Popen(
+            [BROKER, "serve"],
+            env=child_env(**broker_env(PORT=str(port), LOG_FORMAT="json", **env)),
+            stdout=sink,
+            stderr=subprocess.STDOUT,
+            cwd=tmp_path,
+        )
+    try:
+        wait_for_port(port, timeout=30)
+        yield Served(proc, port, output)
+    finally:
+        stop(proc)
+
+
+def peak_rss_kib(pid: int) -> int:
+    """The process's peak resident memory (VmHWM), in KiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1])
+    raise AssertionError("no VmHWM in /proc status")
+
+
+def send_huge_head(port: int, total: int, path: str = "/healthz") -> bytes:
+    """Send a request whose one header is ``total`` bytes, in pieces; what came back ('' if
+    the connection was closed or reset)."""
+    with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+        sock.sendall(f"GET {path} HTTP/1.1\r\nHost: localhost\r\nX-Filler: ".encode())
+        piece = b"a" * (64 * 1024)
+        sent = 0
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            while sent < total:
+                sock.sendall(piece)
+                sent += len(piece)
+            sock.sendall(b"\r\n\r\n")
+        return read_to_close(sock)
+
+
+def read_to_close(sock: socket.socket) -> bytes:
+    """Everything the server sends until it closes (or resets) the connection; a server that
+    keeps the connection open without answering gives TIMED_OUT."""
+    answer = b""
+    try:
+        while chunk := sock.recv(65536):
+            answer += chunk
+    except ConnectionResetError:
+        pass
+    except TimeoutError:
+        return TIMED_OUT
+    return answer
+
+
+def refused_or_closed(answer: bytes) -> bool:
+    return answer == b"" or answer.startswith(b"HTTP/1.1 431 ")
+
+
+def test_huge_request_head_is_refused_without_being_buffered(tmp_path: Path) -> None:
+    """A 64 MiB header gets 431 (or a closed connection) and the worker's peak memory stays put."""
+    with broker_serve(tmp_path) as served:
+        assert httpx2.get(f"{served.url}/healthz").status_code == 200
+        before = peak_rss_kib(served.proc.pid)
+        answer = send_huge_head(served.port, 64 * MIB)
+        after = peak_rss_kib(served.proc.pid)
+        assert refused_or_closed(answer), answer[:200]
+        # Buffering the header would add 64 MiB or more; a bounded parser adds next to nothing.
+        assert after - before < 16 * 1024, (before, after)
+        assert httpx2.get(f"{served.url}/healthz").status_code == 200
+
+
+def test_oversized_head_on_a_kept_alive_connection_is_refused(tmp_path: Path) -> None:
+    """After a normal request on the same connection, the next request's huge head is refused."""
+    with broker_serve(tmp_path) as served:
+        before = peak_rss_kib(served.proc.pid)
+        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+            first = b""
+            while b'"ok"}' not in first:
+                first += sock.recv(4096)
+            assert first.startswith(b"HTTP/1.1 200 ")
+            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Filler: ")
+            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+                for _ in range(256):  # up to 16 MiB
+                    sock.sendall(b"a" * (64 * 1024))
+            answer = read_to_close(sock)
+        assert refused_or_closed(answer), answer[:200]
+        assert peak_rss_kib(served.proc.pid) - before < 16 * 1024
+
+
+def test_head_just_over_16_kib_gets_431(tmp_path: Path) -> None:
+    """17 KiB of headers in one send is answered 431 with Connection: close."""
+    with broker_serve(tmp_path) as served:
+        answer = send_huge_head(served.port, 17 * 1024)
+        assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+        assert b"connection: close" in answer.lower()
+
+
+def test_an_8_kib_cookie_and_a_small_body_are_served(tmp_path: Path) -> None:
+    """Ordinary large headers (an 8 KiB cookie) pass, and a body after them is not counted."""
+    with broker_serve(tmp_path) as served:
+        cookie = "session=" + "c" * (8 * 1024)
+        assert httpx2.get(f"{served.url}/healthz", headers={"Cookie": cookie}).status_code == 200
+        response = httpx2.post(
+            f"{served.url}/tokens",
+            headers={"Cookie": cookie, "Authorization": f"Bearer {ISSUER_KEY}"},
+            json={"customer_id": "alice", "email": "a@example.com"},
+        )
+        assert response.status_code == 200
+        with httpx2.Client(base_url=served.url) as client:  # kept alive: several requests
+            for _ in range(3):
+                assert client.get("/healthz", headers={"Cookie": cookie}).status_code == 200
+
+
+def test_head_limit_holds_with_several_workers(tmp_path: Path) -> None:
+    """With WEB_CONCURRENCY=2 (and the Redis it needs), every worker refuses an oversized head."""
+    redis = RedisProcess().start()
+    try:
+        with broker_serve(tmp_path, WEB_CONCURRENCY="2", REDIS_URL=redis.url) as served:
+            deadline = time.monotonic() + 30
+            while httpx2.get(f"{served.url}/readyz").status_code != 200:
+                assert time.monotonic() < deadline
+                time.sleep(0.1)
+            for _ in range(4):  # connections are spread over the workers
+                assert refused_or_closed(send_huge_head(served.port, 4 * MIB))
+            assert httpx2.get(f"{served.url}/healthz").status_code == 200
+    finally:
+        redis.cleanup()
+
+
+def test_every_line_of_a_json_run_is_json(tmp_path: Path) -> None:
+    """uvicorn's own 'Invalid HTTP request received.' comes out as JSON like every other line."""
+    with broker_serve(tmp_path) as served:
+        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+            sock.sendall(b"THIS IS NOT HTTP\r\n\r\n")
+            with contextlib.suppress(ConnectionResetError):
+                sock.recv(1024)
+        httpx2.get(f"{served.url}/nowhere")
+        code = stop(served.proc)
+    assert code == 0
+    lines = served.lines()
+    assert lines
+    events = [orjson.loads(line) for line in lines]  # raises on any line that is not JSON
+    invalid = [e for e in events if "Invalid HTTP request" in str(e.get("event"))]
+    assert invalid and invalid[0]["logger"] == "uvicorn.error"
+    assert invalid[0]["level"] == "warning"
+    for event in events:
+        assert event["pid"] == served.proc.pid and event["version"] == __version__
+    assert any(e["event"] == "broker.stopped" for e in events)
+
+
+def test_request_lines_are_levelled_by_outcome(tmp_path: Path) -> None:
+    """5xx error, failed issuer keys and 429s warning, probes and scrapes debug, the rest info."""
+    env = {"LOG_LEVEL": "debug", "BROKER_RATE_LIMIT_ISSUER": "1/60s"}
+    with broker_serve(tmp_path, **env) as served, httpx2.Client(base_url=served.url) as client:
+        client.get("/healthz", headers={"X-Request-ID": "probe"})
+        client.get("/readyz", headers={"X-Request-ID": "ready"})
+        client.get("/metrics", headers={"X-Request-ID": "scrape"})
+        client.get("/nowhere", headers={"X-Request-ID": "missing"})
+        wrong = {"Authorization": "Bearer wrong-key-0123456789abcdef"}
+        client.post("/tokens", headers={**wrong, "X-Request-ID": "bad-key"})
+        client.post("/tokens", headers={**wrong, "X-Request-ID": "limited"})
+        token = client.post(
+            "/tokens",
+            headers={"Authorization": f"Bearer {ISSUER_KEY}", "X-Request-ID": "mint"},
+            json={"customer_id": "alice"},
+        ).json()["token"]
+        # The upstream (port 9 on loopback) is down: 503 upstream_unavailable.
+        read = client.post(
+            "/api/v2023061/test-shop/CustomerReferrals2",
+            headers={"Authorization": f"Bearer {token}", "X-Request-ID": "down"},
+        )
+        assert read.status_code == 503
+    levels = {e["request_id"]: e["level"] for e in served.events() if e["event"] == "request"}
+    assert levels == {
+        "probe": "debug",
+        "ready": "debug",
+        "scrape": "debug",
+        "missing": "info",
+        "bad-key": "warning",
+        "limited": "warning",
+        "mint": "info",
+        "down": "error",
+    }
+
+
+@pytest.mark.parametrize("value", ["*", "10.0.0.1, *"])
+def test_serve_warns_when_forwarded_headers_are_trusted_from_anyone(
+    tmp_path: Path, value: str
+) -> None:
+    """FORWARDED_ALLOW_IPS containing '*' starts, with a warning naming the variable."""
+    with broker_serve(tmp_path, FORWARDED_ALLOW_IPS=value) as served:
+        assert httpx2.get(f"{served.url}/healthz").status_code == 200
+    warnings = [e for e in served.events() if e["event"] == "config.forwarded_allow_ips_any"]
+    assert warnings and warnings[0]["variable"] == "FORWARDED_ALLOW_IPS"
+    assert warnings[0]["level"] == "warning"
+
+
+def test_serve_warns_about_an_unknown_broker_variable(tmp_path: Path) -> None:
+    """A misspelt BROKER_ variable does not stop serve; a warning names it, never its value."""
+    with broker_serve(tmp_path, BROKER_CACHE_TTTL="5-unique-value") as served:
+        assert httpx2.get(f"{served.url}/healthz").status_code == 200
+    warnings = [e for e in served.events() if e["event"] == "config.unknown_variable"]
+    assert [w["variable"] for w in warnings] == ["BROKER_CACHE_TTTL"]
+    assert warnings[0]["level"] == "warning"
+    assert "5-unique-value" not in served.output.read_text()
