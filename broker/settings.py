@@ -225,7 +225,7 @@ def parse_rate_limit(raw: str) -> RateLimit | None:
     """``N/Ss`` (also ``N/s``, ``N/Sm``, ``N/Sh``); ``0`` disables."""
     if raw.strip() == "0":
         return None
-    match = LIMIT_RE.match(raw)
+    match = LIMIT_RE.fullmatch(raw)
     if not match:
         raise ValueError("expected N/Ss, for example 20/10s, or 0 to disable")
     count, span, unit = int(match[1]), int(match[2] or 1), match[3] or "s"
@@ -260,7 +260,7 @@ def parse(env: Mapping[str, str]) -> Settings:
     shop = get("BROKER_SHOP") or ""
     if not shop:
         problems.append("BROKER_SHOP: required (the Bubblehouse shop slug)")
-    elif not SHOP_RE.match(shop) or "/" in shop:
+    elif not SHOP_RE.fullmatch(shop) or "/" in shop:
         problems.append("BROKER_SHOP: must be a shop slug (letters, digits, '.', '_', '-')")
 
     signing: list[SigningKey] = []
@@ -273,7 +273,7 @@ def parse(env: Mapping[str, str]) -> Settings:
             kid, sep, encoded = item.partition(":")
             kid = kid.strip()
             where = f"BROKER_SIGNING_KEYS: key #{position}"
-            if not sep or not KID_RE.match(kid):
+            if not sep or not KID_RE.fullmatch(kid):
                 problems.append(f"{where}: must be written kid:base64secret")
                 continue
             if kid in seen:
@@ -307,7 +307,7 @@ def parse(env: Mapping[str, str]) -> Settings:
         problems.append("BROKER_UPSTREAM_URL: must be an http(s) base URL")
 
     versions = _csv(get("BROKER_API_VERSIONS") or "v2023061")
-    if not versions or not all(VERSION_RE.match(v) for v in versions):
+    if not versions or not all(VERSION_RE.fullmatch(v) for v in versions):
         problems.append("BROKER_API_VERSIONS: must be comma-separated versions such as v2023061")
 
     redis_raw = get("REDIS_URL")
@@ -324,7 +324,7 @@ def parse(env: Mapping[str, str]) -> Settings:
         )
 
     origins = _csv(get("BROKER_CORS_ORIGINS") or "")
-    bad_origins = [o for o in origins if not ORIGIN_RE.match(o.rstrip("/"))]
+    bad_origins = [o for o in origins if not ORIGIN_RE.fullmatch(o.rstrip("/"))]
     if bad_origins:
         problems.append(
             "BROKER_CORS_ORIGINS: every entry must be an origin such as https://shop.example "

@@ -69,7 +69,7 @@ def trace_context(incoming: str | None) -> tuple[str, str, str | None, bool]:
 
     Continues a valid trace, or starts one (no parent span id, sampled).
     """
-    match = TRACEPARENT.match(incoming.strip().lower()) if incoming else None
+    match = TRACEPARENT.fullmatch(incoming.strip().lower()) if incoming else None
     if match and match[1] != "0" * 32 and match[2] != "0" * 16:
         trace_id, parent, flags = match[1], match[2], match[3]
     else:
@@ -108,7 +108,7 @@ class TelemetryMiddleware:
             return
         started = time.perf_counter()
         incoming = _header(scope, b"x-request-id")
-        request_id = incoming if incoming and REQUEST_ID.match(incoming) else secrets.token_hex(16)
+        request_id = incoming if incoming and REQUEST_ID.fullmatch(incoming) else secrets.token_hex(16)
         trace_id, traceparent, parent, sampled = trace_context(_header(scope, b"traceparent"))
         tracing = self.tracing
         span = None

@@ -259,7 +259,7 @@ def _error_of(content: bytes) -> tuple[str | None, str | None]:
     if not isinstance(data, dict):
         return None, None
     error_id = data.get("id")
-    if not isinstance(error_id, str) or not SLUG.match(error_id):
+    if not isinstance(error_id, str) or not SLUG.fullmatch(error_id):
         return None, None
     return error_id, clean_message(data.get("message"))
 

@@ -283,7 +283,7 @@ def test_log_alerts_read_state_events_the_broker_logs() -> None:
     """The state events the log alerts follow are logged by the broker under those names."""
     sources = {
         "store": (ROOT / "broker" / "store.py").read_text(),
-        "upstream": (ROOT / "broker" / "upstream.py").read_text(),
+        "upstream": (ROOT / "broker" / "circuit.py").read_text(),
     }
     for event in ("store.redis_down", "store.redis_up"):
         assert f'"{event}"' in sources["store"]

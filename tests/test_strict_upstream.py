@@ -52,7 +52,11 @@ def strict() -> StrictBubblehouse:
 @pytest.fixture
 def broker(strict: StrictBubblehouse) -> Iterator[Broker]:
     """A broker (in-process store) in front of the strict upstream, both real servers."""
-    with serve_app(strict.app()) as upstream, running_broker(upstream.url) as running:
+    # No per-customer back-off: these tests change Bubblehouse's mind between two reads.
+    with (
+        serve_app(strict.app()) as upstream,
+        running_broker(upstream.url, BROKER_UPSTREAM_BACKOFF="0") as running,
+    ):
         yield running
 
 

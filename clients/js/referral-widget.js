@@ -119,7 +119,7 @@ li.new { outline: 2px solid var(--referral-widget-accent, var(--_accent)); anima
 .status { font-weight: 700; } .status[data-status="approved"] { color: var(--referral-widget-success, var(--_success)); }
 .status[data-status="rejected"] { color: var(--referral-widget-error, var(--_error)); }
 .muted { color: var(--referral-widget-muted, var(--_muted)); }
-@keyframes arrive { from { transform: translateY(-4px); opacity: .4; } to { transform: none; opacity: 1; } }
+@keyframes arrive { from { transform: translateY(-4px); } to { transform: none; } }
 @media (prefers-reduced-motion: reduce) { li.new { animation: none; } * { transition: none !important; } }
 `;
 
