@@ -151,7 +151,7 @@ class Idempotency:
                 return "pending", None
             return "done", found.response
 
-        return await self.store.run(on_redis, on_memory, op="idempotency_claim")
+        return await self.store.run(on_redis, on_memory, op="idempotency_claim", keys=[record])
 
     async def _complete(
         self, record: str, fingerprint: str, token: str, response: StoredResponse
@@ -168,7 +168,7 @@ class Idempotency:
                 return
             memory.set(record, _Record(fingerprint, token, response), self.ttl_ms)
 
-        await self.store.run(on_redis, on_memory, op="idempotency_complete")
+        await self.store.run(on_redis, on_memory, op="idempotency_complete", keys=[record])
 
     async def _release(self, record: str, token: str) -> None:
         async def on_redis() -> None:
@@ -179,4 +179,4 @@ class Idempotency:
             if found is not None and found.response is None and found.token == token:
                 memory.delete(record)
 
-        await self.store.run(on_redis, on_memory, op="idempotency_release")
+        await self.store.run(on_redis, on_memory, op="idempotency_release", keys=[record])
