@@ -31,6 +31,7 @@ if redis.call('EXISTS', KEYS[1]) == 0 then
   return {'claimed'}
 end
 local r = redis.call('HMGET', KEYS[1], 's', 'f', 'c', 'h', 'b', 't')
+if r[1] ~= 'p' and r[1] ~= 'd' then return redis.error_reply('idempotency record tampered') end
 if r[2] ~= ARGV[1] then return {'mismatch'} end
 if r[1] ~= 'd' then
   -- Our own claim seen again (a retried call after a lost reply) is still ours.

@@ -114,6 +114,7 @@ IDEM_POISONS: dict[str, Poison] = {
     "record is a string": lambda r, k: r.set(k, "garbage", keepttl=True),
     "status is not a number": lambda r, k: r.hset(k, "c", "two hundred"),
     "headers are not JSON": lambda r, k: r.hset(k, "h", "{{{"),
+    "state is neither pending nor done": lambda r, k: r.hset(k, "s", "?"),
 }
 
 
