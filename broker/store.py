@@ -41,6 +41,8 @@ from redis.exceptions import (
     ClusterDownError,
     DataError,
     NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
     RedisClusterException,
     RedisError,
     ResponseError,
@@ -271,6 +273,11 @@ class Store:
     ) -> tuple[bool, T | None]:
         """One bad key: delete the operation's keys and try once more; (False, None) if in vain."""
         self.key_errors += 1
+        if isinstance(exc, OutOfMemoryError | ReadOnlyError):
+            # Redis refuses every write (memory full, a replica): no key is at fault, and
+            # deleting keys would drop good ones (an idempotency record: a double send later).
+            log.warning("store.key_error", op=op, error=type(exc).__name__, repaired=False)
+            return False, None
         log.warning("store.key_error", op=op, error=type(exc).__name__, repaired=bool(keys))
         try:
             if keys:

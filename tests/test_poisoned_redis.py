@@ -164,3 +164,48 @@ def test_out_of_memory_redis_still_answers(strict_broker: Broker, plain: sync_re
     finally:
         plain.config_set("maxmemory", "0")
     assert strict_broker.client.get("/readyz").json()["redis"] == "up"
+
+
+def test_out_of_memory_keeps_idempotency_records(
+    strict_broker: Broker, plain: sync_redis.Redis
+) -> None:
+    """A retry during an OOM spell of a send made before it replays the first answer (reading a
+    record needs no memory), and after the spell the record is still there and replayed."""
+    headers = {"Idempotency-Key": "before-oom"}
+    first = strict_broker.refer({"channel": "sms"}, headers=headers)
+    assert first.status_code == 200
+    plain.config_set("maxmemory-policy", "noeviction")
+    plain.config_set("maxmemory", "1")
+    try:
+        during = strict_broker.refer({"channel": "sms"}, headers=headers)
+        assert during.status_code == 200, during.text
+    finally:
+        plain.config_set("maxmemory", "0")
+    records = [k for k in keys_ending(plain, "") if ":idem:" in k]
+    assert len(records) == 1 and plain.hget(records[0], "s") == b"d"
+    after = strict_broker.refer({"channel": "sms"}, headers=headers)
+    assert after.headers["idempotent-replayed"] == "true"
+    assert after.json() == first.json()
+
+
+def test_out_of_memory_deletes_no_key(
+    strict_broker: Broker, sandbox: Sandbox, plain: sync_redis.Redis
+) -> None:
+    """OOM is no fault of a key: reads refused by a full Redis repair (delete) nothing, so the
+    cached entry and the customer's generation are still there once memory is back."""
+    strict_broker.refer({"channel": "sms"}).raise_for_status()
+    strict_broker.read()
+    entry, gen = one_key(plain, ":c:v2023061:0"), one_key(plain, ":g")
+    before = plain.get(gen)
+    plain.config_set("maxmemory-policy", "noeviction")
+    plain.config_set("maxmemory", "1")
+    try:
+        with capture_logs() as events:
+            assert strict_broker.read().status_code == 200
+            assert_no_outage(strict_broker, events)
+    finally:
+        plain.config_set("maxmemory", "0")
+    assert plain.exists(entry) and plain.get(gen) == before
+    calls = sandbox.calls()["CustomerReferrals2"]
+    assert strict_broker.read().headers["cache-status"].startswith("broker; hit")
+    assert sandbox.calls()["CustomerReferrals2"] == calls
