@@ -18,6 +18,7 @@ from broker.nearcache import ENTRY_OVERHEAD, Invalidations, NearCache
 from broker.store import Store, customer_scope, open_store, scope_prefix
 from tests.conftest import SHOP, flush, make_settings
 from tests.servers import RedisProcess
+from tests.stack import Sandbox, running_broker
 
 VERSIONS = ("v2023061",)
 PREFIX = scope_prefix(customer_scope(SHOP, "alice"))
@@ -308,3 +309,40 @@ async def test_stopped_redis_turns_the_tier_off(redis_server: RedisProcess) -> N
         redis_server.start()
         await wait_until(lambda: b.near.live, 10, "the tier never came back with Redis")
         assert len(b.near) == 0
+
+
+@pytest.mark.parametrize("sync", ["0.1", "0"])
+def test_near_tier_serves_reads_when_the_read_limit_is_off(
+    sandbox: Sandbox, redis_server: RedisProcess, sync: str
+) -> None:
+    """With BROKER_RATE_LIMIT_READ=0 there is nothing to count in Redis, so a repeated read is
+    a near hit (no Redis round trip) whatever BROKER_RATE_LIMIT_SYNC says, and a send through
+    the same broker is seen by the next read."""
+    with running_broker(
+        sandbox.url,
+        REDIS_URL=redis_server.url,
+        BROKER_RATE_LIMIT_READ="0",
+        BROKER_RATE_LIMIT_SYNC=sync,
+    ) as broker:
+        broker.read()
+        second = broker.read()
+        assert second.headers["cache-status"].endswith("detail=near")
+        assert "ratelimit" not in second.headers
+        sent = broker.refer({"channel": "sms"}).json()["referral"]
+        listed = broker.read().json()["referrals"]
+        assert sent["referral_bhid"] in {r["referral_bhid"] for r in listed}
+
+
+def test_strict_read_limit_never_skips_redis(sandbox: Sandbox, redis_server: RedisProcess) -> None:
+    """In strict mode (BROKER_RATE_LIMIT_SYNC=0) every read is counted in Redis, so none is
+    answered from the near tier and the limit holds exactly."""
+    with running_broker(
+        sandbox.url,
+        REDIS_URL=redis_server.url,
+        BROKER_RATE_LIMIT_READ="3/60s",
+        BROKER_RATE_LIMIT_SYNC="0",
+    ) as broker:
+        answers = [broker.read() for _ in range(4)]
+    assert [a.status_code for a in answers] == [200, 200, 200, 429]
+    assert not any(a.headers.get("cache-status", "").endswith("detail=near") for a in answers)
+    assert answers[2].headers["ratelimit"] == '"read";r=0;t=60'
