@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import signal
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
@@ -193,10 +194,10 @@ async def wait_until(check: Callable[[], bool], within: float, what: str) -> flo
 
 
 @contextlib.asynccontextmanager
-async def process(url: str) -> AsyncIterator[Process]:
+async def process(url: str, probe_interval: float = 0.2) -> AsyncIterator[Process]:
     """One simulated broker process on the Redis at ``url``, subscribed to invalidations."""
     settings = make_settings(REDIS_URL=url)
-    store = await open_store(settings, probe_interval=0.2)
+    store = await open_store(settings, probe_interval=probe_interval)
     near = NearCache(settings.api_versions, max_bytes=1 << 20)
     near.set_store_up(store.state == "up")
     store.on_state_change(lambda state: near.set_store_up(state == "up"))
@@ -309,6 +310,22 @@ async def test_stopped_redis_turns_the_tier_off(redis_server: RedisProcess) -> N
         redis_server.start()
         await wait_until(lambda: b.near.live, 10, "the tier never came back with Redis")
         assert len(b.near) == 0
+
+
+async def test_frozen_subscription_turns_the_tier_off(redis_server: RedisProcess) -> None:
+    """A Redis that keeps the subscription open but answers nothing (SIGSTOP) turns the tier
+    off by the subscriber's own unanswered pings, with the Store not probing meanwhile."""
+    assert redis_server.proc is not None
+    async with process(redis_server.url, probe_interval=60) as b:
+        await fill(b)
+        redis_server.proc.send_signal(signal.SIGSTOP)
+        try:
+            await wait_until(lambda: not b.near.live, 5, "the tier trusted a frozen Redis")
+            assert b.cache.near_hit(ALICE, 0) is None
+            assert b.store.state == "up"  # the Store has not looked: the subscriber saw it
+        finally:
+            redis_server.proc.send_signal(signal.SIGCONT)
+        await wait_until(lambda: b.near.live, 5, "the tier never came back")
 
 
 @pytest.mark.parametrize("sync", ["0.1", "0"])

@@ -62,6 +62,10 @@ POISONS: dict[str, tuple[str, Poison]] = {
     "entry body is a JSON list": (":c:v2023061:0", lambda r, k: r.hset(k, "b", "[1,2]")),
     "entry freshness is not a number": (":c:v2023061:0", lambda r, k: r.hset(k, "f", "soon")),
     "generation is not a number": (":g", lambda r, k: r.set(k, "seven")),
+    "lease is a hash": (
+        ":c:v2023061:0",
+        lambda r, k: (r.delete(k), r.hset(k.replace(":c:", ":l:"), "x", "1")),
+    ),
     "read counter is not an integer": (":rl:read", lambda r, k: r.set(k, "lots")),
     "read counter is a hash": (":rl:read", lambda r, k: (r.delete(k), r.hset(k, "a", "1"))),
 }
@@ -209,3 +213,28 @@ def test_out_of_memory_deletes_no_key(
     calls = sandbox.calls()["CustomerReferrals2"]
     assert strict_broker.read().headers["cache-status"].startswith("broker; hit")
     assert sandbox.calls()["CustomerReferrals2"] == calls
+
+
+@pytest.mark.parametrize("garbage", ["seven", "hash"])
+def test_send_with_a_poisoned_generation_gives_a_usable_token(
+    garbage: str, strict_broker: Broker, plain: sync_redis.Redis
+) -> None:
+    """A send whose customer's generation key holds garbage is answered 200 with a numeric
+    Consistency-Token; Redis stays up, and a read with that token holds the send."""
+    strict_broker.refer({"channel": "sms"}).raise_for_status()
+    strict_broker.read()
+    gen = one_key(plain, ":g")
+    if garbage == "hash":
+        plain.delete(gen)
+        plain.hset(gen, "x", "1")
+    else:
+        plain.set(gen, garbage)
+    with capture_logs() as events:
+        sent = strict_broker.refer({"channel": "sms"})
+        assert sent.status_code == 200, sent.text
+        assert_no_outage(strict_broker, events)
+    token = sent.headers["consistency-token"]
+    assert token.isdigit() and plain.get(gen) == token.encode()
+    read = strict_broker.read(headers={"Consistency-Token": token})
+    listed = {r["referral_bhid"] for r in read.json()["referrals"]}
+    assert sent.json()["referral"]["referral_bhid"] in listed
