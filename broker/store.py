@@ -12,7 +12,8 @@ backend. Two kinds of Redis failure are told apart:
 - *One key is bad* (an error reply such as WRONGTYPE, a failing script, OOM or READONLY, or a
   reply that does not decode): that is no outage. The operation's keys are deleted (repaired)
   and the operation runs once more on Redis; if it fails again, that one operation is answered
-  from memory. Redis stays ``up``, and ``store.key_error`` is logged.
+  from memory. Redis stays ``up``, and ``store.key_error`` is logged. OOM and READONLY are
+  no key's fault: those operations go to memory at once, and no key is deleted.
 
 No Redis error ever leaves this layer.
 
