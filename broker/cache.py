@@ -246,14 +246,15 @@ class ReferralCache:
         ``Consistency-Token`` asks for: nothing older is served.
         """
         caching = self.ttl_ms > 0
-        if min_gen is not None and caching:
-            served = self.near_hit(key, min_gen)
+        if caching and (min_gen is not None or limit is None):
+            # Nothing to count in Redis (no limit, or counted locally): the near tier may answer.
+            served = self.near_hit(key, min_gen or 0)
             if served is not None:
                 return served
-            if min_gen >= BYPASS or self.store.state == "down":
-                # The send's invalidation may not be in Redis, or Redis is away: only
-                # Bubblehouse knows the list is current.
-                return Served(await load(), "broker; fwd=miss; detail=consistency", "bypass", None)
+        if min_gen is not None and caching and (min_gen >= BYPASS or self.store.state == "down"):
+            # The send's invalidation may not be in Redis, or Redis is away: only
+            # Bubblehouse knows the list is current.
+            return Served(await load(), "broker; fwd=miss; detail=consistency", "bypass", None)
         keys = self._keys(key)
         epoch = self.store.epoch
         found = await self._lookup(keys, limit, caching)

@@ -39,11 +39,12 @@ local function claim()
 end
 if redis.call('EXISTS', KEYS[1]) == 0 then return claim() end
 local r = redis.call('HMGET', KEYS[1], 's', 'f', 'c', 'h', 'b', 't', 'd')
+if r[1] ~= 'p' and r[1] ~= 'd' then return redis.error_reply('idempotency record tampered') end
 if r[2] ~= ARGV[1] then return {'mismatch'} end
 if r[1] ~= 'd' then
   -- Our own claim seen again (a retried call after a lost reply) is still ours.
   if r[6] == ARGV[2] then return {'claimed'} end
-  if tonumber(r[7] or '0') < now then return claim() end
+  if r[7] and tonumber(r[7]) and tonumber(r[7]) < now then return claim() end
   return {'pending'}
 end
 return {'done', r[3], r[4], r[5]}
@@ -169,7 +170,7 @@ class Idempotency:
                 return "pending", None
             return "done", found.response
 
-        return await self.store.run(on_redis, on_memory, op="idempotency_claim")
+        return await self.store.run(on_redis, on_memory, op="idempotency_claim", keys=[record])
 
     async def _complete(
         self, record: str, fingerprint: str, token: str, response: StoredResponse
@@ -186,7 +187,7 @@ class Idempotency:
                 return
             memory.set(record, _Record(fingerprint, token, response), self.ttl_ms)
 
-        await self.store.run(on_redis, on_memory, op="idempotency_complete")
+        await self.store.run(on_redis, on_memory, op="idempotency_complete", keys=[record])
 
     async def _release(self, record: str, token: str) -> None:
         async def on_redis() -> None:
@@ -197,4 +198,4 @@ class Idempotency:
             if found is not None and found.response is None and found.token == token:
                 memory.delete(record)
 
-        await self.store.run(on_redis, on_memory, op="idempotency_release")
+        await self.store.run(on_redis, on_memory, op="idempotency_release", keys=[record])

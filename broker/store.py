@@ -12,7 +12,8 @@ backend. Two kinds of Redis failure are told apart:
 - *One key is bad* (an error reply such as WRONGTYPE, a failing script, OOM or READONLY, or a
   reply that does not decode): that is no outage. The operation's keys are deleted (repaired)
   and the operation runs once more on Redis; if it fails again, that one operation is answered
-  from memory. Redis stays ``up``, and ``store.key_error`` is logged.
+  from memory. Redis stays ``up``, and ``store.key_error`` is logged. OOM and READONLY are
+  no key's fault: those operations go to memory at once, and no key is deleted.
 
 No Redis error ever leaves this layer.
 
@@ -41,6 +42,8 @@ from redis.exceptions import (
     ClusterDownError,
     DataError,
     NoScriptError,
+    OutOfMemoryError,
+    ReadOnlyError,
     RedisClusterException,
     RedisError,
     ResponseError,
@@ -271,6 +274,11 @@ class Store:
     ) -> tuple[bool, T | None]:
         """One bad key: delete the operation's keys and try once more; (False, None) if in vain."""
         self.key_errors += 1
+        if isinstance(exc, OutOfMemoryError | ReadOnlyError):
+            # Redis refuses every write (memory full, a replica): no key is at fault, and
+            # deleting keys would drop good ones (an idempotency record: a double send later).
+            log.warning("store.key_error", op=op, error=type(exc).__name__, repaired=False)
+            return False, None
         log.warning("store.key_error", op=op, error=type(exc).__name__, repaired=bool(keys))
         try:
             if keys:

@@ -108,7 +108,8 @@ class TelemetryMiddleware:
             return
         started = time.perf_counter()
         incoming = _header(scope, b"x-request-id")
-        request_id = incoming if incoming and REQUEST_ID.fullmatch(incoming) else secrets.token_hex(16)
+        valid = incoming is not None and REQUEST_ID.fullmatch(incoming) is not None
+        request_id = incoming if valid and incoming else secrets.token_hex(16)
         trace_id, traceparent, parent, sampled = trace_context(_header(scope, b"traceparent"))
         tracing = self.tracing
         span = None

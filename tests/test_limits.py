@@ -6,11 +6,13 @@ import asyncio
 import re
 
 import pytest
+from redis.asyncio import Redis
+from structlog.testing import capture_logs
 
 from broker.errors import RateLimitExceeded
-from broker.limits import Decision, Limiter
+from broker.limits import Decision, Limiter, LocalLimits, rate_key
 from broker.settings import RateLimit
-from broker.store import Store, open_store
+from broker.store import Store, customer_scope, open_store, scope_prefix
 from tests.conftest import flush, make_settings
 from tests.servers import RedisProcess
 
@@ -132,3 +134,147 @@ async def test_concurrent_hits_never_exceed_the_limit(store: Store) -> None:
 
     results = await asyncio.gather(*(one() for _ in range(40)))
     assert sum(results) == 10
+
+
+# --- synchronised local limits (BROKER_RATE_LIMIT_SYNC > 0) ---------------------------------
+
+
+class FakeClock:
+    """A monotonic clock the test moves by hand."""
+
+    def __init__(self) -> None:
+        self.now = 500.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+ALICE = scope_prefix(customer_scope("shop", "alice"))
+BOB = scope_prefix(customer_scope("shop", "bob"))
+
+
+def test_local_hits_count_down_refuse_and_roll_over() -> None:
+    """LocalLimits counts each hit, refuses past the limit with the RateLimit headers and a
+    Retry-After of the window's rest, and opens a new window once the old one has ended."""
+    clock = FakeClock()
+    limits = LocalLimits(Store(), 0.1, clock=clock)
+    limit = RateLimit(3, 10)
+    decisions = [limits.hit("read", ALICE, limit) for _ in range(3)]
+    assert [d.remaining for d in decisions] == [2, 1, 0]
+    assert decisions[0].headers() == {
+        "RateLimit-Policy": '"read";q=3;w=10',
+        "RateLimit": '"read";r=2;t=10',
+    }
+    clock.now += 4
+    with pytest.raises(RateLimitExceeded) as caught:
+        limits.hit("read", ALICE, limit)
+    headers = caught.value.headers()
+    assert headers["Retry-After"] == "6"
+    assert headers["RateLimit"] == '"read";r=0;t=6'
+    assert headers["RateLimit-Policy"] == '"read";q=3;w=10'
+    assert limits.hit("read", BOB, limit).remaining == 2  # another scope, its own window
+    assert limits.hit("write", ALICE, limit).remaining == 2  # another policy too
+    clock.now += 6
+    fresh = limits.hit("read", ALICE, limit)
+    assert (fresh.remaining, fresh.reset) == (2, 10)
+
+
+async def test_memory_store_keeps_exact_local_counts() -> None:
+    """With no Redis, sync() changes nothing: counts stay exact across any number of syncs."""
+    limits = LocalLimits(Store(), 0.1)
+    limit = RateLimit(6, 30)
+    for _ in range(3):
+        limits.hit("write", ALICE, limit)
+    for _ in range(3):
+        await limits.sync()
+    assert limits.hit("write", ALICE, limit).remaining == 2
+    await limits.sync()
+    limits.hit("write", ALICE, limit)
+    limits.hit("write", ALICE, limit)
+    with pytest.raises(RateLimitExceeded):
+        limits.hit("write", ALICE, limit)
+
+
+async def test_two_processes_converge_after_sync(redis_session: RedisProcess) -> None:
+    """Two LocalLimits on two Stores on one Redis: after each has synced, each one's count
+    includes what the other counted, and the shared window refuses on both."""
+    await flush(redis_session.url)
+    settings = make_settings(REDIS_URL=redis_session.url)
+    first, second = await open_store(settings), await open_store(settings)
+    try:
+        a, b = LocalLimits(first, 0.1), LocalLimits(second, 0.1)
+        limit = RateLimit(10, 30)
+        for _ in range(3):
+            a.hit("read", ALICE, limit)
+        for _ in range(2):
+            b.hit("read", ALICE, limit)
+        await a.sync()
+        await b.sync()  # b learns 3 + 2
+        await a.sync()  # a learns b's 2
+        assert a.hit("read", ALICE, limit).remaining == 4  # the 6th request of the window
+        # b has not heard of a's 6th, so it counts its own as the 6th too: the overshoot that
+        # synchronised limits allow (one interval's worth), gone at the next syncs.
+        assert b.hit("read", ALICE, limit).remaining == 4
+        await a.sync()
+        await b.sync()
+        await a.sync()
+        for _ in range(3):
+            a.hit("read", ALICE, limit)  # 8th to 10th
+        with pytest.raises(RateLimitExceeded):
+            a.hit("read", ALICE, limit)
+        await a.sync()
+        await b.sync()
+        with pytest.raises(RateLimitExceeded):
+            b.hit("read", ALICE, limit)
+        assert a.syncs == 5 and b.syncs == 3
+    finally:
+        await first.aclose()
+        await second.aclose()
+
+
+async def test_redis_down_leaves_local_counting_working(redis_server: RedisProcess) -> None:
+    """When Redis dies, sync() neither raises nor loses counts: the local counters stand alone
+    and refuse at exactly the limit."""
+    store = await open_store(make_settings(REDIS_URL=redis_server.url))
+    try:
+        limits = LocalLimits(store, 0.1)
+        limit = RateLimit(5, 30)
+        limits.hit("write", ALICE, limit)
+        await limits.sync()
+        redis_server.stop()
+        limits.hit("write", ALICE, limit)
+        await limits.sync()
+        assert store.state == "down"
+        limits.hit("write", ALICE, limit)
+        await limits.sync()
+        assert limits.hit("write", ALICE, limit).remaining == 1
+        limits.hit("write", ALICE, limit)
+        with pytest.raises(RateLimitExceeded):
+            limits.hit("write", ALICE, limit)
+    finally:
+        await store.aclose()
+
+
+async def test_poisoned_shared_counter_is_repaired_by_sync(redis_session: RedisProcess) -> None:
+    """A shared counter overwritten with a non-integer: sync() logs store.key_error, Redis stays
+    up, and the counter is rewritten with this process's count."""
+    await flush(redis_session.url)
+    store = await open_store(make_settings(REDIS_URL=redis_session.url))
+    plain = Redis.from_url(redis_session.url)
+    try:
+        limits = LocalLimits(store, 0.1)
+        limit = RateLimit(10, 30)
+        limits.hit("read", ALICE, limit)
+        await limits.sync()
+        await plain.set(rate_key(ALICE, "read"), "lots")
+        limits.hit("read", ALICE, limit)
+        with capture_logs() as events:
+            await limits.sync()
+        names = [e["event"] for e in events]
+        assert "store.key_error" in names and "store.redis_down" not in names
+        assert store.state == "up"
+        assert await plain.get(rate_key(ALICE, "read")) == b"1"
+        assert await plain.pttl(rate_key(ALICE, "read")) > 0
+    finally:
+        await plain.aclose()
+        await store.aclose()
