@@ -38,42 +38,67 @@ log = structlog.get_logger("broker.cache")
 Outcome = Literal["hit", "miss", "stale", "collapsed", "bypass"]
 
 # KEYS: rate, entry, generation, back-off, lease.
-# ARGV: limit (0: not counted), window ms, lease token, lease ms, caching (1/0).
+# ARGV: limit (0: not counted), window ms, lease token, lease ms, caching (1/0), generation ttl.
+# KEYS: rate, entry, generation, back-off, lease.
+# ARGV: limit (0: not counted), window ms, lease token, lease ms, caching (1/0), generation ttl.
+# Replies with named fields (name, value, name, value...): allowed, count, reset, and when
+# caching gen, verdict (hit, backoff, lead, wait), body, left (freshness ms), holder, repaired.
 READ_LUA = (
     """
 local rate_key, limit, window = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
 local count, reset = 0, 0
+local out = {}
+local function field(name, value)
+  if value then out[#out + 1] = name; out[#out + 1] = value end
+end
 if limit > 0 then
 """
     + COUNT_LUA
     + """
-  if count > limit then return {0, count, reset} end
 end
-if ARGV[5] == '0' then return {1, count, reset} end
+field('count', count)
+field('reset', reset)
+if limit > 0 and count > limit then field('allowed', 0) return out end
+field('allowed', 1)
+if ARGV[5] == '0' then return out end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local gen = redis.call('GET', KEYS[3]) or '0'
+local gen = redis.pcall('GET', KEYS[3])
+if type(gen) == 'table' or (gen and not tonumber(gen)) then
+  -- A bad generation is replaced by one above any it can have held (the time in ms), never
+  -- reset: a reset would let a read from before a send match it again.
+  gen = string.format('%d', now)
+  redis.call('DEL', KEYS[3])
+  redis.call('SET', KEYS[3], gen, 'PX', ARGV[6])
+  field('repaired', 'generation')
+end
+gen = gen or '0'
+field('gen', gen)
 local e = redis.call('HMGET', KEYS[2], 'b', 'f', 'g')
-local body, left = false, false
 if e[1] and e[3] == gen then
-  body, left = e[1], tonumber(e[2]) - now
-  if left > 0 then return {1, count, reset, gen, 'hit', body, left} end
-  if redis.call('PTTL', KEYS[4]) > 0 then return {1, count, reset, gen, 'backoff', body, left} end
+  local left = tonumber(e[2]) - now
+  field('body', e[1])
+  field('left', left)
+  if left > 0 then field('verdict', 'hit') return out end
+  if redis.call('PTTL', KEYS[4]) > 0 then field('verdict', 'backoff') return out end
 end
 -- Taken, or already ours (a retried call after a lost reply): lead.
 local holder = redis.call('GET', KEYS[5])
 if not holder or holder == ARGV[3] then
   redis.call('SET', KEYS[5], ARGV[3], 'PX', ARGV[4])
-  return {1, count, reset, gen, 'lead', body, left}
+  field('verdict', 'lead')
+  return out
 end
-return {1, count, reset, gen, 'wait', body, left, holder}
+field('verdict', 'wait')
+field('holder', holder)
+return out
 """
 )
 
 # KEYS: entry, generation, lease, back-off. ARGV: body, generation seen, fresh ms, keep ms, token.
 PUT_LUA = """
 local stored = 0
-if (redis.call('GET', KEYS[2]) or '0') == ARGV[2] then
+if (redis.pcall('GET', KEYS[2]) or '0') == ARGV[2] then
   local t = redis.call('TIME')
   local fresh = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000) + tonumber(ARGV[3])
   redis.call('HSET', KEYS[1], 'b', ARGV[1], 'f', string.format('%d', fresh), 'g', ARGV[2])
@@ -95,11 +120,21 @@ return 1
 # KEYS: generation, then every entry and lease of the customer.
 # ARGV: generation ttl ms, pub/sub channel, customer key prefix.
 INVALIDATE_LUA = """
-local gen = redis.call('INCR', KEYS[1])
+local gen = redis.pcall('INCR', KEYS[1])
+local repaired = false
+if type(gen) == 'table' then
+  -- Not a number: start above any generation it can have held (the time in ms), never at 1.
+  local t = redis.call('TIME')
+  gen = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+  redis.call('DEL', KEYS[1])
+  redis.call('SET', KEYS[1], string.format('%d', gen))
+  repaired = true
+end
 redis.call('PEXPIRE', KEYS[1], ARGV[1])
 for i = 2, #KEYS do redis.call('DEL', KEYS[i]) end
-redis.call('PUBLISH', ARGV[2], ARGV[3] .. '|' .. gen)
-return gen
+redis.call('PUBLISH', ARGV[2], ARGV[3] .. '|' .. string.format('%d', gen))
+if repaired then return {'gen', gen, 'repaired', 'generation'} end
+return {'gen', gen}
 """
 
 # A consistency token that no cache tier can satisfy: the send's invalidation may not have
@@ -136,8 +171,9 @@ class _Keys:
 
     @property
     def all(self) -> list[str]:
-        """Every key of the read script, in its order (what a repair deletes)."""
-        return [self.rate, self.entry, self.gen, self.backoff, self.lease]
+        """What a repair may delete: every key of the read but the generation, which the
+        scripts replace by a higher one themselves (deleting it would rewind it)."""
+        return [self.rate, self.entry, self.backoff, self.lease]
 
 
 @functools.lru_cache(maxsize=32_768)
@@ -166,6 +202,7 @@ class _Lookup:
     left_ms: int = 0  # freshness left; negative once stale
     holder: str = ""  # on wait: the token holding the lease
     token: str = ""  # this lookup's own lease token
+    near_epoch: int = 0  # the near tier's epoch when the lookup began
 
 
 COLLAPSED = "broker; fwd=miss; collapsed"
@@ -269,7 +306,9 @@ class ReferralCache:
             ttl = found.left_ms // 1000
             body = found.body or b""
             if self.near is not None:
-                self.near.put(keys.prefix, keys.entry, body, int(found.gen), found.left_ms)
+                self.near.put(
+                    keys.prefix, keys.entry, body, int(found.gen), found.left_ms, found.near_epoch
+                )
             return Served(body, f"broker; hit; ttl={ttl}", "hit", decision)
         if found.verdict == "backoff":
             served = self._stale(found, 0, "backoff", decision)
@@ -316,7 +355,7 @@ class ReferralCache:
         stored = await self._put(keys, body, found.gen, token, epoch)
         status = "broker; fwd=miss; stored" if stored else "broker; fwd=miss"
         if stored and self.near is not None:
-            self.near.put(keys.prefix, keys.entry, body, int(found.gen), stored)
+            self.near.put(keys.prefix, keys.entry, body, int(found.gen), stored, found.near_epoch)
         return Served(body, status, "miss", decision)
 
     @staticmethod
@@ -412,18 +451,32 @@ class ReferralCache:
         async def on_redis() -> _Lookup:
             raw = await self.store.script(READ_LUA)(
                 keys=[keys.rate, keys.entry, keys.gen, keys.backoff, keys.lease],
-                args=[quota, window_ms, token, self.lease_ms, int(caching)],
+                args=[quota, window_ms, token, self.lease_ms, int(caching), self.gen_ttl_ms],
             )
-            if len(raw) == 3:
-                return _Lookup(raw[0] == 1, int(raw[1]), int(raw[2]), token=token)
-            body = raw[5]
+            reply = dict(zip(raw[::2], raw[1::2], strict=True))
+            allowed, count, reset = (
+                reply[b"allowed"] == 1,
+                int(reply[b"count"]),
+                int(reply[b"reset"]),
+            )
+            if b"verdict" not in reply:
+                return _Lookup(allowed, count, reset, token=token)
+            if b"repaired" in reply:
+                self.store.key_repaired("cache_read", reply[b"repaired"].decode())
+            body = reply.get(b"body")
             if body is not None and not is_json_object(body):
                 raise ValueError("a cache entry that is not a JSON object")
-            left = int(raw[6]) if raw[6] is not None else 0
-            holder = raw[7].decode() if len(raw) > 7 and raw[7] is not None else ""
-            verdict = raw[4].decode()
-            gen = str(int(raw[3]))
-            return _Lookup(True, int(raw[1]), int(raw[2]), gen, verdict, body, left, holder, token)
+            return _Lookup(
+                allowed,
+                count,
+                reset,
+                str(int(reply[b"gen"])),
+                reply[b"verdict"].decode(),
+                body,
+                int(reply.get(b"left", 0)),
+                reply[b"holder"].decode() if b"holder" in reply else "",
+                token,
+            )
 
         def on_memory(memory: Memory) -> _Lookup:
             count = reset = 0
@@ -447,7 +500,10 @@ class ReferralCache:
             holder = memory.get(keys.lease)
             return _Lookup(True, count, reset, gen, "wait", body, left, holder, token)
 
+        near_epoch = self.near.epoch if self.near is not None else 0
         found = await self.store.run(on_redis, on_memory, op="cache_read", keys=keys.all)
+        if near_epoch:
+            found = replace(found, near_epoch=near_epoch)
         if found.verdict == "lead" and token not in self._flights:
             # Local readers that find this lease held wait on this future instead of polling
             # Redis (one that looked before it existed polls, which is slower, never wrong).
@@ -486,7 +542,7 @@ class ReferralCache:
                 memory.delete(keys.lease)
             return stored
 
-        keys_touched = [keys.entry, keys.gen, keys.lease, keys.backoff]
+        keys_touched = [keys.entry, keys.lease, keys.backoff]
         return await self.store.run(on_redis, on_memory, op="cache_store", keys=keys_touched)
 
     async def _release(self, keys: _Keys, token: str, *, backoff: bool) -> None:
@@ -531,9 +587,13 @@ class ReferralCache:
             self.near.drop(prefix)  # at once: this process never serves the old list again
 
         async def on_redis() -> str:
-            new = await self.store.script(INVALIDATE_LUA)(
+            raw = await self.store.script(INVALIDATE_LUA)(
                 keys=[gen, *doomed], args=[self.gen_ttl_ms, CHANNEL, prefix]
             )
+            reply = dict(zip(raw[::2], raw[1::2], strict=True))
+            if b"repaired" in reply:
+                self.store.key_repaired("cache_invalidate", reply[b"repaired"].decode())
+            new = reply[b"gen"]
             if self.near is not None:
                 self.near.drop(prefix, int(new))
             return str(int(new))
@@ -551,7 +611,7 @@ class ReferralCache:
                 log.warning("cache.invalidations_untracked", tracked=self._missed_max)
             return "x"  # Redis never heard of this send: the next read asks Bubblehouse
 
-        return await self.store.run(on_redis, on_memory, op="cache_invalidate", keys=[gen])
+        return await self.store.run(on_redis, on_memory, op="cache_invalidate", keys=doomed)
 
     async def _replay_missed(self) -> None:
         """Redis is back: it still holds entries of customers who sent while it was away."""

@@ -53,11 +53,19 @@ local count, reset = 0, 0
 return {{count, reset}}
 """
 
-# KEYS: counters. ARGV: window ms, then one count per key. Replies count, ms left, per key.
+# KEYS: counters. ARGV: window ms, then one count per key.
+# Replies, per key: the shared count, ms left in its window, 1 when the counter was repaired.
 SYNC_LUA = """
 local window, out = tonumber(ARGV[1]), {}
 for i, key in ipairs(KEYS) do
-  local count = redis.call('INCRBY', key, ARGV[i + 1])
+  local count = redis.pcall('INCRBY', key, ARGV[i + 1])
+  local repaired = 0
+  if type(count) == 'table' then
+    -- One bad counter (not a number, another type): repaired alone, the others untouched.
+    redis.call('DEL', key)
+    count = redis.call('INCRBY', key, ARGV[i + 1])
+    repaired = 1
+  end
   local left = redis.call('PTTL', key)
   if left < 0 then
     redis.call('PEXPIRE', key, window)
@@ -65,6 +73,7 @@ for i, key in ipairs(KEYS) do
   end
   out[#out + 1] = count
   out[#out + 1] = left
+  out[#out + 1] = repaired
 end
 return out
 """
@@ -284,16 +293,20 @@ class LocalLimits:
                     for group in groups
                 )
             )
-            return [
-                (key, int(reply[2 * i]), int(reply[2 * i + 1]))
+            answers = [
+                (key, int(reply[3 * i]), int(reply[3 * i + 1]), int(reply[3 * i + 2]))
                 for group, reply in zip(groups, replies, strict=True)
                 for i, key in enumerate(group)
             ]
+            if any(repaired for *_, repaired in answers):
+                self.store.key_repaired("limit_sync", "counter")
+            return [(key, count, left) for key, count, left, _ in answers]
 
         def on_memory(memory: Memory) -> list[tuple[str, int, int]]:
             return []  # Redis is away: the local counts stand alone
 
-        answers = await self.store.run(on_redis, on_memory, op="limit_sync", keys=keys)
+        # No blanket repair: the script repairs a bad counter itself, one key at a time.
+        answers = await self.store.run(on_redis, on_memory, op="limit_sync")
         now = self.clock()
         self.syncs += 1
         learned = {key: (count, left) for key, count, left in answers}

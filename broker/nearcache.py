@@ -78,6 +78,9 @@ class NearCache:
         self.subscribed = False
         self.store_up = False
         self.live = False
+        # Bumped each time the tier goes live: a reply read before that may predate
+        # invalidations this process never heard, so its put is refused.
+        self.epoch = 1
 
     def __len__(self) -> int:
         return len(self._entries)
@@ -92,9 +95,14 @@ class NearCache:
         self._entries.move_to_end(key)
         return entry
 
-    def put(self, prefix: str, key: str, body: bytes, gen: int, fresh_ms: int) -> None:
-        """Keep ``body`` for ``fresh_ms``, unless a newer generation was announced meanwhile."""
+    def put(
+        self, prefix: str, key: str, body: bytes, gen: int, fresh_ms: int, epoch: int = 0
+    ) -> None:
+        """Keep ``body`` for ``fresh_ms``, unless a newer generation was announced meanwhile or
+        the tier went off and on since ``epoch`` (when given) was read."""
         if not self.live or fresh_ms <= 0 or self._seen.get(prefix, -1) > gen:
+            return
+        if epoch and epoch != self.epoch:
             return
         cost = len(body) + ENTRY_OVERHEAD
         if cost > self.max_bytes:
@@ -139,6 +147,8 @@ class NearCache:
             # Either way the entries are suspect: invalidations may have gone unheard.
             self.clear()
             self.live = live
+            if live:
+                self.epoch += 1
             log.info("nearcache.live" if live else "nearcache.off")
 
 

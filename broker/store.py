@@ -72,11 +72,8 @@ OUTAGE_REPLIES: tuple[type[BaseException], ...] = (ClusterDownError, TryAgainErr
 KEY_FAILURES: tuple[type[BaseException], ...] = (
     ResponseError,
     DataError,
-    ValueError,
-    TypeError,
-    IndexError,
-    KeyError,
-    AttributeError,
+    ValueError,  # int() or orjson of a tampered value
+    TypeError,  # int(None): a field of a tampered record missing
 )
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "redis-cluster": "redis", "rediss+cluster": "rediss"}
@@ -264,6 +261,11 @@ class Store:
         if self.redis is not None:
             self.fallbacks += 1
         return on_memory(self.memory)
+
+    def key_repaired(self, op: str, what: str) -> None:
+        """A script found one bad key and repaired it itself (logged like any bad key)."""
+        self.key_errors += 1
+        log.warning("store.key_error", op=op, error="repaired_in_script", repaired=what)
 
     async def _repair(
         self,
