@@ -21,7 +21,8 @@ from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import Response
-from starlette.routing import Route
+from starlette.routing import BaseRoute, Match, Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker import inputs, issuers
 from broker.api import ALLOWED, ReferralCall
@@ -266,6 +267,41 @@ def watch(upstream: Upstream, store: Store, metrics: Metrics) -> None:
     store.timing = lambda op, seconds: metrics.observe_redis(operation=op, seconds=seconds)
 
 
+async def route_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
+    """The endpoint of the route :meth:`BrokerApp.hot_lane` matched (put in the scope)."""
+    await scope["endpoint"](scope, receive, send)
+
+
+class BrokerApp(Starlette):
+    """Starlette, with a short lane for the two browser calls.
+
+    A request that fully matches one of the hot routes (path and method) skips Starlette's error
+    and exception middlewares and its router, and runs the same request middlewares (telemetry,
+    CORS) around the route's endpoint directly; those endpoints answer every error themselves.
+    Matching uses the routes' own ``matches``, so the routing is written once, in the route list;
+    anything else (a wrong method included) takes Starlette's path as usual.
+    """
+
+    _hot_routes: tuple[Route, ...] = ()
+    _hot_chain: ASGIApp | None = None
+
+    def hot_lane(self, routes: list[BaseRoute], chain: ASGIApp) -> None:
+        self._hot_routes = tuple(r for r in routes if isinstance(r, Route))
+        self._hot_chain = chain
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        chain = self._hot_chain
+        if chain is not None and scope["type"] == "http" and scope["path"].startswith("/api/"):
+            for route in self._hot_routes:
+                match, child = route.matches(scope)
+                if match is Match.FULL:
+                    scope["app"] = self
+                    scope.update(child)
+                    await chain(scope, receive, send)
+                    return
+        await super().__call__(scope, receive, send)
+
+
 def create_app(
     settings: Settings,
     *,
@@ -384,7 +420,7 @@ def create_app(
             seconds=seconds,
         )
 
-    app = Starlette(
+    app = BrokerApp(
         routes=routes,
         middleware=[
             Middleware(TelemetryMiddleware, observe=observe, tracing=svc.tracing),
@@ -392,6 +428,14 @@ def create_app(
         ],
         exception_handlers={HTTPException: http_exception},
         lifespan=lifespan,
+    )
+    app.hot_lane(
+        routes[:2],
+        TelemetryMiddleware(
+            CORSMiddleware(route_endpoint, origins=settings.cors_origins),
+            observe=observe,
+            tracing=svc.tracing,
+        ),
     )
     # Every path is exact: a trailing slash is another path (404), never a redirect.
     app.router.redirect_slashes = False

@@ -176,7 +176,7 @@ class _Keys:
         return [self.rate, self.entry, self.backoff, self.lease]
 
 
-@functools.lru_cache(maxsize=32_768)
+@functools.lru_cache(maxsize=8_192)
 def _keys_of(version: str, shop: str, customer: str, deanonymize: bool) -> _Keys:
     """The Redis keys of one cache entry (a hash of the customer, computed once per customer)."""
     prefix = scope_prefix(customer_scope(shop, customer))
@@ -292,6 +292,9 @@ class ReferralCache:
             # The send's invalidation may not be in Redis, or Redis is away: only
             # Bubblehouse knows the list is current.
             return Served(await load(), "broker; fwd=miss; detail=consistency", "bypass", None)
+        if not caching and limit is None:
+            # Nothing to look up and nothing to count in Redis: no round trip at all.
+            return Served(await load(), "broker; fwd=miss", "bypass", None)
         keys = self._keys(key)
         epoch = self.store.epoch
         found = await self._lookup(keys, limit, caching)

@@ -141,7 +141,7 @@ def hash_key(secret: bytes) -> bytes:
     return hmac.new(secret, b"referral-broker log customer hash", hashlib.sha256).digest()
 
 
-@functools.lru_cache(maxsize=32_768)
+@functools.lru_cache(maxsize=16_384)
 def customer_hash(key: bytes, customer_id: str) -> str:
     """A keyed, stable, non-reversible stand-in for a customer id in logs (remembered: every
     request of a customer logs it)."""

@@ -89,7 +89,7 @@ def customer_scope(shop: str, customer: str) -> str:
     return f"{shop}/{customer}"
 
 
-@functools.lru_cache(maxsize=65_536)
+@functools.lru_cache(maxsize=16_384)
 def scope_prefix(scope: str) -> str:
     """``rb:{<hash>}``: the hash-tagged prefix of every key of one scope."""
     return f"rb:{{{digest(scope)}}}"
