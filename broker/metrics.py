@@ -8,9 +8,9 @@ is set (several worker processes), values are written to files in that directory
 Every label takes a bounded set of values: route templates (never raw paths), methods, status
 codes, error ids, and the fixed outcome, policy, breaker and state names below.
 
-The two observations every request makes (the request itself and, for reads, the cache outcome)
-are tallied in plain dicts and handed to prometheus_client by :meth:`Metrics.flush`: once a
-second by the app's background task, and before every render. A prometheus_client update costs
+The observations requests make (the request, the cache outcome, each call to Bubblehouse and
+each Redis round trip) are tallied in plain dicts and handed to prometheus_client by
+:meth:`Metrics.flush`: once a second by the app's background task, and before every render. A prometheus_client update costs
 microseconds (a lock, and in multi-process mode a write to a memory-mapped file, per value); a
 tally costs a dict increment. A scrape sees this worker's numbers up to date and the other
 workers' numbers at most a second old.
@@ -127,10 +127,10 @@ class Metrics:
         self._breaker_children = {
             (n, s): self._breaker.labels(n, s) for n in BREAKERS for s in BREAKER_STATES
         }
-        # Tallies not yet handed to prometheus_client (see flush).
-        self._request_counts: dict[tuple[str, str, int, str | None], int] = {}
-        # route -> [count per bucket (the last: above every bound), sum of seconds]
-        self._request_times: dict[str, list[Any]] = {}
+        # Tallies not yet handed to prometheus_client (see flush): counter child and count;
+        # histogram child, count per bucket (the last: above every bound) and sum of seconds.
+        self._counts: dict[tuple[Any, ...], list[Any]] = {}
+        self._times: dict[tuple[Any, ...], list[Any]] = {}
         self._cache_counts: dict[str, int] = {}
 
     def _child(self, metric: Any, *labels: str) -> Any:
@@ -140,30 +140,50 @@ class Metrics:
             child = self._children[key] = metric.labels(*labels)
         return child
 
+    def _count(self, counter: Any, labels: tuple[str, ...]) -> None:
+        key = (id(counter), *labels)
+        tally = self._counts.get(key)
+        if tally is None:
+            self._counts[key] = [self._child(counter, *labels), 1]
+        else:
+            tally[1] += 1
+
+    def _time(self, histogram: Any, bounds: tuple[float, ...], label: str, seconds: float) -> None:
+        key = (id(histogram), label)
+        tally = self._times.get(key)
+        if tally is None:
+            tally = self._times[key] = [self._child(histogram, label), [0] * (len(bounds) + 1), 0.0]
+        tally[1][bisect.bisect_left(bounds, seconds)] += 1
+        tally[2] += seconds
+
     def observe_request(
         self, *, route: str, method: str, status: int, error_id: str | None, seconds: float
     ) -> None:
         """One answered request; ``route`` is the route template (or a fixed name for 404s)."""
         if method not in METHODS:
             method = "other"
-        key = (route, method, status, error_id)
-        counts = self._request_counts
-        counts[key] = counts.get(key, 0) + 1
-        times = self._request_times.get(route)
-        if times is None:
-            times = self._request_times[route] = [[0] * (len(REQUEST_BUCKETS) + 1), 0.0]
-        times[0][bisect.bisect_left(REQUEST_BUCKETS, seconds)] += 1
-        times[1] += seconds
+        self._count(self._requests, (route, method, str(status), error_id or ""))
+        self._time(self._request_seconds, REQUEST_BUCKETS, route, seconds)
+
+    def observe_upstream(
+        self, *, function: str, outcome: str, status: int | None, seconds: float
+    ) -> None:
+        """One call to Bubblehouse; ``status`` is ``None`` when no answer came back."""
+        self._count(self._upstream, (function, outcome, "" if status is None else str(status)))
+        self._time(self._upstream_seconds, REQUEST_BUCKETS, function, seconds)
+
+    def observe_redis(self, *, operation: str, seconds: float) -> None:
+        """One Redis round trip (a pipeline or script counts once)."""
+        self._time(self._redis_seconds, REDIS_BUCKETS, operation, seconds)
 
     def flush(self) -> None:
         """Hand the tallies to prometheus_client (in multi-process mode: to this worker's file)."""
-        counts, self._request_counts = self._request_counts, {}
-        times, self._request_times = self._request_times, {}
+        counts, self._counts = self._counts, {}
+        times, self._times = self._times, {}
         caches, self._cache_counts = self._cache_counts, {}
-        for (route, method, status, error_id), count in counts.items():
-            self._child(self._requests, route, method, str(status), error_id or "").inc(count)
-        for route, (buckets, total) in times.items():
-            child = self._child(self._request_seconds, route)
+        for child, count in counts.values():
+            child.inc(count)
+        for child, buckets, total in times.values():
             # prometheus_client keeps one value per bucket (plus +Inf last) and the sum.
             for index, count in enumerate(buckets):
                 if count:
@@ -180,24 +200,6 @@ class Metrics:
                 self.flush()
         finally:
             self.flush()
-
-    def observe_upstream(
-        self, *, function: str, outcome: str, status: int | None, seconds: float
-    ) -> None:
-        """One call to Bubblehouse; ``status`` is ``None`` when no answer came back."""
-        key = ("u", function, outcome, status)
-        pair = self._children.get(key)
-        if pair is None:
-            pair = self._children[key] = (
-                self._upstream.labels(function, outcome, "" if status is None else str(status)),
-                self._child(self._upstream_seconds, function),
-            )
-        pair[0].inc()
-        pair[1].observe(seconds)
-
-    def observe_redis(self, *, operation: str, seconds: float) -> None:
-        """One Redis round trip (a pipeline or script counts once)."""
-        self._child(self._redis_seconds, operation).observe(seconds)
 
     def count_cache(self, outcome: str) -> None:
         """One cache lookup: hit, miss, stale, collapsed or bypass."""
