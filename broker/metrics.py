@@ -10,10 +10,10 @@ codes, error ids, and the fixed outcome, policy, breaker and state names below.
 
 The observations requests make (the request, the cache outcome, each call to Bubblehouse and
 each Redis round trip) are tallied in plain dicts and handed to prometheus_client by
-:meth:`Metrics.flush`: once a second by the app's background task, and before every render. A prometheus_client update costs
-microseconds (a lock, and in multi-process mode a write to a memory-mapped file, per value); a
-tally costs a dict increment. A scrape sees this worker's numbers up to date and the other
-workers' numbers at most a second old.
+:meth:`Metrics.flush`: once a second by the app's background task, and before every render.
+A prometheus_client update costs microseconds (a lock, and in multi-process mode a write to a
+memory-mapped file, per value); a tally costs a dict increment. A scrape sees this worker's
+numbers up to date and the other workers' numbers at most a second old.
 """
 
 from __future__ import annotations
