@@ -151,7 +151,7 @@ class Settings:
     rate_limit_issuer: RateLimit | None = field(default_factory=lambda: RateLimit(10, 60))
     upstream_timeout: float = 5.0
     rate_limit_sync: float = 0.1  # seconds between pushes of local counts; 0: strict
-    near_cache_mb: int = 16  # process-local tier of referral lists; 0: off
+    near_cache_mb: int = 8  # process-local tier of referral lists; 0: off
     # Circuit breaker and per-customer back-off (broker.circuit).
     circuit_failure_rate: float = 0.5
     circuit_min_calls: int = 20
@@ -433,7 +433,7 @@ def parse(env: Mapping[str, str]) -> Settings:
         rate_limit_issuer=limits["BROKER_RATE_LIMIT_ISSUER"],
         upstream_timeout=upstream_timeout,
         rate_limit_sync=rate_limit_sync,
-        near_cache_mb=integer("BROKER_NEAR_CACHE_MB", 16, 0, 4096),
+        near_cache_mb=integer("BROKER_NEAR_CACHE_MB", 8, 0, 4096),
         circuit_failure_rate=circuit_failure_rate,
         circuit_min_calls=circuit_min_calls,
         circuit_window=circuit_window,
