@@ -25,14 +25,13 @@ from starlette.routing import BaseRoute, Match, Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker import inputs, issuers
-from broker.api import ALLOWED, ReferralCall
+from broker.api import ALLOWED, ReferralCall, bearer_of
 from broker.cache import ReferralCache
 from broker.clientfiles import ClientFiles, static_mount
 from broker.cors import CORSMiddleware
 from broker.errors import (
     BrokerError,
     InternalError,
-    InvalidIssuerKey,
     InvalidToken,
     MethodNotAllowed,
     MissingToken,
@@ -111,15 +110,7 @@ def endpoint(route: str, handler: Handler) -> Callable[[Request], Awaitable[Resp
 
 def bearer(request: Request) -> str | None:
     """The bearer credential of the one ``Authorization`` header, or None if there is none."""
-    values = request.headers.getlist("authorization")
-    if not values:
-        return None
-    if len(values) > 1:
-        raise InvalidToken("malformed", "Send exactly one Authorization header.")
-    scheme, _, credential = values[0].strip().partition(" ")
-    if scheme.lower() != "bearer" or not credential.strip():
-        return None
-    return credential.strip()
+    return bearer_of(request.headers.getlist("authorization"))
 
 
 async def read_body(request: Request) -> bytes:
@@ -147,36 +138,17 @@ async def json_body(request: Request) -> dict[str, Any]:
 
 
 async def mint_token(request: Request, svc: Services, info: RequestInfo) -> Response:
-    settings = svc.settings
     assert svc.limiter is not None
     try:
         presented = bearer(request)
     except InvalidToken:
         presented = None
-    # Compare against every key, always, so timing says nothing about which one is close.
-    matched = False
-    for key in settings.issuer_keys:
-        matched |= presented is not None and hmac.compare_digest(
-            presented.encode(), key.reveal().encode()
-        )
-    if not matched:
-        # Only failures are counted and refused (429 once over the limit): a valid key is
-        # always served, so guesses from a shared address never lock out the merchant's server.
-        client = request.client.host if request.client else "unknown"
-        await svc.limiter.hit("issuer", client, settings.rate_limit_issuer)
-        raise InvalidIssuerKey()
+    client = request.client.host if request.client else "unknown"
+    await issuers.admit(svc.limiter, svc.settings, presented, client)
     wanted = inputs.token_request(await json_body(request))
     minted = svc.minter.customer_token(wanted.customer_id, wanted.email, wanted.ttl)
     info.customer = customer_hash(svc.log_key, wanted.customer_id)
-    return JSONBytesResponse(
-        {
-            "token": minted.token,
-            "token_type": "Bearer",
-            "expires_in": minted.expires_in,
-            "expires_at": minted.expires_at_rfc3339,
-        },
-        headers={"Cache-Control": "no-store"},
-    )
+    return JSONBytesResponse(minted.answer(), headers={"Cache-Control": "no-store"})
 
 
 # --- POST /invalidations ------------------------------------------------------------------

@@ -84,12 +84,4 @@ async def shopify_token(request: Request, svc: Services, info: RequestInfo) -> R
         raise InvalidProxySignature(unusable) from error
     minted = svc.minter.customer_token(wanted.customer_id, None, None)
     info.customer = customer_hash(svc.log_key, wanted.customer_id)
-    return JSONBytesResponse(
-        {
-            "token": minted.token,
-            "token_type": "Bearer",
-            "expires_in": minted.expires_in,
-            "expires_at": minted.expires_at_rfc3339,
-        },
-        headers={"Cache-Control": "no-store"},
-    )
+    return JSONBytesResponse(minted.answer(), headers={"Cache-Control": "no-store"})

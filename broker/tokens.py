@@ -49,6 +49,15 @@ class MintedToken:
     def expires_at_rfc3339(self) -> str:
         return datetime.fromtimestamp(self.expires_at, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
 
+    def answer(self) -> dict[str, str | int]:
+        """The body of a token answer (``POST /tokens``, ``GET /shopify/token``)."""
+        return {
+            "token": self.token,
+            "token_type": "Bearer",
+            "expires_in": self.expires_in,
+            "expires_at": self.expires_at_rfc3339,
+        }
+
 
 class TokenMinter:
     """Signs tokens with the first configured key.

@@ -83,8 +83,11 @@ async def test_fifty_concurrent_cold_reads_load_once(store: Store) -> None:
     served = await asyncio.gather(*reads)
     assert upstream.calls == 1
     assert {s.body for s in served} == {BODY}
-    outcomes = sorted(s.outcome for s in served)
-    assert outcomes == ["collapsed"] * 49 + ["miss"]
+    outcomes = [s.outcome for s in served]
+    # One leader; the others waited on it, or (a lookup that reached Redis only after the leader
+    # stored, on a busy machine) found its entry.
+    assert outcomes.count("miss") == 1
+    assert set(outcomes) - {"miss"} <= {"collapsed", "hit"} and "collapsed" in outcomes
     for s in served:
         assert CACHE_STATUS_RE.match(s.cache_status), s.cache_status
 
