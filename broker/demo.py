@@ -1,8 +1,10 @@
 """The demo storefront: a tiny merchant web app that `broker dev` serves beside the broker.
 
 It plays the merchant's server: it logs a demo customer in by asking the broker for a customer
-token with the issuer key (which never reaches the browser), and relays faults to the sandbox's
-control API so the page can show how each error looks. The page itself lives in
+token with the issuer key (which never reaches the browser), relays faults to the sandbox's
+control API so the page can show how each error looks, and moves the signed-in customer's
+referrals on (``POST /demo/referrals/{referral_bhid}``: the sandbox's status change, then
+``POST /invalidations`` on the broker, as a merchant's webhook handler would). The page itself lives in
 ``broker/demo_static/demo.html`` and loads ``referrals.js`` from the broker's origin, so the browser
 exercises CORS for real. ``/widget`` is the other way to put referrals on a page: only the
 ``<referral-widget>``, in three lines of HTML, with its token from ``/demo/token``.
@@ -13,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import html
 import uuid
+from urllib.parse import quote
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +35,9 @@ FAULT_FIELDS = frozenset(
     {"status", "id", "message", "rate_limit", "reject_tokens", "delay", "html", "drop"}
     | {"times", "functions"}
 )
+
+# The statuses the page may move a referral to, in the order of a referral's life.
+LATER_STATUSES = ("qualified", "approved", "rejected")
 
 # The page's own files, served by the demo app; referrals.js comes from the broker.
 ASSETS = {"/demo.css": "demo.css", "/demo.js": "demo.js"}
@@ -105,7 +111,7 @@ async def json_object(request: Request) -> dict[str, Any] | None:
 def create_demo_app(
     *, broker_url: str, sandbox_url: str, issuer_key: str, shop: str, version: str
 ) -> Starlette:
-    """The demo merchant app: the page, a login that mints tokens, and a fault relay."""
+    """The demo merchant app: the page, a login that mints tokens, and relays to the sandbox."""
     config = DemoConfig(
         broker_url=broker_url.rstrip("/"),
         sandbox_url=sandbox_url.rstrip("/"),
@@ -221,6 +227,81 @@ def create_demo_app(
         except httpx2.HTTPError:
             return problem(502, "sandbox_unreachable", "The demo app could not reach the sandbox.")
 
+    async def owns_referral(token: str, referral_bhid: str) -> Response | None:
+        """None if ``referral_bhid`` is in the token's customer's history; else the refusal."""
+        url = f"{config.broker_url}/api/{config.version}/{config.shop}/CustomerReferrals2"
+        try:
+            answer = await client().post(
+                url, json={}, headers={"Authorization": f"Bearer {token}"}
+            )
+        except httpx2.HTTPError:
+            return problem(502, "broker_unreachable", "The demo app could not reach the broker.")
+        if answer.status_code != 200:
+            return relay(answer)  # the broker's own refusal of the token (invalid_token, ...)
+        try:
+            rows = answer.json()["referrals"]
+            owned = any(isinstance(r, dict) and r.get("referral_bhid") == referral_bhid for r in rows)
+        except (ValueError, KeyError, TypeError):
+            return problem(502, "broker_unreachable", "The broker's history was not readable.")
+        if owned:
+            return None
+        return problem(
+            404,
+            "unknown_referral",
+            "This referral is not one of the signed-in customer's referrals.",
+        )
+
+    async def move_referral(request: Request) -> Response:
+        """The sandbox's status change for one of the caller's referrals, then the invalidation.
+
+        The caller proves who it is with its customer token (the broker checks it by reading
+        that customer's history, which must hold the referral); the issuer key stays here.
+        """
+        referral_bhid = request.path_params["referral_bhid"]
+        body = await json_object(request)
+        if body is None:
+            return problem(400, "invalid_json", "Send a JSON object with status.")
+        status = body.get("status")
+        if status not in LATER_STATUSES:
+            return problem(
+                400,
+                "invalid_input",
+                f"status must be one of {', '.join(LATER_STATUSES)}.",
+                field="status",
+            )
+        scheme, _, token = request.headers.get("authorization", "").partition(" ")
+        if scheme.lower() != "bearer" or not token.strip():
+            return problem(401, "missing_token", "Send the customer's token as a bearer token.")
+        refused = await owns_referral(token.strip(), referral_bhid)
+        if refused is not None:
+            return refused
+        try:
+            moved = await client().post(
+                f"{config.sandbox_url}/_sandbox/referrals/{quote(referral_bhid, safe='')}",
+                json={"status": status},
+            )
+        except httpx2.HTTPError:
+            return problem(502, "sandbox_unreachable", "The demo app could not reach the sandbox.")
+        if moved.status_code != 200:
+            return relay(moved)
+        try:
+            customer_id = moved.json()["customer"]
+        except (ValueError, KeyError, TypeError):
+            return problem(502, "sandbox_unreachable", "The sandbox's answer was not readable.")
+        try:
+            dropped = await client().post(
+                f"{config.broker_url}/invalidations",
+                json={"customer_id": customer_id},
+                headers={"Authorization": f"Bearer {config.issuer_key}"},
+            )
+        except httpx2.HTTPError:
+            return problem(502, "broker_unreachable", "The demo app could not reach the broker.")
+        if dropped.status_code != 204:
+            return relay(dropped)
+        # Not the sandbox's row: it holds the friend's unmasked address, which a customer token
+        # may not see. The page reads the history again through the broker.
+        return JSONResponse({"referral_bhid": referral_bhid, "status": status})
+
     async def calls(request: Request) -> Response:
         try:
             return relay(await client().get(f"{config.sandbox_url}/_sandbox/calls"))
@@ -235,6 +316,7 @@ def create_demo_app(
         Route("/demo/login", login, methods=["POST"]),
         Route("/demo/fault", fault, methods=["POST", "DELETE"]),
         Route("/demo/calls", calls, methods=["GET"]),
+        Route("/demo/referrals/{referral_bhid}", move_referral, methods=["POST"]),
         *(Route(path, asset, methods=["GET"]) for path in ASSETS),
     ]
     return Starlette(routes=routes, lifespan=lifespan)

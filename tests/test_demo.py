@@ -139,3 +139,72 @@ def test_widget_token_route_mints_a_working_token(demo: Demo) -> None:
     )
     assert history.status_code == 200
     assert history.json()["referrals"]  # demo-* customers have a seeded history
+
+
+def demo_token(demo: Demo, customer_id: str) -> str:
+    """A customer token as the page holds it, from the demo's login."""
+    answer = httpx2.post(demo.url + "/demo/login", json={"customer_id": customer_id})
+    answer.raise_for_status()
+    token: str = answer.json()["token"]
+    return token
+
+
+def history(demo: Demo, token: str) -> dict[str, str]:
+    """The customer's referrals through the broker, as {referral_bhid: status}."""
+    answer = httpx2.post(
+        f"{demo.broker}/api/v2023061/{SHOP}/CustomerReferrals2",
+        json={},
+        headers={"Authorization": f"Bearer {token}"},
+    )
+    answer.raise_for_status()
+    return {row["referral_bhid"]: row["status"] for row in answer.json()["referrals"]}
+
+
+def test_referral_relay_moves_a_referral_and_the_broker_shows_it_at_once(demo: Demo) -> None:
+    """POST /demo/referrals/{id} changes the status and drops the broker's cached history."""
+    token = demo_token(demo, "demo-life")
+    before = history(demo, token)  # now cached by the broker
+    bhid = next(bhid for bhid, status in before.items() if status == "invited")
+    for status in ("qualified", "approved"):
+        answer = httpx2.post(
+            f"{demo.url}/demo/referrals/{bhid}",
+            json={"status": status},
+            headers={"Authorization": f"Bearer {token}"},
+        )
+        assert answer.status_code == 200
+        assert answer.json() == {"referral_bhid": bhid, "status": status}
+        assert ISSUER_KEY not in answer.text
+        assert history(demo, token)[bhid] == status
+
+
+def test_referral_relay_refuses_another_customers_referral(demo: Demo) -> None:
+    """A referral id from someone else's history is 404 unknown_referral; nothing changes."""
+    bobs = history(demo, demo_token(demo, "bob"))
+    bhid = next(iter(bobs))
+    answer = httpx2.post(
+        f"{demo.url}/demo/referrals/{bhid}",
+        json={"status": "rejected"},
+        headers={"Authorization": f"Bearer {demo_token(demo, 'alice')}"},
+    )
+    assert answer.status_code == 404
+    assert answer.headers["content-type"].startswith("application/problem+json")
+    assert answer.json()["id"] == "unknown_referral"
+    assert "signed-in customer" in answer.json()["message"]
+    assert history(demo, demo_token(demo, "bob"))[bhid] == bobs[bhid]
+
+
+def test_referral_relay_refuses_an_unknown_status_and_a_missing_token(demo: Demo) -> None:
+    """An unknown status is 400 invalid_input naming status; no token is 401 missing_token."""
+    token = demo_token(demo, "alice")
+    bhid = next(iter(history(demo, token)))
+    url = f"{demo.url}/demo/referrals/{bhid}"
+    auth = {"Authorization": f"Bearer {token}"}
+    wrong = httpx2.post(url, json={"status": "paid"}, headers=auth)
+    assert wrong.status_code == 400
+    assert (wrong.json()["id"], wrong.json()["field"]) == ("invalid_input", "status")
+    assert "qualified, approved, rejected" in wrong.json()["message"]
+    assert httpx2.post(url, content=b"[1]", headers=auth).json()["id"] == "invalid_json"
+    anonymous = httpx2.post(url, json={"status": "approved"})
+    assert (anonymous.status_code, anonymous.json()["id"]) == (401, "missing_token")
+    spoiled = httpx2.post(url, json={"status": "approved"}, headers={"Authorization": "Bearer x"})
+    assert (spoiled.status_code, spoiled.json()["id"]) == (401, "invalid_token")

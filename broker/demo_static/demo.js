@@ -264,6 +264,7 @@ function onLogout() {
   $("#summary").replaceChildren();
   $("#history-rows").replaceChildren();
   $("#history-table").hidden = true;
+  $("#move-result").replaceChildren();
   $("#history-status").textContent = "Sign in to see the customer's referrals.";
   $("#send-result").replaceChildren();
   $("#error-result").replaceChildren();
@@ -337,6 +338,7 @@ function renderHistory(data) {
             ? h("a", { href: state.lib.httpUrl(referral.link), target: "_blank", rel: "noopener noreferrer" }, referral.link)
             : referral.link || "—",
         ),
+        h("td", { class: "moves", "data-label": "Sandbox" }, moveButtons(referral, status)),
       ),
     );
   }
@@ -345,6 +347,74 @@ function renderHistory(data) {
   const count = referrals.length === 1 ? "1 referral" : `${referrals.length} referrals`;
   $("#history-status").textContent =
     referrals.length === 0 ? "No referrals yet: send the first one." : `${count}${where ? `, ${where}` : ""}.`;
+}
+
+// ---- a referral's life (sandbox only) ------------------------------------------------------------
+
+// What the sandbox's control API can make of a referral, as Bubblehouse would over time.
+const MOVES = [
+  ["qualified", "Mark qualified"],
+  ["approved", "Approve"],
+  ["rejected", "Reject"],
+];
+
+function moveButtons(referral, status) {
+  const bhid = typeof referral.referral_bhid === "string" ? referral.referral_bhid : "";
+  if (!bhid) return "—";
+  const what = `${channelLabel(referral.channel)} referral sent ${formatDate(referral.sent_at)}`;
+  return h(
+    "div",
+    { class: "move-buttons", role: "group", "aria-label": `Move on: ${what}` },
+    MOVES.filter(([target]) => target !== status).map(([target, label]) =>
+      h(
+        "button",
+        {
+          type: "button",
+          class: "button small",
+          "data-move": target,
+          // The visible label first, so voice control by the visible name still works.
+          "aria-label": `${label}: ${what}`,
+          onclick: (event) => moveReferral(bhid, target, event.currentTarget),
+        },
+        label,
+      ),
+    ),
+  );
+}
+
+/** The demo's server changes the status at the sandbox and drops the broker's cached copy. */
+async function moveReferral(bhid, target, button) {
+  const out = $("#move-result");
+  const group = button.closest(".move-buttons");
+  for (const b of group.querySelectorAll("button")) b.disabled = true;
+  button.setAttribute("aria-busy", "true");
+  out.replaceChildren(h("div", { class: "notice" }, "Moving the referral on…"));
+  try {
+    const token = await getToken({ forceRefresh: false });
+    const response = await fetch(`/demo/referrals/${encodeURIComponent(bhid)}`, {
+      method: "POST",
+      headers: { "Content-Type": "application/json", Authorization: `Bearer ${token}` },
+      body: JSON.stringify({ status: target }),
+      cache: "no-store",
+    });
+    if (!response.ok) throw await state.lib.ReferralsError.fromResponse(response);
+    state.lastReferralBhid = bhid;
+    await loadHistory();
+    out.replaceChildren(
+      okNote(
+        `Referral now ${humanize(target).toLowerCase()}`,
+        "The sandbox changed it, the demo's server called POST /invalidations, and the history was read again: the broker asked Bubblehouse instead of answering from its cache.",
+      ),
+    );
+    // The rows were redrawn: keep keyboard focus in the same row.
+    const row = [...document.querySelectorAll("#history-rows tr")].find((tr) => tr.dataset.referral === bhid);
+    row?.querySelector("[data-move]")?.focus();
+  } catch (error) {
+    out.replaceChildren(problemBox(error, "The referral was not moved on"));
+    for (const b of group.querySelectorAll("button")) b.disabled = false;
+  } finally {
+    button.removeAttribute("aria-busy");
+  }
 }
 
 // ---- send ------------------------------------------------------------------------------------------
