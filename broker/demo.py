@@ -4,10 +4,10 @@ It plays the merchant's server: it logs a demo customer in by asking the broker 
 token with the issuer key (which never reaches the browser), relays faults to the sandbox's
 control API so the page can show how each error looks, and moves the signed-in customer's
 referrals on (``POST /demo/referrals/{referral_bhid}``: the sandbox's status change, then
-``POST /invalidations`` on the broker, as a merchant's webhook handler would). The page itself lives in
-``broker/demo_static/demo.html`` and loads ``referrals.js`` from the broker's origin, so the browser
-exercises CORS for real. ``/widget`` is the other way to put referrals on a page: only the
-``<referral-widget>``, in three lines of HTML, with its token from ``/demo/token``.
+``POST /invalidations`` on the broker, as a merchant's webhook handler would). The page itself
+lives in ``broker/demo_static/demo.html`` and loads ``referrals.js`` from the broker's origin, so
+the browser exercises CORS for real. ``/widget`` is the other way to put referrals on a page: only
+the ``<referral-widget>``, in three lines of HTML, with its token from ``/demo/token``.
 """
 
 from __future__ import annotations
@@ -15,11 +15,11 @@ from __future__ import annotations
 import contextlib
 import html
 import uuid
-from urllib.parse import quote
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import quote
 
 import httpx2
 from starlette.applications import Starlette
@@ -231,16 +231,16 @@ def create_demo_app(
         """None if ``referral_bhid`` is in the token's customer's history; else the refusal."""
         url = f"{config.broker_url}/api/{config.version}/{config.shop}/CustomerReferrals2"
         try:
-            answer = await client().post(
-                url, json={}, headers={"Authorization": f"Bearer {token}"}
-            )
+            answer = await client().post(url, json={}, headers={"Authorization": f"Bearer {token}"})
         except httpx2.HTTPError:
             return problem(502, "broker_unreachable", "The demo app could not reach the broker.")
         if answer.status_code != 200:
             return relay(answer)  # the broker's own refusal of the token (invalid_token, ...)
         try:
             rows = answer.json()["referrals"]
-            owned = any(isinstance(r, dict) and r.get("referral_bhid") == referral_bhid for r in rows)
+            owned = any(
+                isinstance(r, dict) and r.get("referral_bhid") == referral_bhid for r in rows
+            )
         except (ValueError, KeyError, TypeError):
             return problem(502, "broker_unreachable", "The broker's history was not readable.")
         if owned:
