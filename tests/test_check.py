@@ -15,7 +15,7 @@ import pytest
 
 from broker.check import CheckResult, main_check, run_check
 from broker.sandbox import SandboxConfig, create_sandbox_app
-from broker.sandbox_config import Rules
+from broker.sandbox.config import Rules
 from tests.conftest import SECRET_A, SECRET_B, SHOP, broker_env
 from tests.servers import RedisProcess, free_port, serve_app
 

@@ -13,7 +13,7 @@ import jwt
 import pytest
 
 from broker.sandbox import SandboxConfig, create_sandbox_app, sandbox_config_from_env
-from broker.sandbox_data import REUSE_WINDOW
+from broker.sandbox.data import REUSE_WINDOW
 from broker.settings import ConfigError
 from tests.conftest import SECRET_B, SHOP, broker_env, make_settings
 from tests.servers import serve_app

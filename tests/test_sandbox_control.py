@@ -9,7 +9,7 @@ import httpx2
 import pytest
 
 from broker.sandbox import create_sandbox_app
-from broker.sandbox_config import Rules, SandboxConfig, sandbox_config_from_env
+from broker.sandbox.config import Rules, SandboxConfig, sandbox_config_from_env
 from broker.settings import ConfigError
 from broker.tokens import TokenMinter
 from tests.conftest import ISSUER_KEY, SHOP, broker_env, make_settings

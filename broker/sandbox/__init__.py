@@ -4,7 +4,7 @@ It answers what bubblehouse-api.md documents, keeps its state in memory per app 
 be told to be slow or to fail. Where Bubblehouse documents nothing, the sandbox's own choice is
 marked *(sandbox)* below.
 
-Configuration (:mod:`broker.sandbox_config`)
+Configuration (:mod:`broker.sandbox.config`)
     ``BROKER_SHOP``, ``BROKER_SIGNING_KEYS``, ``BROKER_API_VERSIONS``: read exactly as the broker
     reads them, so a sandbox and a broker started from one environment trust each other.
     ``SANDBOX_DELAY``: seconds (0-60) added to every API answer, default 0.
@@ -26,7 +26,7 @@ API: ``/api/<version>/<shop>/<function>``, checked in this order
     - Input: POST JSON object, POST form fields, or for GET the query string. A body that is not
       a JSON object: 400 ``invalid_json`` *(sandbox)*. Wrongly typed ``customer`` fields or
       ``deanonymize``: 400 ``invalid_input`` *(sandbox)*.
-    - Token (:mod:`broker.sandbox_tokens`): ``Authorization: Bearer <jwt>``; none or empty is
+    - Token (:mod:`broker.sandbox.tokens`): ``Authorization: Bearer <jwt>``; none or empty is
       anonymous. HS256 only, ``kid`` names a configured key, ``aud`` exactly ``"BH"``, ``sub`` is
       ``<shop>`` (shop token) or ``<shop>/<customer id>`` (customer token), ``exp`` enforced when
       present, ``iat`` in the future refused; 10 s leeway on both. ``ce`` is the customer's
@@ -87,7 +87,7 @@ Benchmark mode (``fast``)
     known ``kid`` (else 401 ``invalid_token``). No input is read, no state is touched and the
     request is not added to ``/_sandbox/requests``. The other functions behave as usual.
 
-Control API under ``/_sandbox/`` (:mod:`broker.sandbox_control`): faults, call counts, the
+Control API under ``/_sandbox/`` (:mod:`broker.sandbox.control`): faults, call counts, the
 request log, the day-one settings, syncing customers, moving a referral to ``qualified``,
 ``approved`` or ``rejected``, and reset.
 """
@@ -108,11 +108,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from broker.sandbox_config import FALSE, TRUE
-from broker.sandbox_config import SandboxConfig as SandboxConfig
-from broker.sandbox_config import sandbox_config_from_env as sandbox_config_from_env
-from broker.sandbox_control import FUNCTIONS, SandboxState, control_routes
-from broker.sandbox_data import (
+from broker.sandbox.config import FALSE, TRUE
+from broker.sandbox.config import SandboxConfig as SandboxConfig
+from broker.sandbox.config import sandbox_config_from_env as sandbox_config_from_env
+from broker.sandbox.control import FUNCTIONS, SandboxState, control_routes
+from broker.sandbox.data import (
     CHANNEL_RE,
     EMAIL_RE,
     MAX_EMAIL,
@@ -122,8 +122,8 @@ from broker.sandbox_data import (
     share_action,
     share_text,
 )
-from broker.sandbox_faults import SandboxApp, fault_response
-from broker.sandbox_tokens import Caller, bearer, invalid_token, jwt_header, verify_token
+from broker.sandbox.faults import SandboxApp, fault_response
+from broker.sandbox.tokens import Caller, bearer, invalid_token, jwt_header, verify_token
 
 LOGGED_HEADERS = ("x-request-id", "traceparent", "content-type", "user-agent")
 OBSOLETE_RE = re.compile(r"v(\d{4})\d{3,4}")

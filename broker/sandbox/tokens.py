@@ -15,7 +15,7 @@ from typing import Any, Literal
 
 import jwt
 
-from broker.sandbox_data import BubblehouseError
+from broker.sandbox.data import BubblehouseError
 
 LEEWAY = 10
 

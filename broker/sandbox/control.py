@@ -2,7 +2,7 @@
 
 JSON, no authentication (a development tool, never exposed):
 
-``POST /_sandbox/faults``        add a fault (:mod:`broker.sandbox_faults`); 400 ``invalid_fault``
+``POST /_sandbox/faults``        add a fault (:mod:`broker.sandbox.faults`); 400 ``invalid_fault``
                                  if malformed. Answers ``{"faults": [...]}``.
 ``GET``/``DELETE /_sandbox/faults``   list / clear the faults.
 ``GET /_sandbox/calls``          ``{"CustomerReferrals2": n, "Refer2": n, "Status2": n, ...}``:
@@ -12,7 +12,7 @@ JSON, no authentication (a development tool, never exposed):
                                  (``absent``/``verified``/``invalid``), the verified ``jwt``
                                  header and claims (never the raw token), and ``body``.
 ``DELETE /_sandbox/requests``    forget them.
-``GET``/``PUT /_sandbox/settings``    the day-one rules (:mod:`broker.sandbox_config`); PUT
+``GET``/``PUT /_sandbox/settings``    the day-one rules (:mod:`broker.sandbox.config`); PUT
                                  changes the members it names; 400 ``invalid_settings``.
 ``POST /_sandbox/customers``     ``{"shopid": "...", "email": "..."}``: sync a customer, as the
                                  shop's platform integration would (``email`` optional).
@@ -35,9 +35,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import BaseRoute, Route
 
-from broker.sandbox_config import RateCounter, Rules, SandboxConfig
-from broker.sandbox_data import SandboxStore
-from broker.sandbox_faults import FaultBook, parse_fault
+from broker.sandbox.config import RateCounter, Rules, SandboxConfig
+from broker.sandbox.data import SandboxStore
+from broker.sandbox.faults import FaultBook, parse_fault
 
 FUNCTIONS: dict[str, tuple[str, ...]] = {
     "CustomerReferrals2": ("GET", "POST"),

@@ -5,7 +5,7 @@ token with the issuer key (which never reaches the browser), relays faults to th
 control API so the page can show how each error looks, and moves the signed-in customer's
 referrals on (``POST /demo/referrals/{referral_bhid}``: the sandbox's status change, then
 ``POST /invalidations`` on the broker, as a merchant's webhook handler would). The page itself
-lives in ``broker/demo_static/demo.html`` and loads ``referrals.js`` from the broker's origin, so
+lives in ``broker/demo/static/demo.html`` and loads ``referrals.js`` from the broker's origin, so
 the browser exercises CORS for real. ``/widget`` is the other way to put referrals on a page: only
 the ``<referral-widget>``, in three lines of HTML, with its token from ``/demo/token``.
 """
@@ -27,7 +27,7 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
-STATIC = Path(__file__).parent / "demo_static"
+STATIC = Path(__file__).parent / "static"
 
 # The fault switches of the sandbox's control API the page may flip; anything else is refused,
 # so the demo is not a general relay to the sandbox.
