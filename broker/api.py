@@ -26,7 +26,6 @@ from broker.errors import (
     MethodNotAllowed,
     MissingToken,
     NotFound,
-    NotReady,
     PayloadTooLarge,
 )
 from broker.logs import customer_hash
@@ -35,7 +34,7 @@ from broker.responses import problem_response
 from broker.telemetry import RequestInfo, request_info
 
 if TYPE_CHECKING:
-    from broker.app import Services
+    from broker.services import Live, Services
 
 log = structlog.get_logger("broker.api")
 
@@ -137,11 +136,11 @@ def _rate_headers(decision: Any) -> list[tuple[bytes, bytes]]:
 class ReferralCall:
     """The pure ASGI endpoint of one Bubblehouse function (the route template names it)."""
 
-    def __init__(self, function: str, services: Services) -> None:
+    def __init__(self, function: str, live: Live) -> None:
         self.function = function
         self.route = f"/api/{{version}}/{{shop}}/{function}"
         self.allowed = ALLOWED[function]
-        self.svc = services
+        self.live = live
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         info = request_info(scope)
@@ -157,10 +156,8 @@ class ReferralCall:
             await problem_response(InternalError(), info.request_id)(scope, receive, send)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, info: RequestInfo) -> None:
-        svc = self.svc
+        svc: Services = self.live.get()
         referrals = svc.referrals
-        if referrals is None:
-            raise NotReady()
         params = scope["path_params"]
         if params["shop"] != svc.settings.shop:
             info.route = "unmatched"

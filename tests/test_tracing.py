@@ -34,7 +34,8 @@ def test_disabled_without_otel_variables() -> None:
     assert Tracing.from_env(disabled).provider is None
     assert not Tracing.disabled().enabled
     app = create_app(make_settings(), tracing=Tracing.disabled())
-    assert app.state.services.tracing is None
+    with serve_app(app):
+        assert app.state.services.tracing is None
 
 
 def test_disabled_header_is_unchanged(broker: Broker, sandbox: Sandbox) -> None:

@@ -1,0 +1,46 @@
+"""The operator's routes: liveness, readiness, metrics and the OpenAPI document."""
+
+from __future__ import annotations
+
+import hmac
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from broker.endpoints import bearer
+from broker.errors import MissingToken, NotReady
+from broker.responses import JSONBytesResponse
+from broker.services import Services
+from broker.telemetry import RequestInfo
+
+NO_STORE = {"Cache-Control": "no-store"}
+
+
+async def healthz(request: Request, svc: Services, info: RequestInfo) -> Response:
+    """Liveness: the process answers (no I/O)."""
+    return JSONBytesResponse({"status": "ok"}, headers=NO_STORE)
+
+
+async def readyz(request: Request, svc: Services, info: RequestInfo) -> Response:
+    """Readiness, with the Redis state the store's background ping keeps current."""
+    if not svc.ready:
+        raise NotReady()
+    return JSONBytesResponse({"status": "ready", "redis": svc.store.state}, headers=NO_STORE)
+
+
+async def metrics(request: Request, svc: Services, info: RequestInfo) -> Response:
+    """Prometheus text, behind ``BROKER_METRICS_TOKEN`` when it is set."""
+    token = svc.settings.metrics_token
+    if token is not None:
+        presented = bearer(request)
+        if presented is None or not hmac.compare_digest(
+            presented.encode(), token.reveal().encode()
+        ):
+            raise MissingToken("/metrics needs the metrics bearer token.")
+    body, content_type = svc.metrics.render()
+    return Response(body, media_type=content_type, headers=NO_STORE)
+
+
+async def openapi(request: Request, svc: Services, info: RequestInfo) -> Response:
+    """The OpenAPI document, rendered once at start."""
+    return JSONBytesResponse(svc.openapi)

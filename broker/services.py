@@ -1,0 +1,179 @@
+"""The resources of one broker process, built together and closed together.
+
+:func:`running` opens everything a request needs (the upstream client, the store, the cache and
+its near tier, the limits, the idempotency keys, the read and send rules) and yields one fully
+built :class:`Services`; the app's lifespan holds it in a :class:`Live` for the handlers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+
+import orjson
+import structlog
+
+from broker.cache import ReferralCache
+from broker.errors import NotReady
+from broker.idempotency import Idempotency
+from broker.limits import Limiter, LocalLimits
+from broker.logs import hash_key
+from broker.metrics import Metrics
+from broker.nearcache import Invalidations, NearCache
+from broker.openapi import openapi_document
+from broker.referrals import Referrals
+from broker.settings import Settings
+from broker.store import Store, open_store
+from broker.tokens import TokenMinter, TokenVerifier
+from broker.tracing import Tracing
+from broker.transport import Transport
+from broker.upstream import Upstream
+
+log = structlog.get_logger("broker.services")
+
+
+@dataclass
+class Services:
+    """Everything a handler needs, created once per process."""
+
+    settings: Settings
+    minter: TokenMinter
+    verifier: TokenVerifier
+    metrics: Metrics
+    log_key: bytes
+    upstream: Upstream
+    store: Store
+    cache: ReferralCache
+    limiter: Limiter
+    idempotency: Idempotency
+    referrals: Referrals
+    openapi: bytes  # the OpenAPI document, rendered once
+    tracing: Tracing | None = None  # None when span export is off
+    ready: bool = True  # False once the process is stopping
+
+
+class Live:
+    """The process's :class:`Services` while the app runs (handlers call :meth:`get`)."""
+
+    def __init__(self) -> None:
+        self.services: Services | None = None
+
+    def get(self) -> Services:
+        """The services, or :class:`NotReady` (503) while starting or after stopping."""
+        services = self.services
+        if services is None:
+            raise NotReady()
+        return services
+
+
+def watch(upstream: Upstream, store: Store, metrics: Metrics) -> None:
+    """Feed the breakers' states and Redis round-trip times to the metrics."""
+    upstream.breaker.on_change = lambda state: metrics.set_breaker("upstream", state)
+    metrics.set_breaker("upstream", upstream.breaker.state)
+    if store.state == "memory":
+        return
+
+    def redis_state(state: str) -> None:
+        metrics.set_breaker("redis", "closed" if state == "up" else "open")
+
+    store.on_state_change(redis_state)
+    redis_state(store.state)
+    store.timing = lambda op, seconds: metrics.observe_redis(operation=op, seconds=seconds)
+
+
+@contextlib.asynccontextmanager
+async def running(
+    settings: Settings,
+    *,
+    metrics: Metrics,
+    tracing: Tracing,
+    upstream_transport: Transport | None = None,
+    store: Store | None = None,
+) -> AsyncIterator[Services]:
+    """Open every resource, yield the services, and close everything on the way out.
+
+    A ``store`` given by the caller (tests) is used and left open; otherwise one is opened for
+    ``REDIS_URL`` (or process memory). Background work (metrics flushing, the near tier's
+    subscription, the limits' pushes) runs while the services are yielded.
+    """
+    minter = TokenMinter(settings)
+    upstream = Upstream.create(settings, upstream_transport)
+    own_store = store is None
+    opened = store if store is not None else await open_store(settings)
+    watch(upstream, opened, metrics)
+    background: list[asyncio.Task[None]] = [
+        asyncio.create_task(metrics.run(), name="metrics-flush")
+    ]
+    near = None
+    if opened.redis is not None and settings.near_cache_mb > 0 and settings.redis_url:
+        near = NearCache(settings.api_versions, max_bytes=settings.near_cache_mb << 20)
+        tier = near
+        tier.set_store_up(opened.state == "up")
+        opened.on_state_change(lambda state: tier.set_store_up(state == "up"))
+        listener = Invalidations(opened, tier, settings.redis_url.reveal())
+        background.append(asyncio.create_task(listener.run(), name="near-invalidations"))
+    cache = ReferralCache(opened, settings, near=near)
+    limiter = Limiter(opened)
+    local_limits = None
+    if settings.rate_limit_sync > 0:
+        local_limits = LocalLimits(opened, settings.rate_limit_sync)
+        background.append(asyncio.create_task(local_limits.run(), name="limit-sync"))
+    idempotency = Idempotency(
+        opened,
+        wait=settings.upstream_timeout + 2,
+        pending_keep=settings.cache_ttl + settings.cache_stale_ttl + 3600,
+    )
+    live_tracing = tracing if tracing.enabled else None
+    services = Services(
+        settings=settings,
+        minter=minter,
+        verifier=TokenVerifier(settings),
+        metrics=metrics,
+        log_key=hash_key(settings.signing_key.secret.reveal()),
+        upstream=upstream,
+        store=opened,
+        cache=cache,
+        limiter=limiter,
+        idempotency=idempotency,
+        referrals=Referrals(
+            settings=settings,
+            minter=minter,
+            upstream=upstream,
+            cache=cache,
+            limiter=limiter,
+            idempotency=idempotency,
+            metrics=metrics,
+            local_limits=local_limits,
+            tracing=live_tracing,
+        ),
+        openapi=orjson.dumps(openapi_document(settings)),
+        tracing=live_tracing,
+    )
+    log.info(
+        "keys.loaded",
+        signing_kid=settings.signing_key.kid,
+        verifying_kids=[key.kid for key in settings.signing_keys],
+        issuer_count=len(settings.issuer_keys),
+    )
+    log.info("broker.started", shop=settings.shop, store=opened.state)
+    try:
+        yield services
+    finally:
+        services.ready = False
+        for task in background:
+            task.cancel()
+        for task in background:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        if local_limits is not None:
+            with contextlib.suppress(Exception):
+                await local_limits.sync()  # the last counts reach the others
+        await upstream.aclose()
+        if own_store:
+            await opened.aclose()
+        metrics.process_exiting()
+        # Flushing may wait on the collector: off the event loop.
+        await asyncio.to_thread(tracing.shutdown)
+        log.info("broker.stopped")
