@@ -35,7 +35,8 @@ def mint(
 ) -> str:
     """A token as the broker would sign it; claims set to OMIT are left out."""
     now = int(time.time())
-    payload: dict[str, Any] = {"aud": "BH", "sub": sub, "iat": now, "exp": now + 300}
+    # Valid for a day: these tokens are minted once, at import, and the suite runs for minutes.
+    payload: dict[str, Any] = {"aud": "BH", "sub": sub, "iat": now, "exp": now + 86400}
     payload.update(claims)
     payload = {name: value for name, value in payload.items() if value is not OMIT}
     headers = {"kid": kid} if kid is not None else {}
