@@ -180,7 +180,9 @@ async def test_read_after_a_send_never_joins_an_older_fetch(store: Store) -> Non
 async def test_invalidate_drops_every_version_and_deanonymize_value(store: Store) -> None:
     """invalidate() empties all of the customer's entries and no other customer's."""
     cache = cache_for(store, BROKER_API_VERSIONS="v2023061,v2024010")
-    variants = [key(version=v, deanonymize=d) for v in ("v2023061", "v2024010") for d in (False, True)]
+    variants = [
+        key(version=v, deanonymize=d) for v in ("v2023061", "v2024010") for d in (False, True)
+    ]
     for variant in [*variants, key("bob")]:
         await cache.read(variant, Upstream(), limit=None)
     await cache.invalidate(SHOP, "alice")

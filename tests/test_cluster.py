@@ -271,6 +271,7 @@ async def test_cluster_node_lost_and_back(cluster_nodes: list[RedisProcess], sto
             lost.start()
         deadline = time.monotonic() + 30
 
+        # A call reads the state afresh; mypy would hold on to the "down" asserted above.
         def back_up() -> bool:
             return all(cluster_ok(n.port) for n in cluster_nodes) and store.state == "up"
 

@@ -269,7 +269,9 @@ def scenarios(real: dict[str, Mapping[str, Any]]) -> dict[str, tuple[list[Any], 
     }
 
 
-def test_log_alerts_fire_on_real_request_events(request_events: dict[str, Mapping[str, Any]]) -> None:
+def test_log_alerts_fire_on_real_request_events(
+    request_events: dict[str, Mapping[str, Any]],
+) -> None:
     """Each jq log alert prints its alert on the lines that should trip it, nothing otherwise."""
     cases = scenarios(request_events)
     for alert in log_alerts()["alerts"]:
@@ -292,7 +294,9 @@ def test_log_alerts_read_state_events_the_broker_logs() -> None:
         assert f'"{event}"' in sources["upstream"]
 
 
-def test_logql_queries_filter_on_logged_fields(request_events: dict[str, Mapping[str, Any]]) -> None:
+def test_logql_queries_filter_on_logged_fields(
+    request_events: dict[str, Mapping[str, Any]],
+) -> None:
     """Every LogQL query parses JSON and filters or unwraps only fields of the request event."""
     fields = set(request_events["miss"])
     for alert in log_alerts()["alerts"]:
