@@ -110,7 +110,8 @@ def test_deanonymize_rules(broker: Broker, sandbox: Sandbox) -> None:
     assert response.status_code == 403 and response.json()["id"] == "deanonymize_not_allowed"
     response = broker.client.get(f"{READ_PATH}?deanonymize=true", headers=broker.auth())
     assert response.status_code == 403
-    for value in ("yes", 1, "true", []):
+    not_booleans: list[object] = ["yes", 1, "true", []]
+    for value in not_booleans:
         response = broker.client.post(READ_PATH, headers=broker.auth(), json={"deanonymize": value})
         assert response.status_code == 400 and response.json()["field"] == "deanonymize"
     response = broker.client.get(f"{READ_PATH}?deanonymize=maybe", headers=broker.auth())

@@ -179,7 +179,10 @@ def test_bad_idempotency_key_is_invalid_input(broker: Broker, sandbox: Sandbox, 
     response = broker.client.post(
         WRITE_PATH,
         json={"channel": "sms"},
-        headers=[*broker.auth().items(), ("Idempotency-Key", key.encode())],
+        headers=[
+            *((name.encode(), value.encode()) for name, value in broker.auth().items()),
+            (b"Idempotency-Key", key.encode()),
+        ],
     )
     assert response.status_code == 400
     assert response.json()["field"] == "Idempotency-Key"

@@ -573,7 +573,8 @@ def test_error_bodies_are_readable_from_an_allowed_origin(
     open_demo(page, stack)
     customer = f"reader-{error_id}"
     token: str | None = customer_token(stack, customer)
-    function, shop, body = "CustomerReferrals2", SHOP, {}
+    function, shop = "CustomerReferrals2", SHOP
+    body: dict[str, object] = {}
     if error_id == "missing_token":
         token = None
     elif error_id == "invalid_token":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
-from typing import Any
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
@@ -48,7 +48,8 @@ def key(customer: str = "alice", *, deanonymize: bool = False, version: str = VE
 async def redis_keys(url: str) -> list[str]:
     client = Redis.from_url(url)
     try:
-        return sorted(k.decode() for k in await client.keys("*"))
+        # A client without decode_responses answers bytes; redis-py types them bytes | str.
+        return sorted(k.decode() for k in cast(list[bytes], await client.keys("*")))
     finally:
         await client.aclose()
 
@@ -179,7 +180,9 @@ async def test_read_after_a_send_never_joins_an_older_fetch(store: Store) -> Non
 async def test_invalidate_drops_every_version_and_deanonymize_value(store: Store) -> None:
     """invalidate() empties all of the customer's entries and no other customer's."""
     cache = cache_for(store, BROKER_API_VERSIONS="v2023061,v2024010")
-    variants = [key(version=v, deanonymize=d) for v in ("v2023061", "v2024010") for d in (0, 1)]
+    variants = [
+        key(version=v, deanonymize=d) for v in ("v2023061", "v2024010") for d in (False, True)
+    ]
     for variant in [*variants, key("bob")]:
         await cache.read(variant, Upstream(), limit=None)
     await cache.invalidate(SHOP, "alice")
@@ -294,7 +297,7 @@ async def test_cache_ttl_zero_loads_every_time_and_stores_nothing(
         assert (served.outcome, served.cache_status) == ("bypass", "broker; fwd=miss")
         assert served.rate is not None
     assert upstream.calls == 3
-    assert served.rate.remaining == 7
+    assert served.rate is not None and served.rate.remaining == 7
     if store.redis is not None:
         assert [k for k in await redis_keys(redis_session.url) if ":rl:" not in k] == []
     else:

@@ -16,7 +16,7 @@ from broker.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from broker.transport import Answer, BodyTooLarge, FakeTransport, UndecodableBody
+from broker.transport import Answer, BodyTooLarge, FakeTransport, Handler, UndecodableBody
 from broker.upstream import CallInfo, Upstream
 from tests.conftest import make_settings
 
@@ -150,8 +150,8 @@ def test_backoff_expires_and_is_bounded() -> None:
 # --- through Upstream ---------------------------------------------------------------------------
 
 
-def upstream_for(handler: object, **env: str) -> tuple[Upstream, FakeTransport]:
-    fake = FakeTransport(handler)  # type: ignore[arg-type]  # handlers below match at run time
+def upstream_for(handler: Handler, **env: str) -> tuple[Upstream, FakeTransport]:
+    fake = FakeTransport(handler)
     env.setdefault("BROKER_CIRCUIT_MIN_CALLS", "10")
     env.setdefault("BROKER_CIRCUIT_FAILURE_RATE", "0.5")
     return Upstream.create(make_settings(**env), fake), fake
@@ -171,7 +171,7 @@ async def call(upstream: Upstream, customer: str, function: str = "CustomerRefer
     )
 
 
-def by_customer(bad: dict[str, Answer | Exception]) -> object:
+def by_customer(bad: dict[str, Answer | Exception]) -> Handler:
     """Answers per customer (read from the token-less path: the X-Request-ID carries it)."""
 
     def handler(path: str, body: bytes, headers: Mapping[str, str]) -> Answer:

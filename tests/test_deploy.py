@@ -151,6 +151,7 @@ def redis_options(args: list[str]) -> dict[str, str]:
 
 
 def demo_redis_container() -> dict[str, Any]:
+    container: dict[str, Any]
     [container] = k8s("Deployment", "broker-redis")["spec"]["template"]["spec"]["containers"]
     return container
 

@@ -11,6 +11,7 @@ import json
 import re
 import shutil
 import subprocess
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -219,7 +220,7 @@ def run_jq(program: str, events: list[dict[str, Any]]) -> list[Any]:
 
 
 @pytest.fixture
-def request_events(broker: Broker, sandbox: Sandbox) -> dict[str, dict[str, Any]]:
+def request_events(broker: Broker, sandbox: Sandbox) -> dict[str, Mapping[str, Any]]:
     """Real `request` events of a broker: a miss, a hit, and an upstream failure."""
     with capture_logs() as events:
         broker.client.post(READ_PATH, headers=broker.auth("alice"))
@@ -236,11 +237,11 @@ def state(event: str) -> dict[str, Any]:
     return {"event": event, "level": "warning", "timestamp": "2026-11-30T10:00:00Z"}
 
 
-def scenarios(real: dict[str, dict[str, Any]]) -> dict[str, tuple[list[Any], list[Any]]]:
+def scenarios(real: dict[str, Mapping[str, Any]]) -> dict[str, tuple[list[Any], list[Any]]]:
     """Per alert: (log lines that must fire it, log lines that must not)."""
     ok, hit, failed = real["miss"], real["hit"], real["failed"]
 
-    def like(event: dict[str, Any], **changes: Any) -> dict[str, Any]:
+    def like(event: Mapping[str, Any], **changes: Any) -> dict[str, Any]:
         assert set(changes) <= set(event), "only fields the broker logs"
         return {**event, **changes}
 
@@ -268,7 +269,9 @@ def scenarios(real: dict[str, dict[str, Any]]) -> dict[str, tuple[list[Any], lis
     }
 
 
-def test_log_alerts_fire_on_real_request_events(request_events: dict[str, Any]) -> None:
+def test_log_alerts_fire_on_real_request_events(
+    request_events: dict[str, Mapping[str, Any]],
+) -> None:
     """Each jq log alert prints its alert on the lines that should trip it, nothing otherwise."""
     cases = scenarios(request_events)
     for alert in log_alerts()["alerts"]:
@@ -291,7 +294,9 @@ def test_log_alerts_read_state_events_the_broker_logs() -> None:
         assert f'"{event}"' in sources["upstream"]
 
 
-def test_logql_queries_filter_on_logged_fields(request_events: dict[str, Any]) -> None:
+def test_logql_queries_filter_on_logged_fields(
+    request_events: dict[str, Mapping[str, Any]],
+) -> None:
     """Every LogQL query parses JSON and filters or unwraps only fields of the request event."""
     fields = set(request_events["miss"])
     for alert in log_alerts()["alerts"]:

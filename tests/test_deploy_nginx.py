@@ -115,7 +115,10 @@ class TinyBroker(BaseHTTPRequestHandler):
         if self.path == "/api/own-error":
             self.answer(502, "application/problem+json", {"id": "upstream_error", "by": "broker"})
             return
-        seen = {"path": self.path, "request_id": self.headers.get("X-Request-ID")}
+        seen: dict[str, object] = {
+            "path": self.path,
+            "request_id": self.headers.get("X-Request-ID"),
+        }
         self.answer(200, "application/json", seen)
 
     def answer(self, status: int, content_type: str, body: dict[str, object]) -> None:

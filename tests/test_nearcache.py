@@ -145,7 +145,7 @@ def test_not_live_ignores_puts() -> None:
     near.put(PREFIX, KEY, BODY, 1, 5000)
     near.set_subscribed(True)
     near.put(PREFIX, KEY, BODY, 1, 5000)
-    assert not near.live and len(near) == 0
+    assert (near.live, len(near)) == (False, 0)
     near.set_store_up(True)
     assert near.live
     near.put(PREFIX, KEY, BODY, 1, 5000)
@@ -161,8 +161,8 @@ def test_going_off_drops_everything_and_coming_back_starts_empty(lose: str) -> N
     near.drop("rb:{other}", 9)
     setter = near.set_subscribed if lose == "subscription" else near.set_store_up
     setter(False)
-    assert not near.live
-    assert near.get(KEY, 0) is None and near.size == 0
+    assert (near.live, near.size) == (False, 0)
+    assert near.get(KEY, 0) is None
     near.put(PREFIX, KEY, BODY, 1, 5000)
     assert len(near) == 0
     setter(True)

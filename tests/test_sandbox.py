@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import enum
 import json
 import time
 from collections.abc import Iterator
@@ -22,11 +23,19 @@ SETTINGS = make_settings()
 KEYS = {key.kid: key.secret.reveal() for key in SETTINGS.signing_keys}
 CONFIG = SandboxConfig(shop=SHOP, keys=KEYS)
 API = f"/api/v2023061/{SHOP}"
-OMIT = object()
+
+
+class Omitted(enum.Enum):
+    """The value of a claim that :func:`mint` leaves out of the token."""
+
+    OMIT = enum.auto()
+
+
+OMIT = Omitted.OMIT
 
 
 def mint(
-    sub: str = f"{SHOP}/alice",
+    sub: str | Omitted = f"{SHOP}/alice",
     *,
     kid: str | None = "key-a",
     alg: str = "HS256",

@@ -188,7 +188,9 @@ def test_reset_restores_the_started_rules(bh: Bubblehouse) -> None:
 
 
 def row(bh: Bubblehouse, bhid: str) -> dict[str, Any]:
-    rows = [r for r in bh.read().json()["referrals"] if r["referral_bhid"] == bhid]
+    rows: list[dict[str, Any]] = [
+        r for r in bh.read().json()["referrals"] if r["referral_bhid"] == bhid
+    ]
     assert len(rows) == 1
     return rows[0]
 

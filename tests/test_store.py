@@ -6,8 +6,8 @@ import asyncio
 import os
 import signal
 import socket
-from collections.abc import AsyncIterator, Callable, Iterator
-from typing import Any
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from typing import Any, cast
 
 import pytest
 from redis.asyncio import Redis
@@ -34,7 +34,7 @@ async def send() -> StoredResponse:
     return StoredResponse(200, {}, b'{"message": "sent"}')
 
 
-def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
+def events(logs: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str, Any]]:
     return [entry for entry in logs if entry["event"] == name]
 
 
@@ -263,7 +263,8 @@ async def test_keys_hold_no_raw_identifiers(
     await ReferralCache(private_store, make_settings()).read(KEY, load, limit=None)
     client = Redis.from_url(redis_server.url)
     try:
-        keys = [k.decode() for k in await client.keys("*")]
+        # A client without decode_responses answers bytes; redis-py types them bytes | str.
+        keys = [k.decode() for k in cast(list[bytes], await client.keys("*"))]
     finally:
         await client.aclose()
     assert keys

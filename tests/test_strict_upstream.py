@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import Any
 
 import orjson
 import pytest
@@ -12,7 +13,7 @@ from tests.servers import serve_app
 from tests.stack import Broker, running_broker
 from tests.strict_bubblehouse import StrictBubblehouse
 
-HISTORY = [
+HISTORY: list[dict[str, Any]] = [
     {
         "referral_bhid": "0000018abc123def",
         "acceptance_bhid": "0000018abc123e00",

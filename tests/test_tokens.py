@@ -85,7 +85,10 @@ class Clock:
 
 def upstream_parts(token: str) -> tuple[dict[str, Any], dict[str, Any]]:
     head, body, _ = token.split(".")
-    pad = lambda part: part + "=" * (-len(part) % 4)  # noqa: E731 - two uses, one line
+
+    def pad(part: str) -> str:
+        return part + "=" * (-len(part) % 4)
+
     return (
         json.loads(base64.urlsafe_b64decode(pad(head))),
         json.loads(base64.urlsafe_b64decode(pad(body))),

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
+import threading
 import time
 import zlib
 
@@ -196,8 +198,13 @@ async def test_bomb_with_content_length_is_refused(encoding: str) -> None:
 async def test_content_length_over_the_cap_is_refused_unread() -> None:
     """A Content-Length far past the cap is refused from the header, before any body."""
     head = answer(200, headers={"Content-Length": str(64 * MAX_BODY)}, length=False)
+
+    def head_only(conn: socket.socket, stop: threading.Event) -> None:
+        conn.sendall(head)
+        stop.wait(10)
+
     with (
-        RawUpstream(lambda conn, stop: (conn.sendall(head), stop.wait(10))) as server,
+        RawUpstream(head_only) as server,
         pytest.raises(BodyTooLarge),
     ):
         await post(server.url, wait=5)

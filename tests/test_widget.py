@@ -13,7 +13,7 @@ import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import httpx2
 import pytest
@@ -330,7 +330,9 @@ async () => {
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_no_serious_accessibility_violations(page: Page, stack: Stack, scheme: str) -> None:
+def test_no_serious_accessibility_violations(
+    page: Page, stack: Stack, scheme: Literal["light", "dark"]
+) -> None:
     """axe-core finds no serious or critical violation, history, form, share and error shown."""
     page.emulate_media(color_scheme=scheme)
     widget = open_shop(page, stack, f"demo-axe-{scheme}")
@@ -373,7 +375,9 @@ def test_keyboard_only_sending(page: Page, stack: Stack) -> None:
 
 
 @pytest.mark.parametrize("scheme", ["light", "dark"])
-def test_screenshots_for_the_docs(page: Page, stack: Stack, scheme: str) -> None:
+def test_screenshots_for_the_docs(
+    page: Page, stack: Stack, scheme: Literal["light", "dark"]
+) -> None:
     """The widget after a send follows the colour scheme (docs/widget-<scheme>.png are copies)."""
     page.emulate_media(color_scheme=scheme, reduced_motion="reduce")
     widget = open_shop(page, stack, "demo-screenshot")

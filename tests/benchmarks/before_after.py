@@ -21,7 +21,7 @@ from typing import Any
 import httpx2
 import redis
 
-from tests.benchmarks.__main__ import Bench, median_of, write_script
+from tests.benchmarks.__main__ import Bench, median_of
 from tests.benchmarks.baselines import BODY_KEY
 from tests.benchmarks.rig import (
     READ_PATH,
@@ -32,6 +32,7 @@ from tests.benchmarks.rig import (
     customer_tokens,
     rig,
     wait_ready,
+    write_script,
 )
 from tests.conftest import broker_env
 from tests.servers import RedisProcess
@@ -114,9 +115,9 @@ def main(argv: list[str] | None = None) -> int:
         )
     out = ROOT / "bench-results"
     out.mkdir(exist_ok=True)
-    path = out / f"before-after-{time.strftime('%Y%m%d-%H%M%S')}.json"
-    path.write_text(json.dumps(rows, indent=2))
-    print(f"\nwritten: {path}")
+    written = out / f"before-after-{time.strftime('%Y%m%d-%H%M%S')}.json"
+    written.write_text(json.dumps(rows, indent=2))
+    print(f"\nwritten: {written}")
     return 0
 
 

@@ -32,7 +32,7 @@ class Subscriber:
 
     def __init__(self, url: str) -> None:
         self.client = redis.Redis.from_url(url)
-        self.pubsub = self.client.pubsub()
+        self.pubsub = self.client.pubsub()  # type: ignore[no-untyped-call]  # untyped in redis-py
         self.pubsub.subscribe(CHANNEL)
         self.arrivals: list[float] = []
         self._stop = threading.Event()
