@@ -30,8 +30,8 @@ from broker.errors import (
 )
 from broker.logs import customer_hash
 from broker.referrals import READ, WRITE, Referrals
+from broker.requestlog import RequestInfo, request_info
 from broker.responses import problem_response
-from broker.telemetry import RequestInfo, request_info
 
 if TYPE_CHECKING:
     from broker.services import Live, Services

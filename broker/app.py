@@ -32,12 +32,12 @@ from broker.merchant import invalidate, mint_token
 from broker.metrics import Metrics
 from broker.operations import healthz, metrics, openapi, readyz
 from broker.referrals import READ, WRITE
+from broker.requestlog import RequestInfo, TelemetryMiddleware, request_info
 from broker.responses import problem_response
 from broker.services import Live, Services, running
 from broker.settings import Settings
 from broker.shopify import shopify_token
 from broker.store import Store
-from broker.telemetry import RequestInfo, TelemetryMiddleware, request_info
 from broker.tracing import Tracing
 from broker.transport import Transport
 
@@ -75,7 +75,7 @@ class BrokerApp(Starlette):
     """Starlette, with a short lane for the two browser calls.
 
     A request that fully matches one of the hot routes (path and method) skips Starlette's error
-    and exception middlewares and its router, and runs the same request middlewares (telemetry,
+    and exception middlewares and its router, and runs the same request middlewares (request log,
     CORS) around the route's endpoint directly; those endpoints answer every error themselves.
     Matching uses the routes' own ``matches``, so the routing is written once, in the route list;
     anything else (a wrong method included) takes Starlette's path as usual.

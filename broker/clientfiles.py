@@ -26,8 +26,8 @@ from starlette.routing import Mount, Route
 
 from broker import __version__
 from broker.errors import BrokerError, MethodNotAllowed, NotFound
+from broker.requestlog import request_info
 from broker.responses import problem_response
-from broker.telemetry import request_info
 
 NAMES = ("referrals.js", "referrals.d.ts", "referral-widget.js", "referral-widget.d.ts")
 DIRECTORY = Path(__file__).with_name("clientjs")

@@ -17,9 +17,9 @@ from starlette.responses import Response
 from broker import inputs
 from broker.api import bearer_of
 from broker.errors import BrokerError, InternalError, PayloadTooLarge
+from broker.requestlog import RequestInfo, request_info
 from broker.responses import problem_response
 from broker.services import Live, Services
-from broker.telemetry import RequestInfo, request_info
 
 log = structlog.get_logger("broker.endpoints")
 

@@ -9,9 +9,9 @@ from broker import inputs, issuers
 from broker.endpoints import bearer, json_body
 from broker.errors import InvalidToken
 from broker.logs import customer_hash
+from broker.requestlog import RequestInfo
 from broker.responses import JSONBytesResponse
 from broker.services import Services
-from broker.telemetry import RequestInfo
 
 
 async def admit(request: Request, svc: Services) -> None:

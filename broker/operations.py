@@ -9,9 +9,9 @@ from starlette.responses import Response
 
 from broker.endpoints import bearer
 from broker.errors import MissingToken, NotReady
+from broker.requestlog import RequestInfo
 from broker.responses import JSONBytesResponse
 from broker.services import Services
-from broker.telemetry import RequestInfo
 
 NO_STORE = {"Cache-Control": "no-store"}
 

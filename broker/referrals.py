@@ -19,9 +19,9 @@ from broker.errors import BrokerError, RateLimitExceeded, UpstreamRateLimited, p
 from broker.idempotency import Idempotency, StoredResponse
 from broker.limits import Decision, Limiter, LocalLimits
 from broker.metrics import Metrics
+from broker.requestlog import RequestInfo
 from broker.settings import Settings
 from broker.store import customer_scope, scope_prefix
-from broker.telemetry import RequestInfo
 from broker.tokens import Customer, TokenMinter
 from broker.tracing import Tracing
 from broker.upstream import CallInfo, Upstream

@@ -27,8 +27,8 @@ from broker.logs import customer_hash
 from broker.responses import JSONBytesResponse
 
 if TYPE_CHECKING:
+    from broker.requestlog import RequestInfo
     from broker.services import Services
-    from broker.telemetry import RequestInfo
 
 MAX_SKEW = 300  # seconds between Shopify's timestamp and our clock, either way
 

@@ -47,7 +47,7 @@ def broken_handler(broker: Broker, sandbox: Sandbox) -> httpx2.Response:
     from starlette.routing import Route
 
     from broker.app import Services, create_app, endpoint
-    from broker.telemetry import RequestInfo
+    from broker.requestlog import RequestInfo
     from tests.servers import serve_app
 
     async def bug(request: Any, svc: Services, info: RequestInfo) -> Any:

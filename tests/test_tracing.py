@@ -14,7 +14,7 @@ from starlette.routing import Route
 from structlog.testing import capture_logs
 
 from broker.app import create_app
-from broker.telemetry import trace_context
+from broker.requestlog import trace_context
 from broker.tokens import TokenMinter
 from broker.tracing import Tracing
 from tests.conftest import ISSUER_KEY, SECRET_A, SECRET_B, make_settings

@@ -1,4 +1,4 @@
-"""Request telemetry middleware: request id, trace context, timing, one ``request`` log line.
+"""The request middleware: request id, trace context, timing, one ``request`` log line.
 
 Pure ASGI. It puts a :class:`RequestInfo` in the scope for handlers to fill in (route template,
 cache outcome, upstream status, error id) and writes one ``request`` event when the answer is
