@@ -190,12 +190,17 @@ async def check_bubblehouse(
     """Status2 for every API version with the signing key, and with every other key."""
     pairs = [(version, settings.signing_key) for version in settings.api_versions]
     pairs += [(settings.api_versions[0], key) for key in settings.signing_keys[1:]]
+    # The same connection settings as the broker's own transport (broker.transport): proxy
+    # variables ignored, the same connect and read bounds, no redirects; so what check sees is
+    # what `broker serve` will see.
+    connect = min(settings.upstream_timeout / 2, 2.0)
     async with httpx2.AsyncClient(
         base_url=settings.upstream_url,
-        timeout=httpx2.Timeout(settings.upstream_timeout),
+        timeout=httpx2.Timeout(settings.upstream_timeout, connect=connect),
         transport=transport,
         headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
         follow_redirects=False,
+        trust_env=False,
     ) as client:
         first, answered = await _status2(client, settings, *pairs[0])
         if not answered:

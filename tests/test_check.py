@@ -327,3 +327,22 @@ def test_independent_checks_run_concurrently(silent_port: int) -> None:
         proc.kill()
     names = [line.split(":", 1)[0] for line in out.splitlines()]
     assert names == ["ok   configuration", "FAIL bubblehouse", "FAIL redis"]
+
+
+def test_proxy_variables_are_ignored_as_serve_ignores_them(sandbox_url: str) -> None:
+    """With HTTP_PROXY and HTTPS_PROXY naming a port where nothing listens, `broker check`
+    still reaches Bubblehouse directly, as the broker's own transport does."""
+    dead = f"http://127.0.0.1:{free_port()}"
+    environ = {
+        **{k: v for k, v in os.environ.items() if not k.startswith("BROKER_")},
+        **env(sandbox_url),
+        "HTTP_PROXY": dead,
+        "HTTPS_PROXY": dead,
+        "ALL_PROXY": dead,
+        "NO_PROXY": "",
+    }
+    done = subprocess.run(
+        [BROKER, "check"], env=environ, capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "bubblehouse v2023061 key key-a" in done.stdout
