@@ -156,23 +156,21 @@ def create_app(
         )
 
     live_tracing = tracing if tracing.enabled else None
+    middleware = [
+        Middleware(TelemetryMiddleware, observe=observe, tracing=live_tracing),
+        Middleware(CORSMiddleware, origins=settings.cors_origins),
+    ]
     app = BrokerApp(
         routes=routes,
-        middleware=[
-            Middleware(TelemetryMiddleware, observe=observe, tracing=live_tracing),
-            Middleware(CORSMiddleware, origins=settings.cors_origins),
-        ],
+        middleware=middleware,
         exception_handlers={HTTPException: http_exception},
         lifespan=lifespan,
     )
-    app.hot_lane(
-        routes[:2],
-        TelemetryMiddleware(
-            CORSMiddleware(route_endpoint, origins=settings.cors_origins),
-            observe=observe,
-            tracing=live_tracing,
-        ),
-    )
+    # The hot lane runs the same middlewares, built from the same list, around the endpoint.
+    chain: ASGIApp = route_endpoint
+    for layer in reversed(middleware):
+        chain = layer.cls(chain, *layer.args, **layer.kwargs)
+    app.hot_lane(routes[:2], chain)
     # Every path is exact: a trailing slash is another path (404), never a redirect.
     app.router.redirect_slashes = False
     app.state.live = live

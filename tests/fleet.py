@@ -7,6 +7,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import httpx2
 from broker.tokens import TokenMinter
 from tests.conftest import broker_env, make_settings
 from tests.servers import free_port, wait_for_port
+from tests.stack import READ_PATH, WRITE_PATH
 
 BROKER = str(Path(sys.executable).parent / "broker")
 
@@ -34,6 +36,44 @@ class Fleet:
     def close(self) -> None:
         for client in self.clients:
             client.close()
+
+    def seconds_to_forget(self, customer: str) -> float:
+        """Cache the customer's list in the first process's near tier, send via the second,
+        and poll the first: seconds from the send's answer until it serves the new list."""
+        reader, sender = self.clients
+        auth = self.auth(customer)
+        reader.post(READ_PATH, headers=auth)
+        near = reader.post(READ_PATH, headers=auth)
+        assert near.headers["cache-status"].endswith("detail=near")
+        old = len(near.json()["referrals"])
+        sender.post(WRITE_PATH, headers=auth, json={"channel": "sms"}).raise_for_status()
+        answered = time.monotonic()
+        while len(reader.post(READ_PATH, headers=auth).json()["referrals"]) == old:
+            assert time.monotonic() - answered < 5, "the old list is still served after 5 s"
+            time.sleep(0.005)
+        return time.monotonic() - answered
+
+    def token_read_holds_the_send(self, customer: str) -> bool:
+        """Send via the second process; whether the first, asked with the send's
+        Consistency-Token, answers a list that holds the new referral."""
+        reader, sender = self.clients
+        auth = self.auth(customer)
+        reader.post(READ_PATH, headers=auth)
+        sent = sender.post(WRITE_PATH, headers=auth, json={"channel": "sms"})
+        token = sent.headers["consistency-token"]
+        read = reader.post(READ_PATH, headers={**auth, "Consistency-Token": token})
+        ids = {r["referral_bhid"] for r in read.json()["referrals"]}
+        return bool(sent.json()["referral"]["referral_bhid"] in ids)
+
+    def spaced_reads(self, customer: str, count: int, gap: float = 0.3) -> list[int]:
+        """``count`` reads alternating between the processes, ``gap`` seconds apart (three push
+        intervals: each process has learned the other's count): their statuses."""
+        auth = self.auth(customer)
+        statuses = []
+        for i in range(count):
+            statuses.append(self.clients[i % 2 - 1].post(READ_PATH, headers=auth).status_code)
+            time.sleep(gap)
+        return statuses
 
 
 @contextlib.contextmanager

@@ -17,7 +17,7 @@ from typing import Any
 import httpx2
 import jwt
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 from playwright.sync_api import Response as PlaywrightResponse
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -35,17 +35,6 @@ pytestmark = [pytest.mark.browser, pytest.mark.slow]
 VERSION = "v2023061"
 STATIC = Path(__file__).resolve().parent.parent / "clients" / "js"
 ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 
 
 @dataclass(frozen=True)
@@ -94,15 +83,6 @@ def stack() -> Iterator[Stack]:
                 serve_app(other_origin_app()) as other,
             ):
                 yield Stack(broker.url, sandbox.url, demo.url, other.url)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless, driven by Playwright (no browser download)."""
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import httpx2
 import pytest
-from playwright.sync_api import Browser, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Page, expect
 
 from broker.app import create_app
 from broker.demo import create_demo_app
@@ -23,17 +23,6 @@ from tests.servers import free_port, serve_app
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
 VERSION = "v2023061"
-CHROMIUM = "/usr/bin/chromium"
-CHROMIUM_ARGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-    "--disable-quic",
-]
 
 
 @dataclass(frozen=True)
@@ -63,15 +52,6 @@ def stack() -> Iterator[Stack]:
             )
             with serve_app(demo_app, port=demo_port) as demo:
                 yield Stack(broker.url, sandbox.url, demo.url)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless, driven by Playwright (no browser download)."""
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture

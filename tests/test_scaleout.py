@@ -71,13 +71,7 @@ def test_strict_rate_limit_is_shared_exactly(strict_fleet: Fleet) -> None:
 
 def test_synchronised_rate_limit_is_shared(limited_fleet: Fleet) -> None:
     """Synchronised mode: reads spaced by more than the push interval share one exact window."""
-    a, b = limited_fleet.clients
-    auth = limited_fleet.auth("limited")
-    statuses = []
-    for i in range(8):
-        statuses.append((a if i % 2 else b).post(READ_PATH, headers=auth).status_code)
-        time.sleep(0.3)  # three push intervals: each process has learned the other's count
-    assert statuses == [200] * 6 + [429] * 2
+    assert limited_fleet.spaced_reads("limited", 8) == [200] * 6 + [429] * 2
 
 
 def test_synchronised_limits_stay_within_the_bound_and_converge(limited_fleet: Fleet) -> None:
@@ -100,35 +94,16 @@ def test_synchronised_limits_stay_within_the_bound_and_converge(limited_fleet: F
     assert all("r=0" in r.headers["ratelimit"] for r in after)
 
 
-def test_near_cache_serves_without_redis_and_forgets_within_250_ms(
-    fleet: Fleet, sandbox: Sandbox
-) -> None:
+def test_near_cache_serves_without_redis_and_forgets_within_250_ms(fleet: Fleet) -> None:
     """A's second read comes from its near tier; after a send via B, A stops serving the old
     list within 250 ms of B's answer (without a Consistency-Token)."""
-    a, b = fleet.clients
-    auth = fleet.auth("carol")
-    a.post(READ_PATH, headers=auth)
-    near = a.post(READ_PATH, headers=auth)
-    assert near.headers["cache-status"].endswith("detail=near")
-    old = len(near.json()["referrals"])
-    b.post(WRITE_PATH, headers=auth, json={"channel": "sms"}).raise_for_status()
-    answered = time.monotonic()
-    while len(a.post(READ_PATH, headers=auth).json()["referrals"]) == old:
-        assert time.monotonic() - answered < 0.25, "A still serves the list from before the send"
-        time.sleep(0.005)
+    assert fleet.seconds_to_forget("carol") < 0.25
 
 
 def test_consistency_token_reads_the_send_on_another_process(fleet: Fleet) -> None:
     """A send's Consistency-Token, sent back on a read via the other process, gets a list
     that holds the new referral at once."""
-    a, b = fleet.clients
-    auth = fleet.auth("dora")
-    a.post(READ_PATH, headers=auth)
-    sent = b.post(WRITE_PATH, headers=auth, json={"channel": "sms"})
-    token = sent.headers["consistency-token"]
-    read = a.post(READ_PATH, headers={**auth, "Consistency-Token": token})
-    ids = {r["referral_bhid"] for r in read.json()["referrals"]}
-    assert sent.json()["referral"]["referral_bhid"] in ids
+    assert fleet.token_read_holds_the_send("dora")
 
 
 def test_lost_subscription_turns_the_near_tier_off(

@@ -17,7 +17,7 @@ from typing import Any, Literal
 
 import httpx2
 import pytest
-from playwright.sync_api import Browser, Locator, Page, expect, sync_playwright
+from playwright.sync_api import Browser, Locator, Page, expect
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
@@ -27,7 +27,6 @@ from broker.app import create_app
 from broker.sandbox import SandboxConfig, create_sandbox_app
 from tests.conftest import ISSUER_KEY, SECRET_A, SECRET_B, SHOP, make_settings
 from tests.servers import free_port, serve_app
-from tests.test_browser import CHROMIUM, CHROMIUM_ARGS
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -107,15 +106,6 @@ def stack() -> Iterator[Stack]:
             serve_app(storefront_app(broker.url), port=shop_port) as shop,
         ):
             yield Stack(broker.url, sandbox.url, shop.url)
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Browser]:
-    """Debian's Chromium, headless, driven by Playwright (no browser download)."""
-    with sync_playwright() as playwright:
-        chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
-        yield chromium
-        chromium.close()
 
 
 @pytest.fixture
