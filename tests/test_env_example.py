@@ -1,4 +1,9 @@
-""".env.example: every variable of broker.settings.VARIABLES, in order, commented, not live."""
+""".env.example and the docs' variable tables: made from the settings table, and still current.
+
+.env.example lists every variable of broker.settings.VARIABLES, in order, commented, not live; the
+README's and the runbook's tables are generated between markers. A file that differs from what
+the table makes fails here, naming the command that rewrites it.
+"""
 
 from __future__ import annotations
 
@@ -10,7 +15,9 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
+from broker import settings_docs
 from broker.settings import VARIABLES, ConfigError, deployment_problems, parse
+from broker.settings_table import TABLE
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / ".env.example"
@@ -200,3 +207,113 @@ def test_commented_defaults_pass_the_production_refusals() -> None:
         }
     )
     assert deployment_problems(settings) == []
+
+
+# -- made from the table -----------------------------------------------------------------------
+
+GENERATED = (settings_docs.ENV_EXAMPLE, *settings_docs.TABLE_DOCUMENTS)
+
+
+@pytest.mark.parametrize("name", GENERATED)
+def test_generated_file_is_what_the_table_makes(name: str) -> None:
+    """.env.example, README.md and deploy/README.md hold exactly what the settings table makes."""
+    expected = settings_docs.expected(ROOT)[name]
+    actual = (ROOT / name).read_text(encoding="utf-8")
+    assert actual == expected, (
+        f"{name} differs from broker/settings_table.py: run `{settings_docs.COMMAND}` "
+        "from the repository's root and commit the result"
+    )
+
+
+def copy_generated(root: Path) -> None:
+    for name in GENERATED:
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text((ROOT / name).read_text(encoding="utf-8"), encoding="utf-8")
+
+
+def test_check_names_a_stale_file_and_the_command_rewrites_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """--check exits 1 naming a hand-edited file; the command rewrites only the tables."""
+    copy_generated(tmp_path)
+    runbook = tmp_path / "deploy" / "README.md"
+    original = runbook.read_text(encoding="utf-8")
+    runbook.write_text(
+        original.replace("| `BROKER_SHOP` | required |", "| `BROKER_SHOP` | optional |")
+        + "Prose after the table stays.\n",
+        encoding="utf-8",
+    )
+    assert settings_docs.main(["--check", "--root", str(tmp_path)]) == 1
+    assert "deploy/README.md: differs" in capsys.readouterr().err
+    assert settings_docs.main(["--root", str(tmp_path)]) == 0
+    assert "wrote deploy/README.md" in capsys.readouterr().out
+    assert runbook.read_text(encoding="utf-8") == original + "Prose after the table stays.\n"
+    assert settings_docs.main(["--check", "--root", str(tmp_path)]) == 0
+
+
+def test_check_passes_on_the_repository(capsys: pytest.CaptureFixture[str]) -> None:
+    """`python -m broker.settings_docs --check` run at the root finds nothing to rewrite."""
+    assert settings_docs.main(["--check", "--root", str(ROOT)]) == 0
+    assert capsys.readouterr().err == ""
+
+
+def test_a_document_without_markers_is_refused() -> None:
+    """A Markdown file that lost its BEGIN/END markers is an error, not a silent skip."""
+    with pytest.raises(ValueError, match="BEGIN variables"):
+        settings_docs.with_table("# Variables\n\n| name | default |\n")
+
+
+def table_rows(text: str) -> list[list[str]]:
+    """The cells of the rows between the markers, header and rule left out."""
+    inside = text.split(settings_docs.BEGIN, 1)[1].split(settings_docs.END, 1)[0]
+    rows = [line for line in inside.strip().splitlines() if line.startswith("| ")][1:]
+    return [[cell.strip() for cell in row.strip("|").split(" | ")] for row in rows]
+
+
+@pytest.mark.parametrize("name", settings_docs.TABLE_DOCUMENTS)
+def test_doc_tables_give_every_variable_its_default_and_secrecy(name: str) -> None:
+    """Each row names a variable of the table, in order, with its default and whether secret."""
+    rows = table_rows((ROOT / name).read_text(encoding="utf-8"))
+    broker_rows = rows[: len(TABLE)]
+    assert [row[0] for row in broker_rows] == [f"`{v.name}`" for v in TABLE]
+    for row, variable in zip(broker_rows, TABLE, strict=True):
+        if variable.required is not None:
+            assert row[1] == "required"
+        elif variable.default:
+            assert row[1] == f"`{variable.default}`"
+        else:
+            assert row[1] == ("empty" if variable.default == "" else "unset")
+        assert row[2] == ("yes" if variable.secret else "no"), variable.name
+    assert [row[0] for row in rows[len(TABLE) :]] == ["`FORWARDED_ALLOW_IPS`"]
+
+
+def test_commented_defaults_are_the_tables() -> None:
+    """Each optional variable's "# Default:" line and (without an example) its value are the
+    table's default."""
+    text_lines = lines()
+    found = {name: (index, value) for index, name, commented, value in assignments(text_lines)}
+    for variable in TABLE:
+        if variable.required is not None:
+            continue
+        index, value = found[variable.name]
+        shown = "unset" if variable.default is None else variable.default or "empty"
+        assert text_lines[index - 1] == f"# Default: {shown}", variable.name
+        if variable.example is None:
+            assert value == variable.default, variable.name
+
+
+def sandbox_names_read() -> set[str]:
+    """The SANDBOX_* names the sandbox and the command line read, from their source."""
+    sources = [*(ROOT / "broker" / "sandbox").glob("*.py"), ROOT / "broker" / "cli.py"]
+    return {
+        name
+        for path in sources
+        for name in re.findall(r"[\"'](SANDBOX_[A-Z_]+)[\"']", path.read_text(encoding="utf-8"))
+    }
+
+
+def test_every_sandbox_variable_read_is_documented() -> None:
+    """The sandbox section documents exactly the SANDBOX_* names the code reads."""
+    _, sandbox_part = split_at_sandbox()
+    documented = {name for _, name, _, _ in assignments(sandbox_part)}
+    assert sandbox_names_read() == documented

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import base64
+import types
+import typing
+from dataclasses import MISSING, fields
 from pathlib import Path
 
 import pytest
@@ -20,6 +23,7 @@ from broker.settings import (
     parse_rate_limit,
     unknown_variables,
 )
+from broker.settings_table import TABLE
 from tests.conftest import ISSUER_KEY, SECRET_A, broker_env
 
 
@@ -239,3 +243,128 @@ def test_broker_dev_settings_keep_working() -> None:
     env = dev_environment({}, 8000, 8001, 8002, "127.0.0.1")
     assert parse(env).issuer_keys[0].reveal() == DEV_ISSUER_KEY
     assert [p.split(":")[0] for p in deployment_problems(parse(env))] == ["BROKER_ISSUER_KEYS"]
+
+
+# -- the table is the one declaration ----------------------------------------------------------
+
+
+def test_settings_attributes_are_the_tables_in_its_order() -> None:
+    """Every variable of the table fills one Settings attribute, and every attribute has one."""
+    attributes = [f.name for f in fields(Settings) if f.name != "unknown_variables"]
+    assert [variable.attribute for variable in TABLE] == attributes
+
+
+def test_settings_writes_no_default_of_its_own() -> None:
+    """The dataclass holds no second copy of a default: only the table has them."""
+    defaulted = [
+        f.name
+        for f in fields(Settings)
+        if f.default is not MISSING or f.default_factory is not MISSING
+    ]
+    assert defaulted == ["unknown_variables"]
+
+
+def test_unset_variables_take_the_tables_defaults() -> None:
+    """Each unset variable holds what its reader makes of the table's default (None if unset)."""
+    settings = parse(
+        {
+            "BROKER_SHOP": "s",
+            "BROKER_SIGNING_KEYS": f"k:{SECRET_A}",
+            "BROKER_ISSUER_KEYS": ISSUER_KEY,
+        }
+    )
+    for variable in TABLE:
+        if variable.required is None:
+            assert getattr(settings, variable.attribute) == variable.default_value(), variable.name
+    assert settings.rate_limit_read == RateLimit(60, 10)
+    assert settings.rate_limit_write == RateLimit(20, 60)
+    assert settings.rate_limit_issuer == RateLimit(10, 60)
+    assert (settings.rate_limit_sync, settings.near_cache_mb) == (0.1, 8)
+
+
+def conforms(value: object, hint: object) -> bool:
+    """Whether ``value`` has the type ``hint`` (the forms Settings uses), items included."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(conforms(value, arg) for arg in args)
+    if origin is tuple:
+        return isinstance(value, tuple) and all(conforms(item, args[0]) for item in value)
+    if origin is Secret:
+        return isinstance(value, Secret) and conforms(value.reveal(), args[0])
+    if hint is type(None):
+        return value is None
+    if hint is float:
+        return isinstance(value, float)
+    assert isinstance(hint, type), hint
+    return isinstance(value, hint) and not (hint is int and isinstance(value, bool))
+
+
+def test_each_reader_makes_the_attributes_type() -> None:
+    """What a variable's reader makes of its default and its example has the attribute's type
+    (the required variables' examples are placeholders refused on purpose: a valid value then)."""
+    hints = typing.get_type_hints(Settings)
+    valid = broker_env()
+    for variable in TABLE:
+        example = valid[variable.name] if variable.required else variable.example
+        for text in (variable.default, example):
+            if text is not None:
+                value = variable.read(text)
+                assert conforms(value, hints[variable.attribute]), (variable.name, text)
+
+
+def test_secret_variables_are_exactly_those_held_masked() -> None:
+    """A variable is marked secret in the table when, and only when, Settings masks its value."""
+    hints = typing.get_type_hints(Settings)
+    for variable in TABLE:
+        masked = any(kind in str(hints[variable.attribute]) for kind in ("Secret", "SigningKey"))
+        assert variable.secret == masked, variable.name
+
+
+def problems_or_none(env: dict[str, str]) -> list[str]:
+    """The problems ``parse`` reports for ``env``; none when it is valid."""
+    try:
+        parse(env)
+    except ConfigError as exc:
+        return exc.problems
+    return []
+
+
+def test_a_bad_value_of_any_variable_never_shows_in_a_problem() -> None:
+    """Whatever one variable is given, each problem names that variable, never the value."""
+    full = broker_env(BROKER_SHOPIFY_SECRET="s" * 32, BROKER_SHOPIFY_SHOP="x.myshopify.com")
+    refused = 0
+    for value in ("<<not-a-value-7f3a>>", "-99999999999999999999", "nan", "x" * 300):
+        for variable in TABLE:
+            found = problems_or_none({**full, variable.name: value})
+            refused += bool(found)
+            for problem in found:
+                assert problem.startswith(f"{variable.name}:"), problem
+                assert value not in problem, variable.name
+    assert refused > len(TABLE) * 2
+
+
+def test_joint_rules_run_after_each_variable_is_read() -> None:
+    """TTL over MAX_TTL is one line; a TTL that is not a number is not compared as well."""
+    assert problems(BROKER_TOKEN_TTL="600", BROKER_TOKEN_MAX_TTL="300") == [
+        "BROKER_TOKEN_TTL: must not exceed BROKER_TOKEN_MAX_TTL"
+    ]
+    assert problems(BROKER_TOKEN_TTL="soon", BROKER_TOKEN_MAX_TTL="300") == [
+        "BROKER_TOKEN_TTL: must be a whole number"
+    ]
+
+
+def test_a_bad_shopify_secret_and_a_missing_shop_are_both_reported() -> None:
+    """Every problem at once: the short secret and the missing other variable, one line each."""
+    assert problems(BROKER_SHOPIFY_SECRET="short") == [
+        "BROKER_SHOPIFY_SECRET: must be the app's shared secret (16+ characters)",
+        "BROKER_SHOPIFY_SHOP: required with the other BROKER_SHOPIFY_ variable",
+    ]
+
+
+def test_each_bad_signing_key_is_its_own_line() -> None:
+    """Two bad keys of BROKER_SIGNING_KEYS give two lines, each naming the key's position."""
+    found = problems(BROKER_SIGNING_KEYS=f"k1:{SECRET_A},broken,k1:{SECRET_A}")
+    assert found == [
+        "BROKER_SIGNING_KEYS: key #2: must be written kid:base64secret",
+        "BROKER_SIGNING_KEYS: key #3: kid 'k1' appears twice",
+    ]
