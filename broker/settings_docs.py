@@ -16,6 +16,7 @@ import textwrap
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from broker.settings_table import TABLE, Variable
 
@@ -41,8 +42,8 @@ PREAMBLE = f"""\
 # A BROKER_* variable not listed here is a typo to the broker: `broker serve` logs a warning
 # naming it and `broker check` fails.
 #
-# Made from broker/settings_table.py by `{COMMAND}`: change the table, not
-# this file.
+# This file is made from broker/settings_table.py: change a variable there, then run
+# `{COMMAND}` (tests/test_env_example.py fails while the two differ).
 """
 
 
@@ -146,7 +147,7 @@ def _heading(title: str) -> list[str]:
     return [RULE, f"# {title}", RULE, ""]
 
 
-def _entry(variable: Variable[object]) -> list[str]:
+def _entry(variable: Variable[Any]) -> list[str]:
     lines = _comment(variable.help)
     if variable.required is not None:
         return [*lines, f"{variable.name}={variable.example or ''}", ""]
@@ -223,7 +224,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--root", type=Path, default=Path(), help="the repository (default: .)")
     args = parser.parse_args(argv)
     root: Path = args.root
-    differing = stale(root)
+    try:
+        differing = stale(root)
+    except (OSError, ValueError) as exc:
+        print(
+            f"{COMMAND}: {exc} (run it from the repository's root, or pass --root)", file=sys.stderr
+        )
+        return 2
     if args.check:
         for name in differing:
             print(

@@ -317,3 +317,12 @@ def test_every_sandbox_variable_read_is_documented() -> None:
     _, sandbox_part = split_at_sandbox()
     documented = {name for _, name, _, _ in assignments(sandbox_part)}
     assert sandbox_names_read() == documented
+
+
+def test_a_root_without_the_documents_is_refused(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Run outside the repository, the command writes nothing and says where to run it."""
+    assert settings_docs.main(["--root", str(tmp_path)]) == 2
+    assert "repository's root" in capsys.readouterr().err
+    assert list(tmp_path.iterdir()) == []
