@@ -143,10 +143,6 @@ def choice(options: tuple[str, ...], message: str) -> Callable[[str], str]:
     return read
 
 
-def text(raw: str) -> str:
-    return raw
-
-
 def secret(raw: str) -> Secret[str]:
     return Secret(raw)
 
