@@ -88,16 +88,6 @@ async def test_waiting_for_a_slow_twin_times_out_with_a_clear_error(store: Store
     assert action.calls == 1
 
 
-async def test_keep_false_releases_the_key(store: Store) -> None:
-    """An outcome with keep=False is returned but not remembered: a retry runs again."""
-    keys = Idempotency(store)
-    unsent = Action(StoredResponse(503, {}, b'{"id": "upstream_unavailable"}', keep=False))
-    assert (await keys.run(SCOPE, "key-1", "fp-a", unsent))[1] is False
-    retry = Action()
-    assert await keys.run(SCOPE, "key-1", "fp-a", retry) == (SENT, False)
-    assert retry.calls == 1
-
-
 async def test_action_raising_releases_the_key(store: Store) -> None:
     """If the action raises, the claim is released, the error re-raised, and a retry runs."""
     keys = Idempotency(store)

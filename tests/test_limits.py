@@ -35,7 +35,6 @@ async def test_disabled_limit_counts_nothing(store: Store) -> None:
     limiter = Limiter(store)
     for _ in range(5):
         assert await limiter.hit("write", "scope", None) is None
-    assert await limiter.check("issuer", "scope", None) is None
 
 
 async def test_hits_count_down_then_refuse(store: Store) -> None:
@@ -70,23 +69,6 @@ async def test_scopes_and_policies_are_counted_apart(store: Store) -> None:
     assert await limiter.hit("issuer", "shop/alice", limit) is not None
 
 
-async def test_check_refuses_without_counting(store: Store) -> None:
-    """check() never counts, and refuses once hits have used the window up."""
-    limiter = Limiter(store)
-    limit = RateLimit(2, 30)
-    for _ in range(5):
-        decision = await limiter.check("issuer", "203.0.113.9", limit)
-        assert decision is not None
-        assert decision.remaining == 2
-    await limiter.hit("issuer", "203.0.113.9", limit)
-    await limiter.hit("issuer", "203.0.113.9", limit)
-    with pytest.raises(RateLimitExceeded) as caught:
-        await limiter.check("issuer", "203.0.113.9", limit)
-    assert caught.value.retry_after >= 1
-    await limiter.clear("issuer", "203.0.113.9")
-    assert await limiter.check("issuer", "203.0.113.9", limit) is not None
-
-
 async def test_window_rolls_over(store: Store) -> None:
     """Once the window has passed, the full quota is available again."""
     limiter = Limiter(store)
@@ -114,7 +96,7 @@ async def test_limits_are_shared_by_stores_on_one_redis(redis_session: RedisProc
         with pytest.raises(RateLimitExceeded):
             await Limiter(second).hit("write", "shop/alice", limit)
         with pytest.raises(RateLimitExceeded):
-            await Limiter(first).check("write", "shop/alice", limit)
+            await Limiter(first).hit("write", "shop/alice", limit)
     finally:
         await first.aclose()
         await second.aclose()

@@ -17,7 +17,8 @@ from broker.cache import CacheKey, ReferralCache
 from broker.idempotency import Idempotency, StoredResponse
 from broker.limits import Limiter
 from broker.settings import RateLimit
-from broker.store import Memory, Store, open_store
+from broker.memory import Memory
+from broker.store import Store, open_store
 from tests.conftest import SHOP, make_settings
 from tests.servers import RedisProcess, free_port
 
@@ -44,7 +45,7 @@ async def exercise(store: Store) -> None:
     await cache.read(KEY, load, limit=RateLimit(1000, 60))
     await cache.invalidate(SHOP, KEY.customer)
     await Limiter(store).hit("write", "test-shop/alice", RateLimit(1000, 60))
-    await Limiter(store).check("issuer", "203.0.113.7", RateLimit(1000, 60))
+    await Limiter(store).hit("issuer", "203.0.113.7", RateLimit(1000, 60))
     await Idempotency(store).run("test-shop/alice", os.urandom(4).hex(), "fp", send)
 
 
