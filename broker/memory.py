@@ -15,6 +15,7 @@ from typing import Any
 
 
 def now_ms() -> int:
+    """The monotonic clock, in ms: the default clock of :class:`Memory`."""
     return time.monotonic_ns() // 1_000_000
 
 
@@ -50,12 +51,6 @@ class Memory:
         self._data.move_to_end(key)
         while len(self._data) > self.max_keys:
             self._data.popitem(last=False)
-
-    def set_nx(self, key: str, value: Any, ttl_ms: int | None = None) -> bool:
-        if self.get(key) is not None:
-            return False
-        self.set(key, value, ttl_ms)
-        return True
 
     def pttl(self, key: str) -> int:
         """Milliseconds left, -1 without expiry, -2 when absent (as Redis answers)."""

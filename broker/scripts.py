@@ -94,15 +94,13 @@ def decode(cls: type[R], raw: Any, **known: Any) -> R:
     """The named reply ``raw`` as a ``cls``; ``known`` fills fields the script does not send."""
     if not isinstance(raw, list) or len(raw) % 2:
         raise ValueError(f"not a named reply: {type(raw).__name__}")
-    table = _fields(cls)
-    values = dict(known)
-    for i in range(0, len(raw), 2):
-        name, value = raw[i], raw[i + 1]
+    table = _TABLES.get(cls) or _fields(cls)
+    pairs = iter(raw)
+    for name, value in zip(pairs, pairs, strict=True):  # even length: checked above
         if value is None:
             continue  # a Lua false: the field is absent
-        try:
-            field, convert = table[name]
-        except (KeyError, TypeError):
-            raise ValueError(f"{cls.__name__} has no field {name!r}") from None
-        values[field] = convert(value)
-    return cls(**values)
+        found = table.get(name) if isinstance(name, bytes) else None
+        if found is None:
+            raise ValueError(f"{cls.__name__} has no field {name!r}")
+        known[found[0]] = found[1](value)
+    return cls(**known)

@@ -139,7 +139,6 @@ class Store:
         self.redis_calls = 0
         self.fallbacks = 0
         self.probes = 0
-        self.key_errors = 0
         self._up = client is not None
         self._closed = False
         self._in_flight = 0
@@ -227,7 +226,6 @@ class Store:
 
     def key_repaired(self, op: str, what: str) -> None:
         """A script found one bad key and repaired it itself (logged like any bad key)."""
-        self.key_errors += 1
         log.warning("store.key_error", op=op, error="repaired_in_script", repaired=what)
 
     async def _repair(
@@ -238,7 +236,6 @@ class Store:
         on_redis: Callable[[], Awaitable[T]],
     ) -> tuple[bool, T | None]:
         """One bad key: delete the operation's keys and try once more; (False, None) if in vain."""
-        self.key_errors += 1
         if isinstance(exc, OutOfMemoryError | ReadOnlyError):
             # Redis refuses every write (memory full, a replica): no key is at fault, and
             # deleting keys would drop good ones (an idempotency record: a double send later).
