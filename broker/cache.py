@@ -10,7 +10,9 @@ send never stores the history the send made obsolete.
 
 Keys of one customer, all under ``rb:{<hash of shop/customer>}``: ``:c:<version>:<0|1>`` entry
 (hash of body ``b``, fresh-until ``f``, generation ``g``), ``:l:<version>:<0|1>`` lease,
-``:g`` generation, ``:bo`` upstream back-off, ``:rl:read`` read-rate window.
+``:g`` generation, ``:bo`` upstream back-off, ``:rl:read`` read-rate window. The steps on those
+keys (look up, store, release, invalidate) are :class:`broker.cache_backends.Entries`, on Redis
+or on memory: this module writes each read once, whichever backend the Store picks.
 """
 
 from __future__ import annotations

@@ -13,6 +13,8 @@ ways of sharing the count between processes and instances:
   instance being a process), and every process's view converges within one interval of its last
   request.
 
+Both count through :class:`Counters`, in Redis or, without it, in process memory.
+
 Answers carry the IETF httpapi ``RateLimit-Policy`` and ``RateLimit`` fields
 (draft-ietf-httpapi-ratelimit-headers, structured-field syntax).
 """
