@@ -10,13 +10,14 @@ send never stores the history the send made obsolete.
 
 Keys of one customer, all under ``rb:{<hash of shop/customer>}``: ``:c:<version>:<0|1>`` entry
 (hash of body ``b``, fresh-until ``f``, generation ``g``), ``:l:<version>:<0|1>`` lease,
-``:g`` generation, ``:bo`` upstream back-off, ``:rl:read`` read-rate window.
+``:g`` generation, ``:bo`` upstream back-off, ``:rl:read`` read-rate window. The steps on those
+keys (look up, store, release, invalidate) are :class:`broker.cache_backends.Entries`, on Redis
+or on memory: this module writes each read once, whichever backend the Store picks.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
 import math
 import random
 import secrets
@@ -24,15 +25,21 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
-import orjson
 import structlog
 
-from broker.cache_scripts import INVALIDATE_LUA, PUT_LUA, READ_LUA, RELEASE_LUA
+from broker.cache_backends import (
+    Entries,
+    EntryKeys,
+    Lookup,
+    MemoryEntries,
+    RedisEntries,
+    entry_keys,
+)
 from broker.errors import BrokerError
-from broker.limits import Decision, rate_key
-from broker.nearcache import CHANNEL, NearCache
+from broker.limits import Decision
+from broker.nearcache import NearCache
 from broker.settings import RateLimit, Settings
-from broker.store import Memory, Store, customer_scope, scope_prefix
+from broker.store import Store, Twins, customer_scope, scope_prefix
 
 log = structlog.get_logger("broker.cache")
 
@@ -61,62 +68,7 @@ class Served:
     rate: Decision | None
 
 
-@dataclass(frozen=True, slots=True)
-class _Keys:
-    prefix: str
-    rate: str
-    entry: str
-    lease: str
-    gen: str
-    backoff: str
-
-    @property
-    def all(self) -> list[str]:
-        """What a repair may delete: every key of the read but the generation, which the
-        scripts replace by a higher one themselves (deleting it would rewind it)."""
-        return [self.rate, self.entry, self.backoff, self.lease]
-
-
-@functools.lru_cache(maxsize=8_192)
-def _keys_of(version: str, shop: str, customer: str, deanonymize: bool) -> _Keys:
-    """The Redis keys of one cache entry (a hash of the customer, computed once per customer)."""
-    prefix = scope_prefix(customer_scope(shop, customer))
-    variant = f"{version}:{int(deanonymize)}"
-    return _Keys(
-        prefix=prefix,
-        rate=rate_key(prefix, "read"),
-        entry=f"{prefix}:c:{variant}",
-        lease=f"{prefix}:l:{variant}",
-        gen=f"{prefix}:g",
-        backoff=f"{prefix}:bo",
-    )
-
-
-@dataclass(frozen=True)
-class _Lookup:
-    allowed: bool
-    count: int
-    reset_ms: int
-    gen: str = "0"  # the customer's cache generation, as Redis spells it
-    verdict: str = "miss"  # hit, backoff (serve stale), lead (took the lease), wait, miss
-    body: bytes | None = None
-    left_ms: int = 0  # freshness left; negative once stale
-    holder: str = ""  # on wait: the token holding the lease
-    token: str = ""  # this lookup's own lease token
-    near_epoch: int = 0  # the near tier's epoch when the lookup began
-
-
 COLLAPSED = "broker; fwd=miss; collapsed"
-
-
-def is_json_object(body: bytes) -> bool:
-    """Whether a stored body is still what the cache stored: a JSON object (not tampered)."""
-    if body.lstrip()[:1] != b"{":
-        return False
-    try:
-        return isinstance(orjson.loads(body), dict)
-    except orjson.JSONDecodeError:
-        return False
 
 
 class ReferralCache:
@@ -142,6 +94,10 @@ class ReferralCache:
         self.wait_bound = settings.upstream_timeout + 0.5
         self.lease_ms = int((settings.upstream_timeout + 1.0) * 1000)
         self.gen_ttl_ms = (settings.cache_ttl + settings.cache_stale_ttl + 86400) * 1000
+        timing = {"lease_ms": self.lease_ms, "gen_ttl_ms": self.gen_ttl_ms}
+        self._entries: Twins[Entries] = store.twins(
+            lambda on: RedisEntries(on, **timing), lambda on: MemoryEntries(on, **timing)
+        )
         self._flights: dict[str, asyncio.Future[bytes | None]] = {}
         # Lease tokens: unique per process run and per lookup, made without a syscall.
         self._lease_nonce = secrets.token_hex(6)
@@ -154,8 +110,8 @@ class ReferralCache:
         store.on_recovery(self._replay_missed)
 
     @staticmethod
-    def _keys(key: CacheKey) -> _Keys:
-        return _keys_of(key.version, key.shop, key.customer, key.deanonymize)
+    def _keys(key: CacheKey) -> EntryKeys:
+        return entry_keys(key.version, key.shop, key.customer, key.deanonymize)
 
     def near_hit(self, key: CacheKey, min_gen: int) -> Served | None:
         """The list from the near tier, without a network call, or None (ask :meth:`read`)."""
@@ -211,7 +167,7 @@ class ReferralCache:
             body = found.body or b""
             if self.near is not None:
                 self.near.put(
-                    keys.prefix, keys.entry, body, int(found.gen), found.left_ms, found.near_epoch
+                    keys.prefix, keys.entry, body, found.gen, found.left_ms, found.near_epoch
                 )
             return Served(body, f"broker; hit; ttl={ttl}", "hit", decision)
         if found.verdict == "backoff":
@@ -224,9 +180,9 @@ class ReferralCache:
 
     async def _fetch(
         self,
-        keys: _Keys,
+        keys: EntryKeys,
         load: Callable[[], Awaitable[bytes]],
-        found: _Lookup,
+        found: Lookup,
         epoch: int,
         decision: Decision | None,
     ) -> Served:
@@ -259,7 +215,7 @@ class ReferralCache:
         stored = await self._put(keys, body, found.gen, token, epoch)
         status = "broker; fwd=miss; stored" if stored else "broker; fwd=miss"
         if stored and self.near is not None:
-            self.near.put(keys.prefix, keys.entry, body, int(found.gen), stored, found.near_epoch)
+            self.near.put(keys.prefix, keys.entry, body, found.gen, stored, found.near_epoch)
         return Served(body, status, "miss", decision)
 
     @staticmethod
@@ -274,9 +230,9 @@ class ReferralCache:
 
     async def _wait(
         self,
-        keys: _Keys,
+        keys: EntryKeys,
         load: Callable[[], Awaitable[bytes]],
-        found: _Lookup,
+        found: Lookup,
         decision: Decision | None,
     ) -> Served:
         made: list[tuple[str, asyncio.Future[bytes | None]]] = []
@@ -290,9 +246,9 @@ class ReferralCache:
 
     async def _wait_for(
         self,
-        keys: _Keys,
+        keys: EntryKeys,
         load: Callable[[], Awaitable[bytes]],
-        found: _Lookup,
+        found: Lookup,
         decision: Decision | None,
         made: list[tuple[str, asyncio.Future[bytes | None]]],
     ) -> Served:
@@ -335,7 +291,7 @@ class ReferralCache:
         return await self._fetch(keys, load, replace(found, verdict="miss"), epoch, decision)
 
     def _stale(
-        self, found: _Lookup, elapsed_ms: int, why: str, decision: Decision | None
+        self, found: Lookup, elapsed_ms: int, why: str, decision: Decision | None
     ) -> Served | None:
         if found.body is None or found.left_ms - elapsed_ms < -self.stale_ms:
             return None
@@ -343,7 +299,7 @@ class ReferralCache:
         status = f"broker; fwd=stale; ttl={ttl}; detail={why}"
         return Served(found.body, status, "stale", decision)
 
-    async def _lookup(self, keys: _Keys, limit: RateLimit | None, caching: bool) -> _Lookup:
+    async def _lookup(self, keys: EntryKeys, limit: RateLimit | None, caching: bool) -> Lookup:
         """Count the read, look the entry up, and on a miss try to take the lease."""
         quota = limit.limit if limit is not None else 0
         window_ms = limit.window * 1000 if limit is not None else 0
@@ -352,60 +308,13 @@ class ReferralCache:
             self._lease_count += 1
             token = f"{self._lease_nonce}{self._lease_count:x}"
 
-        async def on_redis() -> _Lookup:
-            raw = await self.store.script(READ_LUA)(
-                keys=[keys.rate, keys.entry, keys.gen, keys.backoff, keys.lease],
-                args=[quota, window_ms, token, self.lease_ms, int(caching), self.gen_ttl_ms],
-            )
-            reply = dict(zip(raw[::2], raw[1::2], strict=True))
-            allowed, count, reset = (
-                reply[b"allowed"] == 1,
-                int(reply[b"count"]),
-                int(reply[b"reset"]),
-            )
-            if b"verdict" not in reply:
-                return _Lookup(allowed, count, reset, token=token)
-            if b"repaired" in reply:
-                self.store.key_repaired("cache_read", reply[b"repaired"].decode())
-            body = reply.get(b"body")
-            if body is not None and not is_json_object(body):
-                raise ValueError("a cache entry that is not a JSON object")
-            return _Lookup(
-                allowed,
-                count,
-                reset,
-                str(int(reply[b"gen"])),
-                reply[b"verdict"].decode(),
-                body,
-                int(reply.get(b"left", 0)),
-                reply[b"holder"].decode() if b"holder" in reply else "",
-                token,
-            )
-
-        def on_memory(memory: Memory) -> _Lookup:
-            count = reset = 0
-            if quota > 0:
-                count, reset = memory.incr(keys.rate, window_ms)
-                if count > quota:
-                    return _Lookup(False, count, reset, token=token)
-            if not caching:
-                return _Lookup(True, count, reset, token=token)
-            gen = memory.get(keys.gen) or "0"
-            entry = memory.get(keys.entry)
-            body, left = None, 0
-            if entry is not None and entry[2] == gen:
-                body, left = entry[0], entry[1] - memory.clock()
-                if left > 0:
-                    return _Lookup(True, count, reset, gen, "hit", body, left, token=token)
-                if memory.pttl(keys.backoff) > 0:
-                    return _Lookup(True, count, reset, gen, "backoff", body, left, token=token)
-            if memory.set_nx(keys.lease, token, self.lease_ms):
-                return _Lookup(True, count, reset, gen, "lead", body, left, token=token)
-            holder = memory.get(keys.lease)
-            return _Lookup(True, count, reset, gen, "wait", body, left, holder, token)
-
         near_epoch = self.near.epoch if self.near is not None else 0
-        found = await self.store.run(on_redis, on_memory, op="cache_read", keys=keys.all)
+        found = await self.store.run(
+            self._entries,
+            lambda entries: entries.lookup(keys, quota, window_ms, token, caching),
+            op="cache_read",
+            keys=keys.all,
+        )
         if near_epoch:
             found = replace(found, near_epoch=near_epoch)
         if found.verdict == "lead" and token not in self._flights:
@@ -414,58 +323,30 @@ class ReferralCache:
             self._flights[token] = asyncio.get_running_loop().create_future()
         return found
 
-    def _drop_flight(self, token: str) -> None:
-        flight = self._flights.pop(token, None)
-        if flight is not None:
-            flight.cancel()
-
-    async def _put(self, keys: _Keys, body: bytes, gen: str, token: str, epoch: int) -> int:
+    async def _put(self, keys: EntryKeys, body: bytes, gen: int, token: str, epoch: int) -> int:
         """Store ``body`` if the generation is still ``gen``: its freshness in ms, or 0."""
         # Shorten (never lengthen) each freshness a little, so a fleet of keys expires spread out.
         fresh_ms = int(self.ttl_ms * (1 - random.uniform(0, self.jitter)))  # noqa: S311 - spread, not secrecy
         keep_ms = fresh_ms + self.stale_ms
 
-        async def on_redis() -> int:
+        async def put(entries: Entries) -> int:
             if self.store.epoch != epoch:
                 return 0  # the generation seen belongs to the other backend
-            stored = await self.store.script(PUT_LUA)(
-                keys=[keys.entry, keys.gen, keys.lease, keys.backoff],
-                args=[body, gen, fresh_ms, keep_ms, token],
-            )
+            stored = await entries.put(keys, body, gen, fresh_ms, keep_ms, token)
             return fresh_ms if stored else 0
 
-        def on_memory(memory: Memory) -> int:
-            if self.store.epoch != epoch:
-                return 0
-            stored = 0
-            if (memory.get(keys.gen) or "0") == gen:
-                memory.set(keys.entry, (body, memory.clock() + fresh_ms, gen), keep_ms)
-                memory.delete(keys.backoff)
-                stored = fresh_ms
-            if token and memory.get(keys.lease) == token:
-                memory.delete(keys.lease)
-            return stored
-
         keys_touched = [keys.entry, keys.lease, keys.backoff]
-        return await self.store.run(on_redis, on_memory, op="cache_store", keys=keys_touched)
+        return await self.store.run(self._entries, put, op="cache_store", keys=keys_touched)
 
-    async def _release(self, keys: _Keys, token: str, *, backoff: bool) -> None:
+    async def _release(self, keys: EntryKeys, token: str, *, backoff: bool) -> None:
         backoff_ms = self.backoff_ms if backoff else 0
         if not token and not backoff_ms:
             return
-
-        async def on_redis() -> None:
-            await self.store.script(RELEASE_LUA)(
-                keys=[keys.lease, keys.backoff], args=[token, backoff_ms]
-            )
-
-        def on_memory(memory: Memory) -> None:
-            if token and memory.get(keys.lease) == token:
-                memory.delete(keys.lease)
-            if backoff_ms:
-                memory.set(keys.backoff, "1", backoff_ms)
-
-        await self.store.run(on_redis, on_memory, op="cache_release")
+        await self.store.run(
+            self._entries,
+            lambda entries: entries.release(keys, token, backoff_ms),
+            op="cache_release",
+        )
 
     def _in_background(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -490,22 +371,12 @@ class ReferralCache:
         if self.near is not None:
             self.near.drop(prefix)  # at once: this process never serves the old list again
 
-        async def on_redis() -> str:
-            raw = await self.store.script(INVALIDATE_LUA)(
-                keys=[gen, *doomed], args=[self.gen_ttl_ms, CHANNEL, prefix]
-            )
-            reply = dict(zip(raw[::2], raw[1::2], strict=True))
-            if b"repaired" in reply:
-                self.store.key_repaired("cache_invalidate", reply[b"repaired"].decode())
-            new = reply[b"gen"]
-            if self.near is not None:
-                self.near.drop(prefix, int(new))
-            return str(int(new))
-
-        def on_memory(memory: Memory) -> str:
-            new = int(memory.get(gen) or 0) + 1
-            memory.set(gen, str(new), self.gen_ttl_ms)
-            memory.delete(*doomed)
+        async def invalidate(entries: Entries) -> str:
+            new = await entries.invalidate(gen, doomed, prefix)
+            if entries.shared:
+                if self.near is not None:
+                    self.near.drop(prefix, new)
+                return str(new)
             if self.store.redis is None:
                 return str(new)
             if len(self._missed) < self._missed_max:
@@ -515,7 +386,7 @@ class ReferralCache:
                 log.warning("cache.invalidations_untracked", tracked=self._missed_max)
             return "x"  # Redis never heard of this send: the next read asks Bubblehouse
 
-        return await self.store.run(on_redis, on_memory, op="cache_invalidate", keys=doomed)
+        return await self.store.run(self._entries, invalidate, op="cache_invalidate", keys=doomed)
 
     async def _replay_missed(self) -> None:
         """Redis is back: it still holds entries of customers who sent while it was away."""
@@ -523,8 +394,7 @@ class ReferralCache:
             shop, customer = next(iter(self._missed))
             gen, doomed = self._customer_keys(shop, customer)
             prefix = scope_prefix(customer_scope(shop, customer))
-            await self.store.script(INVALIDATE_LUA)(
-                keys=[gen, *doomed], args=[self.gen_ttl_ms, CHANNEL, prefix]
-            )
+            assert self._entries.redis is not None  # only Redis recovers
+            await self._entries.redis.invalidate(gen, doomed, prefix)
             self._missed.pop((shop, customer), None)
         self._missed_overflow = False

@@ -1,7 +1,9 @@
 """The referral cache's Redis scripts, one atomic step each (see :mod:`broker.cache`).
 
-Keys of one customer share a hash tag, so every script touches one cluster slot. Replies that
-carry more than one value are named (``name, value, name, value...``), never read by position.
+Keys of one customer share a hash tag, so every script touches one cluster slot. Every reply
+is named (``name, value, name, value...``): :class:`broker.cache_backends.RedisEntries` reads
+it into a dataclass with :func:`broker.scripts.decode`, never by position, and
+:class:`broker.cache_backends.MemoryEntries` is the same steps on process memory.
 A bad generation key (another type, not a number) is replaced by one above any value it can
 have held, the time in ms, never reset: a reset would let a read that began before a send match
 it again and store the older list.
@@ -13,8 +15,8 @@ from broker.limits import COUNT_LUA
 
 # KEYS: rate, entry, generation, back-off, lease.
 # ARGV: limit (0: not counted), window ms, lease token, lease ms, caching (1/0), generation ttl.
-# Replies with named fields (name, value, name, value...): allowed, count, reset, and when
-# caching gen, verdict (hit, backoff, lead, wait), body, left (freshness ms), holder, repaired.
+# Replies (a Lookup): allowed, count, reset_ms, and when caching gen, verdict (hit, backoff,
+# lead, wait), body, left_ms (freshness left), holder, repaired.
 READ_LUA = (
     """
 local rate_key, limit, window = KEYS[1], tonumber(ARGV[1]), tonumber(ARGV[2])
@@ -29,7 +31,7 @@ if limit > 0 then
     + """
 end
 field('count', count)
-field('reset', reset)
+field('reset_ms', reset)
 if limit > 0 and count > limit then field('allowed', 0) return out end
 field('allowed', 1)
 if ARGV[5] == '0' then return out end
@@ -50,7 +52,7 @@ local e = redis.call('HMGET', KEYS[2], 'b', 'f', 'g')
 if e[1] and e[3] == gen then
   local left = tonumber(e[2]) - now
   field('body', e[1])
-  field('left', left)
+  field('left_ms', left)
   if left > 0 then field('verdict', 'hit') return out end
   if redis.call('PTTL', KEYS[4]) > 0 then field('verdict', 'backoff') return out end
 end
@@ -68,6 +70,7 @@ return out
 )
 
 # KEYS: entry, generation, lease, back-off. ARGV: body, generation seen, fresh ms, keep ms, token.
+# Replies: stored (1 when the generation was still the one seen).
 PUT_LUA = """
 local stored = 0
 if (redis.pcall('GET', KEYS[2]) or '0') == ARGV[2] then
@@ -79,18 +82,23 @@ if (redis.pcall('GET', KEYS[2]) or '0') == ARGV[2] then
   stored = 1
 end
 if ARGV[5] ~= '' and redis.call('GET', KEYS[3]) == ARGV[5] then redis.call('DEL', KEYS[3]) end
-return stored
+return {'stored', stored}
 """
 
-# KEYS: lease, back-off. ARGV: token, back-off ms (0: none).
+# KEYS: lease, back-off. ARGV: token, back-off ms (0: none). Replies: released (the lease was ours).
 RELEASE_LUA = """
-if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then redis.call('DEL', KEYS[1]) end
+local released = 0
+if ARGV[1] ~= '' and redis.call('GET', KEYS[1]) == ARGV[1] then
+  redis.call('DEL', KEYS[1])
+  released = 1
+end
 if tonumber(ARGV[2]) > 0 then redis.call('SET', KEYS[2], '1', 'PX', ARGV[2]) end
-return 1
+return {'released', released}
 """
 
 # KEYS: generation, then every entry and lease of the customer.
-# ARGV: generation ttl ms, pub/sub channel, customer key prefix.
+# ARGV: generation ttl ms, pub/sub channel, customer key prefix. Replies: gen (the new one),
+# repaired.
 INVALIDATE_LUA = """
 local gen = redis.pcall('INCR', KEYS[1])
 local repaired = false

@@ -13,6 +13,8 @@ ways of sharing the count between processes and instances:
   instance being a process), and every process's view converges within one interval of its last
   request.
 
+Both count through :class:`Counters`, in Redis or, without it, in process memory.
+
 Answers carry the IETF httpapi ``RateLimit-Policy`` and ``RateLimit`` fields
 (draft-ietf-httpapi-ratelimit-headers, structured-field syntax).
 """
@@ -22,15 +24,18 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
+from typing import Protocol
 
 import structlog
 from redis.asyncio.cluster import RedisCluster
 
 from broker.errors import RateLimitExceeded
+from broker.memory import Memory
+from broker.scripts import decode
 from broker.settings import RateLimit
-from broker.store import Memory, Store, scope_prefix
+from broker.store import Store, Twins, scope_prefix
 
 log = structlog.get_logger("broker.limits")
 
@@ -46,41 +51,42 @@ if reset < 0 then
 end
 """
 
+# KEYS: counter. ARGV: window ms. Replies (a Count): count, reset_ms.
 HIT_LUA = f"""
 local rate_key, window = KEYS[1], tonumber(ARGV[1])
 local count, reset = 0, 0
 {COUNT_LUA}
-return {{count, reset}}
+return {{'count', count, 'reset_ms', reset}}
 """
 
-# KEYS: counters. ARGV: window ms, then one count per key.
-# Replies, per key: the shared count, ms left in its window, 1 when the counter was repaired.
+# KEYS: counters. ARGV: per key, the count to add and its window ms.
+# Replies: per key, a Count: key, count (the shared count), reset_ms, repaired (when the counter
+# held something else than a number).
 SYNC_LUA = """
-local window, out = tonumber(ARGV[1]), {}
+local out = {}
 for i, key in ipairs(KEYS) do
-  local count = redis.pcall('INCRBY', key, ARGV[i + 1])
-  local repaired = 0
+  local add, window = ARGV[2 * i - 1], tonumber(ARGV[2 * i])
+  local reply = {'key', key}
+  local count = redis.pcall('INCRBY', key, add)
   if type(count) == 'table' then
     -- One bad counter (not a number, another type): repaired alone, the others untouched.
     redis.call('DEL', key)
-    count = redis.call('INCRBY', key, ARGV[i + 1])
-    repaired = 1
+    count = redis.call('INCRBY', key, add)
+    reply[#reply + 1] = 'repaired'
+    reply[#reply + 1] = 1
   end
   local left = redis.call('PTTL', key)
   if left < 0 then
     redis.call('PEXPIRE', key, window)
     left = window
   end
-  out[#out + 1] = count
-  out[#out + 1] = left
-  out[#out + 1] = repaired
+  reply[#reply + 1] = 'count'
+  reply[#reply + 1] = count
+  reply[#reply + 1] = 'reset_ms'
+  reply[#reply + 1] = left
+  out[i] = reply
 end
 return out
-"""
-
-PEEK_LUA = """
-local count = tonumber(redis.call('GET', KEYS[1]) or '0')
-return {count, redis.call('PTTL', KEYS[1])}
 """
 
 
@@ -102,10 +108,6 @@ class Decision:
         reset = math.ceil(reset_ms / 1000) if reset_ms > 0 else 0
         return cls(limit, max(0, limit.limit - count), reset, policy)
 
-    @property
-    def exceeded(self) -> bool:
-        return self.remaining <= 0
-
     def headers(self) -> dict[str, str]:
         return {
             "RateLimit-Policy": f'"{self.policy}";q={self.limit.limit};w={self.limit.window}',
@@ -116,12 +118,87 @@ class Decision:
         return RateLimitExceeded(max(1, self.reset), rate_headers=self.headers())
 
 
-def memory_hit(memory: Memory, key: str, window_ms: int) -> tuple[int, int]:
-    return memory.incr(key, window_ms)
+@dataclass(frozen=True, slots=True)
+class Count:
+    """A counter after counting: its count and the ms left in its window."""
+
+    count: int
+    reset_ms: int
+    key: str = ""  # in a sync's reply: whose count this is
+    repaired: bool = False  # in a sync's reply: the counter held garbage and was started over
 
 
-def memory_peek(memory: Memory, key: str) -> tuple[int, int]:
-    return int(memory.get(key) or 0), memory.pttl(key)
+class Counters(Protocol):
+    """Window counters on one backend; each call is atomic (one script, or no await)."""
+
+    @property
+    def shared(self) -> bool: ...
+
+    async def hit(self, key: str, window_ms: int) -> Count:
+        """Count one in the window of ``key`` (opened, ``window_ms`` long, at its first count)."""
+        ...
+
+    async def sync(self, counts: Mapping[str, tuple[int, int]]) -> list[Count]:
+        """Add counts (key -> (count, window ms)) to the shared counters: what they hold now,
+        or nothing when there is nothing to share them with."""
+        ...
+
+
+class RedisCounters:
+    """Counters in Redis, shared by every process on it."""
+
+    shared = True
+
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self._hit = store.script(HIT_LUA)
+        self._sync = store.script(SYNC_LUA)
+
+    async def hit(self, key: str, window_ms: int) -> Count:
+        return decode(Count, await self._hit(keys=[key], args=[window_ms]))
+
+    async def sync(self, counts: Mapping[str, tuple[int, int]]) -> list[Count]:
+        client = self.store.redis
+        groups: list[list[str]] = [list(counts)]
+        if isinstance(client, RedisCluster):
+            # A script's keys must share a slot: one script per slot, sent together.
+            by_slot: dict[int, list[str]] = {}
+            for key in counts:
+                by_slot.setdefault(client.keyslot(key), []).append(key)
+            groups = list(by_slot.values())
+        replies = await asyncio.gather(
+            *(
+                self._sync(keys=group, args=[n for key in group for n in counts[key]])
+                for group in groups
+            )
+        )
+        shared = [decode(Count, item) for reply in replies for item in reply]
+        if any(count.repaired for count in shared):
+            self.store.key_repaired("limit_sync", "counter")
+        return shared
+
+
+class MemoryCounters:
+    """Counters in process memory, this process's alone."""
+
+    shared = False
+
+    def __init__(self, memory: Memory) -> None:
+        self.memory = memory
+
+    async def hit(self, key: str, window_ms: int) -> Count:
+        count, reset_ms = self.memory.incr(key, window_ms)
+        return Count(count, reset_ms)
+
+    async def sync(self, counts: Mapping[str, tuple[int, int]]) -> list[Count]:
+        # Nothing to share with (or Redis away): the local counts stand alone. Learning from
+        # memory would forget what was learnt from Redis before it went away.
+        return []
+
+
+def counters(store: Store) -> Twins[Counters]:
+    """The counters of ``store``: in its Redis when it has one, and in its memory."""
+    return store.twins(RedisCounters, MemoryCounters)
 
 
 class Limiter:
@@ -129,59 +206,20 @@ class Limiter:
 
     def __init__(self, store: Store) -> None:
         self.store = store
-
-    def _key(self, policy: str, scope: str) -> str:
-        return rate_key(scope_prefix(scope), policy)
+        self._counters = counters(store)
 
     async def hit(self, policy: str, key: str, limit: RateLimit | None) -> Decision | None:
         """Count one request; None when the limit is disabled."""
         if limit is None:
             return None
-        rkey, window_ms = self._key(policy, key), limit.window * 1000
-
-        async def on_redis() -> tuple[int, int]:
-            count, reset = await self.store.script(HIT_LUA)(keys=[rkey], args=[window_ms])
-            return int(count), int(reset)
-
-        count, reset = await self.store.run(
-            on_redis, lambda memory: memory_hit(memory, rkey, window_ms), op="limit_hit"
+        rkey, window_ms = rate_key(scope_prefix(key), policy), limit.window * 1000
+        counted = await self.store.run(
+            self._counters, lambda on: on.hit(rkey, window_ms), op="limit_hit", keys=[rkey]
         )
-        decision = Decision.of(policy, limit, count, reset)
-        if count > limit.limit:
+        decision = Decision.of(policy, limit, counted.count, counted.reset_ms)
+        if counted.count > limit.limit:
             raise decision.refuse()
         return decision
-
-    async def peek(self, policy: str, key: str, limit: RateLimit | None) -> Decision | None:
-        """The current state without counting."""
-        if limit is None:
-            return None
-        rkey = self._key(policy, key)
-
-        async def on_redis() -> tuple[int, int]:
-            count, reset = await self.store.script(PEEK_LUA)(keys=[rkey])
-            return int(count), int(reset)
-
-        count, reset = await self.store.run(
-            on_redis, lambda memory: memory_peek(memory, rkey), op="limit_peek"
-        )
-        return Decision.of(policy, limit, count, reset)
-
-    async def check(self, policy: str, key: str, limit: RateLimit | None) -> Decision | None:
-        """Refuse a scope whose window is used up, without counting this request."""
-        decision = await self.peek(policy, key, limit)
-        if decision is not None and decision.exceeded:
-            raise decision.refuse()
-        return decision
-
-    async def clear(self, policy: str, key: str) -> None:
-        """Forget the scope's count (e.g. after a success that forgives earlier failures)."""
-        rkey = self._key(policy, key)
-
-        async def on_redis() -> None:
-            assert self.store.redis is not None
-            await self.store.redis.delete(rkey)
-
-        await self.store.run(on_redis, lambda memory: memory.delete(rkey), op="limit_clear")
 
 
 class _Window:
@@ -219,6 +257,7 @@ class LocalLimits:
         self.clock = clock
         self.max_scopes = max_scopes
         self.follow = follow
+        self._counters = counters(store)
         self.syncs = 0
         self._windows: dict[str, _Window] = {}
         self._dirty: dict[str, _Window] = {}
@@ -272,44 +311,12 @@ class LocalLimits:
         self._dirty = {}
         for window in batch.values():
             window.sending, window.pending = window.pending, 0
-        keys = list(batch)
-        client = self.store.redis
-        groups: list[list[str]] = [keys]
-        if isinstance(client, RedisCluster):
-            # A script's keys must share a slot: one script per slot, sent together.
-            by_slot: dict[int, list[str]] = {}
-            for key in keys:
-                by_slot.setdefault(client.keyslot(key), []).append(key)
-            groups = list(by_slot.values())
-
-        async def on_redis() -> list[tuple[str, int, int]]:
-            script = self.store.script(SYNC_LUA)
-            replies = await asyncio.gather(
-                *(
-                    script(
-                        keys=group,
-                        args=[batch[group[0]].window_ms, *(batch[k].sending for k in group)],
-                    )
-                    for group in groups
-                )
-            )
-            answers = [
-                (key, int(reply[3 * i]), int(reply[3 * i + 1]), int(reply[3 * i + 2]))
-                for group, reply in zip(groups, replies, strict=True)
-                for i, key in enumerate(group)
-            ]
-            if any(repaired for *_, repaired in answers):
-                self.store.key_repaired("limit_sync", "counter")
-            return [(key, count, left) for key, count, left, _ in answers]
-
-        def on_memory(memory: Memory) -> list[tuple[str, int, int]]:
-            return []  # Redis is away: the local counts stand alone
-
+        counts = {key: (window.sending, window.window_ms) for key, window in batch.items()}
         # No blanket repair: the script repairs a bad counter itself, one key at a time.
-        answers = await self.store.run(on_redis, on_memory, op="limit_sync")
+        shared = await self.store.run(self._counters, lambda on: on.sync(counts), op="limit_sync")
         now = self.clock()
         self.syncs += 1
-        learned = {key: (count, left) for key, count, left in answers}
+        learned = {count.key: (count.count, count.reset_ms) for count in shared}
         for key, window in batch.items():
             sent, window.sending = window.sending, 0
             if key in learned:

@@ -1,8 +1,11 @@
 """The Redis layer's facade: a Store backed by Redis when configured, by process memory otherwise.
 
-The cache, the limiter and the idempotency keys each describe an operation twice: as a Lua
-script for Redis and as a plain function over :class:`Memory`. :meth:`Store.run` picks the
-backend. Two kinds of Redis failure are told apart:
+The cache, the limiter and the idempotency keys each write their operations twice, behind one
+small interface (a :class:`Backend` Protocol of their own): once as Lua scripts on Redis, once
+as plain functions over :class:`~broker.memory.Memory`. They hold the pair as :class:`Twins`
+and call :meth:`Store.run` with the operation written once, as a function of the backend;
+the Store picks the backend, so callers cannot tell which one answered (but for
+:attr:`Backend.shared`). Two kinds of Redis failure are told apart:
 
 - *Redis is unusable* (a refused or broken connection, a time-out): the first one trips a
   breaker. The Store turns ``down``, logs ``store.redis_down`` once, answers from memory without
@@ -28,9 +31,9 @@ import contextlib
 import functools
 import hashlib
 import time
-from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Literal, TypeVar
+from dataclasses import dataclass
+from typing import Any, Generic, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import structlog
@@ -41,7 +44,6 @@ from redis.backoff import NoBackoff
 from redis.exceptions import (
     ClusterDownError,
     DataError,
-    NoScriptError,
     OutOfMemoryError,
     ReadOnlyError,
     RedisClusterException,
@@ -51,11 +53,12 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 
+from broker.memory import Memory
+from broker.scripts import Client, Script
 from broker.settings import ConfigError, Settings
 
 T = TypeVar("T")
 State = Literal["up", "down", "memory"]
-Client = Redis | RedisCluster
 
 log = structlog.get_logger("broker.store")
 
@@ -95,71 +98,24 @@ def scope_prefix(scope: str) -> str:
     return f"rb:{{{digest(scope)}}}"
 
 
-def now_ms() -> int:
-    return time.monotonic_ns() // 1_000_000
+class Backend(Protocol):
+    """What the Redis and the memory side of a set of operations have in common."""
+
+    @property
+    def shared(self) -> bool:
+        """True when what it holds is seen by every process on the same Redis."""
+        ...
 
 
-class Memory:
-    """A bounded in-process key space with per-key expiry, evicting the least recently used.
+B = TypeVar("B", bound=Backend)
 
-    Operations on it never await, so each one is atomic for the event loop, as a Lua script is
-    for Redis.
-    """
 
-    def __init__(self, max_keys: int = 100_000, clock: Callable[[], int] = now_ms) -> None:
-        self.max_keys = max_keys
-        self.clock = clock
-        self._data: OrderedDict[str, tuple[int | None, Any]] = OrderedDict()
+@dataclass(frozen=True, slots=True)
+class Twins(Generic[B]):
+    """One set of operations on Redis (None without ``REDIS_URL``) and on process memory."""
 
-    def __len__(self) -> int:
-        return len(self._data)
-
-    def get(self, key: str) -> Any:
-        item = self._data.get(key)
-        if item is None:
-            return None
-        expires, value = item
-        if expires is not None and expires <= self.clock():
-            del self._data[key]
-            return None
-        self._data.move_to_end(key)
-        return value
-
-    def set(self, key: str, value: Any, ttl_ms: int | None = None) -> None:
-        expires = None if ttl_ms is None else self.clock() + max(1, int(ttl_ms))
-        self._data[key] = (expires, value)
-        self._data.move_to_end(key)
-        while len(self._data) > self.max_keys:
-            self._data.popitem(last=False)
-
-    def set_nx(self, key: str, value: Any, ttl_ms: int | None = None) -> bool:
-        if self.get(key) is not None:
-            return False
-        self.set(key, value, ttl_ms)
-        return True
-
-    def pttl(self, key: str) -> int:
-        """Milliseconds left, -1 without expiry, -2 when absent (as Redis answers)."""
-        if self.get(key) is None:
-            return -2
-        expires = self._data[key][0]
-        return -1 if expires is None else expires - self.clock()
-
-    def incr(self, key: str, ttl_ms: int) -> tuple[int, int]:
-        """Count one in a window that starts at the first count; (count, ms until reset)."""
-        left = self.pttl(key)
-        count = int(self.get(key) or 0) + 1
-        if left < 0:
-            left = ttl_ms
-        self.set(key, count, left)
-        return count, left
-
-    def delete(self, *keys: str) -> None:
-        for key in keys:
-            self._data.pop(key, None)
-
-    def clear(self) -> None:
-        self._data.clear()
+    redis: B | None
+    memory: B
 
 
 class Store:
@@ -183,7 +139,6 @@ class Store:
         self.redis_calls = 0
         self.fallbacks = 0
         self.probes = 0
-        self.key_errors = 0
         self._up = client is not None
         self._closed = False
         self._in_flight = 0
@@ -214,6 +169,10 @@ class Store:
         for hook in self._state_hooks:
             hook(self.state)
 
+    def twins(self, on_redis: Callable[[Store], B], on_memory: Callable[[Memory], B]) -> Twins[B]:
+        """A set of operations made for this Store's Redis (when configured) and its memory."""
+        return Twins(on_redis(self) if self.redis is not None else None, on_memory(self.memory))
+
     def script(self, source: str) -> Script:
         """The script for ``source`` (EVALSHA, loading it again after a flush)."""
         script = self._scripts.get(source)
@@ -224,18 +183,21 @@ class Store:
 
     async def run(
         self,
-        on_redis: Callable[[], Awaitable[T]],
-        on_memory: Callable[[Memory], T],
+        twins: Twins[B],
+        call: Callable[[B], Awaitable[T]],
         *,
         op: str,
         keys: Sequence[str] = (),
     ) -> T:
-        """Run operation ``op`` on Redis while it is up, on memory otherwise or when Redis fails.
+        """Run operation ``op``, ``call(backend)``, on Redis while it is up, on memory otherwise
+        or when Redis fails.
 
         ``keys`` are the operation's keys: when Redis answers with an error about them (or with
         something that does not decode), they are deleted and the operation tried once more.
+        The memory backend never awaits, so ``call`` on it is atomic for the event loop.
         """
-        if self._up:
+        redis = twins.redis
+        if self._up and redis is not None:
             self.redis_calls += 1
             self._in_flight += 1
             self._idle.clear()
@@ -243,11 +205,11 @@ class Store:
             try:
                 # redis-py's socket timeout bounds each reply; this bounds the whole operation
                 # (several replies, a pool wait) without a timer per call on the hot path.
-                return await on_redis()
+                return await call(redis)
             except OUTAGE_REPLIES as exc:
                 self._trip(exc)
             except KEY_FAILURES as exc:
-                ok, value = await self._repair(op, keys, exc, on_redis)
+                ok, value = await self._repair(op, keys, exc, lambda: call(redis))
                 if ok:
                     return value  # type: ignore[return-value]  # ok: the operation's own result
             except REDIS_FAILURES as exc:
@@ -260,11 +222,10 @@ class Store:
                     self.timing(op, time.perf_counter() - started)
         if self.redis is not None:
             self.fallbacks += 1
-        return on_memory(self.memory)
+        return await call(twins.memory)
 
     def key_repaired(self, op: str, what: str) -> None:
         """A script found one bad key and repaired it itself (logged like any bad key)."""
-        self.key_errors += 1
         log.warning("store.key_error", op=op, error="repaired_in_script", repaired=what)
 
     async def _repair(
@@ -275,7 +236,6 @@ class Store:
         on_redis: Callable[[], Awaitable[T]],
     ) -> tuple[bool, T | None]:
         """One bad key: delete the operation's keys and try once more; (False, None) if in vain."""
-        self.key_errors += 1
         if isinstance(exc, OutOfMemoryError | ReadOnlyError):
             # Redis refuses every write (memory full, a replica): no key is at fault, and
             # deleting keys would drop good ones (an idempotency record: a double send later).
@@ -394,28 +354,6 @@ class Store:
                     await self._idle.wait()
             with contextlib.suppress(*REDIS_FAILURES):
                 await self.redis.aclose()
-
-
-class Script:
-    """A Lua script run by its SHA (``EVALSHA``), loaded again when Redis has forgotten it.
-
-    redis-py's own ``Script`` inspects its arguments for a pipeline on every call; this is the
-    same protocol with less work per call, which the cached read pays on every request.
-    """
-
-    __slots__ = ("client", "sha", "source")
-
-    def __init__(self, client: Client, source: str) -> None:
-        self.client = client
-        self.source = source
-        self.sha = hashlib.sha1(source.encode()).hexdigest()  # noqa: S324 - Redis names scripts by SHA-1
-
-    async def __call__(self, keys: Sequence[Any] = (), args: Sequence[Any] = ()) -> Any:
-        try:
-            return await self.client.evalsha(self.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            await self.client.script_load(self.source)
-            return await self.client.evalsha(self.sha, len(keys), *keys, *args)
 
 
 async def _drop_connections(client: Client) -> None:

@@ -18,9 +18,9 @@ from structlog.testing import capture_logs
 from broker.cache import CacheKey, ReferralCache
 from broker.errors import IdempotencyKeyReused, RateLimitExceeded
 from broker.idempotency import Idempotency, StoredResponse
-from broker.limits import Limiter
+from broker.limits import Limiter, LocalLimits
 from broker.settings import RateLimit
-from broker.store import Store, open_store
+from broker.store import Store, customer_scope, open_store, scope_prefix
 from tests.conftest import SHOP, make_settings
 from tests.fleet import Fleet, fleet_of
 from tests.servers import RedisProcess, free_port
@@ -208,6 +208,27 @@ async def test_cluster_rate_limits_are_shared(cluster: str, store: Store) -> Non
         with pytest.raises(RateLimitExceeded):
             await Limiter(store).hit("write", scope, limit)
         assert store.fallbacks == other.fallbacks == 0
+    finally:
+        await other.aclose()
+
+
+async def test_cluster_synchronised_limits_push_every_slot(cluster: str, store: Store) -> None:
+    """Synchronised limits push customers of many slots (one script per slot) and each
+    process learns the other's counts, with Redis up throughout."""
+    other = await open_store(make_settings(REDIS_URL=cluster))
+    try:
+        a, b = LocalLimits(store, 0.1), LocalLimits(other, 0.1)
+        prefixes = [scope_prefix(customer_scope(SHOP, customer())) for _ in range(8)]
+        limit = RateLimit(10, 30)
+        for prefix in prefixes:
+            a.hit("read", prefix, limit)
+            b.hit("read", prefix, limit)
+        await a.sync()
+        await b.sync()
+        await a.sync()
+        assert [a.hit("read", p, limit).remaining for p in prefixes] == [7] * len(prefixes)
+        assert store.fallbacks == other.fallbacks == 0
+        assert store.state == other.state == "up"
     finally:
         await other.aclose()
 

@@ -8,8 +8,14 @@ from typing import Any
 import pytest
 
 from broker.errors import IdempotencyKeyReused, UpstreamUnavailable
-from broker.idempotency import Idempotency, StoredResponse
-from broker.store import Store, open_store
+from broker.idempotency import (
+    Idempotency,
+    MemoryRecords,
+    Records,
+    RedisRecords,
+    StoredResponse,
+)
+from broker.store import Store, Twins, open_store
 from tests.conftest import Gated, flush, make_settings
 from tests.servers import RedisProcess
 
@@ -88,16 +94,6 @@ async def test_waiting_for_a_slow_twin_times_out_with_a_clear_error(store: Store
     assert action.calls == 1
 
 
-async def test_keep_false_releases_the_key(store: Store) -> None:
-    """An outcome with keep=False is returned but not remembered: a retry runs again."""
-    keys = Idempotency(store)
-    unsent = Action(StoredResponse(503, {}, b'{"id": "upstream_unavailable"}', keep=False))
-    assert (await keys.run(SCOPE, "key-1", "fp-a", unsent))[1] is False
-    retry = Action()
-    assert await keys.run(SCOPE, "key-1", "fp-a", retry) == (SENT, False)
-    assert retry.calls == 1
-
-
 async def test_action_raising_releases_the_key(store: Store) -> None:
     """If the action raises, the claim is released, the error re-raised, and a retry runs."""
     keys = Idempotency(store)
@@ -148,11 +144,28 @@ async def test_replay_is_shared_by_stores_on_one_redis(redis_session: RedisProce
         await second.aclose()
 
 
-async def test_pending_claim_outlives_cache_entries_yet_a_crashed_owner_is_taken_over(
+async def test_a_crashed_owners_claim_is_taken_over(store: Store) -> None:
+    """A claim whose owner never finishes holds the key until its take-over time, after which a
+    retry claims it and runs (on Redis and on memory alike)."""
+    keys = Idempotency(store, wait=0.2, pending_ttl=0.3, pending_keep=900)
+    crashed = asyncio.create_task(keys.run(SCOPE, "k-crash", "fp", Action(gate=asyncio.Event())))
+    await asyncio.sleep(0.05)
+    with pytest.raises(IdempotencyKeyReused):
+        await keys.run(SCOPE, "k-crash", "fp", Action())  # the owner may still send
+    await asyncio.sleep(0.35)
+    retry = Action()
+    assert await keys.run(SCOPE, "k-crash", "fp", retry) == (SENT, False)
+    assert retry.calls == 1
+    crashed.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await crashed
+
+
+async def test_a_pending_claim_outlives_cache_entries_in_redis(
     redis_session: RedisProcess,
 ) -> None:
-    """A pending record's Redis lifetime exceeds a cache entry's (eviction takes cache first),
-    while a claim whose owner never finishes is taken over after the take-over time."""
+    """A pending record's Redis lifetime exceeds a cache entry's, so that eviction takes cache
+    entries first (the take-over time is inside the record)."""
     from redis.asyncio import Redis
 
     await flush(redis_session.url)
@@ -160,19 +173,56 @@ async def test_pending_claim_outlives_cache_entries_yet_a_crashed_owner_is_taken
     client = Redis.from_url(redis_session.url)
     try:
         keys = Idempotency(store, wait=0.2, pending_ttl=0.3, pending_keep=900)
-        crashed = asyncio.create_task(
-            keys.run(SCOPE, "k-crash", "fp", Action(gate=asyncio.Event()))
-        )
+        gate = asyncio.Event()
+        owner = asyncio.create_task(keys.run(SCOPE, "k-slow", "fp", Action(gate=gate)))
         await asyncio.sleep(0.05)
         [record] = [key async for key in client.scan_iter(match="rb:*:idem:*")]
         assert await client.pttl(record) > 660_000  # longer than a default cache entry
-        with pytest.raises(IdempotencyKeyReused):
-            await keys.run(SCOPE, "k-crash", "fp", Action())  # the owner may still send
-        await asyncio.sleep(0.35)
-        retry = Action()
-        assert await keys.run(SCOPE, "k-crash", "fp", retry) == (SENT, False)
-        assert retry.calls == 1
-        crashed.cancel()
+        gate.set()
+        await owner
     finally:
         await client.aclose()
         await store.aclose()
+
+
+RESPONSE = StoredResponse(201, {"X-A": "1"}, b"\x00sent")
+TIMING = {"pending_ms": 60_000, "pending_keep_ms": 120_000, "ttl_ms": 60_000}
+
+
+@pytest.fixture
+def records(store: Store) -> Records:
+    """Idempotency records on the backend the Store uses: a real Redis, or process memory."""
+    twins: Twins[Records] = store.twins(
+        lambda on: RedisRecords(on, **TIMING), lambda on: MemoryRecords(on, **TIMING)
+    )
+    return twins.redis if twins.redis is not None else twins.memory
+
+
+async def test_records_claim_complete_and_replay_alike(records: Records) -> None:
+    """A claim seen again by its own token is still its own (a retried call), another token
+    finds it pending and cannot complete it, the owner's outcome is then what every claim finds."""
+    record = "rb:{t}:idem:1"
+    assert (await records.claim(record, "fp", "t1")).state == "claimed"
+    assert (await records.claim(record, "fp", "t1")).state == "claimed"
+    assert (await records.claim(record, "fp", "t2")).state == "pending"
+    assert (await records.claim(record, "other", "t2")).state == "mismatch"
+    await records.complete(record, "fp", "t2", SENT)  # not the owner: ignored
+    assert (await records.claim(record, "fp", "t3")).state == "pending"
+    await records.complete(record, "fp", "t1", RESPONSE)
+    done = await records.claim(record, "fp", "t3")
+    assert (done.state, done.response) == ("done", RESPONSE)
+    assert (await records.claim(record, "other", "t3")).state == "mismatch"
+
+
+async def test_records_release_only_their_own_pending_claim(records: Records) -> None:
+    """release by another token keeps the claim; by the owner frees the key; a done record is
+    never released."""
+    record = "rb:{t}:idem:2"
+    await records.claim(record, "fp", "t1")
+    await records.release(record, "t2")
+    assert (await records.claim(record, "fp", "t2")).state == "pending"
+    await records.release(record, "t1")
+    assert (await records.claim(record, "fp", "t2")).state == "claimed"
+    await records.complete(record, "fp", "t2", RESPONSE)
+    await records.release(record, "t2")
+    assert (await records.claim(record, "fp", "t3")).state == "done"

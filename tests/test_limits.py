@@ -10,7 +10,7 @@ from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
 from broker.errors import RateLimitExceeded
-from broker.limits import Decision, Limiter, LocalLimits, rate_key
+from broker.limits import Decision, Limiter, LocalLimits, counters, rate_key
 from broker.settings import RateLimit
 from broker.store import Store, customer_scope, open_store, scope_prefix
 from tests.conftest import flush, make_settings
@@ -35,7 +35,6 @@ async def test_disabled_limit_counts_nothing(store: Store) -> None:
     limiter = Limiter(store)
     for _ in range(5):
         assert await limiter.hit("write", "scope", None) is None
-    assert await limiter.check("issuer", "scope", None) is None
 
 
 async def test_hits_count_down_then_refuse(store: Store) -> None:
@@ -70,23 +69,6 @@ async def test_scopes_and_policies_are_counted_apart(store: Store) -> None:
     assert await limiter.hit("issuer", "shop/alice", limit) is not None
 
 
-async def test_check_refuses_without_counting(store: Store) -> None:
-    """check() never counts, and refuses once hits have used the window up."""
-    limiter = Limiter(store)
-    limit = RateLimit(2, 30)
-    for _ in range(5):
-        decision = await limiter.check("issuer", "203.0.113.9", limit)
-        assert decision is not None
-        assert decision.remaining == 2
-    await limiter.hit("issuer", "203.0.113.9", limit)
-    await limiter.hit("issuer", "203.0.113.9", limit)
-    with pytest.raises(RateLimitExceeded) as caught:
-        await limiter.check("issuer", "203.0.113.9", limit)
-    assert caught.value.retry_after >= 1
-    await limiter.clear("issuer", "203.0.113.9")
-    assert await limiter.check("issuer", "203.0.113.9", limit) is not None
-
-
 async def test_window_rolls_over(store: Store) -> None:
     """Once the window has passed, the full quota is available again."""
     limiter = Limiter(store)
@@ -114,7 +96,7 @@ async def test_limits_are_shared_by_stores_on_one_redis(redis_session: RedisProc
         with pytest.raises(RateLimitExceeded):
             await Limiter(second).hit("write", "shop/alice", limit)
         with pytest.raises(RateLimitExceeded):
-            await Limiter(first).check("write", "shop/alice", limit)
+            await Limiter(first).hit("write", "shop/alice", limit)
     finally:
         await first.aclose()
         await second.aclose()
@@ -278,3 +260,35 @@ async def test_poisoned_shared_counter_is_repaired_by_sync(redis_session: RedisP
     finally:
         await plain.aclose()
         await store.aclose()
+
+
+async def test_one_push_gives_each_counter_its_own_window(redis_session: RedisProcess) -> None:
+    """Counters of policies with different windows, pushed in one script, each expire after
+    their own window (not the first counter's)."""
+    await flush(redis_session.url)
+    store = await open_store(make_settings(REDIS_URL=redis_session.url))
+    plain = Redis.from_url(redis_session.url)
+    try:
+        limits = LocalLimits(store, 0.1)
+        limits.hit("read", ALICE, RateLimit(10, 5))
+        limits.hit("write", ALICE, RateLimit(10, 600))
+        limits.hit("read", BOB, RateLimit(10, 5))
+        await limits.sync()
+        assert 0 < await plain.pttl(rate_key(ALICE, "read")) <= 5_000
+        assert 5_000 < await plain.pttl(rate_key(ALICE, "write")) <= 600_000
+        assert 0 < await plain.pttl(rate_key(BOB, "read")) <= 5_000
+        assert [await plain.get(rate_key(p, "read")) for p in (ALICE, BOB)] == [b"1", b"1"]
+    finally:
+        await plain.aclose()
+        await store.aclose()
+
+
+async def test_counters_hit_alike_on_redis_and_memory(store: Store) -> None:
+    """The counters' hit opens a window at the first count and counts in it, on both backends;
+    only the Redis counters are shared."""
+    twins = counters(store)
+    on = twins.redis if twins.redis is not None else twins.memory
+    first, second = await on.hit("rb:{t}:rl:x", 30_000), await on.hit("rb:{t}:rl:x", 30_000)
+    assert (first.count, second.count) == (1, 2)
+    assert 0 < second.reset_ms <= first.reset_ms <= 30_000
+    assert on.shared == (store.redis is not None)

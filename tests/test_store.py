@@ -17,7 +17,7 @@ from broker.cache import CacheKey, ReferralCache
 from broker.idempotency import Idempotency, StoredResponse
 from broker.limits import Limiter
 from broker.settings import RateLimit
-from broker.store import Memory, Store, open_store
+from broker.store import Store, open_store
 from tests.conftest import SHOP, make_settings
 from tests.servers import RedisProcess, free_port
 
@@ -44,7 +44,7 @@ async def exercise(store: Store) -> None:
     await cache.read(KEY, load, limit=RateLimit(1000, 60))
     await cache.invalidate(SHOP, KEY.customer)
     await Limiter(store).hit("write", "test-shop/alice", RateLimit(1000, 60))
-    await Limiter(store).check("issuer", "203.0.113.7", RateLimit(1000, 60))
+    await Limiter(store).hit("issuer", "203.0.113.7", RateLimit(1000, 60))
     await Idempotency(store).run("test-shop/alice", os.urandom(4).hex(), "fp", send)
 
 
@@ -275,22 +275,6 @@ async def test_keys_hold_no_raw_identifiers(
     # One customer's keys share one hash tag, hence one cluster slot.
     tags = {key.split("}")[0] for key in keys if ":c:" in key or ":rl:read" in key}
     assert len(tags) == 1
-
-
-def test_memory_is_bounded_and_expires() -> None:
-    """The memory backend evicts the least recently used keys and honours expiry."""
-    now = [0]
-    memory = Memory(max_keys=100, clock=lambda: now[0])
-    for i in range(1000):
-        memory.set(f"k{i}", i)
-    assert len(memory) == 100
-    assert memory.get("k0") is None
-    assert memory.get("k999") == 999
-    memory.set("short", "v", ttl_ms=10)
-    assert memory.pttl("short") == 10
-    now[0] += 11
-    assert memory.get("short") is None
-    assert memory.pttl("short") == -2
 
 
 async def test_aclose_stops_the_probe(silent_port: int) -> None:
