@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx2
 
 from broker.tokens import TokenMinter
-from tests.conftest import broker_env, make_settings
 from tests.servers import free_port, wait_for_port
 from tests.stack import READ_PATH, WRITE_PATH
+from tests.support import broker_env, make_settings
 
 BROKER = str(Path(sys.executable).parent / "broker")
 

@@ -13,8 +13,8 @@ from broker.app import create_app
 from broker.sandbox import SandboxConfig, create_sandbox_app
 from broker.settings import Settings
 from broker.tokens import TokenMinter
-from tests.conftest import ISSUER_KEY, SHOP, make_settings
 from tests.servers import serve_app
+from tests.support import ISSUER_KEY, SHOP, make_settings
 
 VERSION = "v2023061"
 READ_PATH = f"/api/{VERSION}/{SHOP}/CustomerReferrals2"

@@ -7,8 +7,8 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import SHOP
 from tests.stack import READ_PATH, VERSION, Broker, Sandbox
+from tests.support import SHOP
 
 
 def test_reads_the_customers_history_unchanged(broker: Broker, sandbox: Sandbox) -> None:

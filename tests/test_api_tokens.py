@@ -8,8 +8,8 @@ from typing import Any
 import jwt
 import pytest
 
-from tests.conftest import ISSUER_KEY, ISSUER_KEY_OLD, SHOP
 from tests.stack import Broker, running_broker
+from tests.support import ISSUER_KEY, ISSUER_KEY_OLD, SHOP
 
 
 def mint(broker: Broker, body: Any, key: str = ISSUER_KEY, headers: Any = None) -> Any:

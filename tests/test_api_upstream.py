@@ -11,10 +11,10 @@ import pytest
 
 from broker.app import create_app
 from broker.transport import Answer, FakeTransport
-from tests.conftest import make_settings
 from tests.rawhttp import RawUpstream, answer, endless, gzipped
 from tests.servers import free_port, serve_app
 from tests.stack import READ_PATH, Broker, Sandbox, running_broker
+from tests.support import make_settings
 
 
 @pytest.mark.parametrize(

@@ -22,8 +22,8 @@ from broker.errors import (
 )
 from broker.settings import RateLimit
 from broker.store import Store, open_store
-from tests.conftest import SHOP, Gated, flush, make_settings
 from tests.servers import RedisProcess
+from tests.support import SHOP, Gated, flush, make_settings
 
 VERSION = "v2023061"
 BODY = b'{"referrals": [{"id": "r1", "z": 1, "a": 2}],  "next": null}'

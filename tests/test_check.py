@@ -16,8 +16,8 @@ import pytest
 from broker.check import CheckResult, main_check, run_check
 from broker.sandbox import SandboxConfig, create_sandbox_app
 from broker.sandbox.config import Rules
-from tests.conftest import SECRET_A, SECRET_B, SHOP, broker_env
 from tests.servers import RedisProcess, free_port, serve_app
+from tests.support import SECRET_A, SECRET_B, SHOP, broker_env
 
 UNKNOWN_SECRET = base64.b64encode(b"C" * 16 + b"secret-key-c-0123456789").decode()
 SHORT_SECRET = base64.b64encode(b"too-short-secret").decode()

@@ -18,7 +18,7 @@ from broker.errors import (
 )
 from broker.transport import Answer, BodyTooLarge, FakeTransport, Handler, UndecodableBody
 from broker.upstream import CallInfo, Upstream
-from tests.conftest import make_settings
+from tests.support import make_settings
 
 
 class Clock:

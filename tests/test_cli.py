@@ -17,9 +17,9 @@ import pytest
 
 from broker.cli import DEV_ISSUER_KEY
 from broker.tokens import TokenVerifier
-from tests.conftest import broker_env, make_settings
 from tests.servers import free_port, wait_for_port
 from tests.stack import Sandbox
+from tests.support import broker_env, make_settings
 
 BROKER = str(Path(sys.executable).parent / "broker")
 

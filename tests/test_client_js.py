@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from broker.clientfiles import NAMES
-from tests.conftest import ISSUER_KEY, SHOP
+from tests.support import ISSUER_KEY, SHOP
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = ROOT / "clients" / "js"

@@ -21,10 +21,10 @@ from broker.idempotency import Idempotency, StoredResponse
 from broker.limits import Limiter, LocalLimits
 from broker.settings import RateLimit
 from broker.store import Store, customer_scope, open_store, scope_prefix
-from tests.conftest import SHOP, make_settings
 from tests.fleet import Fleet, fleet_of
 from tests.servers import RedisProcess, free_port
 from tests.stack import Sandbox
+from tests.support import SHOP, make_settings
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 

@@ -7,8 +7,8 @@ from collections.abc import Mapping
 import pytest
 
 from broker.cors import OriginPolicy
-from tests.conftest import SHOP
 from tests.stack import READ_PATH, WRITE_PATH, Broker, Sandbox, running_broker
+from tests.support import SHOP
 
 ORIGIN = "https://shop.example"
 EXPOSED = {

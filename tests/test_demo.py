@@ -12,8 +12,8 @@ import pytest
 from broker.app import create_app
 from broker.demo import create_demo_app
 from broker.sandbox import SandboxConfig, create_sandbox_app
-from tests.conftest import ISSUER_KEY, SECRET_A, SECRET_B, SHOP, make_settings
 from tests.servers import serve_app
+from tests.support import ISSUER_KEY, SECRET_A, SECRET_B, SHOP, make_settings
 
 
 @dataclass(frozen=True)

@@ -19,7 +19,7 @@ import yaml
 from dotenv import dotenv_values
 
 from broker.settings import VARIABLES, ConfigError, parse
-from tests.conftest import broker_env
+from tests.support import broker_env
 from tests.test_env_example import sourced_in_shell
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -241,7 +241,7 @@ def test_local_profile_is_what_broker_dev_uses() -> None:
 
 
 def test_ci_profile_matches_what_the_tests_build() -> None:
-    """ci.env equals the non-secret part of tests.conftest.broker_env()."""
+    """ci.env equals the non-secret part of tests.support.broker_env()."""
     expected = {k: v for k, v in broker_env().items() if k not in SECRET_VARIABLES}
     values = profile(CONFIG / "ci.env")
     assert {k: values.get(k) for k in expected} == expected

@@ -9,8 +9,8 @@ import httpx2
 import pytest
 
 from broker.errors import CATALOGUE, ERROR_TYPE_BASE, InvalidToken, problem_body
-from tests.conftest import SHOP
 from tests.stack import READ_PATH, WRITE_PATH, Broker, Sandbox
+from tests.support import SHOP
 
 Recipe = Callable[[Broker, Sandbox], httpx2.Response]
 

@@ -16,8 +16,8 @@ from broker.idempotency import (
     StoredResponse,
 )
 from broker.store import Store, Twins, open_store
-from tests.conftest import Gated, flush, make_settings
 from tests.servers import RedisProcess
+from tests.support import Gated, flush, make_settings
 
 SCOPE = "test-shop/alice"
 SENT = StoredResponse(200, {"Content-Type": "application/json"}, b'{"message": "sent"}')

@@ -13,9 +13,9 @@ import httpx2
 import pytest
 
 from broker.tokens import TokenMinter
-from tests.conftest import ISSUER_KEY, ISSUER_KEY_OLD, broker_env, flush
 from tests.servers import RedisProcess, free_port
 from tests.stack import VERSION, Broker, Sandbox, running_broker
+from tests.support import ISSUER_KEY, ISSUER_KEY_OLD, broker_env, flush
 
 BROKER = str(Path(sys.executable).parent / "broker")
 ORIGIN = "https://shop.example"

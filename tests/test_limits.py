@@ -13,8 +13,8 @@ from broker.errors import RateLimitExceeded
 from broker.limits import Decision, Limiter, LocalLimits, counters, rate_key
 from broker.settings import RateLimit
 from broker.store import Store, customer_scope, open_store, scope_prefix
-from tests.conftest import flush, make_settings
 from tests.servers import RedisProcess
+from tests.support import flush, make_settings
 
 # RateLimit-Policy / RateLimit as structured-field lists (draft-ietf-httpapi-ratelimit-headers).
 POLICY_RE = re.compile(r'^"(read|write|issuer)";q=\d+;w=\d+$')

@@ -17,9 +17,9 @@ from structlog.testing import capture_logs
 from broker.cache import CacheKey, ReferralCache
 from broker.nearcache import ENTRY_OVERHEAD, Invalidations, NearCache
 from broker.store import Store, customer_scope, open_store, scope_prefix
-from tests.conftest import SHOP, flush, make_settings
 from tests.servers import RedisProcess
 from tests.stack import Sandbox, running_broker
+from tests.support import SHOP, flush, make_settings
 
 VERSIONS = ("v2023061",)
 PREFIX = scope_prefix(customer_scope(SHOP, "alice"))

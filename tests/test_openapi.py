@@ -39,8 +39,8 @@ from broker.openapi import PROBLEM, _example_error, openapi_document
 from broker.sandbox import SandboxConfig, create_sandbox_app
 from broker.settings import Settings
 from broker.tokens import TokenMinter
-from tests.conftest import ISSUER_KEY, SECRET_A, SECRET_B, SHOP, make_settings
 from tests.servers import serve_app
+from tests.support import ISSUER_KEY, SECRET_A, SECRET_B, SHOP, make_settings
 
 READ_PATH = "/api/{version}/{shop}/CustomerReferrals2"
 WRITE_PATH = "/api/{version}/{shop}/Refer2"

@@ -15,8 +15,8 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import SECRET_A, SECRET_B, SHOP
 from tests.stack import READ_PATH, Broker
+from tests.support import SECRET_A, SECRET_B, SHOP
 
 ROOT = Path(__file__).resolve().parent.parent
 RECIPES_MD = ROOT / "docs" / "recipes.md"

@@ -20,7 +20,7 @@ from broker.store import Store
 from broker.tokens import Customer, TokenMinter
 from broker.transport import Answer, FakeTransport
 from broker.upstream import Upstream
-from tests.conftest import SHOP, make_settings
+from tests.support import SHOP, make_settings
 
 VERSION = "v2023061"
 ALICE = Customer(SHOP, "alice", None, 2_000_000_000)

@@ -14,8 +14,8 @@ from pathlib import Path
 import pytest
 
 from broker.refusals import DEV_ISSUER_KEY
-from tests.conftest import ISSUER_KEY, broker_env
 from tests.servers import free_port
+from tests.support import ISSUER_KEY, broker_env
 
 BROKER = str(Path(sys.executable).parent / "broker")
 

@@ -16,8 +16,8 @@ import pytest
 from broker.sandbox import SandboxConfig, create_sandbox_app, sandbox_config_from_env
 from broker.sandbox.data import REUSE_WINDOW
 from broker.settings import ConfigError
-from tests.conftest import SECRET_B, SHOP, broker_env, make_settings
 from tests.servers import serve_app
+from tests.support import SECRET_B, SHOP, broker_env, make_settings
 
 SETTINGS = make_settings()
 KEYS = {key.kid: key.secret.reveal() for key in SETTINGS.signing_keys}

@@ -12,9 +12,9 @@ from broker.sandbox import create_sandbox_app
 from broker.sandbox.config import Rules, SandboxConfig, sandbox_config_from_env
 from broker.settings import ConfigError
 from broker.tokens import TokenMinter
-from tests.conftest import ISSUER_KEY, SHOP, broker_env, make_settings
 from tests.servers import serve_app
 from tests.stack import READ_PATH, WRITE_PATH, running_broker
+from tests.support import ISSUER_KEY, SHOP, broker_env, make_settings
 
 REFUSAL = {
     "status": 403,

@@ -22,8 +22,8 @@ import orjson
 import pytest
 
 from broker import __version__
-from tests.conftest import ISSUER_KEY, broker_env
 from tests.servers import RedisProcess, free_port, wait_for_port
+from tests.support import ISSUER_KEY, broker_env
 
 BROKER = str(Path(sys.executable).parent / "broker")
 MIB = 1024 * 1024

@@ -24,7 +24,7 @@ from broker.settings import (
     unknown_variables,
 )
 from broker.settings_table import TABLE
-from tests.conftest import ISSUER_KEY, SECRET_A, broker_env
+from tests.support import ISSUER_KEY, SECRET_A, broker_env
 
 
 def problems(**overrides: str) -> list[str]:

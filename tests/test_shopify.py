@@ -12,8 +12,8 @@ import pytest
 
 from broker.settings import ConfigError
 from broker.shopify import proxy_signature
-from tests.conftest import make_settings
 from tests.stack import READ_PATH, Broker, Sandbox, running_broker
+from tests.support import make_settings
 
 SECRET = "shpss_0123456789abcdef0123456789abcdef"
 STORE = "test-store.myshopify.com"

@@ -18,8 +18,8 @@ from broker.idempotency import Idempotency, StoredResponse
 from broker.limits import Limiter
 from broker.settings import RateLimit
 from broker.store import Store, open_store
-from tests.conftest import SHOP, make_settings
 from tests.servers import RedisProcess, free_port
+from tests.support import SHOP, make_settings
 
 KEY = CacheKey("v2023061", SHOP, "alice@example.com", False)
 BODY = b'{"referrals": []}'

@@ -8,10 +8,10 @@ from typing import Any
 import orjson
 import pytest
 
-from tests.conftest import SHOP, make_settings
 from tests.servers import serve_app
 from tests.stack import Broker, running_broker
 from tests.strict_bubblehouse import StrictBubblehouse
+from tests.support import SHOP, make_settings
 
 HISTORY: list[dict[str, Any]] = [
     {

@@ -14,7 +14,7 @@ import pytest
 
 from broker.errors import InvalidToken
 from broker.tokens import UPSTREAM_TTL, Customer, TokenMinter, TokenVerifier
-from tests.conftest import SECRET_A, SECRET_B, SHOP, make_settings
+from tests.support import SECRET_A, SECRET_B, SHOP, make_settings
 
 KEY_A = base64.b64decode(SECRET_A)
 KEY_B = base64.b64decode(SECRET_B)

@@ -17,9 +17,9 @@ from broker.app import create_app
 from broker.requestlog import trace_context
 from broker.tokens import TokenMinter
 from broker.tracing import Tracing
-from tests.conftest import ISSUER_KEY, SECRET_A, SECRET_B, make_settings
 from tests.servers import serve_app
 from tests.stack import READ_PATH, Broker, Sandbox
+from tests.support import ISSUER_KEY, SECRET_A, SECRET_B, make_settings
 
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
 PARENT_ID = "b7ad6b7169203331"

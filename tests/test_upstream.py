@@ -28,9 +28,9 @@ from broker.transport import (
     UndecodableBody,
 )
 from broker.upstream import CallInfo, Upstream, clean_message
-from tests.conftest import make_settings
 from tests.rawhttp import RawUpstream, answer, full_backlog, gzipped, reset_after, stall
 from tests.servers import free_port
+from tests.support import make_settings
 
 Handler = Callable[[str, bytes, Mapping[str, str]], Answer]
 

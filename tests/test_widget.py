@@ -25,8 +25,8 @@ from starlette.routing import Route
 
 from broker.app import create_app
 from broker.sandbox import SandboxConfig, create_sandbox_app
-from tests.conftest import ISSUER_KEY, SECRET_A, SECRET_B, SHOP, make_settings
 from tests.servers import free_port, serve_app
+from tests.support import ISSUER_KEY, SECRET_A, SECRET_B, SHOP, make_settings
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 

@@ -34,8 +34,8 @@ from tests.benchmarks.rig import (
     wait_ready,
     write_script,
 )
-from tests.conftest import broker_env
 from tests.servers import RedisProcess
+from tests.support import broker_env
 
 SERVE = "import sys; from broker.cli import main; sys.exit(main(['serve']))"
 

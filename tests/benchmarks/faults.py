@@ -34,8 +34,8 @@ import httpx2
 
 from broker.tokens import TokenMinter
 from tests.benchmarks.rig import READ_PATH, ROOT, WRITE_PATH, rig, wait_ready
-from tests.conftest import make_settings
 from tests.servers import RedisProcess
+from tests.support import make_settings
 
 CUSTOMERS = 20
 WORKERS = 8

@@ -22,8 +22,8 @@ from pathlib import Path
 from typing import Any
 
 from broker.tokens import TokenMinter
-from tests.conftest import SHOP, broker_env, make_settings
 from tests.servers import free_port, wait_for_port
+from tests.support import SHOP, broker_env, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 BIN = Path(sys.executable).parent
