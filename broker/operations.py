@@ -42,5 +42,6 @@ async def metrics(request: Request, svc: Services, info: RequestInfo) -> Respons
 
 
 async def openapi(request: Request, svc: Services, info: RequestInfo) -> Response:
-    """The OpenAPI document, rendered once at start."""
-    return JSONBytesResponse(svc.openapi)
+    """The OpenAPI document of this app's routes, rendered once at start."""
+    document: bytes = request.app.state.openapi
+    return JSONBytesResponse(document)
