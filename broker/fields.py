@@ -71,7 +71,7 @@ class Field:
     format, control characters, minimum); both may name the field as ``{field}``. ``null`` counts
     as absent. A required string may not be empty. ``when`` makes a field conditional: required
     (and checked) when the named sibling has the given value, absent or null otherwise
-    (``absent_message``).
+    (``absent_message``); a body has at most one conditional field.
     """
 
     name: str

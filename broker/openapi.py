@@ -171,7 +171,7 @@ def _parameter_schema(spec: Field) -> dict[str, Any]:
     return schema
 
 
-def _operation(route: Route, method: str, operation: Operation, settings: Settings) -> Any:
+def _operation(route: Route, operation: Operation, settings: Settings) -> dict[str, Any]:
     described: dict[str, Any] = {
         "tags": [operation.tag],
         "summary": operation.summary,
@@ -260,7 +260,7 @@ def _path_parameters(route: Route, settings: Settings) -> list[dict[str, Any]]:
     ]
 
 
-def api_routes(routes: Sequence[BaseRoute]) -> list[Route]:
+def described_routes(routes: Sequence[BaseRoute]) -> list[Route]:
     """The routes the document describes: all but mounts (the static client files)."""
     return [route for route in routes if isinstance(route, Route)]
 
@@ -268,7 +268,7 @@ def api_routes(routes: Sequence[BaseRoute]) -> list[Route]:
 def _paths(settings: Settings, routes: Sequence[BaseRoute]) -> dict[str, Any]:
     described = operations()
     paths: dict[str, Any] = {}
-    for route in api_routes(routes):
+    for route in described_routes(routes):
         if route.name not in described:
             raise LookupError(f"route {route.name!r} ({route.path}) has no OpenAPI description")
         by_method = described.pop(route.name)
@@ -280,8 +280,10 @@ def _paths(settings: Settings, routes: Sequence[BaseRoute]) -> dict[str, Any]:
                 continue
             if method == "OPTIONS":
                 item["options"] = _preflight(route)
+            elif method not in by_method:
+                raise LookupError(f"route {route.name!r} answers {method}, undescribed")
             else:
-                item[method.lower()] = _operation(route, method, by_method.pop(method), settings)
+                item[method.lower()] = _operation(route, by_method.pop(method), settings)
         if by_method:
             raise LookupError(f"route {route.name!r} lacks the described methods {list(by_method)}")
         paths[route.path] = item

@@ -529,3 +529,56 @@ def test_invalidation_body_is_the_brokers_rule(document: dict[str, Any]) -> None
         {"customer_id": "a", "x": 1},
     ):
         assert not validator.is_valid(bad), bad
+
+
+def test_every_route_needs_a_description_and_every_description_a_route() -> None:
+    """A route the document cannot describe, or a description of no route, stops the build."""
+    settings = make_settings()
+    routes = list(create_app(settings).routes)
+    with pytest.raises(LookupError, match="'healthz'"):
+        openapi_document(settings, [r for r in routes if getattr(r, "name", "") != "healthz"])
+    extra = Route("/extra", lambda request: None, methods=["GET"], name="extra")
+    with pytest.raises(LookupError, match="'extra'"):
+        openapi_document(settings, [*routes, extra])
+    wider = Route("/healthz", lambda request: None, methods=["GET", "POST"], name="healthz")
+    with pytest.raises(LookupError, match="answers POST"):
+        openapi_document(
+            settings, [wider if getattr(r, "name", "") == "healthz" else r for r in routes]
+        )
+
+
+def test_preflights_are_documented_where_the_routes_answer_options(
+    document: dict[str, Any],
+) -> None:
+    """An OPTIONS operation exists exactly for the routes with OPTIONS, naming their methods."""
+    with_options = {
+        route.path: route
+        for route in create_app(make_settings()).routes
+        if isinstance(route, Route) and "OPTIONS" in (route.methods or ())
+    }
+    documented = {path for path, method, _ in operations(document) if method == "options"}
+    assert documented == set(with_options) == {READ_PATH, WRITE_PATH}
+    refer = document["paths"][WRITE_PATH]["options"]["description"]
+    assert "methods POST, OPTIONS and" in refer
+
+
+def test_numbers_come_from_the_settings() -> None:
+    """Rate limits and token lifetimes in the document are the configured ones."""
+    document = document_for(
+        make_settings(
+            BROKER_RATE_LIMIT_READ="7/3s",
+            BROKER_RATE_LIMIT_WRITE="0",
+            BROKER_TOKEN_TTL="300",
+            BROKER_TOKEN_MAX_TTL="1200",
+        )
+    )
+    assert (
+        "Rate limit: 7 per 3 s per customer" in document["paths"][READ_PATH]["get"]["description"]
+    )
+    assert "Rate limit: none" in document["paths"][WRITE_PATH]["post"]["description"]
+    schemas = document["components"]["schemas"]
+    assert schemas["TokenResponse"]["properties"]["expires_in"]["maximum"] == 1200
+    assert (
+        "at most 1200 s; 300 s when left out"
+        in schemas["TokenRequest"]["properties"]["ttl"]["description"]
+    )
