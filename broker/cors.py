@@ -94,7 +94,13 @@ class CORSMiddleware:
         self.server_only = RouteGroup(server_only)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or self.server_only.find(scope["path"]) is not None:
+        closed = self.server_only
+        # The set lookup first: every request passes here, and those routes have no parameters.
+        if (
+            scope["type"] != "http"
+            or scope["path"] in closed.exact
+            or (closed.templated and closed.find(scope["path"]) is not None)
+        ):
             await self.app(scope, receive, send)
             return
         origin = None
