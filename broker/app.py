@@ -14,7 +14,6 @@ import contextlib
 import os
 from collections.abc import AsyncIterator, Sequence
 
-import orjson
 import structlog
 from starlette.applications import Starlette
 from starlette.exceptions import HTTPException
@@ -31,7 +30,6 @@ from broker.endpoints import Handler, endpoint
 from broker.errors import BrokerError, InternalError, MethodNotAllowed, NotFound
 from broker.merchant import invalidate, mint_token
 from broker.metrics import Metrics
-from broker.openapi import openapi_document
 from broker.operations import healthz, metrics, openapi, readyz
 from broker.referrals import READ, WRITE
 from broker.requestlog import RequestInfo, TelemetryMiddleware, request_info
@@ -132,8 +130,6 @@ def create_app(
             store=store,
         ) as services:
             live.services = app.state.services = services
-            # Described from the app's own routes, rendered once per process.
-            app.state.openapi = orjson.dumps(openapi_document(settings, app.routes))
             try:
                 yield
             finally:
