@@ -25,7 +25,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.api import ALLOWED, ReferralCall
 from broker.clientfiles import ClientFiles, static_mount
-from broker.cors import CORSMiddleware
+from broker.cors import METHOD_ORDER, CORSMiddleware
 from broker.endpoints import Handler, endpoint
 from broker.errors import BrokerError, InternalError, MethodNotAllowed, NotFound
 from broker.merchant import invalidate, mint_token
@@ -44,8 +44,6 @@ from broker.transport import Transport
 __all__ = ["BrokerApp", "Services", "create_app", "endpoint"]
 
 log = structlog.get_logger("broker.app")
-
-METHOD_ORDER = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:
