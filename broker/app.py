@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 
 import structlog
 from starlette.applications import Starlette
@@ -25,8 +25,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.api import ALLOWED, ReferralCall
 from broker.clientfiles import ClientFiles, static_mount
-from broker.cors import CORSMiddleware
-from broker.endpoints import endpoint
+from broker.cors import METHOD_ORDER, CORSMiddleware
+from broker.endpoints import Handler, endpoint
 from broker.errors import BrokerError, InternalError, MethodNotAllowed, NotFound
 from broker.merchant import invalidate, mint_token
 from broker.metrics import Metrics
@@ -44,8 +44,6 @@ from broker.transport import Transport
 __all__ = ["BrokerApp", "Services", "create_app", "endpoint"]
 
 log = structlog.get_logger("broker.app")
-
-METHOD_ORDER = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 
 
 async def http_exception(request: Request, exc: Exception) -> Response:
@@ -84,7 +82,7 @@ class BrokerApp(Starlette):
     _hot_routes: tuple[Route, ...] = ()
     _hot_chain: ASGIApp | None = None
 
-    def hot_lane(self, routes: list[BaseRoute], chain: ASGIApp) -> None:
+    def hot_lane(self, routes: Sequence[BaseRoute], chain: ASGIApp) -> None:
         self._hot_routes = tuple(r for r in routes if isinstance(r, Route))
         self._hot_chain = chain
 
@@ -99,6 +97,11 @@ class BrokerApp(Starlette):
                     await chain(scope, receive, send)
                     return
         await super().__call__(scope, receive, send)
+
+
+def handled(path: str, handler: Handler, method: str, name: str) -> Route:
+    """A route to a handler wrapped by :func:`~broker.endpoints.endpoint`."""
+    return Route(path, endpoint(path, handler), methods=[method], name=name)
 
 
 def create_app(
@@ -130,21 +133,34 @@ def create_app(
             finally:
                 services.ready = False
 
-    routes = [
-        # The two browser calls first: every storefront page view matches the first route.
-        Route(f"/api/{{version}}/{{shop}}/{READ}", ReferralCall(READ, live), methods=ALLOWED[READ]),
+    # The two browser calls first: every storefront page view matches the first route. Routes
+    # are named: the OpenAPI document (broker.openapi) describes each by its name.
+    browser = [
         Route(
-            f"/api/{{version}}/{{shop}}/{WRITE}", ReferralCall(WRITE, live), methods=ALLOWED[WRITE]
+            f"/api/{{version}}/{{shop}}/{READ}",
+            ReferralCall(READ, live),
+            methods=ALLOWED[READ],
+            name=READ,
         ),
-        Route("/tokens", endpoint("/tokens", mint_token), methods=["POST"]),
-        Route("/invalidations", endpoint("/invalidations", invalidate), methods=["POST"]),
-        Route("/healthz", endpoint("/healthz", healthz), methods=["GET"]),
-        Route("/readyz", endpoint("/readyz", readyz), methods=["GET"]),
-        Route("/metrics", endpoint("/metrics", metrics), methods=["GET"]),
-        Route("/openapi.json", endpoint("/openapi.json", openapi), methods=["GET"]),
-        Route("/shopify/token", endpoint("/shopify/token", shopify_token), methods=["GET"]),
-        static_mount(ClientFiles.load()),
+        Route(
+            f"/api/{{version}}/{{shop}}/{WRITE}",
+            ReferralCall(WRITE, live),
+            methods=ALLOWED[WRITE],
+            name=WRITE,
+        ),
     ]
+    server_only = [
+        handled("/tokens", mint_token, "POST", "tokens"),
+        handled("/invalidations", invalidate, "POST", "invalidations"),
+        handled("/shopify/token", shopify_token, "GET", "shopify_token"),
+    ]
+    operator = [
+        handled("/healthz", healthz, "GET", "healthz"),
+        handled("/readyz", readyz, "GET", "readyz"),
+        handled("/metrics", metrics, "GET", "metrics"),
+        handled("/openapi.json", openapi, "GET", "openapi"),
+    ]
+    routes = [*browser, *server_only, *operator, static_mount(ClientFiles.load())]
 
     def observe(info: RequestInfo, method: str, seconds: float) -> None:
         metrics_.observe_request(
@@ -158,7 +174,9 @@ def create_app(
     live_tracing = tracing if tracing.enabled else None
     middleware = [
         Middleware(TelemetryMiddleware, observe=observe, tracing=live_tracing),
-        Middleware(CORSMiddleware, origins=settings.cors_origins),
+        Middleware(
+            CORSMiddleware, origins=settings.cors_origins, browser=browser, server_only=server_only
+        ),
     ]
     app = BrokerApp(
         routes=routes,
@@ -170,7 +188,7 @@ def create_app(
     chain: ASGIApp = route_endpoint
     for layer in reversed(middleware):
         chain = layer.cls(chain, *layer.args, **layer.kwargs)
-    app.hot_lane(routes[:2], chain)
+    app.hot_lane(browser, chain)
     # Every path is exact: a trailing slash is another path (404), never a redirect.
     app.router.redirect_slashes = False
     app.state.live = live

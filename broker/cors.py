@@ -2,17 +2,20 @@
 
 Pure ASGI. Origins are exact (``https://shop.example``) or a sub-domain wildcard
 (``https://*.shop.example``: any host under it, never the apex, same scheme and port).
-The server-to-server routes (:data:`SERVER_ONLY`) never get CORS headers, so no browser page
-can read their answers.
+The middleware is given the app's own routes, so it copies none of the routing: preflights are
+answered for the browser routes (with each route's own methods), and the server-to-server
+routes never get CORS headers, so no browser page can read their answers.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 
+from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-ALLOW_METHODS = "GET, POST, OPTIONS"
+METHOD_ORDER = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 ALLOW_HEADERS = (
     "Authorization, Content-Type, Idempotency-Key, Consistency-Token, X-Request-ID, traceparent"
 )
@@ -22,8 +25,6 @@ EXPOSE_HEADERS = (
 )
 PREFLIGHT_MAX_AGE = "600"
 PREFLIGHT_VARY = b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
-PREFLIGHT_PATH = re.compile(r"^/api/[^/]+/[^/]+/(CustomerReferrals2|Refer2)$")
-SERVER_ONLY = frozenset({"/tokens", "/invalidations", "/shopify/token"})
 HOST_LABELS = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+$")
 
 
@@ -50,13 +51,56 @@ class OriginPolicy:
         return False
 
 
+def allowed_methods(route: Route) -> str:
+    """A route's methods, said plainly (HEAD goes without saying)."""
+    return ", ".join(m for m in METHOD_ORDER if m in (route.methods or ()))
+
+
+class RouteGroup:
+    """Some of the app's routes, matched against a request path by the routes themselves.
+
+    A whole-path match (``fullmatch``): Starlette's ``$`` alone would take ``/Refer2\\n`` too.
+    """
+
+    def __init__(self, routes: Sequence[BaseRoute]) -> None:
+        plain = [r for r in routes if isinstance(r, Route)]
+        self.exact = {r.path: r for r in plain if not r.param_convertors}
+        self.templated = tuple(r for r in plain if r.param_convertors)
+
+    def find(self, path: str) -> Route | None:
+        """The route of this group whose path template matches ``path``, if any."""
+        route = self.exact.get(path)
+        if route is not None:
+            return route
+        for candidate in self.templated:
+            if candidate.path_regex.fullmatch(path):
+                return candidate
+        return None
+
+
 class CORSMiddleware:
-    def __init__(self, app: ASGIApp, origins: tuple[str, ...]) -> None:
+    """CORS for ``origins``: preflights of the ``browser`` routes, none for ``server_only``."""
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        origins: tuple[str, ...],
+        browser: Sequence[BaseRoute] = (),
+        server_only: Sequence[BaseRoute] = (),
+    ) -> None:
         self.app = app
         self.policy = OriginPolicy(origins)
+        self.browser = RouteGroup(browser)
+        self.server_only = RouteGroup(server_only)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["path"] in SERVER_ONLY:
+        closed = self.server_only
+        # The set lookup first: every request passes here, and those routes have no parameters.
+        if (
+            scope["type"] != "http"
+            or scope["path"] in closed.exact
+            or (closed.templated and closed.find(scope["path"]) is not None)
+        ):
             await self.app(scope, receive, send)
             return
         origin = None
@@ -70,14 +114,15 @@ class CORSMiddleware:
             await self.app(scope, receive, send)
             return
         origin_bytes = origin.encode("latin-1")
-        if preflight and scope["method"] == "OPTIONS" and PREFLIGHT_PATH.fullmatch(scope["path"]):
+        route = self.browser.find(scope["path"]) if preflight else None
+        if route is not None and scope["method"] == "OPTIONS":
             await send(
                 {
                     "type": "http.response.start",
                     "status": 204,
                     "headers": [
                         (b"access-control-allow-origin", origin_bytes),
-                        (b"access-control-allow-methods", ALLOW_METHODS.encode()),
+                        (b"access-control-allow-methods", allowed_methods(route).encode()),
                         (b"access-control-allow-headers", ALLOW_HEADERS.encode()),
                         (b"access-control-max-age", PREFLIGHT_MAX_AGE.encode()),
                         (b"vary", PREFLIGHT_VARY),

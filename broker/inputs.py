@@ -3,22 +3,20 @@
 Plain Python, no framework: each function takes decoded input and returns what the broker will
 send upstream, or raises the documented error (spec 3.1-3.5).
 
-Every pattern is applied with ``fullmatch`` (``$`` would let a trailing newline through), and no
-accepted string may hold a control character (:func:`has_control`). Email addresses are judged by
-``email-validator`` (RFC 6531 internationalised addresses included, no DNS) and forwarded exactly
-as given: deliverability is Bubblehouse's business.
+The request bodies are declared here once, as :class:`~broker.fields.Body` values
+(:data:`TOKEN_REQUEST`, :data:`INVALIDATION_REQUEST`, :data:`CUSTOMER_REFERRALS2`,
+:data:`REFER2`): the functions below validate with them, and :mod:`broker.openapi` describes
+them. Email addresses are forwarded exactly as given: deliverability is Bubblehouse's business.
 """
 
 from __future__ import annotations
 
 import hashlib
 import re
-import unicodedata
 from dataclasses import dataclass
 from typing import Any
 
 import orjson
-from email_validator import EmailNotValidError, validate_email
 
 from broker.errors import (
     CustomerIdentityDoesNotMatchToken,
@@ -28,43 +26,152 @@ from broker.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
+from broker.fields import EMAIL_FORMAT, MAX_EMAIL, Body, Field, Kind
 from broker.tokens import Customer
 
 MAX_BODY = 16 * 1024
+MAX_CUSTOMER_ID = 128
 CHANNEL = re.compile(r"[a-z0-9][a-z0-9-]{0,63}")
+CUSTOMER_ID = re.compile(r"[^/\x00-\x1f\x7f-\x9f\u2028\u2029]{1,128}")
 IDEMPOTENCY_KEY = re.compile(r"[\x21-\x7e]{1,255}")
 IDENTITY_FIELDS = ("bhid", "shopid", "email")
-MAX_EMAIL = 254
-MAX_LOCAL_PART = 64
-# Control characters (C0, DEL, C1) and the Unicode line and paragraph separators.
-CONTROL_CATEGORIES = frozenset({"Cc", "Zl", "Zp"})
+QUERY_FIELDS = ("deanonymize",)  # CustomerReferrals2 fields a GET query string may carry
 
 
-def has_control(value: str) -> bool:
-    """Whether ``value`` holds a control character (a newline, a tab, NUL, DEL, U+2028...)."""
-    return any(unicodedata.category(char) in CONTROL_CATEGORIES for char in value)
+def _customer_id_field(description: str) -> Field:
+    return Field(
+        "customer_id",
+        Kind.STRING,
+        "{field} is required and must be a string.",
+        description,
+        required=True,
+        rule_message="{field} must be 1-128 printable characters without '/'.",
+        max_length=MAX_CUSTOMER_ID,
+        pattern=CUSTOMER_ID,
+        printable=True,
+    )
 
 
-def is_email(value: str) -> bool:
-    """A syntactically valid address of at most 254 characters (no DNS lookup)."""
-    if len(value) > MAX_EMAIL or has_control(value):
-        return False
-    if len(value.rpartition("@")[0]) > MAX_LOCAL_PART:
-        return False
-    try:
-        validate_email(value, check_deliverability=False)
-    except EmailNotValidError:
-        return False
-    return True
+CUSTOMER_ID_FIELD = _customer_id_field("1-128 printable characters, no '/'.")
+
+TOKEN_REQUEST = Body(
+    "TokenRequest",
+    (
+        CUSTOMER_ID_FIELD,
+        Field(
+            "email",
+            Kind.STRING,
+            "email must be a valid email address.",
+            "Becomes the token's ce claim.",
+            max_length=MAX_EMAIL,
+            format=EMAIL_FORMAT,
+        ),
+        Field(
+            "ttl",
+            Kind.INTEGER,
+            "ttl must be a positive whole number of seconds.",
+            "Seconds; clamped to BROKER_TOKEN_MAX_TTL.",
+            minimum=1,
+        ),
+    ),
+)
+
+INVALIDATION_REQUEST = Body(
+    "InvalidationRequest",
+    (_customer_id_field("The customer whose cached history to drop, as on /tokens."),),
+)
+
+
+def _identity_field(name: str, description: str) -> Field:
+    return Field(
+        name,
+        Kind.STRING,
+        "{field} must be a string.",
+        description,
+        rule_message="{field} must not hold control characters.",
+    )
+
+
+CUSTOMER_IDENTITY = Body(
+    "CustomerIdentity1",
+    (
+        _identity_field("bhid", "Bubblehouse customer id."),
+        _identity_field("shopid", "The shop's customer id."),
+        _identity_field("email", "The customer's email address."),
+    ),
+    "Who the call is about. Optional with a customer token; when given, every non-empty "
+    "field must name the token's customer (bhid cannot be checked and is refused).",
+)
+CUSTOMER = Field(
+    "customer",
+    Kind.OBJECT,
+    "customer must be an object with bhid, shopid or email.",
+    body=CUSTOMER_IDENTITY,
+)
+
+CUSTOMER_REFERRALS2 = Body(
+    "CustomerReferrals2Input",
+    (
+        Field(
+            "deanonymize",
+            Kind.BOOLEAN,
+            "deanonymize must be true or false.",
+            "true is refused for customer tokens.",
+        ),
+        CUSTOMER,
+    ),
+    "May be empty.",
+)
+
+REFER2 = Body(
+    "Refer2Input",
+    (
+        Field(
+            "sender",
+            Kind.STRING,
+            "sender must be a string without control characters.",
+            "Accepted for Refer1 compatibility and dropped.",
+        ),
+        Field(
+            "channel",
+            Kind.STRING,
+            "channel is required: a lower-case slug such as email or whatsapp.",
+            "A ReferralChannel1 (open list): email, sms, whatsapp, ...",
+            required=True,
+            pattern=CHANNEL,
+        ),
+        Field(
+            "destination",
+            Kind.STRING,
+            "destination must be a valid email address for the email channel.",
+            "An email address when channel is email; absent otherwise.",
+            required=True,
+            max_length=MAX_EMAIL,
+            format=EMAIL_FORMAT,
+            when=("channel", "email"),
+            absent_message="destination is only for the email channel.",
+        ),
+        CUSTOMER,
+    ),
+)
+
+
+# A header, not a body member; "required" here means "not empty when sent".
+IDEMPOTENCY_KEY_HEADER = Field(
+    "Idempotency-Key",
+    Kind.STRING,
+    "Idempotency-Key must be one value of 1-255 visible ASCII characters.",
+    "Makes a retried send safe: a repeat by the same customer within 24 hours is answered "
+    "with the first answer.",
+    required=True,
+    pattern=IDEMPOTENCY_KEY,
+)
 
 
 def customer_id(value: object, field: str = "customer_id") -> str:
     """A customer id as the broker accepts it: 1-128 printable characters, no ``/``."""
-    if not isinstance(value, str) or not value:
-        raise InvalidInput(field, f"{field} is required and must be a string.")
-    if len(value) > 128 or not value.isprintable() or has_control(value) or "/" in value:
-        raise InvalidInput(field, f"{field} must be 1-128 printable characters without '/'.")
-    return value
+    checked: str = CUSTOMER_ID_FIELD.check(value, field)
+    return checked
 
 
 def check_content_type(content_type: str | None, body_present: bool) -> None:
@@ -98,12 +205,6 @@ def fingerprint(data: dict[str, Any]) -> str:
     return hashlib.sha256(orjson.dumps(data, option=orjson.OPT_SORT_KEYS)).hexdigest()
 
 
-def _reject_unknown(data: dict[str, Any], allowed: tuple[str, ...], prefix: str = "") -> None:
-    for name in data:
-        if name not in allowed:
-            raise InvalidInput(f"{prefix}{name}", f"Unknown field '{prefix}{name}'.")
-
-
 @dataclass(frozen=True, slots=True)
 class TokenRequest:
     customer_id: str
@@ -113,39 +214,20 @@ class TokenRequest:
 
 def token_request(data: dict[str, Any]) -> TokenRequest:
     """Validate a ``POST /tokens`` body (spec 3.1)."""
-    _reject_unknown(data, ("customer_id", "email", "ttl"))
-    wanted = customer_id(data.get("customer_id"))
-    email = data.get("email")
-    if email is not None and (not isinstance(email, str) or not is_email(email)):
-        raise InvalidInput("email", "email must be a valid email address.")
-    ttl = data.get("ttl")
-    if ttl is not None and (isinstance(ttl, bool) or not isinstance(ttl, int) or ttl < 1):
-        raise InvalidInput("ttl", "ttl must be a positive whole number of seconds.")
-    return TokenRequest(wanted, email or None, ttl)
+    values = TOKEN_REQUEST.check(data)
+    return TokenRequest(values["customer_id"], values.get("email") or None, values.get("ttl"))
 
 
 def invalidation_request(data: dict[str, Any]) -> str:
     """Validate a ``POST /invalidations`` body (spec 3.5); the customer id to forget."""
-    _reject_unknown(data, ("customer_id",))
-    return customer_id(data.get("customer_id"))
+    wanted: str = INVALIDATION_REQUEST.check(data)["customer_id"]
+    return wanted
 
 
-def _check_identity(data: dict[str, Any], customer: Customer) -> None:
+def _check_identity(identity: dict[str, str] | None, customer: Customer) -> None:
     """``customer``, when it names anyone, must name the token's customer (then it is dropped)."""
-    identity = data.get("customer")
     if identity is None:
         return
-    if not isinstance(identity, dict):
-        raise InvalidInput("customer", "customer must be an object with bhid, shopid or email.")
-    _reject_unknown(identity, IDENTITY_FIELDS, "customer.")
-    for name in IDENTITY_FIELDS:
-        value = identity.get(name)
-        if value is not None and not isinstance(value, str):
-            raise InvalidInput(f"customer.{name}", f"customer.{name} must be a string.")
-        if value is not None and has_control(value):
-            raise InvalidInput(
-                f"customer.{name}", f"customer.{name} must not hold control characters."
-            )
     bhid, shopid, email = (identity.get(name) or "" for name in IDENTITY_FIELDS)
     if bhid:
         raise CustomerIdentityDoesNotMatchToken(
@@ -157,62 +239,37 @@ def _check_identity(data: dict[str, Any], customer: Customer) -> None:
         raise CustomerIdentityDoesNotMatchToken()
 
 
-def _deanonymize(value: object) -> bool:
-    if value is None:
-        return False
-    if not isinstance(value, bool):
-        raise InvalidInput("deanonymize", "deanonymize must be true or false.")
-    return value
-
-
 def referrals_input(data: dict[str, Any], customer: Customer) -> dict[str, Any]:
     """Validate CustomerReferrals2 input (spec 3.2); return what goes upstream."""
-    _reject_unknown(data, ("customer", "deanonymize"))
-    deanonymize = _deanonymize(data.get("deanonymize"))
-    _check_identity(data, customer)
-    if deanonymize:
+    values = CUSTOMER_REFERRALS2.check(data)
+    _check_identity(values.get("customer"), customer)
+    if values.get("deanonymize"):
         raise DeanonymizeNotAllowed()
     return {}
 
 
 def referrals_query(params: list[tuple[str, str]]) -> dict[str, Any]:
-    """Turn a GET query string into CustomerReferrals2 input (only ``deanonymize`` fits there)."""
+    """Turn a GET query string into CustomerReferrals2 input (only :data:`QUERY_FIELDS`)."""
     data: dict[str, Any] = {}
     for name, value in params:
-        if name != "deanonymize":
+        if name not in QUERY_FIELDS:
             raise InvalidInput(name, f"Unknown query parameter '{name}'.")
         if name in data:
             raise InvalidInput(name, f"The query parameter '{name}' is repeated.")
         lowered = value.lower()
         if lowered not in ("true", "false"):
-            raise InvalidInput("deanonymize", "deanonymize must be true or false.")
+            raise CUSTOMER_REFERRALS2.field(name).refuse(name)
         data[name] = lowered == "true"
     return data
 
 
 def refer_input(data: dict[str, Any], customer: Customer) -> dict[str, Any]:
-    """Validate Refer2 input (spec 3.3); return what goes upstream."""
-    _reject_unknown(data, ("customer", "sender", "channel", "destination"))
-    sender = data.get("sender")
-    if sender is not None and (not isinstance(sender, str) or has_control(sender)):
-        raise InvalidInput("sender", "sender must be a string without control characters.")
-    channel = data.get("channel")
-    if not isinstance(channel, str) or not CHANNEL.fullmatch(channel):
-        raise InvalidInput(
-            "channel", "channel is required: a lower-case slug such as email or whatsapp."
-        )
-    destination = data.get("destination")
-    if channel == "email":
-        if not isinstance(destination, str) or not is_email(destination):
-            raise InvalidInput(
-                "destination", "destination must be a valid email address for the email channel."
-            )
-    elif destination is not None:
-        raise InvalidInput("destination", "destination is only for the email channel.")
-    _check_identity(data, customer)
-    upstream: dict[str, Any] = {"channel": channel}
-    if destination is not None:
-        upstream["destination"] = destination
+    """Validate Refer2 input (spec 3.3); return what goes upstream (``sender`` is dropped)."""
+    values = REFER2.check(data)
+    _check_identity(values.get("customer"), customer)
+    upstream: dict[str, Any] = {"channel": values["channel"]}
+    if "destination" in values:
+        upstream["destination"] = values["destination"]
     return upstream
 
 
@@ -220,9 +277,7 @@ def idempotency_key(values: list[str]) -> str | None:
     """The ``Idempotency-Key`` header, if any: 1-255 visible ASCII characters, once."""
     if not values:
         return None
-    if len(values) > 1 or not IDEMPOTENCY_KEY.fullmatch(values[0]):
-        raise InvalidInput(
-            "Idempotency-Key",
-            "Idempotency-Key must be one value of 1-255 visible ASCII characters.",
-        )
-    return values[0]
+    if len(values) > 1:
+        raise IDEMPOTENCY_KEY_HEADER.refuse(IDEMPOTENCY_KEY_HEADER.name)
+    key: str = IDEMPOTENCY_KEY_HEADER.check(values[0])
+    return key

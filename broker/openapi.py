@@ -1,76 +1,94 @@
-"""The broker's OpenAPI 3.1 description, built from the settings and the error catalogue.
+"""The broker's OpenAPI 3.1 description, built from the code.
 
-:func:`openapi_document` describes every route of the contract (spec section 3): the path
-parameters carry the configured API versions and shop as enums, and every operation lists the
-error answers it can give, with the one problem+json schema, built from
-:data:`broker.errors.CATALOGUE` so that a new error class cannot be left undocumented.
+- Paths, methods and path parameters: the app's own routes. Each route is named, and
+  :func:`broker.openapi_operations.operations` says what the document adds about it by that
+  name; a route without a description, or a described route the app lacks, fails the build.
+- Request bodies, query and header parameters: the declarations of :mod:`broker.inputs`, the
+  same ones that validate requests.
+- Error answers: classes of the error catalogue (:mod:`broker.errors`), grouped by their status,
+  each with the one problem+json schema and an example rendered by the one renderer. What an
+  operation can refuse follows from what it takes (path parameters, a body, a token, a limit,
+  a call to Bubblehouse), plus the errors it names.
+- Numbers: the settings (configured versions and shop, token lifetimes, rate limits).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from typing import Any
 
+from starlette.routing import BaseRoute, Route
+
+from broker import cors
 from broker.errors import (
     CATALOGUE,
     BrokerError,
+    CustomerIdentityDoesNotMatchToken,
     CustomerNotLoggedIn,
+    InternalError,
+    InvalidGlobalApiVersion,
     InvalidInput,
+    InvalidIssuerKey,
+    InvalidJson,
     InvalidProxySignature,
     InvalidToken,
+    MethodNotAllowed,
+    MissingToken,
+    NotFound,
+    NotReady,
+    PayloadTooLarge,
     RateLimitExceeded,
+    UnsupportedMediaType,
+    UpstreamError,
+    UpstreamMisconfigured,
+    UpstreamTimeout,
+    UpstreamUnavailable,
     problem_body,
 )
-from broker.openapi_schemas import (
-    IDEMPOTENCY_KEY_PATTERN,
-    body_schemas,
-    headers,
-    problem_schema,
-)
+from broker.fields import Body, Field
+from broker.inputs import CUSTOMER
+from broker.openapi_operations import JSON, Operation, header_ref, operations, ref
+from broker.openapi_schemas import body_schemas, headers, problem_schema
 from broker.settings import Settings
 
 OPENAPI_VERSION = "3.1.0"
-JSON = "application/json"
 PROBLEM = "application/problem+json"
-READ = "CustomerReferrals2"
-WRITE = "Refer2"
-API_PATH = "/api/{version}/{shop}/"
-
-# The catalogue (browser-facing), plus the refusals of the Shopify app proxy route.
-DOCUMENTED: tuple[type[BrokerError], ...] = (*CATALOGUE, InvalidProxySignature, CustomerNotLoggedIn)
-BY_ID: dict[str, type[BrokerError]] = {error.id: error for error in DOCUMENTED}
-
-# Error ids each kind of operation can answer with (besides Bubblehouse's own, see below).
-ALWAYS = ("method_not_allowed", "internal_error")
-BODY = ("invalid_json", "payload_too_large", "unsupported_media_type")
-CALL = (
-    "missing_token",
-    "invalid_token",
-    "invalid_global_api_version",
-    "invalid_input",
-    "not_found",
-    "customer_identity_does_not_match_token",
-    "rate_limit_exceeded",
-    "upstream_misconfigured",
-    "upstream_error",
-    "upstream_unavailable",
-    "upstream_timeout",
-    *ALWAYS,
+# Every error the document can name, and the example body of each.
+DOCUMENTED: tuple[type[BrokerError], ...] = (
+    *CATALOGUE,
+    InvalidProxySignature,
+    CustomerNotLoggedIn,
+    NotReady,
 )
+ALWAYS = (MethodNotAllowed, InternalError)
+BODY = (InvalidInput, InvalidJson, PayloadTooLarge, UnsupportedMediaType)
+UPSTREAM = (
+    RateLimitExceeded,
+    UpstreamMisconfigured,
+    UpstreamError,
+    UpstreamUnavailable,
+    UpstreamTimeout,
+)
+# What a path parameter can be refused with, and what the document says of it.
+PATH_PARAMETERS: dict[str, tuple[type[BrokerError], str]] = {
+    "version": (
+        InvalidGlobalApiVersion,
+        "A global Bubblehouse API version this broker is configured for.",
+    ),
+    "shop": (NotFound, "The shop slug this broker serves."),
+}
+SCHEME_ERRORS: dict[str, tuple[type[BrokerError], ...]] = {
+    "customerToken": (MissingToken, InvalidToken),
+    "issuerKey": (InvalidIssuerKey,),
+    "metricsToken": (MissingToken,),
+    "shopifyProxySignature": (InvalidProxySignature, CustomerNotLoggedIn),
+}
 # Bubblehouse's own 4xx ids are passed through with its status (spec 4).
 PASSTHROUGH_STATUSES = (400, 403, 404)
-CALL_HEADERS = ("RateLimit", "RateLimit-Policy", "Cache-Control")
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _header(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/headers/{name}"}
-
-
-def _example_error(cls: type[BrokerError]) -> BrokerError:
+def example_error(cls: type[BrokerError]) -> BrokerError:
+    """An instance of an error class, as the document's example of it."""
     if cls is InvalidToken:
         return InvalidToken("expired")
     if cls is InvalidInput:
@@ -80,11 +98,12 @@ def _example_error(cls: type[BrokerError]) -> BrokerError:
     return cls()
 
 
-def _error_responses(ids: Iterable[str], *, passthrough: bool = False) -> dict[str, Any]:
+def _error_responses(
+    errors: Iterable[type[BrokerError]], *, passthrough: bool = False
+) -> dict[str, Any]:
     """One response per status, each with the problem schema narrowed to its ids."""
     by_status: dict[int, list[type[BrokerError]]] = {}
-    for error_id in ids:
-        cls = BY_ID[error_id]
+    for cls in dict.fromkeys(errors):
         by_status.setdefault(cls.status, []).append(cls)
     responses: dict[str, Any] = {}
     for status in sorted(by_status):
@@ -95,22 +114,22 @@ def _error_responses(ids: Iterable[str], *, passthrough: bool = False) -> dict[s
             lines.append("or one of Bubblehouse's own ids, passed through with its status")
         else:
             narrowed["id"] = {"enum": [cls.id for cls in classes]}
-        headers: dict[str, Any] = {"X-Request-ID": _header("X-Request-ID")}
+        headers: dict[str, Any] = {"X-Request-ID": header_ref("X-Request-ID")}
         if status == 401:
-            headers["WWW-Authenticate"] = _header("WWW-Authenticate")
+            headers["WWW-Authenticate"] = header_ref("WWW-Authenticate")
         if status == 405:
-            headers["Allow"] = _header("Allow")
+            headers["Allow"] = header_ref("Allow")
         if status == 429:
-            headers["Retry-After"] = _header("Retry-After")
+            headers["Retry-After"] = header_ref("Retry-After")
         if status == 429 or passthrough:
-            headers["RateLimit"] = _header("RateLimit")
-            headers["RateLimit-Policy"] = _header("RateLimit-Policy")
+            headers["RateLimit"] = header_ref("RateLimit")
+            headers["RateLimit-Policy"] = header_ref("RateLimit-Policy")
         responses[str(status)] = {
             "description": "\n".join(f"- {line}" for line in lines),
             "headers": headers,
             "content": {
                 PROBLEM: {
-                    "schema": {"allOf": [_ref("Problem")], "properties": narrowed},
+                    "schema": {"allOf": [ref("Problem")], "properties": narrowed},
                     "examples": {
                         cls.id: {"$ref": f"#/components/examples/{cls.id}"} for cls in classes
                     },
@@ -120,48 +139,84 @@ def _error_responses(ids: Iterable[str], *, passthrough: bool = False) -> dict[s
     if passthrough:
         responses["4XX"] = {
             "description": "One of Bubblehouse's own 4xx ids, passed through with its status.",
-            "headers": {"X-Request-ID": _header("X-Request-ID")},
-            "content": {PROBLEM: {"schema": _ref("Problem")}},
+            "headers": {"X-Request-ID": header_ref("X-Request-ID")},
+            "content": {PROBLEM: {"schema": ref("Problem")}},
         }
     return responses
 
 
-def _json_ok(description: str, schema: dict[str, Any], *headers: str) -> dict[str, Any]:
-    return {
-        "description": description,
-        "headers": {name: _header(name) for name in ("X-Request-ID", *headers)},
-        "content": {JSON: {"schema": schema}},
+def _errors(route: Route, operation: Operation) -> list[type[BrokerError]]:
+    """The errors an operation can answer with: inferred from what it takes, plus its own."""
+    found: list[type[BrokerError]] = [PATH_PARAMETERS[p][0] for p in route.param_convertors]
+    for requirement in operation.security:
+        for scheme in requirement:
+            found += SCHEME_ERRORS[scheme]
+    if operation.query or operation.header is not None:
+        found.append(InvalidInput)
+    if operation.body is not None:
+        found += BODY
+        if CUSTOMER in operation.body.fields:
+            found.append(CustomerIdentityDoesNotMatchToken)
+    if operation.limit is not None:
+        found.append(RateLimitExceeded)
+    if operation.upstream:
+        found += UPSTREAM
+    return [*found, *operation.errors, *ALWAYS]
+
+
+def _parameter_schema(spec: Field) -> dict[str, Any]:
+    """A query or header parameter's schema: present means a value (never null)."""
+    schema = {**spec.schema(), "type": spec.kind.value}
+    schema.pop("description", None)  # said once, by the parameter
+    return schema
+
+
+def _operation(route: Route, operation: Operation, settings: Settings) -> dict[str, Any]:
+    described: dict[str, Any] = {
+        "tags": [operation.tag],
+        "summary": operation.summary,
+        "operationId": operation.operation_id,
     }
-
-
-def _api_parameters(settings: Settings) -> list[dict[str, Any]]:
-    return [
+    text = [operation.description] if operation.description else []
+    if operation.limit is not None:
+        text.append(operation.limit.describe(settings))
+    if text:
+        described["description"] = " ".join(text)
+    described["security"] = list(operation.security)
+    parameters = [
         {
-            "name": "version",
-            "in": "path",
-            "required": True,
-            "description": "A global Bubblehouse API version this broker is configured for.",
-            "schema": {"type": "string", "enum": list(settings.api_versions)},
-        },
-        {
-            "name": "shop",
-            "in": "path",
-            "required": True,
-            "description": "The shop slug this broker serves.",
-            "schema": {"type": "string", "enum": [settings.shop]},
-        },
+            "name": spec.name,
+            "in": where,
+            "required": False,
+            "description": spec.description,
+            "schema": _parameter_schema(spec),
+        }
+        for where, specs in (("query", operation.query), ("header", (operation.header,)))
+        for spec in specs
+        if spec is not None
     ]
+    if parameters:
+        described["parameters"] = parameters
+    if operation.body is not None:
+        described["requestBody"] = {
+            "required": operation.body_required,
+            "content": {JSON: {"schema": ref(operation.body.name)}},
+        }
+    errors = _error_responses(_errors(route, operation), passthrough=operation.upstream)
+    described["responses"] = {**operation.ok, **errors}
+    return described
 
 
-def _preflight(function: str) -> dict[str, Any]:
+def _preflight(route: Route) -> dict[str, Any]:
+    """The CORS preflight of a route that answers OPTIONS (see :mod:`broker.cors`)."""
     return {
         "tags": ["browser"],
-        "summary": f"CORS preflight for {function}",
-        "operationId": f"preflight{function}",
+        "summary": f"CORS preflight for {route.name}",
+        "operationId": f"preflight{route.name}",
         "description": (
             "Answered by the broker without a token. For an origin in BROKER_CORS_ORIGINS the "
-            "answer allows the methods and the request headers Authorization, Content-Type, "
-            "Idempotency-Key, X-Request-ID and traceparent; other origins get no CORS headers."
+            f"answer allows the methods {cors.allowed_methods(route)} and the request headers "
+            f"{cors.ALLOW_HEADERS}; other origins get no CORS headers."
         ),
         "security": [],
         "parameters": [
@@ -177,251 +232,88 @@ def _preflight(function: str) -> dict[str, Any]:
             "204": {
                 "description": "Preflight answered.",
                 "headers": {
-                    "X-Request-ID": _header("X-Request-ID"),
-                    "Access-Control-Allow-Origin": _header("Access-Control-Allow-Origin"),
-                    "Access-Control-Allow-Methods": _header("Access-Control-Allow-Methods"),
-                    "Access-Control-Allow-Headers": _header("Access-Control-Allow-Headers"),
+                    name: header_ref(name)
+                    for name in (
+                        "X-Request-ID",
+                        "Access-Control-Allow-Origin",
+                        "Access-Control-Allow-Methods",
+                        "Access-Control-Allow-Headers",
+                    )
                 },
             },
-            **_error_responses(("invalid_global_api_version", "not_found", *ALWAYS)),
+            **_error_responses([*(PATH_PARAMETERS[p][0] for p in route.param_convertors), *ALWAYS]),
         },
     }
 
 
-def _paths(settings: Settings) -> dict[str, Any]:
-    customer: list[dict[str, list[str]]] = [{"customerToken": []}]
-    api_parameters = _api_parameters(settings)
-    read_ok = _json_ok(
-        "Bubblehouse's answer, unchanged (unknown fields pass through).",
-        _ref("CustomerReferrals2Output"),
-        "Cache-Status",
-        "Vary",
-        *CALL_HEADERS,
+def _path_parameters(route: Route, settings: Settings) -> list[dict[str, Any]]:
+    values = {"version": list(settings.api_versions), "shop": [settings.shop]}
+    return [
+        {
+            "name": name,
+            "in": "path",
+            "required": True,
+            "description": PATH_PARAMETERS[name][1],
+            "schema": {"type": "string", "enum": values[name]},
+        }
+        for name in route.param_convertors
+    ]
+
+
+def described_routes(routes: Sequence[BaseRoute]) -> list[Route]:
+    """The routes the document describes: all but mounts (the static client files)."""
+    return [route for route in routes if isinstance(route, Route)]
+
+
+def _paths(settings: Settings, routes: Sequence[BaseRoute]) -> dict[str, Any]:
+    described = operations()
+    paths: dict[str, Any] = {}
+    for route in described_routes(routes):
+        if route.name not in described:
+            raise LookupError(f"route {route.name!r} ({route.path}) has no OpenAPI description")
+        by_method = described.pop(route.name)
+        item: dict[str, Any] = {}
+        if route.param_convertors:
+            item["parameters"] = _path_parameters(route, settings)
+        for method in cors.METHOD_ORDER:
+            if method not in (route.methods or ()):
+                continue
+            if method == "OPTIONS":
+                item["options"] = _preflight(route)
+            elif method not in by_method:
+                raise LookupError(f"route {route.name!r} answers {method}, undescribed")
+            else:
+                item[method.lower()] = _operation(route, by_method.pop(method), settings)
+        if by_method:
+            raise LookupError(f"route {route.name!r} lacks the described methods {list(by_method)}")
+        paths[route.path] = item
+    if described:
+        raise LookupError(f"described routes the app does not have: {sorted(described)}")
+    return paths
+
+
+def _bodies(found: Iterable[Body]) -> dict[str, Body]:
+    """Every body the operations take, and the bodies nested in them, by schema name."""
+    bodies: dict[str, Body] = {}
+    pending = list(found)
+    while pending:
+        body = pending.pop(0)
+        bodies.setdefault(body.name, body)
+        pending += [spec.body for spec in body.fields if spec.body is not None]
+    return bodies
+
+
+def _schemas(settings: Settings) -> dict[str, Any]:
+    """The problem, the request bodies as declared, and the answers, with the settings' numbers."""
+    taken = [op.body for ops in operations().values() for op in ops.values() if op.body]
+    inputs = {name: body.schema() for name, body in sorted(_bodies(taken).items())}
+    ttl = inputs["TokenRequest"]["properties"]["ttl"]
+    ttl["description"] += (
+        f" Here at most {settings.token_max_ttl} s; {settings.token_ttl} s when left out."
     )
-    read_errors = _error_responses((*CALL, "deanonymize_not_allowed"), passthrough=True)
-    return {
-        "/tokens": {
-            "post": {
-                "tags": ["merchant"],
-                "summary": "Mint a customer token",
-                "operationId": "mintToken",
-                "description": (
-                    "Called by the merchant's server at customer login. Repeated failed issuer "
-                    "key attempts from one client address are rate limited."
-                ),
-                "security": [{"issuerKey": []}],
-                "requestBody": {
-                    "required": True,
-                    "content": {JSON: {"schema": _ref("TokenRequest")}},
-                },
-                "responses": {
-                    "200": _json_ok(
-                        "A customer token.",
-                        _ref("TokenResponse"),
-                        "Cache-Control",
-                    ),
-                    **_error_responses(
-                        (
-                            "invalid_input",
-                            "invalid_issuer_key",
-                            "rate_limit_exceeded",
-                            *BODY,
-                            *ALWAYS,
-                        )
-                    ),
-                },
-            }
-        },
-        "/invalidations": {
-            "post": {
-                "tags": ["merchant"],
-                "summary": "Drop one customer's cached referral history",
-                "operationId": "invalidate",
-                "description": (
-                    "For referrals that change outside the broker (the Bubblehouse block on "
-                    "the merchant's pages, approvals, rejections): every cached version and "
-                    "deanonymize variant of that customer is dropped on every instance, so the "
-                    "next read goes to Bubblehouse. Server to server: no CORS headers. Failed "
-                    "issuer keys are rate limited per client address; a valid key never is."
-                ),
-                "security": [{"issuerKey": []}],
-                "requestBody": {
-                    "required": True,
-                    "content": {JSON: {"schema": _ref("InvalidationRequest")}},
-                },
-                "responses": {
-                    "204": {
-                        "description": "Dropped (also when nothing was cached).",
-                        "headers": {"X-Request-ID": _header("X-Request-ID")},
-                    },
-                    **_error_responses(
-                        (
-                            "invalid_input",
-                            "invalid_issuer_key",
-                            "rate_limit_exceeded",
-                            *BODY,
-                            *ALWAYS,
-                        )
-                    ),
-                },
-            }
-        },
-        API_PATH + READ: {
-            "parameters": api_parameters,
-            "get": {
-                "tags": ["browser"],
-                "summary": "The customer's referral history (cached)",
-                "operationId": "customerReferralsGet",
-                "security": customer,
-                "parameters": [
-                    {
-                        "name": "deanonymize",
-                        "in": "query",
-                        "required": False,
-                        "description": "true is refused for customer tokens.",
-                        "schema": {"type": "boolean"},
-                    }
-                ],
-                "responses": {"200": read_ok, **read_errors},
-            },
-            "post": {
-                "tags": ["browser"],
-                "summary": "The customer's referral history (cached)",
-                "operationId": "customerReferralsPost",
-                "security": customer,
-                "requestBody": {
-                    "required": False,
-                    "content": {JSON: {"schema": _ref("CustomerReferrals2Input")}},
-                },
-                "responses": {
-                    "200": read_ok,
-                    **_error_responses((*CALL, *BODY, "deanonymize_not_allowed"), passthrough=True),
-                },
-            },
-            "options": _preflight(READ),
-        },
-        API_PATH + WRITE: {
-            "parameters": api_parameters,
-            "post": {
-                "tags": ["browser"],
-                "summary": "Send a referral",
-                "operationId": "refer",
-                "description": (
-                    "Invalidates the customer's cached referral history. A repeat with the same "
-                    "Idempotency-Key by the same customer within 24 hours returns the first "
-                    "answer again without calling Bubblehouse. Bubblehouse documents no Refer2 "
-                    "error ids (eligibility refusals are shop-configured): the sandbox's "
-                    "self_referral, invalid_channel and invalid_destination are sandbox "
-                    "inventions; any lower-case id passes through with its status."
-                ),
-                "security": customer,
-                "parameters": [
-                    {
-                        "name": "Idempotency-Key",
-                        "in": "header",
-                        "required": False,
-                        "schema": {"type": "string", "pattern": IDEMPOTENCY_KEY_PATTERN},
-                    }
-                ],
-                "requestBody": {
-                    "required": True,
-                    "content": {JSON: {"schema": _ref("Refer2Input")}},
-                },
-                "responses": {
-                    "200": _json_ok(
-                        "Bubblehouse's answer, unchanged.",
-                        _ref("Refer2Output"),
-                        "Idempotent-Replayed",
-                        *CALL_HEADERS,
-                    ),
-                    **_error_responses((*CALL, *BODY, "idempotency_key_reused"), passthrough=True),
-                },
-            },
-            "options": _preflight(WRITE),
-        },
-        "/healthz": {
-            "get": {
-                "tags": ["operations"],
-                "summary": "Liveness: the process answers (no I/O)",
-                "operationId": "healthz",
-                "security": [],
-                "responses": {
-                    "200": _json_ok("Alive.", _ref("Health")),
-                    **_error_responses(ALWAYS),
-                },
-            }
-        },
-        "/readyz": {
-            "get": {
-                "tags": ["operations"],
-                "summary": "Readiness, with the state of the Redis store",
-                "operationId": "readyz",
-                "security": [],
-                "responses": {
-                    "200": _json_ok(
-                        "Ready (also when Redis is down: the broker serves).", _ref("Ready")
-                    ),
-                    "503": _json_ok("Starting or stopping.", _ref("Ready")),
-                    **_error_responses(ALWAYS),
-                },
-            }
-        },
-        "/metrics": {
-            "get": {
-                "tags": ["operations"],
-                "summary": "Prometheus metrics",
-                "operationId": "metrics",
-                "description": "Needs the BROKER_METRICS_TOKEN bearer token when one is set.",
-                "security": [{}, {"metricsToken": []}],
-                "responses": {
-                    "200": {
-                        "description": "The Prometheus text exposition format.",
-                        "headers": {"X-Request-ID": _header("X-Request-ID")},
-                        "content": {"text/plain": {"schema": {"type": "string"}}},
-                    },
-                    **_error_responses(("missing_token", *ALWAYS)),
-                },
-            }
-        },
-        "/shopify/token": {
-            "get": {
-                "tags": ["merchant"],
-                "summary": "Mint a token for the logged-in Shopify customer (app proxy)",
-                "operationId": "shopifyToken",
-                "description": (
-                    "Called by a Shopify app proxy (`/apps/<prefix>/token` on the store), never "
-                    "directly. Only when BROKER_SHOPIFY_SECRET and BROKER_SHOPIFY_SHOP are set "
-                    "(otherwise 404). The query carries Shopify's `shop`, "
-                    "`logged_in_customer_id`, `path_prefix`, `timestamp` and `signature` "
-                    "(HMAC-SHA256 of the other parameters with the app's shared secret); "
-                    "`timestamp` must be within 5 minutes."
-                ),
-                "security": [{"shopifyProxySignature": []}],
-                "responses": {
-                    "200": _json_ok(
-                        "A customer token, as POST /tokens answers it.",
-                        _ref("TokenResponse"),
-                        "Cache-Control",
-                    ),
-                    **_error_responses(
-                        ("invalid_proxy_signature", "customer_not_logged_in", "not_found", *ALWAYS)
-                    ),
-                },
-            }
-        },
-        "/openapi.json": {
-            "get": {
-                "tags": ["operations"],
-                "summary": "This document",
-                "operationId": "openapi",
-                "security": [],
-                "responses": {
-                    "200": _json_ok("The OpenAPI description.", {"type": "object"}),
-                    **_error_responses(ALWAYS),
-                },
-            }
-        },
-    }
+    answers = body_schemas()
+    answers["TokenResponse"]["properties"]["expires_in"]["maximum"] = settings.token_max_ttl
+    return {"Problem": problem_schema(), **inputs, **answers}
 
 
 def _examples() -> dict[str, Any]:
@@ -429,14 +321,14 @@ def _examples() -> dict[str, Any]:
     return {
         cls.id: {
             "summary": cls.title,
-            "value": problem_body(_example_error(cls), "3f1c0a9e7b2d4c6f"),
+            "value": problem_body(example_error(cls), "3f1c0a9e7b2d4c6f"),
         }
         for cls in DOCUMENTED
     }
 
 
-def openapi_document(settings: Settings) -> dict[str, Any]:
-    """The OpenAPI description of every route of the broker, for these settings."""
+def openapi_document(settings: Settings, routes: Sequence[BaseRoute]) -> dict[str, Any]:
+    """The OpenAPI description of these routes of the broker, for these settings."""
     return {
         "openapi": OPENAPI_VERSION,
         "info": {
@@ -457,9 +349,9 @@ def openapi_document(settings: Settings) -> dict[str, Any]:
             {"name": "browser", "description": "Called by the storefront with a customer token."},
             {"name": "operations", "description": "Health, readiness, metrics, this document."},
         ],
-        "paths": _paths(settings),
+        "paths": _paths(settings, routes),
         "components": {
-            "schemas": {"Problem": problem_schema(), **body_schemas()},
+            "schemas": _schemas(settings),
             "headers": headers(),
             "examples": _examples(),
             "securitySchemes": {

@@ -1,9 +1,9 @@
-"""The components of the broker's OpenAPI description: body schemas, the problem, headers.
+"""The components of the broker's OpenAPI description: answers, the problem, headers.
 
-The same rules the broker enforces (:mod:`broker.inputs`), and Bubblehouse's answers as the
-broker forwards them: open objects whose unknown members pass through. Where the sandbox
-invents a shape that Bubblehouse does not document (``share_action``'s union, a ``summary``
-object), the description says so, and the schema stays open.
+Bubblehouse's answers as the broker forwards them: open objects whose unknown members pass
+through. Where the sandbox invents a shape that Bubblehouse does not document
+(``share_action``'s union, a ``summary`` object), the description says so, and the schema stays
+open. The request bodies are not here: :mod:`broker.inputs` declares them, for both jobs.
 """
 
 from __future__ import annotations
@@ -11,36 +11,13 @@ from __future__ import annotations
 from typing import Any
 
 from broker.errors import INVALID_TOKEN_REASONS, SLUG
+from broker.requestlog import REQUEST_ID
 
 JSON = "application/json"
 
 
 def _ref(name: str) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{name}"}
-
-
-# The same rules the broker enforces (broker.inputs), written as JSON Schema.
-CHANNEL_PATTERN = "^[a-z0-9][a-z0-9-]{0,63}$"
-CUSTOMER_ID_PATTERN = "^[^/\\x00-\\x1f\\x7f-\\x9f\\u2028\\u2029]{1,128}$"
-IDEMPOTENCY_KEY_PATTERN = "^[\\x21-\\x7e]{1,255}$"
-REQUEST_ID_PATTERN = "^[A-Za-z0-9._-]{1,128}$"
-
-
-def _identity_schema() -> dict[str, Any]:
-    nullable_string = {"type": ["string", "null"]}
-    return {
-        "type": "object",
-        "description": (
-            "Who the call is about. Optional with a customer token; when given, every non-empty "
-            "field must name the token's customer (bhid cannot be checked and is refused)."
-        ),
-        "properties": {
-            "bhid": {**nullable_string, "description": "Bubblehouse customer id."},
-            "shopid": {**nullable_string, "description": "The shop's customer id."},
-            "email": {**nullable_string, "description": "The customer's email address."},
-        },
-        "additionalProperties": False,
-    }
 
 
 def _referral_schema() -> dict[str, Any]:
@@ -74,35 +51,9 @@ def _referral_schema() -> dict[str, Any]:
 
 
 def body_schemas() -> dict[str, Any]:
-    """Every schema of the document but the problem document's."""
+    """The answers' schemas (the request bodies are :mod:`broker.inputs`' declarations)."""
     return {
-        "CustomerIdentity1": _identity_schema(),
         "Referral2": _referral_schema(),
-        "TokenRequest": {
-            "type": "object",
-            "required": ["customer_id"],
-            "properties": {
-                "customer_id": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 128,
-                    "pattern": CUSTOMER_ID_PATTERN,
-                    "description": "1-128 printable characters, no '/'.",
-                },
-                "email": {
-                    "type": "string",
-                    "format": "idn-email",
-                    "maxLength": 254,
-                    "description": "Becomes the token's ce claim.",
-                },
-                "ttl": {
-                    "type": "integer",
-                    "minimum": 1,
-                    "description": "Seconds; clamped to BROKER_TOKEN_MAX_TTL.",
-                },
-            },
-            "additionalProperties": False,
-        },
         "TokenResponse": {
             "type": "object",
             "required": ["token", "token_type", "expires_in", "expires_at"],
@@ -118,29 +69,6 @@ def body_schemas() -> dict[str, Any]:
             },
             "additionalProperties": False,
         },
-        "InvalidationRequest": {
-            "type": "object",
-            "required": ["customer_id"],
-            "properties": {
-                "customer_id": {
-                    "type": "string",
-                    "minLength": 1,
-                    "maxLength": 128,
-                    "pattern": CUSTOMER_ID_PATTERN,
-                    "description": "The customer whose cached history to drop, as on /tokens.",
-                }
-            },
-            "additionalProperties": False,
-        },
-        "CustomerReferrals2Input": {
-            "type": "object",
-            "description": "May be empty.",
-            "properties": {
-                "customer": _ref("CustomerIdentity1"),
-                "deanonymize": {"type": "boolean", "description": "true is refused."},
-            },
-            "additionalProperties": False,
-        },
         "CustomerReferrals2Output": {
             "type": "object",
             "description": (
@@ -153,34 +81,6 @@ def body_schemas() -> dict[str, Any]:
             "required": ["referrals"],
             "properties": {"referrals": {"type": "array", "items": _ref("Referral2")}},
             "additionalProperties": True,
-        },
-        "Refer2Input": {
-            "type": "object",
-            "required": ["channel"],
-            "properties": {
-                "channel": {
-                    "type": "string",
-                    "pattern": CHANNEL_PATTERN,
-                    "description": "A ReferralChannel1 (open list): email, sms, whatsapp, ...",
-                },
-                "destination": {
-                    "type": ["string", "null"],
-                    "maxLength": 254,
-                    "description": "An email address when channel is email; absent otherwise.",
-                },
-                "sender": {
-                    "type": ["string", "null"],
-                    "description": "Accepted for Refer1 compatibility and dropped.",
-                },
-                "customer": _ref("CustomerIdentity1"),
-            },
-            "additionalProperties": False,
-            "if": {"properties": {"channel": {"const": "email"}}, "required": ["channel"]},
-            "then": {
-                "required": ["destination"],
-                "properties": {"destination": {"type": "string", "format": "idn-email"}},
-            },
-            "else": {"properties": {"destination": {"type": "null"}}},
         },
         "Refer2Output": {
             "type": "object",
@@ -264,7 +164,7 @@ def headers() -> dict[str, Any]:
     return {
         "X-Request-ID": header(
             "The request id (the caller's, when valid, else a new one); also in error bodies.",
-            {"type": "string", "pattern": REQUEST_ID_PATTERN},
+            {"type": "string", "pattern": REQUEST_ID.pattern},
             required=True,
         ),
         "Cache-Status": header(

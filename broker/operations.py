@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import hmac
 
+import orjson
 from starlette.requests import Request
 from starlette.responses import Response
 
 from broker.endpoints import bearer
 from broker.errors import MissingToken, NotReady
+from broker.openapi import openapi_document
 from broker.requestlog import RequestInfo
 from broker.responses import JSONBytesResponse
 from broker.services import Services
@@ -42,5 +44,10 @@ async def metrics(request: Request, svc: Services, info: RequestInfo) -> Respons
 
 
 async def openapi(request: Request, svc: Services, info: RequestInfo) -> Response:
-    """The OpenAPI document, rendered once at start."""
-    return JSONBytesResponse(svc.openapi)
+    """The OpenAPI document of this app's own routes, built at the first request and kept."""
+    state = request.app.state
+    document: bytes | None = getattr(state, "openapi", None)
+    if document is None:
+        document = orjson.dumps(openapi_document(svc.settings, request.app.routes))
+        state.openapi = document
+    return JSONBytesResponse(document)

@@ -12,7 +12,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
-import orjson
 import structlog
 
 from broker.cache import ReferralCache
@@ -22,7 +21,6 @@ from broker.limits import Limiter, LocalLimits
 from broker.logs import hash_key
 from broker.metrics import Metrics
 from broker.nearcache import Invalidations, NearCache
-from broker.openapi import openapi_document
 from broker.referrals import Referrals
 from broker.settings import Settings
 from broker.store import Store, open_store
@@ -49,7 +47,6 @@ class Services:
     limiter: Limiter
     idempotency: Idempotency
     referrals: Referrals
-    openapi: bytes  # the OpenAPI document, rendered once
     tracing: Tracing | None = None  # None when span export is off
     ready: bool = True  # False once the process is stopping
 
@@ -148,7 +145,6 @@ async def running(
             local_limits=local_limits,
             tracing=live_tracing,
         ),
-        openapi=orjson.dumps(openapi_document(settings)),
         tracing=live_tracing,
     )
     log.info(

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping
 
 import pytest
+from starlette.routing import Route
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from broker.cors import OriginPolicy
+from broker.cors import CORSMiddleware, OriginPolicy
 from tests.stack import READ_PATH, WRITE_PATH, Broker, Sandbox, running_broker
 from tests.support import SHOP
 
@@ -132,3 +135,56 @@ def test_a_path_with_a_trailing_newline_is_not_preflighted(broker: Broker) -> No
         WRITE_PATH + "%0A", headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
     )
     assert "access-control-allow-methods" not in response.headers
+
+
+def test_preflights_allow_each_routes_own_methods(broker: Broker) -> None:
+    """The preflight's Access-Control-Allow-Methods are the methods of the route asked about."""
+    allowed = {}
+    for path in (READ_PATH, WRITE_PATH):
+        response = broker.client.options(
+            path, headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
+        )
+        allowed[path] = response.headers["access-control-allow-methods"]
+    assert allowed == {READ_PATH: "GET, POST, OPTIONS", WRITE_PATH: "POST, OPTIONS"}
+
+
+async def inner(scope: Scope, receive: Receive, send: Send) -> None:
+    """The app behind the middleware: answers 299, so a test sees when it was reached."""
+    await send({"type": "http.response.start", "status": 299, "headers": []})
+    await send({"type": "http.response.body", "body": b""})
+
+
+def call(app: ASGIApp, method: str, path: str) -> tuple[int, dict[str, str]]:
+    """One request through a pure ASGI app, with an allowed origin asking for a preflight."""
+    sent: list[Message] = []
+    headers = [(b"origin", ORIGIN.encode()), (b"access-control-request-method", b"GET")]
+    scope = {"type": "http", "method": method, "path": path, "headers": headers}
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b""}
+
+    async def send(message: Message) -> None:
+        sent.append(message)
+
+    async def run() -> None:
+        await app(scope, receive, send)
+
+    asyncio.run(run())
+    start = sent[0]
+    return start["status"], {k.decode(): v.decode() for k, v in start["headers"]}
+
+
+def test_the_routes_given_decide_preflights_and_closed_paths() -> None:
+    """Preflights and closed paths follow the Route objects handed over, not a copy of them."""
+    browser = [Route("/things/{id}/look", inner, methods=["GET", "OPTIONS"], name="things")]
+    server = [Route("/mint", inner, methods=["POST"], name="mint")]
+    app = CORSMiddleware(inner, (ORIGIN,), browser=browser, server_only=server)
+    status, headers = call(app, "OPTIONS", "/things/7/look")
+    assert (status, headers["access-control-allow-methods"]) == (204, "GET, OPTIONS")
+    assert headers["access-control-allow-origin"] == ORIGIN
+    for path in ("/things/7/look/more", "/things/7/look\n", "/other"):
+        status, headers = call(app, "OPTIONS", path)  # not a browser route: the app answers
+        assert status == 299 and "access-control-allow-methods" not in headers, path
+        assert headers["access-control-allow-origin"] == ORIGIN
+    status, headers = call(app, "POST", "/mint")
+    assert status == 299 and not [h for h in headers if h.startswith("access-control-")]

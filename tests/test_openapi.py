@@ -31,14 +31,16 @@ from broker.errors import (
     CATALOGUE,
     INVALID_TOKEN_REASONS,
     BrokerError,
+    InvalidInput,
     UpstreamRateLimited,
     UpstreamRejected,
     problem_body,
 )
-from broker.openapi import PROBLEM, _example_error, openapi_document
+from broker.fields import Body
+from broker.openapi import DOCUMENTED, PROBLEM, example_error, openapi_document
 from broker.sandbox import SandboxConfig, create_sandbox_app
 from broker.settings import Settings
-from broker.tokens import TokenMinter
+from broker.tokens import Customer, TokenMinter
 from tests.servers import serve_app
 from tests.support import ISSUER_KEY, SECRET_A, SECRET_B, SHOP, make_settings
 
@@ -61,9 +63,14 @@ CONTRACT = {
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
+def document_for(settings: Settings) -> dict[str, Any]:
+    """The document of the app these settings build, from its own routes."""
+    return openapi_document(settings, create_app(settings).routes)
+
+
 @pytest.fixture(scope="module")
 def document() -> dict[str, Any]:
-    return openapi_document(make_settings())
+    return document_for(make_settings())
 
 
 def operations(document: dict[str, Any]) -> Iterator[tuple[str, str, dict[str, Any]]]:
@@ -129,7 +136,7 @@ def test_operation_ids_are_unique(document: dict[str, Any]) -> None:
 def test_versions_and_shop_are_enums_from_the_settings() -> None:
     """The path parameters list the configured versions and shop, nothing else."""
     settings = make_settings(BROKER_API_VERSIONS="v2023061,v20230601")
-    document = openapi_document(settings)
+    document = document_for(settings)
     for path in (READ_PATH, WRITE_PATH):
         parameters = {p["name"]: p for p in document["paths"][path]["parameters"]}
         assert parameters["version"]["schema"]["enum"] == ["v2023061", "v20230601"]
@@ -158,18 +165,20 @@ def test_security(document: dict[str, Any]) -> None:
 
 
 def test_every_catalogue_error_is_documented(document: dict[str, Any]) -> None:
-    """Every error id of the catalogue is named by some response, with an example body."""
+    """Every error id of the catalogue is named by some response, under its class's status."""
+    statuses = {cls.id: cls.status for cls in DOCUMENTED}
     named: set[str] = set()
-    for _, _, operation in operations(document):
-        for response in operation["responses"].values():
+    for path, method, operation in operations(document):
+        for status, response in operation["responses"].items():
             content = deref(document, response).get("content", {}).get(PROBLEM)
             if content is not None:
-                named.update(content.get("examples", {}))
+                examples = set(content.get("examples", {}))
+                named |= examples
+                assert all(str(statuses[e]) == status for e in examples), (path, method, status)
                 enum = content["schema"].get("properties", {}).get("id", {}).get("enum", [])
-                assert set(enum) <= set(content.get("examples", {}))
+                assert set(enum) <= examples
     assert {cls.id for cls in CATALOGUE} <= named
-    shopify = {"invalid_proxy_signature", "customer_not_logged_in"}  # GET /shopify/token's own
-    assert set(document["components"]["examples"]) == {cls.id for cls in CATALOGUE} | shopify
+    assert set(document["components"]["examples"]) == named
 
 
 def test_every_error_response_is_a_problem(document: dict[str, Any]) -> None:
@@ -178,8 +187,7 @@ def test_every_error_response_is_a_problem(document: dict[str, Any]) -> None:
         errors = {
             status: response
             for status, response in operation["responses"].items()
-            # A readiness probe's 503 keeps the probe's own shape (status, redis) for orchestrators.
-            if not status.startswith("2") and (path, status) != ("/readyz", "503")
+            if not status.startswith("2")
         }
         assert "500" in errors, (path, method)
         for status, response in errors.items():
@@ -223,7 +231,7 @@ def test_rendered_errors_fit_the_problem_schema(
 ) -> None:
     """What problem_body renders for each error validates against the documented schema."""
     validator = problem_validator(document)
-    body = problem_body(_example_error(cls), "req-1")
+    body = problem_body(example_error(cls), "req-1")
     assert validator.is_valid(body), list(validator.iter_errors(body))
     assert document["components"]["examples"][cls.id]["value"]["id"] == cls.id
 
@@ -245,7 +253,7 @@ def test_upstream_errors_fit_the_problem_schema(
 def test_problem_schema_refuses_leaks_and_incomplete_bodies(document: dict[str, Any]) -> None:
     """Unknown members (a trace, upstream text) and an invalid_token without reason are refused."""
     validator = problem_validator(document)
-    body = problem_body(_example_error(CATALOGUE[1]), "req-1")
+    body = problem_body(example_error(CATALOGUE[1]), "req-1")
     assert validator.is_valid(body)
     assert not validator.is_valid({**body, "traceback": "..."})
     assert not validator.is_valid({k: v for k, v in body.items() if k != "reason"})
@@ -253,23 +261,115 @@ def test_problem_schema_refuses_leaks_and_incomplete_bodies(document: dict[str, 
     assert reasons == list(INVALID_TOKEN_REASONS)
 
 
-def test_input_rules_are_the_brokers(document: dict[str, Any]) -> None:
-    """The documented patterns are broker.inputs' full matches, anchored for JSON Schema."""
-    schemas = document["components"]["schemas"]
-    refer = schemas["Refer2Input"]
-    assert refer["properties"]["channel"]["pattern"] == f"^{inputs.CHANNEL.pattern}$"
-    assert refer["required"] == ["channel"]
-    assert refer["additionalProperties"] is False
-    assert schemas["CustomerReferrals2Input"]["additionalProperties"] is False
-    assert schemas["CustomerIdentity1"]["additionalProperties"] is False
-    assert set(schemas["CustomerIdentity1"]["properties"]) == set(inputs.IDENTITY_FIELDS)
+def undescribed(node: Any) -> Any:
+    """A schema without its descriptions."""
+    if isinstance(node, dict):
+        return {k: undescribed(v) for k, v in node.items() if k != "description"}
+    if isinstance(node, list):
+        return [undescribed(item) for item in node]
+    return node
+
+
+BODIES = [
+    inputs.TOKEN_REQUEST,
+    inputs.INVALIDATION_REQUEST,
+    inputs.CUSTOMER_REFERRALS2,
+    inputs.REFER2,
+    inputs.CUSTOMER_IDENTITY,
+]
+
+
+@pytest.mark.parametrize("body", BODIES, ids=lambda body: body.name)
+def test_request_bodies_are_the_declarations_that_validate(
+    document: dict[str, Any], body: Body
+) -> None:
+    """Each request body schema is broker.inputs' declaration: its fields, rules and patterns."""
+    schema = document["components"]["schemas"][body.name]
+    # Descriptions may add the settings' numbers (TokenRequest's ttl); the rules are the same.
+    assert undescribed(schema) == undescribed(body.schema())
+    assert list(schema["properties"]) == [spec.name for spec in body.fields]
+    assert schema["additionalProperties"] is False
+    for spec in body.fields:
+        if spec.pattern is not None:
+            assert schema["properties"][spec.name]["pattern"] == f"^{spec.pattern.pattern}$"
+        if spec.max_length is not None:
+            assert schema["properties"][spec.name]["maxLength"] == spec.max_length
+
+
+def test_operations_take_the_declared_bodies(document: dict[str, Any]) -> None:
+    """The operations name the declared bodies, the GET query and the Idempotency-Key rule."""
+    taken = {
+        (path, method): op["requestBody"]["content"]["application/json"]["schema"]["$ref"]
+        for path, method, op in operations(document)
+        if "requestBody" in op
+    }
+    prefix = "#/components/schemas/"
+    assert taken == {
+        ("/tokens", "post"): prefix + inputs.TOKEN_REQUEST.name,
+        ("/invalidations", "post"): prefix + inputs.INVALIDATION_REQUEST.name,
+        (READ_PATH, "post"): prefix + inputs.CUSTOMER_REFERRALS2.name,
+        (WRITE_PATH, "post"): prefix + inputs.REFER2.name,
+    }
+    query = document["paths"][READ_PATH]["get"]["parameters"]
+    assert [p["name"] for p in query] == list(inputs.QUERY_FIELDS)
     [key] = document["paths"][WRITE_PATH]["post"]["parameters"]
     assert key["name"] == "Idempotency-Key"
     assert key["schema"]["pattern"] == f"^{inputs.IDEMPOTENCY_KEY.pattern}$"
-    token = schemas["TokenRequest"]
-    assert token["properties"]["customer_id"]["maxLength"] == 128
-    assert set(token["properties"]) == {"customer_id", "email", "ttl"}
-    assert schemas["Referral2"]["additionalProperties"] is True
+    assert document["components"]["schemas"]["Referral2"]["additionalProperties"] is True
+
+
+ALICE = Customer(SHOP, "alice", "alice@example.com", 2**40)
+SAMPLES = [
+    (inputs.REFER2, {"channel": "email", "destination": "friend@example.com"}),
+    (inputs.REFER2, {"channel": "whatsapp"}),
+    (inputs.REFER2, {"channel": "sms", "destination": None, "sender": "alice"}),
+    (inputs.REFER2, {"channel": "email"}),
+    (inputs.REFER2, {"channel": "sms", "destination": "friend@example.com"}),
+    (inputs.REFER2, {"channel": "Email!"}),
+    (inputs.REFER2, {"channel": "whatsapp\n"}),
+    (inputs.REFER2, {"channel": "x" * 65}),
+    (inputs.REFER2, {"channel": "sms", "sender": "alice\u2028"}),
+    (inputs.REFER2, {"channel": "sms", "sender": 7}),
+    (inputs.REFER2, {"channel": "sms", "extra": 1}),
+    (inputs.REFER2, {"channel": "sms", "customer": {"shopid": "alice"}}),
+    (inputs.REFER2, {"channel": "sms", "customer": {"shopid": "alice\n"}}),
+    (inputs.REFER2, {"channel": "sms", "customer": {"name": "alice"}}),
+    (inputs.REFER2, {"channel": "sms", "customer": "alice"}),
+    (inputs.REFER2, {"destination": "friend@example.com"}),
+    (inputs.CUSTOMER_REFERRALS2, {}),
+    (inputs.CUSTOMER_REFERRALS2, {"deanonymize": False, "customer": None}),
+    (inputs.CUSTOMER_REFERRALS2, {"deanonymize": "false"}),
+    (inputs.CUSTOMER_REFERRALS2, {"customer": {"email": ALICE.email, "bhid": None}}),
+    (inputs.CUSTOMER_REFERRALS2, {"customer": {"email": 3}}),
+    (inputs.TOKEN_REQUEST, {"customer_id": "alice", "email": "alice@example.com", "ttl": 60}),
+    (inputs.TOKEN_REQUEST, {"customer_id": "alice", "email": None, "ttl": None}),
+    (inputs.TOKEN_REQUEST, {"customer_id": ""}),
+    (inputs.TOKEN_REQUEST, {"customer_id": "a/b"}),
+    (inputs.TOKEN_REQUEST, {"customer_id": "x" * 129}),
+    (inputs.TOKEN_REQUEST, {"customer_id": "alice\x85"}),
+    (inputs.TOKEN_REQUEST, {"customer_id": "alice", "ttl": 0}),
+    (inputs.TOKEN_REQUEST, {"customer_id": "alice", "ttl": 1.5}),
+    (inputs.TOKEN_REQUEST, {"customer_id": "alice", "email": "alice"}),
+    (inputs.TOKEN_REQUEST, {"email": "alice@example.com"}),
+    (inputs.INVALIDATION_REQUEST, {"customer_id": "alice"}),
+    (inputs.INVALIDATION_REQUEST, {"customer_id": 7}),
+]
+
+
+@pytest.mark.parametrize(("body", "data"), SAMPLES, ids=lambda x: getattr(x, "name", None))
+def test_schema_and_validation_agree(
+    document: dict[str, Any], body: Body, data: dict[str, Any]
+) -> None:
+    """The documented schema accepts exactly what the declaration's validation accepts."""
+    schema = {**document["components"]["schemas"][body.name], "components": document["components"]}
+    validator = jsonschema_rs.validator_for(schema, validate_formats=True)
+    try:
+        body.check(data)
+    except InvalidInput:
+        accepted = False
+    else:
+        accepted = True
+    assert validator.is_valid(data) is accepted, list(validator.iter_errors(data))
 
 
 def test_refer2_schema_requires_destination_for_email(document: dict[str, Any]) -> None:
@@ -338,7 +438,7 @@ def test_served_document_is_the_document(live: LiveBroker) -> None:
     response = httpx2.get(live.url + "/openapi.json")
     assert response.status_code == 200
     assert response.headers["content-type"].startswith("application/json")
-    assert response.json() == json.loads(json.dumps(openapi_document(live.settings)))
+    assert response.json() == json.loads(json.dumps(document_for(live.settings)))
 
 
 CHECKS = [
@@ -429,3 +529,56 @@ def test_invalidation_body_is_the_brokers_rule(document: dict[str, Any]) -> None
         {"customer_id": "a", "x": 1},
     ):
         assert not validator.is_valid(bad), bad
+
+
+def test_every_route_needs_a_description_and_every_description_a_route() -> None:
+    """A route the document cannot describe, or a description of no route, stops the build."""
+    settings = make_settings()
+    routes = list(create_app(settings).routes)
+    with pytest.raises(LookupError, match="'healthz'"):
+        openapi_document(settings, [r for r in routes if getattr(r, "name", "") != "healthz"])
+    extra = Route("/extra", lambda request: None, methods=["GET"], name="extra")
+    with pytest.raises(LookupError, match="'extra'"):
+        openapi_document(settings, [*routes, extra])
+    wider = Route("/healthz", lambda request: None, methods=["GET", "POST"], name="healthz")
+    with pytest.raises(LookupError, match="answers POST"):
+        openapi_document(
+            settings, [wider if getattr(r, "name", "") == "healthz" else r for r in routes]
+        )
+
+
+def test_preflights_are_documented_where_the_routes_answer_options(
+    document: dict[str, Any],
+) -> None:
+    """An OPTIONS operation exists exactly for the routes with OPTIONS, naming their methods."""
+    with_options = {
+        route.path: route
+        for route in create_app(make_settings()).routes
+        if isinstance(route, Route) and "OPTIONS" in (route.methods or ())
+    }
+    documented = {path for path, method, _ in operations(document) if method == "options"}
+    assert documented == set(with_options) == {READ_PATH, WRITE_PATH}
+    refer = document["paths"][WRITE_PATH]["options"]["description"]
+    assert "methods POST, OPTIONS and" in refer
+
+
+def test_numbers_come_from_the_settings() -> None:
+    """Rate limits and token lifetimes in the document are the configured ones."""
+    document = document_for(
+        make_settings(
+            BROKER_RATE_LIMIT_READ="7/3s",
+            BROKER_RATE_LIMIT_WRITE="0",
+            BROKER_TOKEN_TTL="300",
+            BROKER_TOKEN_MAX_TTL="1200",
+        )
+    )
+    assert (
+        "Rate limit: 7 per 3 s per customer" in document["paths"][READ_PATH]["get"]["description"]
+    )
+    assert "Rate limit: none" in document["paths"][WRITE_PATH]["post"]["description"]
+    schemas = document["components"]["schemas"]
+    assert schemas["TokenResponse"]["properties"]["expires_in"]["maximum"] == 1200
+    assert (
+        "at most 1200 s; 300 s when left out"
+        in schemas["TokenRequest"]["properties"]["ttl"]["description"]
+    )
