@@ -11,20 +11,40 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from typing import TYPE_CHECKING
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 if TYPE_CHECKING:
     from publicsuffixlist import PublicSuffixList
-
-    from broker.settings import Settings
 
 # The issuer key `broker dev` uses and prints: published, so never accepted by `broker serve`.
 DEV_ISSUER_KEY = "dev-issuer-key-not-a-secret"
 MIN_METRICS_TOKEN = 16
 
 
-def deployment_problems(settings: Settings) -> list[str]:
+class Hidden(Protocol):
+    """A secret's wrapper (:class:`broker.settings_values.Secret`), as far as refusals read it."""
+
+    def reveal(self) -> str: ...
+
+
+class Deployment(Protocol):
+    """The parts of :class:`broker.settings.Settings` that refusals read (no import back)."""
+
+    @property
+    def issuer_keys(self) -> Sequence[Hidden]: ...
+    @property
+    def upstream_url(self) -> str: ...
+    @property
+    def metrics_token(self) -> Hidden | None: ...
+    @property
+    def web_concurrency(self) -> int: ...
+    @property
+    def redis_url(self) -> Hidden | None: ...
+
+
+def deployment_problems(settings: Deployment) -> list[str]:
     """What a valid configuration must still not run in production (``broker dev`` may).
 
     Each problem names the variable and never its value.

@@ -53,3 +53,52 @@ def test_product_modules_are_found() -> None:
     assert {"app", "api", "referrals", "cache", "upstream"} <= names
     assert not names & {"sandbox", "demo", "cli"}
     assert (BROKER / "sandbox" / "__init__.py").is_file() and (BROKER / "demo" / "static").is_dir()
+
+
+def module_graph() -> dict[str, set[str]]:
+    """``broker.x`` -> the ``broker`` modules it imports (type-only and late imports included)."""
+    paths = {
+        ".".join(path.relative_to(BROKER.parent).with_suffix("").parts).removesuffix(
+            ".__init__"
+        ): path
+        for path in BROKER.rglob("*.py")
+    }
+    return {
+        name: {n for n in imported(path) if n in paths and n != name}
+        for name, path in paths.items()
+    }
+
+
+def cycles(graph: dict[str, set[str]]) -> list[list[str]]:
+    """Every circle of ``graph``, each once, found by a depth-first walk."""
+    found: list[list[str]] = []
+    seen: set[frozenset[str]] = set()
+
+    def walk(node: str, path: list[str]) -> None:
+        for nxt in sorted(graph.get(node, ())):
+            if nxt in path:
+                circle = path[path.index(nxt) :]
+                if frozenset(circle) not in seen:
+                    seen.add(frozenset(circle))
+                    found.append([*circle, nxt])
+            elif len(path) < len(graph):
+                walk(nxt, [*path, nxt])
+
+    done: set[str] = set()
+    for start in sorted(graph):
+        if start not in done:
+            walk(start, [start])
+            done.add(start)
+    return found
+
+
+def test_the_import_graph_has_no_circle() -> None:
+    """No module of the package imports, at any depth, a module that imports it back (a
+    ``TYPE_CHECKING`` or function-level import counts: it is still a circle to a reader)."""
+    assert cycles(module_graph()) == []
+
+
+def test_the_circle_finder_finds_a_circle() -> None:
+    """The walk reports a circle of three once, and nothing in a chain."""
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": {"a"}}) == [["a", "b", "c", "a"]]
+    assert cycles({"a": {"b"}, "b": {"c"}, "c": set()}) == []
