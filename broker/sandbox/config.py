@@ -168,7 +168,8 @@ def sandbox_config_from_env(env: Mapping[str, str]) -> SandboxConfig:
         raw = env.get(name, "").strip()
         if not raw:
             return 0
-        if not raw.isdigit() or int(raw) > MAX_RATE:
+        # isdigit() alone also passes '²' and other digits that int() refuses.
+        if not (raw.isascii() and raw.isdigit()) or int(raw) > MAX_RATE:
             problems.append(f"{name}: must be calls per second per customer, 0-{MAX_RATE}")
             return 0
         return int(raw)
