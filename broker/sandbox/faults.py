@@ -70,7 +70,7 @@ class Fault:
         return "status" if self.status is not None else "delay"
 
     def applies_to(self, function: str) -> bool:
-        return self.times != 0 and (self.functions is None or function in self.functions)
+        return self.functions is None or function in self.functions
 
     def error_body(self) -> dict[str, str]:
         """The body of a ``status`` fault."""
