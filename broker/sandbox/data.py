@@ -32,17 +32,14 @@ DEFAULT_REWARD_PTS = 500  # the sandbox's reward for an approval that names none
 class BubblehouseError(Exception):
     """An answer Bubblehouse gives as ``{"id": ..., "message": ...}`` with an HTTP status."""
 
-    def __init__(self, status: int, error_id: str, message: str | None = None) -> None:
+    def __init__(self, status: int, error_id: str, message: str) -> None:
         self.status = status
         self.error_id = error_id
         self.message = message
         super().__init__(f"{status} {error_id}")
 
     def body(self) -> dict[str, str]:
-        body = {"id": self.error_id}
-        if self.message:
-            body["message"] = self.message
-        return body
+        return {"id": self.error_id, "message": self.message}
 
 
 def rfc3339(timestamp: float) -> str:
