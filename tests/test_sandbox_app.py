@@ -81,6 +81,17 @@ async def test_fast_mode_passes_over_faults_for_other_functions(fast: httpx2.Asy
     assert [f["times"] for f in (await fast.get("/_sandbox/faults")).json()["faults"]] == [1]
 
 
+# -- routing --------------------------------------------------------------------------------
+
+
+async def test_routing_errors_are_json(sandbox: httpx2.AsyncClient) -> None:
+    """An unknown path is 404 not_found, a wrong method on a control path 405, both JSON."""
+    missing = await sandbox.get("/nothing/here")
+    assert (missing.status_code, missing.json()) == (404, {"id": "not_found"})
+    wrong = await sandbox.get("/_sandbox/reset")
+    assert (wrong.status_code, wrong.json()) == (405, {"id": "method_not_allowed"})
+
+
 # -- control API refusals -------------------------------------------------------------------
 
 

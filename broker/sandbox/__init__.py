@@ -384,9 +384,10 @@ def create_sandbox_app(
             return _error(exc)
 
     async def not_found(request: Request, exc: Exception) -> Response:
-        status_code = exc.status_code if isinstance(exc, HTTPException) else 500
-        error_id = {404: "not_found", 405: "method_not_allowed"}.get(status_code, "internal_error")
-        return JSONResponse({"id": error_id}, status_code=status_code)
+        # Registered for HTTPException only, which routing raises with 404 or 405.
+        assert isinstance(exc, HTTPException)
+        error_id = "method_not_allowed" if exc.status_code == 405 else "not_found"
+        return JSONResponse({"id": error_id}, status_code=exc.status_code)
 
     routes = [
         Route(

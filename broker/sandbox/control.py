@@ -51,7 +51,7 @@ REQUEST_LOG_SIZE = 100
 class SandboxState:
     config: SandboxConfig
     store: SandboxStore
-    rules: Rules = field(default_factory=Rules)
+    rules: Rules = field(init=False)  # the config's rules, until the control API changes them
     rates: RateCounter = field(default_factory=RateCounter)
     faults: FaultBook = field(default_factory=FaultBook)
     calls: dict[str, int] = field(default_factory=dict)
