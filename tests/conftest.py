@@ -68,8 +68,16 @@ def sandbox(sandbox_server: RunningServer) -> Sandbox:
 
 @pytest.fixture
 def broker(sandbox: Sandbox) -> Iterator[Broker]:
-    """A broker with default settings and the in-process store, in front of the sandbox."""
+    """A broker with default settings and the in-process store, in front of the sandbox (the
+    test talks to it in process; it calls the sandbox over a real socket)."""
     with running_broker(sandbox.url) as running:
+        yield running
+
+
+@pytest.fixture
+def wire_broker(sandbox: Sandbox) -> Iterator[Broker]:
+    """The same broker served by uvicorn on a loopback port, for what only a socket shows."""
+    with running_broker(sandbox.url, wire=True) as running:
         yield running
 
 

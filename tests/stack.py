@@ -1,4 +1,10 @@
-"""The whole flow on loopback for tests: the sandbox and a broker as real HTTP servers."""
+"""The whole flow for tests: the sandbox as a real HTTP server, the broker in front of it.
+
+The broker is the app ``broker serve`` runs. By default a test talks to it in process (Starlette's
+test client runs the same ASGI app, lifespan included, with no socket between); ``wire=True``
+serves it over a real loopback socket, for what only the wire shows (raw bytes, connection
+handling, browsers, other processes). Its calls to the sandbox always cross a real socket.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import httpx2
+from starlette.testclient import TestClient
 
 from broker.app import create_app
 from broker.sandbox import SandboxConfig, create_sandbox_app
@@ -17,6 +24,8 @@ from tests.servers import serve_app
 from tests.support import ISSUER_KEY, SHOP, make_settings
 
 VERSION = "v2023061"
+# The base URL of a broker served in process: a test that needs a socket asks for ``wire=True``.
+IN_PROCESS = "http://broker.in-process"
 READ_PATH = f"/api/{VERSION}/{SHOP}/CustomerReferrals2"
 WRITE_PATH = f"/api/{VERSION}/{SHOP}/Refer2"
 
@@ -98,11 +107,25 @@ class Broker:
 
 
 @contextlib.contextmanager
-def running_broker(upstream_url: str, **env: str) -> Iterator[Broker]:
-    """Serve a broker (in-process store unless REDIS_URL is given) against ``upstream_url``."""
+def running_broker(upstream_url: str, *, wire: bool = False, **env: str) -> Iterator[Broker]:
+    """A broker (in-process store unless REDIS_URL is given) in front of ``upstream_url``.
+
+    In process unless ``wire``: then served by uvicorn on a free loopback port.
+    """
     settings = make_settings(BROKER_UPSTREAM_URL=upstream_url, **env)
-    with (
-        serve_app(create_app(settings)) as server,
-        httpx2.Client(base_url=server.url, timeout=30) as client,
-    ):
-        yield Broker(server.url, settings, client)
+    app = create_app(settings)
+    if wire:
+        with (
+            serve_app(app) as server,
+            httpx2.Client(base_url=server.url, timeout=30) as client,
+        ):
+            yield Broker(server.url, settings, client)
+        return
+    with TestClient(
+        app,
+        base_url=IN_PROCESS,
+        raise_server_exceptions=False,
+        follow_redirects=False,
+        client=("127.0.0.1", 50000),
+    ) as in_process:
+        yield Broker(IN_PROCESS, settings, in_process)

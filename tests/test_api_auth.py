@@ -1,4 +1,4 @@
-"""Browser-call authentication over real HTTP: every hostile request stops at the broker."""
+"""Browser-call authentication over HTTP: every hostile request stops at the broker."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""CustomerReferrals2 over real HTTP: routing, identity binding, input rules, cache headers."""
+"""CustomerReferrals2 over HTTP: routing, identity binding, input rules, cache headers."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""POST /tokens over real HTTP: issuer keys, input rules, brute-force limits."""
+"""POST /tokens over HTTP: issuer keys, input rules, brute-force limits."""
 
 from __future__ import annotations
 

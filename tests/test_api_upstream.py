@@ -1,4 +1,4 @@
-"""Bubblehouse failures over real HTTP: each becomes its error id; stale history when allowed."""
+"""Bubblehouse failures over HTTP: each becomes its error id; stale history when allowed."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""Refer2 over real HTTP: input rules, pass-through, read-your-writes and idempotency."""
+"""Refer2 over HTTP: input rules, pass-through, read-your-writes and idempotency."""
 
 from __future__ import annotations
 

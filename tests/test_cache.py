@@ -79,7 +79,13 @@ async def test_fifty_concurrent_cold_reads_load_once(store: Store) -> None:
     upstream = Upstream(gate=gate)
     reads = [asyncio.create_task(cache.read(key(), upstream, limit=None)) for _ in range(50)]
     await upstream.started.wait()
-    await asyncio.sleep(0.05)
+    # Let every other read look the key up and find the leader's lease before it stores (on
+    # Redis each lookup is a round trip: wait until all fifty are sent, however busy the machine).
+    deadline = asyncio.get_running_loop().time() + 10
+    while store.redis is not None and store.redis_calls < 50:
+        assert asyncio.get_running_loop().time() < deadline, "the lookups never reached Redis"
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
     gate.set()
     served = await asyncio.gather(*reads)
     assert upstream.calls == 1

@@ -45,7 +45,7 @@ def run(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedPr
     return done
 
 
-def test_node_suite_against_a_real_broker(broker: Any) -> None:
+def test_node_suite_against_a_real_broker(wire_broker: Any) -> None:
     """clients/js/test/*.test.mjs (node --test) pass against this broker and sandbox."""
     tests = sorted(str(p.relative_to(CLIENT)) for p in (CLIENT / "test").glob("*.test.mjs"))
     assert len(tests) >= 2
@@ -53,7 +53,7 @@ def test_node_suite_against_a_real_broker(broker: Any) -> None:
         tool("node"),
         "--test",
         *tests,
-        env={"BROKER_URL": broker.url, "BROKER_SHOP": SHOP, "BROKER_ISSUER_KEY": ISSUER_KEY},
+        env={"BROKER_URL": wire_broker.url, "BROKER_SHOP": SHOP, "BROKER_ISSUER_KEY": ISSUER_KEY},
     )
     assert "# fail 0" in done.stdout
     assert "# pass 0" not in done.stdout

@@ -145,7 +145,7 @@ def test_invalidation_customer_id_refuses_control_characters(control: str) -> No
 def test_destination_with_newline_never_reaches_bubblehouse(
     broker: Broker, sandbox: Sandbox
 ) -> None:
-    """Through real HTTP: a trailing newline in destination is 400 naming it, no upstream call."""
+    """Over HTTP: a trailing newline in destination is 400 naming it, no upstream call."""
     answer = broker.refer({"channel": "email", "destination": "friend@example.com\n"})
     assert answer.status_code == 400
     assert answer.json()["field"] == "destination"
@@ -155,7 +155,7 @@ def test_destination_with_newline_never_reaches_bubblehouse(
 def test_internationalised_destination_reaches_bubblehouse_unchanged(
     broker: Broker, sandbox: Sandbox
 ) -> None:
-    """Through real HTTP: josé@exämple.com is sent to Bubblehouse byte for byte."""
+    """Over HTTP: josé@exämple.com is sent to Bubblehouse byte for byte."""
     answer = broker.refer({"channel": "email", "destination": "josé@exämple.com"})
     assert answer.status_code == 200, answer.text
     sent = [r for r in sandbox.requests() if r["function"] == "Refer2"]
@@ -163,7 +163,7 @@ def test_internationalised_destination_reaches_bubblehouse_unchanged(
 
 
 def test_tokens_email_with_newline_is_refused_over_http(broker: Broker) -> None:
-    """Through real HTTP: POST /tokens refuses an email with a trailing newline."""
+    """Over HTTP: POST /tokens refuses an email with a trailing newline."""
     answer = broker.client.post(
         "/tokens",
         json={"customer_id": "judy", "email": "judy@example.com\n"},

@@ -1,5 +1,5 @@
 """A poisoned Redis: keys overwritten with the wrong type or garbage are a miss for that key,
-repaired, never an outage and never a 500 (a real redis-server, the broker over real HTTP)."""
+repaired, never an outage and never a 500 (a real redis-server, the broker over HTTP)."""
 
 from __future__ import annotations
 

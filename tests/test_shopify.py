@@ -1,4 +1,4 @@
-"""GET /shopify/token over real HTTP, with app proxy signatures computed as Shopify documents."""
+"""GET /shopify/token over HTTP, with app proxy signatures computed as Shopify documents."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The published client files over real HTTP (spec 3.7): manifest, versioned and plain paths."""
+"""The published client files over HTTP (spec 3.7): manifest, versioned and plain paths."""
 
 from __future__ import annotations
 
