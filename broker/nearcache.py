@@ -78,6 +78,7 @@ class NearCache:
         self.subscribed = False
         self.store_up = False
         self.live = False
+        self.is_live = asyncio.Event()  # set while live, for whoever waits for it
         # Bumped each time the tier goes live: a reply read before that may predate
         # invalidations this process never heard, so its put is refused.
         self.epoch = 1
@@ -149,6 +150,9 @@ class NearCache:
             self.live = live
             if live:
                 self.epoch += 1
+                self.is_live.set()
+            else:
+                self.is_live.clear()
             log.info("nearcache.live" if live else "nearcache.off")
 
 

@@ -30,6 +30,8 @@ from broker.transport import Transport
 from broker.upstream import Upstream
 
 log = structlog.get_logger("broker.services")
+# How long start-up waits for the near tier's first subscription while Redis answers (seconds).
+NEAR_START_WAIT = 1.0
 
 
 @dataclass
@@ -111,6 +113,11 @@ async def running(
         opened.on_state_change(lambda state: tier.set_store_up(state == "up"))
         listener = Invalidations(opened, tier, settings.redis_url.reveal())
         background.append(asyncio.create_task(listener.run(), name="near-invalidations"))
+        if tier.store_up:
+            # Serve with the tier from the first request when Redis answers; never wait long.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(NEAR_START_WAIT):
+                    await tier.is_live.wait()
     cache = ReferralCache(opened, settings, near=near)
     limiter = Limiter(opened)
     local_limits = None

@@ -147,12 +147,14 @@ async def test_replay_is_shared_by_stores_on_one_redis(redis_session: RedisProce
 async def test_a_crashed_owners_claim_is_taken_over(store: Store) -> None:
     """A claim whose owner never finishes holds the key until its take-over time, after which a
     retry claims it and runs (on Redis and on memory alike)."""
-    keys = Idempotency(store, wait=0.2, pending_ttl=0.3, pending_keep=900)
-    crashed = asyncio.create_task(keys.run(SCOPE, "k-crash", "fp", Action(gate=asyncio.Event())))
-    await asyncio.sleep(0.05)
+    # The take-over time (1.5 s) is far beyond the wait (0.1 s): a busy machine cannot blur them.
+    keys = Idempotency(store, wait=0.1, pending_ttl=1.5, pending_keep=900)
+    owner = Action(gate=asyncio.Event())
+    crashed = asyncio.create_task(keys.run(SCOPE, "k-crash", "fp", owner))
+    await owner.started.wait()  # the owner has claimed the key and is sending
     with pytest.raises(IdempotencyKeyReused):
         await keys.run(SCOPE, "k-crash", "fp", Action())  # the owner may still send
-    await asyncio.sleep(0.35)
+    await asyncio.sleep(1.5)
     retry = Action()
     assert await keys.run(SCOPE, "k-crash", "fp", retry) == (SENT, False)
     assert retry.calls == 1
