@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
@@ -96,7 +97,7 @@ def test_flakes_are_16_hex_digits_of_milliseconds_then_a_counter() -> None:
     """Ids are 16 hex digits, ordered by time, distinct within one millisecond."""
     flakes = Flakes()
     first, second, later = flakes.at(NOW), flakes.at(NOW), flakes.at(NOW + 0.001)
-    assert all(len(bhid) == 16 and int(bhid, 16) >= 0 for bhid in (first, second, later))
+    assert all(re.fullmatch(r"[0-9a-f]{16}", bhid) for bhid in (first, second, later))
     assert int(first, 16) >> 16 == int(NOW * 1000)
     assert first < second < later
 
