@@ -1,4 +1,8 @@
-"""``broker check`` against the sandbox and a real Redis, both as real servers."""
+"""``broker check`` against the sandbox and a real Redis, both as real servers.
+
+The checks run in process (``run_check``, ``main_check``); the command itself runs as a real
+process where what matters is how its output reaches a pipe.
+"""
 
 from __future__ import annotations
 
@@ -314,35 +318,29 @@ def test_first_line_arrives_before_silent_redis_and_upstream(silent_port: int) -
     assert proc.returncode == 1
 
 
-def test_independent_checks_run_concurrently(silent_port: int) -> None:
+def test_independent_checks_run_concurrently(
+    silent_port: int, capsys: pytest.CaptureFixture[str]
+) -> None:
     """A fast failure (nothing listening upstream) is printed before the silent Redis's line."""
     environ = broker_env(
         REDIS_URL=f"redis://127.0.0.1:{silent_port}/0",
         BROKER_UPSTREAM_URL=f"http://127.0.0.1:{free_port()}",
     )
-    proc = check_process(environ)
-    try:
-        out, _ = proc.communicate(timeout=60)
-    finally:
-        proc.kill()
-    names = [line.split(":", 1)[0] for line in out.splitlines()]
+    assert main_check(environ) == 1
+    names = [line.split(":", 1)[0] for line in capsys.readouterr().out.splitlines()]
     assert names == ["ok   configuration", "FAIL bubblehouse", "FAIL redis"]
 
 
-def test_proxy_variables_are_ignored_as_serve_ignores_them(sandbox_url: str) -> None:
+def test_proxy_variables_are_ignored_as_serve_ignores_them(
+    sandbox_url: str, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
     """With HTTP_PROXY and HTTPS_PROXY naming a port where nothing listens, `broker check`
     still reaches Bubblehouse directly, as the broker's own transport does."""
     dead = f"http://127.0.0.1:{free_port()}"
-    environ = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("BROKER_")},
-        **env(sandbox_url),
-        "HTTP_PROXY": dead,
-        "HTTPS_PROXY": dead,
-        "ALL_PROXY": dead,
-        "NO_PROXY": "",
-    }
-    done = subprocess.run(
-        [BROKER, "check"], env=environ, capture_output=True, text=True, timeout=60, check=False
-    )
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "bubblehouse v2023061 key key-a" in done.stdout
+    for name in ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY"):
+        monkeypatch.setenv(name, dead)
+    monkeypatch.setenv("NO_PROXY", "")
+    code = main_check(env(sandbox_url))
+    out = capsys.readouterr().out
+    assert code == 0, out
+    assert "bubblehouse v2023061 key key-a" in out

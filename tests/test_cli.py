@@ -1,4 +1,9 @@
-"""The broker command, run as a real process: token, sandbox, dev, and serve's graceful stop."""
+"""The broker command: sandbox, dev and serve's graceful stop as real processes; token, which
+only prints, through the same entry point (``broker.cli.main``) in process.
+
+The real command's exit statuses are pinned here (0 after a stop) and by test_refusals (2 on a
+refused configuration, 1 from a failing check).
+"""
 
 from __future__ import annotations
 
@@ -15,25 +20,13 @@ from typing import Any
 import httpx2
 import pytest
 
-from broker.cli import DEV_ISSUER_KEY
+from broker.cli import DEV_ISSUER_KEY, main
 from broker.tokens import TokenVerifier
 from tests.servers import free_port, wait_for_port
 from tests.stack import Sandbox
 from tests.support import broker_env, make_settings
 
 BROKER = str(Path(sys.executable).parent / "broker")
-
-
-def run(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [BROKER, *args],
-        env={**os.environ, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=Path(__file__).parent,
-    )
 
 
 @pytest.fixture
@@ -44,24 +37,42 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def test_token_command_prints_a_verifiable_token(clean_env: None) -> None:
+def test_token_command_prints_a_verifiable_token(
+    clean_env: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     """broker token prints a customer token for the configured shop and keys."""
-    result = run(
-        ["token", "--customer", "alice", "--email", "a@example.com", "--ttl", "60"], broker_env()
-    )
-    assert result.returncode == 0, result.stderr
-    customer = TokenVerifier(make_settings()).verify(result.stdout.strip())
+    monkeypatch.chdir(tmp_path)  # no .env
+    for name, value in broker_env().items():
+        monkeypatch.setenv(name, value)
+    code = main(["token", "--customer", "alice", "--email", "a@example.com", "--ttl", "60"])
+    out, err = capfd.readouterr()
+    assert code == 0, err
+    customer = TokenVerifier(make_settings()).verify(out.strip())
     assert (customer.id, customer.email) == ("alice", "a@example.com")
 
 
-def test_token_command_refuses_bad_input_and_bad_config(clean_env: None) -> None:
+def test_token_command_refuses_bad_input_and_bad_config(
+    clean_env: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
     """A bad customer id and a bad configuration both exit 2 with a plain message."""
-    result = run(["token", "--customer", "a/b"], broker_env())
-    assert result.returncode == 2 and "customer_id" in result.stderr
-    env = broker_env(BROKER_SIGNING_KEYS="k:c2hvcnQ=")
-    result = run(["token", "--customer", "alice"], env)
-    assert result.returncode == 2
-    assert "BROKER_SIGNING_KEYS" in result.stderr and "c2hvcnQ=" not in result.stderr
+    monkeypatch.chdir(tmp_path)  # no .env
+    for name, value in broker_env().items():
+        monkeypatch.setenv(name, value)
+    assert main(["token", "--customer", "a/b"]) == 2
+    out, err = capfd.readouterr()
+    assert "customer_id" in err and out == ""
+    monkeypatch.setenv("BROKER_SIGNING_KEYS", "k:c2hvcnQ=")
+    with pytest.raises(SystemExit) as refused:
+        main(["token", "--customer", "alice"])
+    out, err = capfd.readouterr()
+    assert refused.value.code == 2
+    assert "BROKER_SIGNING_KEYS" in err and "c2hvcnQ=" not in out + err
 
 
 def start(args: list[str], env: dict[str, str]) -> subprocess.Popen[str]:
@@ -189,7 +200,12 @@ def test_serve_finishes_in_flight_requests_on_sigterm(clean_env: None, sandbox: 
 
         thread = threading.Thread(target=slow_read)
         thread.start()
-        time.sleep(0.7)
+        # Stop the broker only once the read is in flight: the sandbox has received it (and is
+        # holding it back for 2 s).
+        deadline = time.monotonic() + 20
+        while sandbox.calls().get("CustomerReferrals2", 0) == 0:
+            assert time.monotonic() < deadline, "the read never reached the sandbox"
+            time.sleep(0.02)
         proc.send_signal(signal.SIGTERM)
         thread.join(timeout=20)
         assert result["response"].status_code == 200

@@ -792,7 +792,17 @@ def test_nginx_blocks_tokens_and_metrics() -> None:
 
 # -- package indexes ---------------------------------------------------------------------------
 
-SKIPPED_DIRS = {".git", ".venv", "__pycache__", ".mypy_cache", ".ruff_cache", ".pytest_cache"}
+# Not the repository's files: git's own, caches, and what scripts/setup installs (the virtual
+# environment and the client's npm dev tools under node_modules, both ignored by git).
+SKIPPED_DIRS = {
+    ".git",
+    ".venv",
+    "node_modules",
+    "__pycache__",
+    ".mypy_cache",
+    ".ruff_cache",
+    ".pytest_cache",
+}
 # Written in pieces so that this file does not match what it looks for.
 _DASHES = "-" * 2
 INDEX_PATTERNS = [

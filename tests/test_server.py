@@ -1,6 +1,8 @@
 """``broker serve`` as a real process: the 16 KiB request-head limit, and its logs on stdout.
 
-Raw sockets where the point is what a client can send that an HTTP client would not.
+Raw sockets where the point is what a client can send that an HTTP client would not. The tests
+that leave the server running share one process (started with every setting they look at); a
+graceful stop and several workers get a process of their own.
 """
 
 from __future__ import annotations
@@ -20,10 +22,12 @@ from typing import Any
 import httpx2
 import orjson
 import pytest
+from structlog.testing import capture_logs
 
 from broker import __version__
+from broker.server import warn_at_start
 from tests.servers import RedisProcess, free_port, wait_for_port
-from tests.support import ISSUER_KEY, broker_env
+from tests.support import ISSUER_KEY, broker_env, make_settings
 
 BROKER = str(Path(sys.executable).parent / "broker")
 MIB = 1024 * 1024
@@ -45,6 +49,11 @@ class Served:
 
     def events(self) -> list[dict[str, Any]]:
         return [orjson.loads(line) for line in self.lines()]
+
+    def written_events(self) -> list[dict[str, Any]]:
+        """The events of the lines written so far, while the server may still be writing one."""
+        written = self.output.read_text(encoding="utf-8").rpartition("\n")[0]
+        return [orjson.loads(line) for line in written.splitlines()]
 
 
 def child_env(**overrides: str) -> dict[str, str]:
@@ -88,6 +97,29 @@ def broker_serve(tmp_path: Path, **env: str) -> Iterator[Served]:
         stop(proc)
 
 
+# What the shared server runs with: request lines at debug, a tight limit on failed issuer
+# keys, and two settings that start with a warning (the unknown one with a value to look for).
+SHARED_ENV = {
+    "LOG_LEVEL": "debug",
+    "BROKER_RATE_LIMIT_ISSUER": "1/60s",
+    "FORWARDED_ALLOW_IPS": "10.0.0.1, *",
+    "BROKER_CACHE_TTTL": "5-unique-value",
+}
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
+    """One ``broker serve`` with SHARED_ENV for the tests that leave it running."""
+    with broker_serve(tmp_path_factory.mktemp("serve"), **SHARED_ENV) as running:
+        yield running
+
+
+def reset_peak_rss(pid: int) -> None:
+    """Bring the process's peak resident memory (VmHWM) down to its current size (Linux:
+    ``clear_refs`` 5), so that a peak measured next is this test's own."""
+    Path(f"/proc/{pid}/clear_refs").write_text("5")
+
+
 def peak_rss_kib(pid: int) -> int:
     """The process's peak resident memory (VmHWM), in KiB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
@@ -129,60 +161,58 @@ def refused_or_closed(answer: bytes) -> bool:
     return answer == b"" or answer.startswith(b"HTTP/1.1 431 ")
 
 
-def test_huge_request_head_is_refused_without_being_buffered(tmp_path: Path) -> None:
+def test_huge_request_head_is_refused_without_being_buffered(served: Served) -> None:
     """A 64 MiB header gets 431 (or a closed connection) and the worker's peak memory stays put."""
-    with broker_serve(tmp_path) as served:
-        assert httpx2.get(f"{served.url}/healthz").status_code == 200
-        before = peak_rss_kib(served.proc.pid)
-        answer = send_huge_head(served.port, 64 * MIB)
-        after = peak_rss_kib(served.proc.pid)
-        assert refused_or_closed(answer), answer[:200]
-        # Buffering the header would add 64 MiB or more; a bounded parser adds next to nothing.
-        assert after - before < 16 * 1024, (before, after)
-        assert httpx2.get(f"{served.url}/healthz").status_code == 200
+    assert httpx2.get(f"{served.url}/healthz").status_code == 200
+    reset_peak_rss(served.proc.pid)
+    before = peak_rss_kib(served.proc.pid)
+    answer = send_huge_head(served.port, 64 * MIB)
+    after = peak_rss_kib(served.proc.pid)
+    assert refused_or_closed(answer), answer[:200]
+    # Buffering the header would add 64 MiB or more; a bounded parser adds next to nothing.
+    assert after - before < 16 * 1024, (before, after)
+    assert httpx2.get(f"{served.url}/healthz").status_code == 200
 
 
-def test_oversized_head_on_a_kept_alive_connection_is_refused(tmp_path: Path) -> None:
+def test_oversized_head_on_a_kept_alive_connection_is_refused(served: Served) -> None:
     """After a normal request on the same connection, the next request's huge head is refused."""
-    with broker_serve(tmp_path) as served:
-        before = peak_rss_kib(served.proc.pid)
-        with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
-            first = b""
-            while b'"ok"}' not in first:
-                first += sock.recv(4096)
-            assert first.startswith(b"HTTP/1.1 200 ")
-            sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Filler: ")
-            with contextlib.suppress(BrokenPipeError, ConnectionResetError):
-                for _ in range(256):  # up to 16 MiB
-                    sock.sendall(b"a" * (64 * 1024))
-            answer = read_to_close(sock)
-        assert refused_or_closed(answer), answer[:200]
-        assert peak_rss_kib(served.proc.pid) - before < 16 * 1024
+    reset_peak_rss(served.proc.pid)
+    before = peak_rss_kib(served.proc.pid)
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        first = b""
+        while b'"ok"}' not in first:
+            first += sock.recv(4096)
+        assert first.startswith(b"HTTP/1.1 200 ")
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\nX-Filler: ")
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError):
+            for _ in range(256):  # up to 16 MiB
+                sock.sendall(b"a" * (64 * 1024))
+        answer = read_to_close(sock)
+    assert refused_or_closed(answer), answer[:200]
+    assert peak_rss_kib(served.proc.pid) - before < 16 * 1024
 
 
-def test_head_just_over_16_kib_gets_431(tmp_path: Path) -> None:
+def test_head_just_over_16_kib_gets_431(served: Served) -> None:
     """17 KiB of headers in one send is answered 431 with Connection: close."""
-    with broker_serve(tmp_path) as served:
-        answer = send_huge_head(served.port, 17 * 1024)
-        assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
-        assert b"connection: close" in answer.lower()
+    answer = send_huge_head(served.port, 17 * 1024)
+    assert answer.startswith(b"HTTP/1.1 431 "), answer[:200]
+    assert b"connection: close" in answer.lower()
 
 
-def test_an_8_kib_cookie_and_a_small_body_are_served(tmp_path: Path) -> None:
+def test_an_8_kib_cookie_and_a_small_body_are_served(served: Served) -> None:
     """Ordinary large headers (an 8 KiB cookie) pass, and a body after them is not counted."""
-    with broker_serve(tmp_path) as served:
-        cookie = "session=" + "c" * (8 * 1024)
-        assert httpx2.get(f"{served.url}/healthz", headers={"Cookie": cookie}).status_code == 200
-        response = httpx2.post(
-            f"{served.url}/tokens",
-            headers={"Cookie": cookie, "Authorization": f"Bearer {ISSUER_KEY}"},
-            json={"customer_id": "alice", "email": "a@example.com"},
-        )
-        assert response.status_code == 200
-        with httpx2.Client(base_url=served.url) as client:  # kept alive: several requests
-            for _ in range(3):
-                assert client.get("/healthz", headers={"Cookie": cookie}).status_code == 200
+    cookie = "session=" + "c" * (8 * 1024)
+    assert httpx2.get(f"{served.url}/healthz", headers={"Cookie": cookie}).status_code == 200
+    response = httpx2.post(
+        f"{served.url}/tokens",
+        headers={"Cookie": cookie, "Authorization": f"Bearer {ISSUER_KEY}"},
+        json={"customer_id": "alice", "email": "a@example.com"},
+    )
+    assert response.status_code == 200
+    with httpx2.Client(base_url=served.url) as client:  # kept alive: several requests
+        for _ in range(3):
+            assert client.get("/healthz", headers={"Cookie": cookie}).status_code == 200
 
 
 def test_head_limit_holds_with_several_workers(tmp_path: Path) -> None:
@@ -222,17 +252,17 @@ def test_every_line_of_a_json_run_is_json(tmp_path: Path) -> None:
     assert any(e["event"] == "broker.stopped" for e in events)
 
 
-def test_request_lines_are_levelled_by_outcome(tmp_path: Path) -> None:
+def test_request_lines_are_levelled_by_outcome(served: Served) -> None:
     """5xx error, failed issuer keys and 429s warning, probes and scrapes debug, the rest info."""
-    env = {"LOG_LEVEL": "debug", "BROKER_RATE_LIMIT_ISSUER": "1/60s"}
-    with broker_serve(tmp_path, **env) as served, httpx2.Client(base_url=served.url) as client:
+    with httpx2.Client(base_url=served.url) as client:
         client.get("/healthz", headers={"X-Request-ID": "probe"})
         client.get("/readyz", headers={"X-Request-ID": "ready"})
         client.get("/metrics", headers={"X-Request-ID": "scrape"})
         client.get("/nowhere", headers={"X-Request-ID": "missing"})
         wrong = {"Authorization": "Bearer wrong-key-0123456789abcdef"}
-        client.post("/tokens", headers={**wrong, "X-Request-ID": "bad-key"})
-        client.post("/tokens", headers={**wrong, "X-Request-ID": "limited"})
+        bad = client.post("/tokens", headers={**wrong, "X-Request-ID": "bad-key"})
+        limited = client.post("/tokens", headers={**wrong, "X-Request-ID": "limited"})
+        assert (bad.status_code, limited.status_code) == (401, 429)
         token = client.post(
             "/tokens",
             headers={"Authorization": f"Bearer {ISSUER_KEY}", "X-Request-ID": "mint"},
@@ -244,8 +274,7 @@ def test_request_lines_are_levelled_by_outcome(tmp_path: Path) -> None:
             headers={"Authorization": f"Bearer {token}", "X-Request-ID": "down"},
         )
         assert read.status_code == 503
-    levels = {e["request_id"]: e["level"] for e in served.events() if e["event"] == "request"}
-    assert levels == {
+    expected = {
         "probe": "debug",
         "ready": "debug",
         "scrape": "debug",
@@ -255,25 +284,50 @@ def test_request_lines_are_levelled_by_outcome(tmp_path: Path) -> None:
         "mint": "info",
         "down": "error",
     }
+    # The line is written once the answer is sent: wait for the last one to be in the file.
+    deadline = time.monotonic() + 10
+    while True:
+        levels = {
+            e["request_id"]: e["level"]
+            for e in served.written_events()
+            if e["event"] == "request" and e.get("request_id") in expected
+        }
+        if len(levels) == len(expected) or time.monotonic() > deadline:
+            break
+        time.sleep(0.05)
+    assert levels == expected
 
 
-@pytest.mark.parametrize("value", ["*", "10.0.0.1, *"])
-def test_serve_warns_when_forwarded_headers_are_trusted_from_anyone(
-    tmp_path: Path, value: str
-) -> None:
+def test_serve_warns_when_forwarded_headers_are_trusted_from_anyone(served: Served) -> None:
     """FORWARDED_ALLOW_IPS containing '*' starts, with a warning naming the variable."""
-    with broker_serve(tmp_path, FORWARDED_ALLOW_IPS=value) as served:
-        assert httpx2.get(f"{served.url}/healthz").status_code == 200
-    warnings = [e for e in served.events() if e["event"] == "config.forwarded_allow_ips_any"]
+    assert httpx2.get(f"{served.url}/healthz").status_code == 200
+    events = served.written_events()
+    warnings = [e for e in events if e["event"] == "config.forwarded_allow_ips_any"]
     assert warnings and warnings[0]["variable"] == "FORWARDED_ALLOW_IPS"
     assert warnings[0]["level"] == "warning"
 
 
-def test_serve_warns_about_an_unknown_broker_variable(tmp_path: Path) -> None:
+@pytest.mark.parametrize("value", ["*", "10.0.0.1, *"])
+def test_forwarded_headers_trusted_from_anyone_are_warned_about(value: str) -> None:
+    """Any FORWARDED_ALLOW_IPS list containing '*' gets the start-up warning naming the variable."""
+    with capture_logs() as logs:
+        warn_at_start(make_settings(), {"FORWARDED_ALLOW_IPS": value})
+    warnings = [e for e in logs if e["event"] == "config.forwarded_allow_ips_any"]
+    assert warnings and warnings[0]["variable"] == "FORWARDED_ALLOW_IPS"
+    assert warnings[0]["log_level"] == "warning"
+
+
+def test_forwarded_headers_trusted_from_a_proxy_are_not_warned_about() -> None:
+    """FORWARDED_ALLOW_IPS naming the proxy's addresses (no '*') starts without that warning."""
+    with capture_logs() as logs:
+        warn_at_start(make_settings(), {"FORWARDED_ALLOW_IPS": "10.0.0.1, 10.0.0.2"})
+    assert not [e for e in logs if e["event"] == "config.forwarded_allow_ips_any"]
+
+
+def test_serve_warns_about_an_unknown_broker_variable(served: Served) -> None:
     """A misspelt BROKER_ variable does not stop serve; a warning names it, never its value."""
-    with broker_serve(tmp_path, BROKER_CACHE_TTTL="5-unique-value") as served:
-        assert httpx2.get(f"{served.url}/healthz").status_code == 200
-    warnings = [e for e in served.events() if e["event"] == "config.unknown_variable"]
+    assert httpx2.get(f"{served.url}/healthz").status_code == 200
+    warnings = [e for e in served.written_events() if e["event"] == "config.unknown_variable"]
     assert [w["variable"] for w in warnings] == ["BROKER_CACHE_TTTL"]
     assert warnings[0]["level"] == "warning"
     assert "5-unique-value" not in served.output.read_text()
