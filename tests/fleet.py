@@ -1,4 +1,9 @@
-"""Several `broker serve` processes on one Redis (or Redis Cluster), for scale-out tests."""
+"""Several `broker serve` processes on one Redis (or Redis Cluster), for scale-out tests.
+
+Starting a fleet costs about a second of CPU a process, so a test module starts each
+configuration once and its tests share it: each test takes customers of its own
+(:func:`fresh_customer`), and :meth:`Fleet.flush` empties a plain Redis between tests.
+"""
 
 from __future__ import annotations
 
@@ -8,10 +13,12 @@ import signal
 import subprocess
 import sys
 import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import httpx2
+import redis as sync_redis
 
 from broker.tokens import TokenMinter
 from tests.servers import free_port, wait_for_port
@@ -21,12 +28,19 @@ from tests.support import broker_env, make_settings
 BROKER = str(Path(sys.executable).parent / "broker")
 
 
+def fresh_customer(name: str) -> str:
+    """A customer id no other test uses (``name`` plus a random suffix), so that tests sharing
+    a fleet share no cache entry, near tier entry, limit window or idempotency key."""
+    return f"{name}-{uuid.uuid4().hex[:10]}"
+
+
 class Fleet:
     """Running broker processes, a client for each, and a token minter for them."""
 
-    def __init__(self, urls: list[str], logs: list[Path]) -> None:
+    def __init__(self, urls: list[str], logs: list[Path], redis_url: str) -> None:
         self.urls = urls
         self.logs = logs
+        self.redis_url = redis_url
         self.clients = [httpx2.Client(base_url=url, timeout=30) for url in urls]
         self.minter = TokenMinter(make_settings())
 
@@ -36,6 +50,21 @@ class Fleet:
     def close(self) -> None:
         for client in self.clients:
             client.close()
+
+    def flush(self) -> None:
+        """Empty the fleet's (plain, not Cluster) Redis database while the processes run."""
+        client = sync_redis.Redis.from_url(self.redis_url)
+        try:
+            client.flushdb()
+        finally:
+            client.close()
+
+    def await_redis_up(self, timeout: float = 30) -> None:
+        """Wait until every process's /readyz reports Redis up (after a test took it away)."""
+        deadline = time.monotonic() + timeout
+        while any(c.get("/readyz").json().get("redis") != "up" for c in self.clients):
+            assert time.monotonic() < deadline, f"Redis not up on every process in {timeout} s"
+            time.sleep(0.1)
 
     def seconds_to_forget(self, customer: str) -> float:
         """Cache the customer's list in the first process's near tier, send via the second,
@@ -109,7 +138,7 @@ def fleet_of(
             urls.append(f"http://127.0.0.1:{port}")
         for url in urls:
             wait_for_port(int(url.rsplit(":", 1)[1]), timeout=30)
-        running = Fleet(urls, logs)
+        running = Fleet(urls, logs, redis_url)
         try:
             yield running
         finally:

@@ -9,7 +9,6 @@ import subprocess
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
 
 import pytest
 from redis.asyncio.cluster import RedisCluster
@@ -22,11 +21,12 @@ from broker.limits import Limiter, LocalLimits
 from broker.settings import RateLimit
 from broker.store import Store, customer_scope, open_store, scope_prefix
 from tests.fleet import Fleet, fleet_of
-from tests.servers import RedisProcess, free_port
+from tests.servers import RedisProcess, RunningServer, free_port
 from tests.stack import Sandbox
 from tests.support import SHOP, make_settings
 
-pytestmark = [pytest.mark.cluster, pytest.mark.slow]
+# One xdist worker for the module under ``--dist loadgroup``: one cluster, one fleet.
+pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.xdist_group("cluster")]
 
 BODY = b'{"referrals": [{"id": "r1"}]}'
 
@@ -305,18 +305,31 @@ async def test_cluster_node_lost_and_back(cluster_nodes: list[RedisProcess], sto
     assert (await cache.read(keys[0], Upstream(), limit=None)).outcome == "hit"
 
 
-@pytest.fixture
-def cluster_fleet(cluster: str, sandbox: Sandbox, tmp_path: Path) -> Iterator[Fleet]:
-    """Two `broker serve` processes on the three-node cluster, six reads a minute each customer."""
+@pytest.fixture(scope="module")
+def cluster_module_fleet(
+    cluster_nodes: list[RedisProcess],
+    sandbox_server: RunningServer,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Fleet]:
+    """Two `broker serve` processes on the three-node cluster, six reads a minute each customer;
+    started once for the module (its tests use customers of their own)."""
     with fleet_of(
         2,
-        sandbox.url,
-        cluster,
-        tmp_path,
+        sandbox_server.url,
+        f"redis+cluster://127.0.0.1:{cluster_nodes[0].port}",
+        tmp_path_factory.mktemp("cluster-fleet"),
         BROKER_RATE_LIMIT_READ="6/60s",
         BROKER_RATE_LIMIT_WRITE="100/60s",
     ) as running:
         yield running
+
+
+@pytest.fixture
+def cluster_fleet(cluster_module_fleet: Fleet, sandbox: Sandbox) -> Fleet:
+    """The module's cluster fleet, each process with the cluster up (a test before may have
+    taken a node away), and the sandbox reset."""
+    cluster_module_fleet.await_redis_up()
+    return cluster_module_fleet
 
 
 def test_cluster_instances_share_near_cache_invalidation_and_tokens(
