@@ -24,6 +24,7 @@ from broker.nearcache import Invalidations, NearCache
 from broker.referrals import Referrals
 from broker.settings import Settings
 from broker.store import Store, open_store
+from broker.tasks import stop
 from broker.tokens import TokenMinter, TokenVerifier
 from broker.tracing import Tracing
 from broker.transport import Transport
@@ -165,11 +166,7 @@ async def running(
         yield services
     finally:
         services.ready = False
-        for task in background:
-            task.cancel()
-        for task in background:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await stop(background)
         if local_limits is not None:
             with contextlib.suppress(Exception):
                 await local_limits.sync()  # the last counts reach the others

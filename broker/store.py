@@ -56,6 +56,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from broker.memory import Memory
 from broker.scripts import Client, Script
 from broker.settings import ConfigError, Settings
+from broker.tasks import stop
 
 T = TypeVar("T")
 State = Literal["up", "down", "memory"]
@@ -310,7 +311,7 @@ class Store:
 
     async def _probe_loop(self) -> None:
         """While up, ping (a silent Redis is noticed with no traffic); while down, reconnect."""
-        while True:
+        while not self._closed:
             await asyncio.sleep(self.probe_interval)
             try:
                 if self._up:
@@ -342,11 +343,8 @@ class Store:
         """Stop probing and close the Redis connections; later calls stay in memory."""
         self._closed = True
         self._up = False
-        if self._probe_task is not None:
-            self._probe_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._probe_task
-            self._probe_task = None
+        await stop([self._probe_task])
+        self._probe_task = None
         if self.redis is not None:
             # Let calls already sent finish, so none reconnects after the pool is closed.
             with contextlib.suppress(TimeoutError):
