@@ -28,7 +28,8 @@ from broker.sandbox import SandboxConfig, create_sandbox_app
 from tests.servers import free_port, serve_app
 from tests.support import ISSUER_KEY, SECRET_A, SECRET_B, SHOP, make_settings
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+# One group for xdist's loadgroup: the module's Chromium and servers start once, on one worker.
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser-widget")]
 
 ROOT = Path(__file__).resolve().parent.parent
 AXE = ROOT / "clients" / "js" / "node_modules" / "axe-core" / "axe.min.js"
