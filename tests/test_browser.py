@@ -46,6 +46,7 @@ class Stack:
     sandbox: str
     demo: str
     other: str
+    http: httpx2.Client  # the test's own calls to the servers, over one client for the module
 
 
 def other_origin_app() -> Starlette:
@@ -84,8 +85,9 @@ def stack() -> Iterator[Stack]:
             with (
                 serve_app(demo_app, port=demo_port) as demo,
                 serve_app(other_origin_app()) as other,
+                httpx2.Client(timeout=30) as http,
             ):
-                yield Stack(broker.url, sandbox.url, demo.url, other.url)
+                yield Stack(broker.url, sandbox.url, demo.url, other.url, http)
 
 
 @pytest.fixture
@@ -97,7 +99,7 @@ def page(browser: Browser, stack: Stack) -> Iterator[Page]:
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     yield page
     context.close()
-    httpx2.delete(f"{stack.sandbox}/_sandbox/faults")
+    stack.http.delete(f"{stack.sandbox}/_sandbox/faults")
     assert errors == []
 
 
@@ -107,16 +109,16 @@ def shoot(page: Page, name: str, *, full_page: bool = True) -> None:
 
 
 def refer2_calls(stack: Stack) -> int:
-    calls: dict[str, int] = httpx2.get(f"{stack.sandbox}/_sandbox/calls").json()
+    calls: dict[str, int] = stack.http.get(f"{stack.sandbox}/_sandbox/calls").json()
     return calls.get("Refer2", 0)
 
 
 def add_fault(stack: Stack, **fault: Any) -> None:
-    httpx2.post(f"{stack.sandbox}/_sandbox/faults", json=fault).raise_for_status()
+    stack.http.post(f"{stack.sandbox}/_sandbox/faults", json=fault).raise_for_status()
 
 
 def customer_token(stack: Stack, customer_id: str) -> str:
-    answer = httpx2.post(
+    answer = stack.http.post(
         f"{stack.broker}/tokens",
         json={"customer_id": customer_id},
         headers={"Authorization": f"Bearer {ISSUER_KEY}"},
@@ -284,7 +286,7 @@ def test_client_refreshes_an_expired_token_once(page: Page, stack: Stack) -> Non
     """An expired token gets one getToken({forceRefresh: true}) and one retry, which succeeds."""
     open_demo_origin(page, stack)
     import_client(page, stack)
-    direct = httpx2.post(
+    direct = stack.http.post(
         f"{stack.broker}/api/{VERSION}/{SHOP}/CustomerReferrals2",
         json={},
         headers={"Authorization": f"Bearer {expired_token('carol')}"},
@@ -750,12 +752,12 @@ def test_demo_rejects_a_referral(page: Page, stack: Stack) -> None:
 
 def test_demo_shows_the_relays_refusal(page: Page, stack: Stack) -> None:
     """A referral that is not the signed-in customer's gets the relay's unknown_referral box."""
-    bobs = httpx2.post(
+    bobs = stack.http.post(
         f"{stack.broker}/tokens",
         json={"customer_id": "bob"},
         headers={"Authorization": f"Bearer {ISSUER_KEY}"},
     ).json()["token"]
-    history = httpx2.post(
+    history = stack.http.post(
         f"{stack.broker}/api/{VERSION}/{SHOP}/CustomerReferrals2",
         json={},
         headers={"Authorization": f"Bearer {bobs}"},
