@@ -4,12 +4,13 @@ tokens; the React and Vue components parse."""
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import shutil
 import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
@@ -88,17 +89,19 @@ def customer_of(name: str) -> str:
 
 
 @pytest.fixture(scope="module")
-def minted(tmp_path_factory: pytest.TempPathFactory) -> dict[str, tuple[str, str]]:
-    """Each recipe's tokens, minted by one run of it: its customer's token signed with key-a's
-    secret, and one for ``recipe-wrong`` signed with another secret."""
-    tokens = {}
-    for name in DRIVERS:
+def minted(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[str, str]]:
+    """A recipe's tokens, minted by one run of it when first asked for: its customer's token
+    signed with key-a's secret, and one for ``recipe-wrong`` signed with another secret."""
+
+    @functools.cache
+    def tokens(name: str) -> tuple[str, str]:
         good, wrong = mint(
             tmp_path_factory.mktemp("recipe"),
             name,
             [(customer_of(name), SECRET_A), ("recipe-wrong", SECRET_B)],
         )
-        tokens[name] = (good, wrong)
+        return good, wrong
+
     return tokens
 
 
@@ -130,11 +133,11 @@ def test_every_recipe_is_extracted() -> None:
 
 @pytest.mark.parametrize("name", sorted(DRIVERS))
 def test_minted_token_is_accepted_by_the_broker(
-    recipe_broker: Broker, minted: dict[str, tuple[str, str]], name: str
+    recipe_broker: Broker, minted: Callable[[str], tuple[str, str]], name: str
 ) -> None:
     """Each recipe's token has the plugins' header and claims; the broker serves its customer."""
     customer = customer_of(name)
-    token = minted[name][0]
+    token = minted(name)[0]
     assert segment(token, 0) == {"alg": "HS256", "typ": "JWT", "kid": "key-a"}
     claims = segment(token, 1)
     assert set(claims) == {"aud", "sub", "iat", "exp", "ce"}
@@ -150,10 +153,10 @@ def test_minted_token_is_accepted_by_the_broker(
 
 @pytest.mark.parametrize("name", sorted(DRIVERS))
 def test_token_signed_with_another_secret_is_refused(
-    recipe_broker: Broker, minted: dict[str, tuple[str, str]], name: str
+    recipe_broker: Broker, minted: Callable[[str], tuple[str, str]], name: str
 ) -> None:
     """The same recipe with a secret that is not key-a's gives a token the broker refuses."""
-    token = minted[name][1]
+    token = minted(name)[1]
     answer = recipe_broker.client.post(
         READ_PATH, json={}, headers={"Authorization": f"Bearer {token}"}
     )
