@@ -1,7 +1,9 @@
-"""The browser side in a real headless Chromium: referrals.js, the demo storefront, and CORS.
+"""The browser side in a real headless Chromium: referrals.js, the demo storefront (a referral's
+whole life included), and CORS.
 
-Four real servers on loopback: the sandbox (Bubblehouse), the broker, the demo merchant app (an
-allowed origin) and a page on another port that the broker does not allow.
+Four real servers on loopback, shared by the module's tests (each test has its own browser context
+and its own customers): the sandbox (Bubblehouse), the broker, the demo merchant app (an allowed
+origin) and a page on another port that the broker does not allow.
 """
 
 from __future__ import annotations
@@ -30,7 +32,8 @@ from broker.sandbox import SandboxConfig, create_sandbox_app
 from tests.servers import free_port, serve_app
 from tests.support import ISSUER_KEY, SECRET_A, SECRET_B, SHOP, make_settings
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+# One group for xdist's loadgroup: the module's Chromium and servers start once, on one worker.
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser-demo")]
 
 VERSION = "v2023061"
 STATIC = Path(__file__).resolve().parent.parent / "clients" / "js"
@@ -43,6 +46,7 @@ class Stack:
     sandbox: str
     demo: str
     other: str
+    http: httpx2.Client  # the test's own calls to the servers, over one client for the module
 
 
 def other_origin_app() -> Starlette:
@@ -81,8 +85,9 @@ def stack() -> Iterator[Stack]:
             with (
                 serve_app(demo_app, port=demo_port) as demo,
                 serve_app(other_origin_app()) as other,
+                httpx2.Client(timeout=30) as http,
             ):
-                yield Stack(broker.url, sandbox.url, demo.url, other.url)
+                yield Stack(broker.url, sandbox.url, demo.url, other.url, http)
 
 
 @pytest.fixture
@@ -94,7 +99,7 @@ def page(browser: Browser, stack: Stack) -> Iterator[Page]:
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     yield page
     context.close()
-    httpx2.delete(f"{stack.sandbox}/_sandbox/faults")
+    stack.http.delete(f"{stack.sandbox}/_sandbox/faults")
     assert errors == []
 
 
@@ -104,16 +109,16 @@ def shoot(page: Page, name: str, *, full_page: bool = True) -> None:
 
 
 def refer2_calls(stack: Stack) -> int:
-    calls: dict[str, int] = httpx2.get(f"{stack.sandbox}/_sandbox/calls").json()
+    calls: dict[str, int] = stack.http.get(f"{stack.sandbox}/_sandbox/calls").json()
     return calls.get("Refer2", 0)
 
 
 def add_fault(stack: Stack, **fault: Any) -> None:
-    httpx2.post(f"{stack.sandbox}/_sandbox/faults", json=fault).raise_for_status()
+    stack.http.post(f"{stack.sandbox}/_sandbox/faults", json=fault).raise_for_status()
 
 
 def customer_token(stack: Stack, customer_id: str) -> str:
-    answer = httpx2.post(
+    answer = stack.http.post(
         f"{stack.broker}/tokens",
         json={"customer_id": customer_id},
         headers={"Authorization": f"Bearer {ISSUER_KEY}"},
@@ -160,6 +165,12 @@ async ({ brokerUrl, shop }) => {
   return Object.keys(window.lib).sort();
 }
 """
+
+
+def open_demo_origin(page: Page, stack: Stack) -> None:
+    """A light document of the demo's origin (the one the broker allows), from the demo server on
+    loopback: its config. The client-only tests need the origin, not the demo page's work."""
+    page.goto(f"{stack.demo}/demo/config")
 
 
 def import_client(page: Page, stack: Stack) -> None:
@@ -273,9 +284,9 @@ async ({ brokerUrl, shop, expired }) => {
 
 def test_client_refreshes_an_expired_token_once(page: Page, stack: Stack) -> None:
     """An expired token gets one getToken({forceRefresh: true}) and one retry, which succeeds."""
-    open_demo(page, stack)
+    open_demo_origin(page, stack)
     import_client(page, stack)
-    direct = httpx2.post(
+    direct = stack.http.post(
         f"{stack.broker}/api/{VERSION}/{SHOP}/CustomerReferrals2",
         json={},
         headers={"Authorization": f"Bearer {expired_token('carol')}"},
@@ -316,7 +327,7 @@ async ({ brokerUrl, shop, expired, fresh }) => {
 
 def test_client_refresh_keeps_the_idempotency_key(page: Page, stack: Stack) -> None:
     """A send refused for its token is retried once with a fresh token and the same key."""
-    open_demo(page, stack)
+    open_demo_origin(page, stack)
     import_client(page, stack)
     before = refer2_calls(stack)
     outcome = page.evaluate(
@@ -337,7 +348,7 @@ def test_client_refresh_keeps_the_idempotency_key(page: Page, stack: Stack) -> N
 
 def test_client_refreshes_only_once(page: Page, stack: Stack) -> None:
     """When the fresh token is refused too, the client gives up with invalid_token (no loop)."""
-    open_demo(page, stack)
+    open_demo_origin(page, stack)
     import_client(page, stack)
     outcome = page.evaluate(
         REFRESH_SEND,
@@ -385,7 +396,7 @@ async ({ brokerUrl, shop, token }) => {
 
 def test_second_click_after_a_fast_answer_sends_nothing(page: Page, stack: Stack) -> None:
     """An identical send right after the first answered reuses it; after the window it is new."""
-    open_demo(page, stack)
+    open_demo_origin(page, stack)
     import_client(page, stack)
     before = refer2_calls(stack)
     outcome = page.evaluate(
@@ -418,7 +429,7 @@ async ({ brokerUrl, shop, token }) => {
 
 def test_identical_sends_reach_bubblehouse_once(page: Page, stack: Stack) -> None:
     """Two identical sends in flight share one request; a resent Idempotency-Key is replayed."""
-    open_demo(page, stack)
+    open_demo_origin(page, stack)
     import_client(page, stack)
     before = refer2_calls(stack)
     outcome = page.evaluate(
@@ -452,7 +463,7 @@ async ({ brokerUrl, shop, token }) => {
 
 def test_send_is_not_retried_after_a_5xx(page: Page, stack: Stack) -> None:
     """A 502 reaches the caller after exactly one Refer2; trying again is the caller's choice."""
-    open_demo(page, stack)
+    open_demo_origin(page, stack)
     import_client(page, stack)
     add_fault(stack, status=500, times=1, functions=["Refer2"])
     before = refer2_calls(stack)
@@ -502,7 +513,7 @@ async ({ brokerUrl, shop, token }) => {
 
 def test_send_after_a_lost_answer_is_retried_with_its_key(page: Page, stack: Stack) -> None:
     """A network_error is not retried by the client; resending its key does not send twice."""
-    open_demo(page, stack)
+    open_demo_origin(page, stack)
     import_client(page, stack)
     before = refer2_calls(stack)
     outcome = page.evaluate(
@@ -550,7 +561,7 @@ def test_error_bodies_are_readable_from_an_allowed_origin(
     page: Page, stack: Stack, status: int, error_id: str
 ) -> None:
     """Page JavaScript on an allowed origin reads the error's id and its X-Request-ID header."""
-    open_demo(page, stack)
+    open_demo_origin(page, stack)
     customer = f"reader-{error_id}"
     token: str | None = customer_token(stack, customer)
     function, shop = "CustomerReferrals2", SHOP
@@ -683,3 +694,85 @@ def test_demo_links_only_http_urls(page: Page, stack: Stack) -> None:
     unknown = page.locator("#send-result [data-share=unknown]")
     expect(unknown).to_contain_text("launch_confetti")
     assert page.locator("a[href^='javascript']").count() == 0
+
+
+# A referral's whole life on the demo page: the page sends a referral, then moves it on with its
+# sandbox-only buttons, and the history shows each status.
+
+
+def sign_in_and_send(page: Page, stack: Stack, customer: str) -> str:
+    """Open the demo, sign ``customer`` in, send a social referral; its referral_bhid."""
+    page.goto(stack.demo)
+    page.wait_for_selector("body[data-ready=true]")
+    page.get_by_label("Someone else").check()
+    page.get_by_label("Customer id").fill(customer)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#session")).to_contain_text(f"Signed in as {customer}")
+    page.get_by_label("Channel").select_option("custom-social")
+    page.get_by_role("button", name="Send referral").click()
+    new_row = page.locator("#history-rows tr.new")
+    expect(new_row).to_contain_text("Invited")
+    bhid = new_row.get_attribute("data-referral")
+    assert bhid
+    page.evaluate("window.notReloaded = true")  # gone if the page reloads
+    return bhid
+
+
+def test_demo_walks_a_referral_from_invited_to_approved(page: Page, stack: Stack) -> None:
+    """The row's buttons qualify (by keyboard) then approve the sent referral, without reload."""
+    bhid = sign_in_and_send(page, stack, "life-approve")
+    row = page.locator(f"#history-rows tr[data-referral='{bhid}']")
+    expect(page.locator("#lifecycle-note")).to_contain_text("In production these changes come")
+    expect(page.locator("#lifecycle-note")).to_contain_text("the webhook recipe")
+
+    qualify = row.get_by_role("button", name="Mark qualified")
+    qualify.focus()
+    page.keyboard.press("Enter")
+    expect(row.locator(".badge")).to_have_text("Qualified")
+    expect(page.locator("#move-result .notice.ok")).to_contain_text("qualified")
+    # Focus stays in the redrawn row, so a keyboard user goes on from there.
+    assert page.evaluate(f"document.activeElement.closest('tr')?.dataset.referral === '{bhid}'")
+
+    row.get_by_role("button", name="Approve").click()
+    expect(row.locator(".badge")).to_have_text("Approved")
+    expect(row.get_by_role("button", name="Approve")).to_have_count(0)  # already approved
+    expect(row).to_contain_text("pts")  # the approval earned a reward
+    assert page.evaluate("window.notReloaded") is True
+    assert ISSUER_KEY not in page.content()
+
+
+def test_demo_rejects_a_referral(page: Page, stack: Stack) -> None:
+    """The "Reject" button on a sent referral shows it rejected in the history."""
+    bhid = sign_in_and_send(page, stack, "life-reject")
+    row = page.locator(f"#history-rows tr[data-referral='{bhid}']")
+    row.get_by_role("button", name="Reject").click()
+    expect(row.locator(".badge")).to_have_text("Rejected")
+    assert page.evaluate("window.notReloaded") is True
+
+
+def test_demo_shows_the_relays_refusal(page: Page, stack: Stack) -> None:
+    """A referral that is not the signed-in customer's gets the relay's unknown_referral box."""
+    bobs = stack.http.post(
+        f"{stack.broker}/tokens",
+        json={"customer_id": "bob"},
+        headers={"Authorization": f"Bearer {ISSUER_KEY}"},
+    ).json()["token"]
+    history = stack.http.post(
+        f"{stack.broker}/api/{VERSION}/{SHOP}/CustomerReferrals2",
+        json={},
+        headers={"Authorization": f"Bearer {bobs}"},
+    ).json()["referrals"]
+    bhid = sign_in_and_send(page, stack, "life-other")
+    # At the network boundary, the page's own button is pointed at bob's referral.
+    bobs_path = f"/demo/referrals/{history[0]['referral_bhid']}"
+    page.route(
+        f"{stack.demo}/demo/referrals/*",
+        lambda route: route.continue_(url=stack.demo + bobs_path),
+    )
+    row = page.locator(f"#history-rows tr[data-referral='{bhid}']")
+    row.get_by_role("button", name="Approve").click()
+    problem = page.locator("#move-result .problem")
+    expect(problem).to_have_attribute("data-error-id", "unknown_referral")
+    expect(problem).to_contain_text("not one of the signed-in customer's referrals")
+    expect(row.locator(".badge")).to_have_text("Invited")
+    expect(row.get_by_role("button", name="Approve")).to_be_enabled()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import shutil
 import subprocess
 import tomllib
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +19,8 @@ from tests.support import ISSUER_KEY, SHOP
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = ROOT / "clients" / "js"
+# One tsc diagnostic without --pretty: "file(line,col): error TS1234: message".
+DIAGNOSTIC = re.compile(r"(?P<file>[^(\s]+)\(\d+,\d+\): error (?P<code>TS\d+): ")
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 
 
@@ -59,32 +63,42 @@ def test_node_suite_against_a_real_broker(wire_broker: Any) -> None:
     assert "# pass 0" not in done.stdout
 
 
-def test_types_compile_under_strict() -> None:
-    """tsc --strict accepts both .d.ts files and a storefront's consumer file using them."""
-    config = json.loads((CLIENT / "test" / "tsconfig.json").read_text())
-    assert config["compilerOptions"]["strict"] is True
-    assert {"../referrals.d.ts", "../referral-widget.d.ts", "consumer.ts"} <= set(config["files"])
-    run(tool("tsc"), "-p", "test/tsconfig.json")
+# A storefront's file that reads a member of share_action without the type guard.
+OPAQUE_MISUSE = (
+    'import { createReferralsClient } from "@referral-broker/client";\n'
+    'const c = createReferralsClient({ baseUrl: "b", shop: "s", getToken: () => "t" });\n'
+    "export async function f(): Promise<string> {\n"
+    '  const answer = await c.sendReferral({ channel: "sms" });\n'
+    "  const url: string = answer.share_action!.url;\n"
+    "  return url;\n"
+    "}\n"
+)
 
 
-def test_share_action_is_opaque_to_typescript(tmp_path: Path) -> None:
-    """Reading a member of share_action without the type guard is a compile error."""
-    bad = CLIENT / "test" / f"opaque-{os.getpid()}.ts"
-    bad.write_text(
-        'import { createReferralsClient } from "@referral-broker/client";\n'
-        'const c = createReferralsClient({ baseUrl: "b", shop: "s", getToken: () => "t" });\n'
-        "export async function f(): Promise<string> {\n"
-        '  const answer = await c.sendReferral({ channel: "sms" });\n'
-        "  const url: string = answer.share_action!.url;\n"
-        "  return url;\n"
-        "}\n"
+@dataclass(frozen=True)
+class TypeCheck:
+    """One tsc run over test/tsconfig.json's files plus the misuse file: its exit code and its
+    diagnostics, by file."""
+
+    returncode: int
+    misuse: str
+    errors: dict[str, list[str]]
+
+
+@pytest.fixture(scope="module")
+def typecheck() -> TypeCheck:
+    """tsc, once for the module, over the package's strict test project and the misuse file
+    (a config extending test/tsconfig.json, so the same compiler options hold for both)."""
+    misuse = f"opaque-{os.getpid()}.ts"
+    project = CLIENT / "test" / f"tsconfig-{os.getpid()}.json"
+    base = json.loads((CLIENT / "test" / "tsconfig.json").read_text())
+    (CLIENT / "test" / misuse).write_text(OPAQUE_MISUSE)
+    project.write_text(
+        json.dumps({"extends": "./tsconfig.json", "files": [*base["files"], misuse]})
     )
     try:
         done = subprocess.run(
-            [
-                *(tool("tsc"), "--strict", "--noEmit", "--module", "NodeNext"),
-                *("--moduleResolution", "NodeNext", "--lib", "ES2022,DOM", str(bad)),
-            ],
+            [tool("tsc"), "-p", str(project.relative_to(CLIENT)), "--pretty", "false"],
             cwd=CLIENT,
             capture_output=True,
             text=True,
@@ -92,9 +106,31 @@ def test_share_action_is_opaque_to_typescript(tmp_path: Path) -> None:
             check=False,
         )
     finally:
-        bad.unlink()
-    assert done.returncode != 0
-    assert "TS2322" in done.stdout  # 'unknown' is not assignable to 'string'
+        project.unlink()
+        (CLIENT / "test" / misuse).unlink()
+    errors: dict[str, list[str]] = {}
+    for line in done.stdout.splitlines():
+        found = DIAGNOSTIC.match(line)
+        assert found or line.startswith(" "), f"not a tsc diagnostic: {line!r}"
+        if found:
+            errors.setdefault(found["file"], []).append(found["code"])
+    return TypeCheck(done.returncode, f"test/{misuse}", errors)
+
+
+def test_types_compile_under_strict(typecheck: TypeCheck) -> None:
+    """tsc --strict accepts both .d.ts files and a storefront's consumer file using them."""
+    config = json.loads((CLIENT / "test" / "tsconfig.json").read_text())
+    assert config["compilerOptions"]["strict"] is True
+    assert {"../referrals.d.ts", "../referral-widget.d.ts", "consumer.ts"} <= set(config["files"])
+    assert {name for name in typecheck.errors if name != typecheck.misuse} == set(), (
+        typecheck.errors
+    )
+
+
+def test_share_action_is_opaque_to_typescript(typecheck: TypeCheck) -> None:
+    """Reading a member of share_action without the type guard is a compile error."""
+    assert typecheck.returncode != 0
+    assert "TS2322" in typecheck.errors[typecheck.misuse]  # 'unknown' is not assignable to 'string'
 
 
 def test_npm_pack_holds_the_four_files_at_the_brokers_version() -> None:

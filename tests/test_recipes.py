@@ -4,18 +4,21 @@ tokens; the React and Vue components parse."""
 from __future__ import annotations
 
 import base64
+import functools
 import json
 import re
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable, Iterator
 from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.stack import READ_PATH, Broker
+from tests.servers import RunningServer
+from tests.stack import READ_PATH, Broker, Sandbox, running_broker
 from tests.support import SECRET_A, SECRET_B, SHOP
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,20 +31,27 @@ DRIVERS = {
     "mint-token.mjs": (
         "driver.mjs",
         'import { customerToken } from "./mint-token.mjs";\n'
-        "const [shop, customerId, email, kid, secretBase64] = process.argv.slice(2);\n"
-        "console.log(customerToken({ shop, customerId, email, kid, secretBase64 }));\n",
+        "const [shop, email, kid, ...pairs] = process.argv.slice(2);\n"
+        "for (let i = 0; i < pairs.length; i += 2) {\n"
+        "  const [customerId, secretBase64] = [pairs[i], pairs[i + 1]];\n"
+        "  console.log(customerToken({ shop, customerId, email, kid, secretBase64 }));\n"
+        "}\n",
         ["node"],
     ),
     "mint-token.php": (
         "driver.php",
         "<?php\nrequire __DIR__ . '/mint-token.php';\n"
-        "echo customer_token($argv[1], $argv[2], $argv[3], $argv[4], $argv[5]), PHP_EOL;\n",
+        "for ($i = 4; $i < $argc; $i += 2) {\n"
+        "  echo customer_token($argv[1], $argv[$i], $argv[2], $argv[3], $argv[$i + 1]), PHP_EOL;\n"
+        "}\n",
         ["php"],
     ),
     "mint_token.py": (
         "driver.py",
         "import sys\nfrom mint_token import customer_token\n"
-        "print(customer_token(*sys.argv[1:6]))\n",
+        "shop, email, kid, *pairs = sys.argv[1:]\n"
+        "for customer, secret in zip(pairs[::2], pairs[1::2]):\n"
+        "    print(customer_token(shop, customer, email, kid, secret))\n",
         [sys.executable],
     ),
 }
@@ -51,23 +61,57 @@ def recipes() -> dict[str, str]:
     return dict(RECIPE.findall(RECIPES_MD.read_text()))
 
 
-def mint(tmp_path: Path, name: str, customer: str, secret: str = SECRET_A) -> str:
-    """Run one minting recipe as the merchant's server would, and return its token."""
+def mint(directory: Path, name: str, wanted: list[tuple[str, str]]) -> list[str]:
+    """Run one minting recipe as the merchant's server would (one process for every
+    ``(customer, secret)`` in ``wanted``), and return its tokens in that order."""
     driver, code, command = DRIVERS[name]
     program = shutil.which(command[0]) if command[0] != sys.executable else sys.executable
     assert program, f"{command[0]} is not installed: run bash scripts/setup --test"
-    (tmp_path / name).write_text(recipes()[name])
-    (tmp_path / driver).write_text(code)
+    (directory / name).write_text(recipes()[name])
+    (directory / driver).write_text(code)
+    pairs = [part for customer_and_secret in wanted for part in customer_and_secret]
     done = subprocess.run(
-        [program, driver, SHOP, customer, EMAIL, "key-a", secret],
-        cwd=tmp_path,
+        [program, driver, SHOP, EMAIL, "key-a", *pairs],
+        cwd=directory,
         capture_output=True,
         text=True,
         timeout=60,
         check=False,
     )
     assert done.returncode == 0, done.stderr
-    return done.stdout.strip()
+    tokens = done.stdout.split()
+    assert len(tokens) == len(wanted), done.stdout
+    return tokens
+
+
+def customer_of(name: str) -> str:
+    return f"recipe-{name.split('.')[-1]}"
+
+
+@pytest.fixture(scope="module")
+def minted(tmp_path_factory: pytest.TempPathFactory) -> Callable[[str], tuple[str, str]]:
+    """A recipe's tokens, minted by one run of it when first asked for: its customer's token
+    signed with key-a's secret, and one for ``recipe-wrong`` signed with another secret."""
+
+    @functools.cache
+    def tokens(name: str) -> tuple[str, str]:
+        good, wrong = mint(
+            tmp_path_factory.mktemp("recipe"),
+            name,
+            [(customer_of(name), SECRET_A), ("recipe-wrong", SECRET_B)],
+        )
+        return good, wrong
+
+    return tokens
+
+
+@pytest.fixture(scope="module")
+def recipe_broker(sandbox_server: RunningServer) -> Iterator[Broker]:
+    """One broker for the module, in front of the shared sandbox (reset once): each test reads
+    its own customer, so none sees another's state."""
+    Sandbox(sandbox_server.url).reset()
+    with running_broker(sandbox_server.url) as running:
+        yield running
 
 
 def segment(token: str, index: int) -> dict[str, Any]:
@@ -88,17 +132,19 @@ def test_every_recipe_is_extracted() -> None:
 
 
 @pytest.mark.parametrize("name", sorted(DRIVERS))
-def test_minted_token_is_accepted_by_the_broker(broker: Broker, tmp_path: Path, name: str) -> None:
+def test_minted_token_is_accepted_by_the_broker(
+    recipe_broker: Broker, minted: Callable[[str], tuple[str, str]], name: str
+) -> None:
     """Each recipe's token has the plugins' header and claims; the broker serves its customer."""
-    customer = f"recipe-{name.split('.')[-1]}"
-    token = mint(tmp_path, name, customer)
+    customer = customer_of(name)
+    token = minted(name)[0]
     assert segment(token, 0) == {"alg": "HS256", "typ": "JWT", "kid": "key-a"}
     claims = segment(token, 1)
     assert set(claims) == {"aud", "sub", "iat", "exp", "ce"}
     assert (claims["aud"], claims["sub"], claims["ce"]) == ("BH", f"{SHOP}/{customer}", EMAIL)
     assert claims["exp"] - claims["iat"] == 900
     identity = {"customer": {"shopid": customer, "email": EMAIL.upper()}}
-    answer = broker.client.post(
+    answer = recipe_broker.client.post(
         READ_PATH, json=identity, headers={"Authorization": f"Bearer {token}"}
     )
     assert answer.status_code == 200, answer.text
@@ -107,54 +153,73 @@ def test_minted_token_is_accepted_by_the_broker(broker: Broker, tmp_path: Path, 
 
 @pytest.mark.parametrize("name", sorted(DRIVERS))
 def test_token_signed_with_another_secret_is_refused(
-    broker: Broker, tmp_path: Path, name: str
+    recipe_broker: Broker, minted: Callable[[str], tuple[str, str]], name: str
 ) -> None:
     """The same recipe with a secret that is not key-a's gives a token the broker refuses."""
-    token = mint(tmp_path, name, "recipe-wrong", secret=SECRET_B)
-    answer = broker.client.post(READ_PATH, json={}, headers={"Authorization": f"Bearer {token}"})
+    token = minted(name)[1]
+    answer = recipe_broker.client.post(
+        READ_PATH, json={}, headers={"Authorization": f"Bearer {token}"}
+    )
     assert (answer.status_code, answer.json()["reason"]) == (401, "signature")
 
 
 TRANSPILE = """
 const ts = require(process.argv[1]);
-const [fileName, source] = [process.argv[2], require("fs").readFileSync(0, "utf8")];
-const out = ts.transpileModule(source, {
-  fileName, reportDiagnostics: true,
-  compilerOptions: {
-    jsx: ts.JsxEmit.Preserve, target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ESNext,
-  },
-});
-console.log(JSON.stringify({
-  errors: out.diagnostics.map((d) => ts.flattenDiagnosticMessageText(d.messageText, " ")),
-  output: out.outputText,
-}));
+const sources = JSON.parse(require("fs").readFileSync(0, "utf8"));
+const parsed = {};
+for (const [fileName, source] of Object.entries(sources)) {
+  const out = ts.transpileModule(source, {
+    fileName, reportDiagnostics: true,
+    compilerOptions: {
+      jsx: ts.JsxEmit.Preserve, target: ts.ScriptTarget.ES2022, module: ts.ModuleKind.ESNext,
+    },
+  });
+  parsed[fileName] = {
+    errors: out.diagnostics.map((d) => ts.flattenDiagnosticMessageText(d.messageText, " ")),
+    output: out.outputText,
+  };
+}
+console.log(JSON.stringify(parsed));
 """
 
 
-def parse_js(file_name: str, source: str) -> dict[str, Any]:
-    """TypeScript's parser over JavaScript or JSX: its syntax errors and its output."""
+def vue_script() -> str:
+    found = re.search(r"<script setup>\n(.*?)</script>", recipes()["ReferralWidget.vue"], re.DOTALL)
+    assert found, "the Vue recipe has no <script setup>"
+    return found.group(1)
+
+
+@pytest.fixture(scope="module")
+def parsed() -> dict[str, dict[str, Any]]:
+    """TypeScript's parser over the recipes' JavaScript and JSX (and a broken copy of the JSX,
+    to show the check sees errors), in one node run: each file's syntax errors and output."""
     node = shutil.which("node")
     assert node and TYPESCRIPT.exists(), "run bash scripts/setup --test"
+    react = recipes()["ReferralWidget.jsx"]
+    sources = {
+        "ReferralWidget.jsx": react,
+        "Broken.jsx": react.replace("/>;", ">;"),
+        "ReferralWidget.js": vue_script(),
+    }
     done = subprocess.run(
-        [node, "-e", TRANSPILE, str(TYPESCRIPT), file_name],
-        input=source,
+        [node, "-e", TRANSPILE, str(TYPESCRIPT)],
+        input=json.dumps(sources),
         capture_output=True,
         text=True,
         timeout=60,
         check=True,
     )
-    parsed: dict[str, Any] = json.loads(done.stdout)
-    return parsed
+    results: dict[str, dict[str, Any]] = json.loads(done.stdout)
+    return results
 
 
-def test_react_component_parses() -> None:
+def test_react_component_parses(parsed: dict[str, dict[str, Any]]) -> None:
     """The React recipe is valid JSX that renders <referral-widget> and imports the widget."""
-    parsed = parse_js("ReferralWidget.jsx", recipes()["ReferralWidget.jsx"])
-    assert parsed["errors"] == []
-    assert '"@referral-broker/client/widget"' in parsed["output"]
-    assert "<referral-widget ref={ref}" in parsed["output"]
-    broken = parse_js("Broken.jsx", recipes()["ReferralWidget.jsx"].replace("/>;", ">;"))
-    assert broken["errors"]  # the check does see JSX errors
+    react = parsed["ReferralWidget.jsx"]
+    assert react["errors"] == []
+    assert '"@referral-broker/client/widget"' in react["output"]
+    assert "<referral-widget ref={ref}" in react["output"]
+    assert parsed["Broken.jsx"]["errors"]  # the check does see JSX errors
 
 
 class Tags(HTMLParser):
@@ -176,14 +241,11 @@ class Tags(HTMLParser):
             self.problems.append(tag)
 
 
-def test_vue_component_parses() -> None:
+def test_vue_component_parses(parsed: dict[str, dict[str, Any]]) -> None:
     """The Vue recipe: its script parses, its template balances and binds the widget."""
-    source = recipes()["ReferralWidget.vue"]
-    script = re.search(r"<script setup>\n(.*?)</script>", source, re.DOTALL)
-    template = re.search(r"<template>(.*)</template>", source, re.DOTALL)
-    assert script and template
-    parsed = parse_js("ReferralWidget.js", script.group(1))
-    assert parsed["errors"] == []
+    template = re.search(r"<template>(.*)</template>", recipes()["ReferralWidget.vue"], re.DOTALL)
+    assert template
+    assert parsed["ReferralWidget.js"]["errors"] == []
     tags = Tags()
     tags.feed(template.group(1))
     assert tags.problems == [] and tags.open == []

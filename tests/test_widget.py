@@ -8,9 +8,10 @@ SRI hash, and whose ``/token`` route mints customer tokens as a merchant's serve
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -28,7 +29,8 @@ from broker.sandbox import SandboxConfig, create_sandbox_app
 from tests.servers import free_port, serve_app
 from tests.support import ISSUER_KEY, SECRET_A, SECRET_B, SHOP, make_settings
 
-pytestmark = [pytest.mark.browser, pytest.mark.slow]
+# One group for xdist's loadgroup: the module's Chromium and servers start once, on one worker.
+pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser-widget")]
 
 ROOT = Path(__file__).resolve().parent.parent
 AXE = ROOT / "clients" / "js" / "node_modules" / "axe-core" / "axe.min.js"
@@ -41,13 +43,21 @@ class Stack:
     broker: str
     sandbox: str
     storefront: str
+    http: httpx2.Client  # the test's own calls to the servers, over one client for the module
 
 
 def storefront_app(broker_url: str) -> Starlette:
-    """The merchant's shop: a page with the widget, and a token route on its own origin."""
+    """The merchant's shop: a page with the widget, and a token route on its own origin; its
+    server calls the broker over one client for its lifetime, as a merchant's server would."""
+    http = httpx2.AsyncClient(timeout=30)
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with http:
+            yield
 
     async def page(request: Request) -> Response:
-        manifest = httpx2.get(f"{broker_url}/static/manifest.json").json()
+        manifest = (await http.get(f"{broker_url}/static/manifest.json")).json()
         widget = manifest["files"]["referral-widget.js"]
         client = manifest["files"]["referrals.js"]
         customer = request.query_params.get("customer", "demo-widget")
@@ -75,19 +85,18 @@ def storefront_app(broker_url: str) -> Starlette:
         if customer == "signed-out":  # as Shopify's app proxy answers for a visitor
             problem = {"id": "customer_not_logged_in", "status": 401}
             return JSONResponse(problem, status_code=401, media_type="application/problem+json")
-        async with httpx2.AsyncClient() as http:
-            answer = await http.post(
-                f"{broker_url}/tokens",
-                json={"customer_id": customer},
-                headers={"Authorization": f"Bearer {ISSUER_KEY}"},
-            )
+        answer = await http.post(
+            f"{broker_url}/tokens",
+            json={"customer_id": customer},
+            headers={"Authorization": f"Bearer {ISSUER_KEY}"},
+        )
         body = answer.json()
         return JSONResponse(
             {"token": body["token"], "expires_at": body["expires_at"]},
             headers={"Cache-Control": "no-store"},
         )
 
-    return Starlette(routes=[Route("/", page), Route("/token", token)])
+    return Starlette(routes=[Route("/", page), Route("/token", token)], lifespan=lifespan)
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +113,9 @@ def stack() -> Iterator[Stack]:
         with (
             serve_app(create_app(settings)) as broker,
             serve_app(storefront_app(broker.url), port=shop_port) as shop,
+            httpx2.Client(timeout=30) as http,
         ):
-            yield Stack(broker.url, sandbox.url, shop.url)
+            yield Stack(broker.url, sandbox.url, shop.url, http)
 
 
 @pytest.fixture
@@ -117,7 +127,7 @@ def page(browser: Browser, stack: Stack) -> Iterator[Page]:
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     yield page
     context.close()
-    httpx2.delete(f"{stack.sandbox}/_sandbox/faults")
+    stack.http.delete(f"{stack.sandbox}/_sandbox/faults")
     assert errors == []
 
 
@@ -270,7 +280,7 @@ def test_bubblehouse_refusal_shows_the_shop_text(page: Page, stack: Stack) -> No
         "times": 1,
         "functions": ["Refer2"],
     }
-    httpx2.post(f"{stack.sandbox}/_sandbox/faults", json=fault).raise_for_status()
+    stack.http.post(f"{stack.sandbox}/_sandbox/faults", json=fault).raise_for_status()
     widget.get_by_label("Share by").select_option("sms")
     widget.get_by_role("button", name="Send invitation").click()
     expect(widget.get_by_role("alert")).to_have_text(SHOP_TEXT)
