@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
 
+import httpx2
 import pytest
 
 from broker.settings import Settings
@@ -58,10 +59,17 @@ def sandbox_server() -> Iterator[RunningServer]:
         yield server
 
 
+@pytest.fixture(scope="session")
+def sandbox_http(sandbox_server: RunningServer) -> Iterator[httpx2.Client]:
+    """One HTTP client for the shared sandbox's control API, kept for the session."""
+    with httpx2.Client(base_url=sandbox_server.url, timeout=10) as client:
+        yield client
+
+
 @pytest.fixture
-def sandbox(sandbox_server: RunningServer) -> Sandbox:
+def sandbox(sandbox_server: RunningServer, sandbox_http: httpx2.Client) -> Sandbox:
     """The sandbox's control API, reset to its seeded state for this test."""
-    control = Sandbox(sandbox_server.url)
+    control = Sandbox(sandbox_server.url, sandbox_http)
     control.reset()
     return control
 
