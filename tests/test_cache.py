@@ -285,7 +285,12 @@ async def test_leader_error_reaches_local_waiters_without_more_calls(store: Stor
     failing = Upstream(gate=gate, error=UpstreamRejected("empty_customer_identity", 400))
     reads = [asyncio.create_task(cache.read(key(), failing, limit=None)) for _ in range(5)]
     await failing.started.wait()
-    await asyncio.sleep(0.1)  # let every read see the lease taken
+    # Let every read see the lease taken (on Redis, once all five lookups are sent).
+    deadline = asyncio.get_running_loop().time() + 10
+    while store.redis is not None and store.redis_calls < 5:
+        assert asyncio.get_running_loop().time() < deadline, "the lookups never reached Redis"
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
     gate.set()
     results = await asyncio.gather(*reads, return_exceptions=True)
     assert all(isinstance(r, UpstreamRejected) for r in results)
