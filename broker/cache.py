@@ -200,6 +200,8 @@ class ReferralCache:
             served = None
             if exc.stale_ok:
                 served = self._stale(found, elapsed, exc.error_id, decision)
+            if served is None and flight is not None:
+                self._land(flight, exc)  # local waiters hear it before the lease goes
             await self._release(keys, token, backoff=served is not None)
             if served is None:
                 outcome = exc
@@ -256,8 +258,15 @@ class ReferralCache:
         deadline = loop.time() + self.wait_bound
         delay = 0.005
         epoch = self.store.epoch
+        # The holder's future this waiter has already looked at: once landed, the holder takes
+        # it out of the table, and its outcome still stands (a holder's lease is never reused).
+        seen: tuple[str, asyncio.Future[bytes | None]] | None = None
         while (remaining := deadline - loop.time()) > 0:
             flight = self._flights.get(found.holder)
+            if flight is None and seen is not None and seen[0] == found.holder:
+                flight = seen[1]
+                if flight.done() and flight.exception() is None and flight.result() is None:
+                    flight = None  # landed with "look again": poll like any other waiter
             if flight is None and found.holder.startswith(self._lease_nonce):
                 # The holder is a task of this process whose reply has not been seen yet: make
                 # the future it will land (it finds it there), rather than polling Redis.
@@ -265,6 +274,7 @@ class ReferralCache:
                 made.append((found.holder, flight))
             if flight is not None:
                 # The lease holder is a task of this process: wait on it, not on Redis.
+                seen = (found.holder, flight)
                 try:
                     # A short look at a time: a holder that finished before the future was made
                     # never lands it, and by then its entry is in the store.
