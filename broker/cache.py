@@ -281,7 +281,9 @@ class ReferralCache:
                     async with asyncio.timeout(min(remaining, 0.1)):
                         body = await asyncio.shield(flight)
                 except TimeoutError:
-                    body = None
+                    # A stalled loop may run the timeout and the landing together: the landed
+                    # outcome wins (result() raises the leader's error, if that is what landed).
+                    body = flight.result() if flight.done() else None
                 if body is not None:
                     return Served(body, COLLAPSED, "collapsed", decision)
             else:

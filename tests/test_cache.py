@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+import time
 from typing import Any, cast
 
 import pytest
@@ -369,3 +370,23 @@ async def test_a_cached_read_is_one_round_trip(redis_session: RedisProcess) -> N
         assert "cmdstat_eval" not in stats  # every script ran by SHA
     finally:
         await store.aclose()
+
+
+async def test_waiters_keep_the_leaders_error_through_a_stalled_loop(store: Store) -> None:
+    """A loop stalled past the waiters' look-again time (a busy machine) runs their timeouts and
+    the leader's failure together: they still take its error, and nobody calls again."""
+    cache = cache_for(store)
+    gate = asyncio.Event()
+    failing = Upstream(gate=gate, error=UpstreamRejected("empty_customer_identity", 400))
+    reads = [asyncio.create_task(cache.read(key(), failing, limit=None)) for _ in range(5)]
+    await failing.started.wait()
+    deadline = asyncio.get_running_loop().time() + 10
+    while store.redis is not None and store.redis_calls < 5:
+        assert asyncio.get_running_loop().time() < deadline, "the lookups never reached Redis"
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.05)
+    gate.set()
+    time.sleep(0.3)  # noqa: ASYNC251 - the stall is the point: nothing runs meanwhile
+    results = await asyncio.gather(*reads, return_exceptions=True)
+    assert all(isinstance(r, UpstreamRejected) for r in results)
+    assert failing.calls == 1
