@@ -59,6 +59,17 @@ def cache_for(store: Store, **env: str) -> ReferralCache:
     return ReferralCache(store, make_settings(**env), backoff=5.0)
 
 
+async def lookups_sent(store: Store, count: int) -> None:
+    """Wait until ``count`` Redis calls are sent (at once on memory, where a lookup never
+    awaits), then a little longer, so that every waiting read has found the leader's lease
+    before the leader goes on, however busy the machine."""
+    deadline = asyncio.get_running_loop().time() + 10
+    while store.redis is not None and store.redis_calls < count:
+        assert asyncio.get_running_loop().time() < deadline, "the lookups never reached Redis"
+        await asyncio.sleep(0.01)
+    await asyncio.sleep(0.2)
+
+
 async def test_miss_stores_then_hits_with_the_same_bytes(store: Store) -> None:
     """A miss loads and stores; the next read is a hit returning exactly the loaded bytes."""
     cache = cache_for(store)
@@ -80,13 +91,7 @@ async def test_fifty_concurrent_cold_reads_load_once(store: Store) -> None:
     upstream = Upstream(gate=gate)
     reads = [asyncio.create_task(cache.read(key(), upstream, limit=None)) for _ in range(50)]
     await upstream.started.wait()
-    # Let every other read look the key up and find the leader's lease before it stores (on
-    # Redis each lookup is a round trip: wait until all fifty are sent, however busy the machine).
-    deadline = asyncio.get_running_loop().time() + 10
-    while store.redis is not None and store.redis_calls < 50:
-        assert asyncio.get_running_loop().time() < deadline, "the lookups never reached Redis"
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.2)
+    await lookups_sent(store, 50)
     gate.set()
     served = await asyncio.gather(*reads)
     assert upstream.calls == 1
@@ -279,20 +284,21 @@ async def test_errors_are_never_cached(store: Store) -> None:
     assert upstream.calls == 1
 
 
-async def test_leader_error_reaches_local_waiters_without_more_calls(store: Store) -> None:
-    """When the one upstream call fails with nothing stale, its collapsed waiters get that error."""
+@pytest.mark.parametrize("stall", [0.0, 0.3], ids=["steady loop", "stalled loop"])
+async def test_leader_error_reaches_local_waiters_without_more_calls(
+    store: Store, stall: float
+) -> None:
+    """When the one upstream call fails with nothing stale, its collapsed waiters get that error.
+    A loop stalled past the waiters' look-again time (a busy machine) runs their timeouts and the
+    leader's failure together: they still take its error, and nobody calls again."""
     cache = cache_for(store)
     gate = asyncio.Event()
     failing = Upstream(gate=gate, error=UpstreamRejected("empty_customer_identity", 400))
     reads = [asyncio.create_task(cache.read(key(), failing, limit=None)) for _ in range(5)]
     await failing.started.wait()
-    # Let every read see the lease taken (on Redis, once all five lookups are sent).
-    deadline = asyncio.get_running_loop().time() + 10
-    while store.redis is not None and store.redis_calls < 5:
-        assert asyncio.get_running_loop().time() < deadline, "the lookups never reached Redis"
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.2)
+    await lookups_sent(store, 5)
     gate.set()
+    time.sleep(stall)  # noqa: ASYNC251 - the stall is the point: nothing runs meanwhile
     results = await asyncio.gather(*reads, return_exceptions=True)
     assert all(isinstance(r, UpstreamRejected) for r in results)
     assert failing.calls == 1
@@ -370,23 +376,3 @@ async def test_a_cached_read_is_one_round_trip(redis_session: RedisProcess) -> N
         assert "cmdstat_eval" not in stats  # every script ran by SHA
     finally:
         await store.aclose()
-
-
-async def test_waiters_keep_the_leaders_error_through_a_stalled_loop(store: Store) -> None:
-    """A loop stalled past the waiters' look-again time (a busy machine) runs their timeouts and
-    the leader's failure together: they still take its error, and nobody calls again."""
-    cache = cache_for(store)
-    gate = asyncio.Event()
-    failing = Upstream(gate=gate, error=UpstreamRejected("empty_customer_identity", 400))
-    reads = [asyncio.create_task(cache.read(key(), failing, limit=None)) for _ in range(5)]
-    await failing.started.wait()
-    deadline = asyncio.get_running_loop().time() + 10
-    while store.redis is not None and store.redis_calls < 5:
-        assert asyncio.get_running_loop().time() < deadline, "the lookups never reached Redis"
-        await asyncio.sleep(0.01)
-    await asyncio.sleep(0.05)
-    gate.set()
-    time.sleep(0.3)  # noqa: ASYNC251 - the stall is the point: nothing runs meanwhile
-    results = await asyncio.gather(*reads, return_exceptions=True)
-    assert all(isinstance(r, UpstreamRejected) for r in results)
-    assert failing.calls == 1

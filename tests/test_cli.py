@@ -37,16 +37,18 @@ def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
             monkeypatch.delenv(name)
 
 
-def test_token_command_prints_a_verifiable_token(
-    clean_env: None,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str],
-) -> None:
-    """broker token prints a customer token for the configured shop and keys."""
-    monkeypatch.chdir(tmp_path)  # no .env
+@pytest.fixture
+def test_env(clean_env: None, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The test deployment's variables, in a folder without a .env file, for in-process runs."""
+    monkeypatch.chdir(tmp_path)
     for name, value in broker_env().items():
         monkeypatch.setenv(name, value)
+
+
+def test_token_command_prints_a_verifiable_token(
+    test_env: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """broker token prints a customer token for the configured shop and keys."""
     code = main(["token", "--customer", "alice", "--email", "a@example.com", "--ttl", "60"])
     out, err = capfd.readouterr()
     assert code == 0, err
@@ -55,15 +57,9 @@ def test_token_command_prints_a_verifiable_token(
 
 
 def test_token_command_refuses_bad_input_and_bad_config(
-    clean_env: None,
-    tmp_path: Path,
-    monkeypatch: pytest.MonkeyPatch,
-    capfd: pytest.CaptureFixture[str],
+    test_env: None, monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str]
 ) -> None:
     """A bad customer id and a bad configuration both exit 2 with a plain message."""
-    monkeypatch.chdir(tmp_path)  # no .env
-    for name, value in broker_env().items():
-        monkeypatch.setenv(name, value)
     assert main(["token", "--customer", "a/b"]) == 2
     out, err = capfd.readouterr()
     assert "customer_id" in err and out == ""

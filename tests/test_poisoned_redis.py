@@ -240,32 +240,25 @@ def test_send_with_a_poisoned_generation_gives_a_usable_token(
     assert sent.json()["referral"]["referral_bhid"] in listed
 
 
-def test_read_only_replica_still_answers(
-    sandbox: Sandbox, redis_server: RedisProcess, plain: sync_redis.Redis
-) -> None:
+def test_read_only_replica_still_answers(strict_broker: Broker, plain: sync_redis.Redis) -> None:
     """A Redis turned into a read-only replica (READONLY replies, as after a failover that kept
     the old address): reads and sends still answer 200, Redis stays up, and once it is a primary
     again reads are cached in it again."""
+    broker = strict_broker
     primary = RedisProcess().start()
     try:
-        with running_broker(
-            sandbox.url,
-            REDIS_URL=redis_server.url,
-            BROKER_NEAR_CACHE_MB="0",
-            BROKER_RATE_LIMIT_SYNC="0",
-        ) as broker:
-            broker.read().raise_for_status()
-            plain.replicaof("127.0.0.1", primary.port)
-            try:
-                with capture_logs() as events:
-                    assert [broker.read().status_code for _ in range(3)] == [200] * 3
-                    sent = broker.refer({"channel": "sms"}, headers={"Idempotency-Key": "ro-1"})
-                    assert sent.status_code == 200, sent.text
-                    assert_no_outage(broker, events)
-                assert any(e.get("error") == "ReadOnlyError" for e in events)
-            finally:
-                plain.replicaof("NO", "ONE")
-            broker.read(customer="bob")
-            assert broker.read(customer="bob").headers["cache-status"].startswith("broker; hit")
+        broker.read().raise_for_status()
+        plain.replicaof("127.0.0.1", primary.port)
+        try:
+            with capture_logs() as events:
+                assert [broker.read().status_code for _ in range(3)] == [200] * 3
+                sent = broker.refer({"channel": "sms"}, headers={"Idempotency-Key": "ro-1"})
+                assert sent.status_code == 200, sent.text
+                assert_no_outage(broker, events)
+            assert any(e.get("error") == "ReadOnlyError" for e in events)
+        finally:
+            plain.replicaof("NO", "ONE")
+        broker.read(customer="bob")
+        assert broker.read(customer="bob").headers["cache-status"].startswith("broker; hit")
     finally:
         primary.cleanup()
