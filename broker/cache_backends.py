@@ -20,7 +20,7 @@ from broker.cache_scripts import INVALIDATE_LUA, PUT_LUA, READ_LUA, RELEASE_LUA
 from broker.limits import rate_key
 from broker.memory import Memory
 from broker.nearcache import CHANNEL
-from broker.scripts import decode
+from broker.scripts import Released, decode
 from broker.store import Store, customer_scope, scope_prefix
 
 
@@ -77,11 +77,6 @@ class Lookup:
 @dataclass(frozen=True, slots=True)
 class _Stored:
     stored: bool
-
-
-@dataclass(frozen=True, slots=True)
-class _Released:
-    released: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -167,7 +162,7 @@ class RedisEntries:
 
     async def release(self, keys: EntryKeys, token: str, backoff_ms: int) -> None:
         raw = await self._release(keys=[keys.lease, keys.backoff], args=[token, backoff_ms])
-        decode(_Released, raw)
+        decode(Released, raw)
 
     async def invalidate(self, gen_key: str, doomed: Sequence[str], prefix: str) -> int:
         raw = await self._invalidate(

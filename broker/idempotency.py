@@ -24,7 +24,7 @@ from typing import Literal, Protocol
 
 from broker.errors import IdempotencyKeyReused
 from broker.memory import Memory
-from broker.scripts import decode
+from broker.scripts import Released, decode
 from broker.store import Store, Twins, digest, scope_prefix
 
 State = Literal["claimed", "mismatch", "pending", "done"]
@@ -129,11 +129,6 @@ class _Completed:
     completed: bool
 
 
-@dataclass(frozen=True, slots=True)
-class _Released:
-    released: bool
-
-
 class RedisRecords:
     """Records as Redis hashes, shared by every process on the Redis."""
 
@@ -168,7 +163,7 @@ class RedisRecords:
         decode(_Completed, raw)
 
     async def release(self, record: str, token: str) -> None:
-        decode(_Released, await self._release(keys=[record], args=[token]))
+        decode(Released, await self._release(keys=[record], args=[token]))
 
 
 @dataclass(frozen=True, slots=True)

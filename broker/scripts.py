@@ -16,6 +16,7 @@ import hashlib
 import types
 import typing
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from redis.asyncio import Redis
@@ -88,6 +89,13 @@ def _fields(cls: type) -> Table:
             if field.init
         }
     return table
+
+
+@dataclass(frozen=True, slots=True)
+class Released:
+    """The reply of a script that gives up a claim or a lease: whether it was still held."""
+
+    released: bool
 
 
 def decode(cls: type[R], raw: Any, **known: Any) -> R:
