@@ -17,13 +17,13 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 METHOD_ORDER = ("GET", "POST", "PUT", "PATCH", "DELETE", "OPTIONS")
 ALLOW_HEADERS = (
-    "Authorization, Content-Type, Idempotency-Key, Consistency-Token, X-Request-ID, traceparent"
+    b"Authorization, Content-Type, Idempotency-Key, Consistency-Token, X-Request-ID, traceparent"
 )
 EXPOSE_HEADERS = (
-    "X-Request-ID, Retry-After, Cache-Status, Consistency-Token, RateLimit, RateLimit-Policy, "
-    "Idempotent-Replayed"
+    b"X-Request-ID, Retry-After, Cache-Status, Consistency-Token, RateLimit, RateLimit-Policy, "
+    b"Idempotent-Replayed"
 )
-PREFLIGHT_MAX_AGE = "600"
+PREFLIGHT_MAX_AGE = b"600"
 PREFLIGHT_VARY = b"Origin, Access-Control-Request-Method, Access-Control-Request-Headers"
 HOST_LABELS = re.compile(r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+$")
 
@@ -66,6 +66,8 @@ class RouteGroup:
         plain = [r for r in routes if isinstance(r, Route)]
         self.exact = {r.path: r for r in plain if not r.param_convertors}
         self.templated = tuple(r for r in plain if r.param_convertors)
+        # What a preflight of each route answers, said once.
+        self.methods = {r.path: allowed_methods(r).encode() for r in plain}
 
     def find(self, path: str) -> Route | None:
         """The route of this group whose path template matches ``path``, if any."""
@@ -122,9 +124,9 @@ class CORSMiddleware:
                     "status": 204,
                     "headers": [
                         (b"access-control-allow-origin", origin_bytes),
-                        (b"access-control-allow-methods", allowed_methods(route).encode()),
-                        (b"access-control-allow-headers", ALLOW_HEADERS.encode()),
-                        (b"access-control-max-age", PREFLIGHT_MAX_AGE.encode()),
+                        (b"access-control-allow-methods", self.browser.methods[route.path]),
+                        (b"access-control-allow-headers", ALLOW_HEADERS),
+                        (b"access-control-max-age", PREFLIGHT_MAX_AGE),
                         (b"vary", PREFLIGHT_VARY),
                     ],
                 }
@@ -141,7 +143,7 @@ class CORSMiddleware:
                     vary_value = vary_value + b", Origin" if vary_value else b"Origin"
                 headers += [
                     (b"access-control-allow-origin", origin_bytes),
-                    (b"access-control-expose-headers", EXPOSE_HEADERS.encode()),
+                    (b"access-control-expose-headers", EXPOSE_HEADERS),
                     (b"vary", vary_value),
                 ]
                 message["headers"] = headers

@@ -216,7 +216,7 @@ def _preflight(route: Route) -> dict[str, Any]:
         "description": (
             "Answered by the broker without a token. For an origin in BROKER_CORS_ORIGINS the "
             f"answer allows the methods {cors.allowed_methods(route)} and the request headers "
-            f"{cors.ALLOW_HEADERS}; other origins get no CORS headers."
+            f"{cors.ALLOW_HEADERS.decode()}; other origins get no CORS headers."
         ),
         "security": [],
         "parameters": [
