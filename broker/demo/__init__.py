@@ -124,6 +124,14 @@ def create_demo_app(
     def client() -> httpx2.AsyncClient:
         return state["client"]
 
+    async def as_merchant(path: str, payload: dict[str, Any]) -> httpx2.Response:
+        """A server-to-server call to the broker with the issuer key, as a merchant app makes."""
+        return await client().post(
+            f"{config.broker_url}{path}",
+            json=payload,
+            headers={"Authorization": f"Bearer {config.issuer_key}"},
+        )
+
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with httpx2.AsyncClient(timeout=TIMEOUT) as http:
@@ -156,11 +164,7 @@ def create_demo_app(
     async def widget_token(request: Request) -> Response:
         """The merchant's token route for the widget: the demo's one widget customer."""
         try:
-            answer = await client().post(
-                f"{config.broker_url}/tokens",
-                json={"customer_id": WIDGET_CUSTOMER},
-                headers={"Authorization": f"Bearer {config.issuer_key}"},
-            )
+            answer = await as_merchant("/tokens", {"customer_id": WIDGET_CUSTOMER})
         except httpx2.HTTPError:
             return problem(502, "broker_unreachable", "The demo app could not reach the broker.")
         if answer.status_code != 200:
@@ -191,11 +195,7 @@ def create_demo_app(
         if isinstance(ttl, int) and not isinstance(ttl, bool) and ttl > 0:
             payload["ttl"] = ttl
         try:
-            answer = await client().post(
-                f"{config.broker_url}/tokens",
-                json=payload,
-                headers={"Authorization": f"Bearer {config.issuer_key}"},
-            )
+            answer = await as_merchant("/tokens", payload)
         except httpx2.HTTPError:
             return problem(502, "broker_unreachable", "The demo app could not reach the broker.")
         if answer.status_code != 200:
@@ -289,11 +289,7 @@ def create_demo_app(
         except (ValueError, KeyError, TypeError):
             return problem(502, "sandbox_unreachable", "The sandbox's answer was not readable.")
         try:
-            dropped = await client().post(
-                f"{config.broker_url}/invalidations",
-                json={"customer_id": customer_id},
-                headers={"Authorization": f"Bearer {config.issuer_key}"},
-            )
+            dropped = await as_merchant("/invalidations", {"customer_id": customer_id})
         except httpx2.HTTPError:
             return problem(502, "broker_unreachable", "The demo app could not reach the broker.")
         if dropped.status_code != 204:
