@@ -10,7 +10,7 @@ import secrets
 import sys
 from collections.abc import Sequence
 
-from broker.settings import DEV_ISSUER_KEY, ConfigError, Settings, parse
+from broker.config.settings import DEV_ISSUER_KEY, ConfigError, Settings, parse
 
 __all__ = ["DEV_ISSUER_KEY", "build_parser", "dev_environment", "main"]
 
@@ -35,18 +35,18 @@ def _settings_or_exit() -> Settings:
 
 
 def cmd_serve(args: argparse.Namespace) -> int:
-    from broker.server import serve
+    from broker.web.server import serve
 
     serve(_settings_or_exit())
     return 0
 
 
 def cmd_token(args: argparse.Namespace) -> int:
-    from broker.inputs import token_request
+    from broker.rules.inputs import token_request
 
     settings = _settings_or_exit()
     from broker.errors import BrokerError
-    from broker.tokens import TokenMinter
+    from broker.rules.tokens import TokenMinter
 
     body: dict[str, object] = {"customer_id": args.customer}
     if args.email is not None:
@@ -63,15 +63,15 @@ def cmd_token(args: argparse.Namespace) -> int:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from broker.check import main_check
+    from broker_dev.check import main_check
 
     return main_check(customer=args.customer)
 
 
 async def invalidate_in_redis(settings: Settings, customer_id: str) -> bool:
     """Drop the customer's cached history in the configured Redis; False if Redis failed."""
-    from broker.cache import ReferralCache
-    from broker.store import open_store
+    from broker.cache.cache import ReferralCache
+    from broker.store.store import open_store
 
     store = await open_store(settings, probe_interval=3600)
     try:
@@ -86,8 +86,8 @@ async def invalidate_in_redis(settings: Settings, customer_id: str) -> bool:
 
 def cmd_invalidate(args: argparse.Namespace) -> int:
     from broker.errors import BrokerError
-    from broker.inputs import customer_id
-    from broker.logs import configure_logging
+    from broker.rules.inputs import customer_id
+    from broker.telemetry.logs import configure_logging
 
     settings = _settings_or_exit()
     # The command speaks for itself below; the store's state events would only repeat it.
@@ -127,9 +127,9 @@ def _port(flag: int | None, *names: str, default: int) -> int:
 
 
 def cmd_sandbox(args: argparse.Namespace) -> int:
-    from broker.logs import configure_logging
-    from broker.sandbox import create_sandbox_app, sandbox_config_from_env
-    from broker.server import serve_together
+    from broker.telemetry.logs import configure_logging
+    from broker.web.server import serve_together
+    from broker_dev.sandbox import create_sandbox_app, sandbox_config_from_env
 
     try:
         config = sandbox_config_from_env(os.environ)
@@ -170,11 +170,11 @@ def dev_environment(
 
 
 def cmd_dev(args: argparse.Namespace) -> int:
-    from broker.app import create_app
-    from broker.demo import create_demo_app
-    from broker.logs import configure_logging
-    from broker.sandbox import SandboxConfig, create_sandbox_app
-    from broker.server import serve_together
+    from broker.telemetry.logs import configure_logging
+    from broker.web.app import create_app
+    from broker.web.server import serve_together
+    from broker_dev.demo import create_demo_app
+    from broker_dev.sandbox import SandboxConfig, create_sandbox_app
 
     host = args.host
     broker_port = _port(args.port, "PORT", default=8000)

@@ -34,7 +34,7 @@ body that is both a Bubblehouse-style error (``id``, ``message``) and an RFC 945
 ``stale_ok`` marks the failures during which a cached body may still be served (spec 5), and
 ``reached_upstream`` those after which a Refer2 may have been carried out by Bubblehouse.
 Errors made from a Bubblehouse 4xx JSON error may carry its ``message`` as ``upstream_message``
-(cleaned by :mod:`broker.upstream`); nothing else of Bubblehouse's text ever reaches a body.
+(cleaned by :mod:`broker.upstream.client`); nothing else of Bubblehouse's text ever reaches a body.
 """
 
 from __future__ import annotations

@@ -14,21 +14,21 @@ from dataclasses import dataclass
 
 import structlog
 
-from broker.cache import ReferralCache
+from broker.cache.cache import ReferralCache
+from broker.cache.near import Invalidations, NearCache
+from broker.config.settings import Settings
 from broker.errors import NotReady
-from broker.idempotency import Idempotency
-from broker.limits import Limiter, LocalLimits
-from broker.logs import hash_key
-from broker.metrics import Metrics
-from broker.nearcache import Invalidations, NearCache
-from broker.referrals import Referrals
-from broker.settings import Settings
-from broker.store import Store, open_store
+from broker.rules.referrals import Referrals
+from broker.rules.tokens import TokenMinter, TokenVerifier
+from broker.store.idempotency import Idempotency
+from broker.store.limits import Limiter, LocalLimits
+from broker.store.store import Store, open_store
 from broker.tasks import stop
-from broker.tokens import TokenMinter, TokenVerifier
-from broker.tracing import Tracing
-from broker.transport import Transport
-from broker.upstream import Upstream
+from broker.telemetry.logs import hash_key
+from broker.telemetry.metrics import Metrics
+from broker.telemetry.tracing import Tracing
+from broker.upstream.client import Upstream
+from broker.upstream.transport import Transport
 
 log = structlog.get_logger("broker.services")
 # How long start-up waits for the near tier's first subscription while Redis answers (seconds).

@@ -12,8 +12,8 @@ from typing import Any
 import httpx2
 import pytest
 
-from broker.settings import Settings
-from broker.store import Store, open_store
+from broker.config.settings import Settings
+from broker.store.store import Store, open_store
 from tests.servers import RedisProcess, RunningServer, serve_app
 from tests.stack import Broker, Sandbox, running_broker, sandbox_app
 from tests.support import CHROMIUM, CHROMIUM_ARGS, flush, make_settings

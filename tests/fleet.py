@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx2
 import redis as sync_redis
 
-from broker.tokens import TokenMinter
+from broker.rules.tokens import TokenMinter
 from tests.servers import free_port, wait_for_port
 from tests.stack import READ_PATH, WRITE_PATH
 from tests.support import broker_env, make_settings

@@ -16,10 +16,10 @@ from typing import Any
 import httpx2
 from starlette.testclient import TestClient
 
-from broker.app import create_app
-from broker.sandbox import SandboxConfig, create_sandbox_app
-from broker.settings import Settings
-from broker.tokens import TokenMinter
+from broker.config.settings import Settings
+from broker.rules.tokens import TokenMinter
+from broker.web.app import create_app
+from broker_dev.sandbox import SandboxConfig, create_sandbox_app
 from tests.servers import serve_app
 from tests.support import ISSUER_KEY, SHOP, make_settings
 

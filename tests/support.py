@@ -12,7 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
-from broker.settings import Settings, parse
+from broker.config.settings import Settings, parse
 
 SHOP = "test-shop"
 SECRET_A = base64.b64encode(b"A" * 16 + b"secret-key-a-0123456789").decode()

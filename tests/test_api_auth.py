@@ -86,7 +86,7 @@ def test_scheme_is_case_insensitive(broker: Broker) -> None:
 
 def test_token_for_another_broker_shop_is_refused(broker: Broker, sandbox: Sandbox) -> None:
     """A correctly signed token for another shop does not work here."""
-    from broker.tokens import TokenMinter
+    from broker.rules.tokens import TokenMinter
     from tests.support import make_settings
 
     other = TokenMinter(make_settings(BROKER_SHOP="other-shop")).customer_token("alice").token

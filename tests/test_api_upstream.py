@@ -9,8 +9,8 @@ from typing import Any
 import httpx2
 import pytest
 
-from broker.app import create_app
-from broker.transport import Answer, FakeTransport
+from broker.upstream.transport import Answer, FakeTransport
+from broker.web.app import create_app
 from tests.rawhttp import RawUpstream, answer, endless, gzipped
 from tests.servers import free_port, serve_app
 from tests.stack import READ_PATH, Broker, Sandbox, running_broker
@@ -181,7 +181,7 @@ def test_a_transport_raising_anything_is_upstream_error_not_500() -> None:
 
     settings = make_settings(BROKER_UPSTREAM_URL="http://bubblehouse.test")
     app = create_app(settings, upstream_transport=FakeTransport(broken))
-    from broker.tokens import TokenMinter
+    from broker.rules.tokens import TokenMinter
 
     token = TokenMinter(settings).customer_token("alice").token
     with serve_app(app) as server, httpx2.Client(base_url=server.url) as client:

@@ -10,7 +10,8 @@ from typing import Any, cast
 import pytest
 from redis.asyncio import Redis
 
-from broker.cache import CacheKey, ReferralCache
+from broker.cache.cache import CacheKey, ReferralCache
+from broker.config.settings import RateLimit
 from broker.errors import (
     BrokerError,
     RateLimitExceeded,
@@ -21,8 +22,7 @@ from broker.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from broker.settings import RateLimit
-from broker.store import Store, open_store
+from broker.store.store import Store, open_store
 from tests.servers import RedisProcess
 from tests.support import SHOP, Gated, flush, make_settings
 

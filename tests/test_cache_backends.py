@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from broker.cache_backends import (
+from broker.cache._backends import (
     Entries,
     EntryKeys,
     Lookup,
@@ -15,7 +15,7 @@ from broker.cache_backends import (
     entry_keys,
     is_json_object,
 )
-from broker.store import Store, Twins
+from broker.store.store import Store, Twins
 
 KEYS = entry_keys("v2023061", "test-shop", "alice", False)
 BODY = b'{"referrals": []}'

@@ -17,9 +17,9 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from broker.check import CheckResult, main_check, run_check
-from broker.sandbox import SandboxConfig, create_sandbox_app
-from broker.sandbox.config import Rules
+from broker_dev.check import CheckResult, main_check, run_check
+from broker_dev.sandbox import SandboxConfig, create_sandbox_app
+from broker_dev.sandbox.config import Rules
 from tests.servers import RedisProcess, free_port, serve_app
 from tests.support import SECRET_A, SECRET_B, SHOP, broker_env
 

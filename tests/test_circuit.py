@@ -9,15 +9,15 @@ from collections.abc import Mapping
 import orjson
 import pytest
 
-from broker.circuit import CALL, REFUSED, TRIAL, Backoff, CircuitBreaker
 from broker.errors import (
     UpstreamBackoff,
     UpstreamError,
     UpstreamRejected,
     UpstreamUnavailable,
 )
-from broker.transport import Answer, BodyTooLarge, FakeTransport, Handler, UndecodableBody
-from broker.upstream import CallInfo, Upstream
+from broker.upstream.circuit import CALL, REFUSED, TRIAL, Backoff, CircuitBreaker
+from broker.upstream.client import CallInfo, Upstream
+from broker.upstream.transport import Answer, BodyTooLarge, FakeTransport, Handler, UndecodableBody
 from tests.support import make_settings
 
 
@@ -291,7 +291,7 @@ async def test_5xx_above_the_rate_with_volume_opens_the_circuit() -> None:
 
 async def test_timeouts_and_broken_connections_count_as_transient() -> None:
     """Timeouts and broken connections are transient failures: they open the circuit."""
-    from broker.transport import ConnectionBroken, ReadTimeout
+    from broker.upstream.transport import ConnectionBroken, ReadTimeout
 
     failures = [ReadTimeout("slow"), ConnectionBroken("reset")]
 
@@ -344,7 +344,7 @@ async def test_a_cancelled_or_failed_trial_never_sticks_the_circuit() -> None:
 
 def test_breaker_settings_defaults_and_refusals() -> None:
     """The circuit's settings default sensibly; a bad value names its variable, not its value."""
-    from broker.settings import ConfigError
+    from broker.config.settings import ConfigError
 
     settings = make_settings()
     assert (

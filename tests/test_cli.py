@@ -21,7 +21,7 @@ import httpx2
 import pytest
 
 from broker.cli import DEV_ISSUER_KEY, main
-from broker.tokens import TokenVerifier
+from broker.rules.tokens import TokenVerifier
 from tests.servers import free_port, wait_for_port
 from tests.stack import Sandbox
 from tests.support import broker_env, make_settings
@@ -155,7 +155,7 @@ def test_dev_runs_the_readme_flow(dev_stack: dict[str, Any]) -> None:
 @pytest.mark.slow
 def test_sandbox_command_serves_status2(clean_env: None) -> None:
     """broker sandbox alone answers Bubblehouse's Status2 for a shop token."""
-    from broker.tokens import TokenMinter
+    from broker.rules.tokens import TokenMinter
 
     port = free_port()
     proc = start(["sandbox", "--port", str(port)], broker_env())
@@ -214,6 +214,6 @@ def test_serve_finishes_in_flight_requests_on_sigterm(clean_env: None, sandbox: 
 
 
 def TokenMinter_token() -> str:  # noqa: N802 - reads as the thing it returns
-    from broker.tokens import TokenMinter
+    from broker.rules.tokens import TokenMinter
 
     return TokenMinter(make_settings()).customer_token("alice").token

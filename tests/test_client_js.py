@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from broker.clientfiles import NAMES
+from broker.web.clientfiles import NAMES
 from tests.support import ISSUER_KEY, SHOP
 
 ROOT = Path(__file__).resolve().parent.parent

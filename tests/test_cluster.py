@@ -14,12 +14,12 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from structlog.testing import capture_logs
 
-from broker.cache import CacheKey, ReferralCache
+from broker.cache.cache import CacheKey, ReferralCache
+from broker.config.settings import RateLimit
 from broker.errors import IdempotencyKeyReused, RateLimitExceeded
-from broker.idempotency import Idempotency, StoredResponse
-from broker.limits import Limiter, LocalLimits
-from broker.settings import RateLimit
-from broker.store import Store, customer_scope, open_store, scope_prefix
+from broker.store.idempotency import Idempotency, StoredResponse
+from broker.store.limits import Limiter, LocalLimits
+from broker.store.store import Store, customer_scope, open_store, scope_prefix
 from tests.fleet import Fleet, fleet_of
 from tests.servers import RedisProcess, RunningServer, free_port
 from tests.stack import Sandbox

@@ -9,7 +9,7 @@ import pytest
 from starlette.routing import Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from broker.cors import CORSMiddleware, OriginPolicy
+from broker.web.cors import CORSMiddleware, OriginPolicy
 from tests.stack import READ_PATH, WRITE_PATH, Broker, Sandbox, running_broker
 from tests.support import SHOP
 

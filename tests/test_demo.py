@@ -9,9 +9,9 @@ from dataclasses import dataclass
 import httpx2
 import pytest
 
-from broker.app import create_app
-from broker.demo import create_demo_app
-from broker.sandbox import SandboxConfig, create_sandbox_app
+from broker.web.app import create_app
+from broker_dev.demo import create_demo_app
+from broker_dev.sandbox import SandboxConfig, create_sandbox_app
 from tests.servers import serve_app
 from tests.support import ISSUER_KEY, SECRET_A, SECRET_B, SHOP, make_settings
 

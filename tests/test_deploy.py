@@ -1,4 +1,4 @@
-"""Deployment files: parsed and checked against broker.settings and against each other."""
+"""Deployment files: parsed and checked against broker.config.settings and against each other."""
 
 from __future__ import annotations
 
@@ -18,7 +18,7 @@ import pytest
 import yaml
 from dotenv import dotenv_values
 
-from broker.settings import VARIABLES, ConfigError, parse
+from broker.config.settings import VARIABLES, ConfigError, parse
 from tests.support import broker_env
 from tests.test_env_example import sourced_in_shell
 
@@ -437,7 +437,7 @@ def test_build_context_carries_what_the_image_copies_and_no_secret() -> None:
         *sources, _ = rest.split()
         for source in sources:
             assert not dockerignore_excludes(source), source
-    assert not dockerignore_excludes("broker/settings.py")
+    assert not dockerignore_excludes("broker/config/settings.py")
     for private in (".env", ".git/config", ".venv/bin/python", "tests/conftest.py"):
         assert dockerignore_excludes(private), private
     assert dockerignore_excludes("broker/__pycache__/settings.cpython-311.pyc")
@@ -521,7 +521,7 @@ def test_deployment_scratch_space_is_writable() -> None:
 
 def test_deployment_stops_gracefully() -> None:
     """The grace period covers the preStop sleep plus the broker's drain, with 5 s or more spare."""
-    from broker.server import GRACEFUL_SECONDS
+    from broker.web.server import GRACEFUL_SECONDS
 
     pod = broker_deployment()["spec"]["template"]["spec"]
     command = broker_container()["lifecycle"]["preStop"]["exec"]["command"]
@@ -533,7 +533,7 @@ def test_deployment_stops_gracefully() -> None:
 
 def test_compose_waits_for_the_drain() -> None:
     """compose's stop_grace_period is longer than the broker's drain after SIGTERM."""
-    from broker.server import GRACEFUL_SECONDS
+    from broker.web.server import GRACEFUL_SECONDS
 
     period = compose()["services"]["broker"]["stop_grace_period"]
     assert re.fullmatch(r"\d+s", period)

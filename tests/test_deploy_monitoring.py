@@ -2,7 +2,8 @@
 
 The rules go through promtool (syntax, and unit tests in tests/promtool/); every metric that
 the rules and the dashboard name is checked against the registry of a real
-:class:`broker.metrics.Metrics`; the jq log alerts run over real ``request`` events of a broker.
+:class:`broker.telemetry.metrics.Metrics`; the jq log alerts run over real ``request`` events of a
+broker.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ import pytest
 import yaml
 from structlog.testing import capture_logs
 
-from broker.metrics import Metrics
+from broker.telemetry.metrics import Metrics
 from tests.stack import READ_PATH, Broker, Sandbox
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -285,8 +286,8 @@ def test_log_alerts_fire_on_real_request_events(
 def test_log_alerts_read_state_events_the_broker_logs() -> None:
     """The state events the log alerts follow are logged by the broker under those names."""
     sources = {
-        "store": (ROOT / "broker" / "store.py").read_text(),
-        "upstream": (ROOT / "broker" / "circuit.py").read_text(),
+        "store": (ROOT / "broker" / "store" / "store.py").read_text(),
+        "upstream": (ROOT / "broker" / "upstream" / "circuit.py").read_text(),
     }
     for event in ("store.redis_down", "store.redis_up"):
         assert f'"{event}"' in sources["store"]

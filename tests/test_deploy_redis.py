@@ -14,10 +14,10 @@ import pytest
 from dotenv import dotenv_values
 from redis import Redis
 
-from broker.cache import ReferralCache
-from broker.idempotency import Idempotency
-from broker.settings import VARIABLES, Settings, parse
-from broker.store import open_store
+from broker.cache.cache import ReferralCache
+from broker.config.settings import VARIABLES, Settings, parse
+from broker.store.idempotency import Idempotency
+from broker.store.store import open_store
 from tests.servers import RedisProcess
 from tests.test_deploy import FAKE_SECRETS, shipped_redis_eviction
 

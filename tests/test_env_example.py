@@ -1,7 +1,7 @@
 """.env.example and the docs' variable tables: made from the settings table, and still current.
 
-.env.example lists every variable of broker.settings.VARIABLES, in order, commented, not live; the
-README's and the runbook's tables are generated between markers. A file that differs from what
+.env.example lists every variable of broker.config.table.VARIABLES, in order, commented, not live;
+the README's and the runbook's tables are generated between markers. A file that differs from what
 the table makes fails here, naming the command that rewrites it.
 """
 
@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
-from broker import settings_docs
-from broker.settings import VARIABLES, ConfigError, deployment_problems, parse
-from broker.settings_table import TABLE
+from broker.config.settings import VARIABLES, ConfigError, deployment_problems, parse
+from broker.config.table import TABLE
+from broker_dev import settings_docs
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / ".env.example"
@@ -252,7 +252,7 @@ def test_check_names_a_stale_file_and_the_command_rewrites_it(
 
 
 def test_check_passes_on_the_repository(capsys: pytest.CaptureFixture[str]) -> None:
-    """`python -m broker.settings_docs --check` run at the root finds nothing to rewrite."""
+    """`python -m broker_dev.settings_docs --check` run at the root finds nothing to rewrite."""
     assert settings_docs.main(["--check", "--root", str(ROOT)]) == 0
     assert capsys.readouterr().err == ""
 
@@ -304,7 +304,10 @@ def test_commented_defaults_are_the_tables() -> None:
 
 def sandbox_names_read() -> set[str]:
     """The SANDBOX_* names the sandbox and the command line read, from their source."""
-    sources = [*(ROOT / "broker" / "sandbox").glob("*.py"), ROOT / "broker" / "cli.py"]
+    sources = [
+        *(ROOT / "devtools" / "broker_dev" / "sandbox").glob("*.py"),
+        ROOT / "broker" / "cli.py",
+    ]
     return {
         name
         for path in sources

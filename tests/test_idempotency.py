@@ -8,14 +8,14 @@ from typing import Any
 import pytest
 
 from broker.errors import IdempotencyKeyReused, UpstreamUnavailable
-from broker.idempotency import (
+from broker.store.idempotency import (
     Idempotency,
     MemoryRecords,
     Records,
     RedisRecords,
     StoredResponse,
 )
-from broker.store import Store, Twins, open_store
+from broker.store.store import Store, Twins, open_store
 from tests.servers import RedisProcess
 from tests.support import Gated, flush, make_settings
 

@@ -6,7 +6,6 @@ from typing import Any
 
 import pytest
 
-from broker import inputs
 from broker.errors import (
     CustomerIdentityDoesNotMatchToken,
     DeanonymizeNotAllowed,
@@ -15,7 +14,8 @@ from broker.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from broker.tokens import Customer
+from broker.rules import inputs
+from broker.rules.tokens import Customer
 from tests.stack import Broker, Sandbox
 
 ALICE = Customer("test-shop", "alice", "alice@example.com", 2**40)

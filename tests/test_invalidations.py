@@ -12,7 +12,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from broker.tokens import TokenMinter
+from broker.rules.tokens import TokenMinter
 from tests.servers import RedisProcess, free_port
 from tests.stack import VERSION, Broker, Sandbox, running_broker
 from tests.support import ISSUER_KEY, ISSUER_KEY_OLD, broker_env, flush

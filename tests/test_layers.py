@@ -43,7 +43,7 @@ def test_no_product_module_imports_the_sandbox_or_the_demo() -> None:
 def test_the_check_finds_an_import_of_the_sandbox(tmp_path: Path) -> None:
     """The import reader sees both spellings of an import of the sandbox."""
     module = tmp_path / "bad.py"
-    module.write_text("import broker.sandbox\nfrom broker.demo import create_demo_app\n")
+    module.write_text("import broker_dev.sandbox\nfrom broker_dev.demo import create_demo_app\n")
     assert {"broker.sandbox", "broker.demo"} <= imported(module)
 
 

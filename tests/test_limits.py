@@ -9,10 +9,10 @@ import pytest
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
+from broker.config.settings import RateLimit
 from broker.errors import RateLimitExceeded
-from broker.limits import Decision, Limiter, LocalLimits, counters, rate_key
-from broker.settings import RateLimit
-from broker.store import Store, customer_scope, open_store, scope_prefix
+from broker.store.limits import Decision, Limiter, LocalLimits, counters, rate_key
+from broker.store.store import Store, customer_scope, open_store, scope_prefix
 from tests.servers import RedisProcess
 from tests.support import flush, make_settings
 

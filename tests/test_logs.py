@@ -14,7 +14,7 @@ import structlog
 from structlog.testing import capture_logs
 
 from broker import __version__
-from broker.logs import configure_logging, customer_hash
+from broker.telemetry.logs import configure_logging, customer_hash
 from tests.stack import READ_PATH, Broker, Sandbox, running_broker
 from tests.support import ISSUER_KEY, SECRET_A, SECRET_B
 

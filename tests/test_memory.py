@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from broker.memory import Memory
+from broker.store.memory import Memory
 
 
 def test_memory_is_bounded_and_expires() -> None:

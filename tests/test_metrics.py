@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from broker.metrics import BREAKER_STATES, CACHE_OUTCOMES, RATE_LIMIT_POLICIES, Metrics
+from broker.telemetry.metrics import BREAKER_STATES, CACHE_OUTCOMES, RATE_LIMIT_POLICIES, Metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -149,7 +149,7 @@ def test_instances_are_independent() -> None:
 WORKER = textwrap.dedent(
     """
     import sys
-    from broker.metrics import Metrics
+    from broker.telemetry.metrics import Metrics
 
     metrics = Metrics()
     route = "/api/{version}/{shop}/Refer2"
@@ -164,7 +164,7 @@ WORKER = textwrap.dedent(
 RENDER = textwrap.dedent(
     """
     import sys
-    from broker.metrics import Metrics
+    from broker.telemetry.metrics import Metrics
 
     body, content_type = Metrics().render()
     sys.stdout.write(content_type + "\\n")
@@ -177,7 +177,7 @@ LATE_ENV = textwrap.dedent(
     import os, sys
     import prometheus_client  # imported before the directory is known, as a server might
     os.environ["PROMETHEUS_MULTIPROC_DIR"] = sys.argv[1]
-    from broker.metrics import Metrics
+    from broker.telemetry.metrics import Metrics
 
     Metrics().count_rate_limited("write")
     """

@@ -14,9 +14,9 @@ import pytest
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
-from broker.cache import CacheKey, ReferralCache
-from broker.nearcache import ENTRY_OVERHEAD, Invalidations, NearCache
-from broker.store import Store, customer_scope, open_store, scope_prefix
+from broker.cache.cache import CacheKey, ReferralCache
+from broker.cache.near import ENTRY_OVERHEAD, Invalidations, NearCache
+from broker.store.store import Store, customer_scope, open_store, scope_prefix
 from tests.servers import RedisProcess
 from tests.stack import Sandbox, running_broker
 from tests.support import SHOP, flush, make_settings

@@ -25,8 +25,7 @@ from schemathesis.specs.openapi.checks import (
 )
 from starlette.routing import Mount, Route
 
-from broker import inputs
-from broker.app import create_app
+from broker.config.settings import Settings
 from broker.errors import (
     CATALOGUE,
     INVALID_TOKEN_REASONS,
@@ -36,11 +35,12 @@ from broker.errors import (
     UpstreamRejected,
     problem_body,
 )
-from broker.fields import Body
-from broker.openapi import DOCUMENTED, PROBLEM, example_error, openapi_document
-from broker.sandbox import SandboxConfig, create_sandbox_app
-from broker.settings import Settings
-from broker.tokens import Customer, TokenMinter
+from broker.openapi.document import DOCUMENTED, PROBLEM, example_error, openapi_document
+from broker.rules import inputs
+from broker.rules.fields import Body
+from broker.rules.tokens import Customer, TokenMinter
+from broker.web.app import create_app
+from broker_dev.sandbox import SandboxConfig, create_sandbox_app
 from tests.servers import serve_app
 from tests.support import ISSUER_KEY, SECRET_A, SECRET_B, SHOP, make_settings
 
@@ -283,7 +283,7 @@ BODIES = [
 def test_request_bodies_are_the_declarations_that_validate(
     document: dict[str, Any], body: Body
 ) -> None:
-    """Each request body schema is broker.inputs' declaration: its fields, rules and patterns."""
+    """Each request body schema is the inputs' declaration: its fields, rules and patterns."""
     schema = document["components"]["schemas"][body.name]
     # Descriptions may add the settings' numbers (TokenRequest's ttl); the rules are the same.
     assert undescribed(schema) == undescribed(body.schema())

@@ -1,4 +1,4 @@
-"""The rules of reading and sending (broker.referrals), without HTTP: a fake transport stands
+"""The rules of reading and sending (broker.rules.referrals), without HTTP: a fake transport stands
 in for Bubblehouse and the store is process memory."""
 
 from __future__ import annotations
@@ -8,18 +8,18 @@ from collections.abc import Mapping
 import orjson
 import pytest
 
-from broker.cache import ReferralCache
+from broker.cache.cache import ReferralCache
+from broker.config.settings import Settings
 from broker.errors import RateLimitExceeded
-from broker.idempotency import Idempotency
-from broker.limits import Limiter, LocalLimits
-from broker.metrics import Metrics
-from broker.referrals import Referrals
-from broker.requestlog import RequestInfo
-from broker.settings import Settings
-from broker.store import Store
-from broker.tokens import Customer, TokenMinter
-from broker.transport import Answer, FakeTransport
-from broker.upstream import Upstream
+from broker.rules.referrals import Referrals
+from broker.rules.tokens import Customer, TokenMinter
+from broker.store.idempotency import Idempotency
+from broker.store.limits import Limiter, LocalLimits
+from broker.store.store import Store
+from broker.telemetry.metrics import Metrics
+from broker.upstream.client import Upstream
+from broker.upstream.transport import Answer, FakeTransport
+from broker.web.requestlog import RequestInfo
 from tests.support import SHOP, make_settings
 
 VERSION = "v2023061"

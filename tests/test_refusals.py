@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 
 from broker.cli import main
-from broker.refusals import DEV_ISSUER_KEY
+from broker.config.refusals import DEV_ISSUER_KEY
 from tests.servers import free_port
 from tests.support import ISSUER_KEY, broker_env
 

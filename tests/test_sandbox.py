@@ -13,9 +13,9 @@ import httpx2
 import jwt
 import pytest
 
-from broker.sandbox import SandboxConfig, create_sandbox_app, sandbox_config_from_env
-from broker.sandbox.data import REUSE_WINDOW
-from broker.settings import ConfigError
+from broker.config.settings import ConfigError
+from broker_dev.sandbox import SandboxConfig, create_sandbox_app, sandbox_config_from_env
+from broker_dev.sandbox.data import REUSE_WINDOW
 from tests.servers import serve_app
 from tests.support import SECRET_B, SHOP, broker_env, make_settings
 

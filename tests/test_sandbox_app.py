@@ -9,11 +9,11 @@ import httpx2
 import jwt
 import pytest
 
-from broker.sandbox import SandboxConfig, create_sandbox_app
-from broker.sandbox.config import Rules
-from broker.sandbox.control import SandboxState
-from broker.sandbox.data import SandboxStore
-from broker.sandbox.faults import Fault
+from broker_dev.sandbox import SandboxConfig, create_sandbox_app
+from broker_dev.sandbox.config import Rules
+from broker_dev.sandbox.control import SandboxState
+from broker_dev.sandbox.data import SandboxStore
+from broker_dev.sandbox.faults import Fault
 from tests.support import SECRET_A, SHOP
 
 KEYS = {"key-a": base64.b64decode(SECRET_A)}

@@ -1,4 +1,4 @@
-"""Unit tests of broker.sandbox.config: the environment, the day-one rules and the rate counter."""
+"""The sandbox's config: the environment, the day-one rules and the rate counter."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ from typing import Any
 
 import pytest
 
-from broker.sandbox.config import (
+from broker.config.settings import ConfigError
+from broker_dev.sandbox.config import (
     MAX_MESSAGE,
     MAX_RATE,
     RateCounter,
@@ -17,7 +18,6 @@ from broker.sandbox.config import (
     SandboxConfig,
     sandbox_config_from_env,
 )
-from broker.settings import ConfigError
 from tests.support import SECRET_A, SECRET_B, SHOP, broker_env
 
 SHARED = {"BROKER_SHOP": SHOP, "BROKER_SIGNING_KEYS": f"key-a:{SECRET_A}"}

@@ -8,10 +8,10 @@ from typing import Any
 import httpx2
 import pytest
 
-from broker.sandbox import create_sandbox_app
-from broker.sandbox.config import Rules, SandboxConfig, sandbox_config_from_env
-from broker.settings import ConfigError
-from broker.tokens import TokenMinter
+from broker.config.settings import ConfigError
+from broker.rules.tokens import TokenMinter
+from broker_dev.sandbox import create_sandbox_app
+from broker_dev.sandbox.config import Rules, SandboxConfig, sandbox_config_from_env
 from tests.servers import serve_app
 from tests.stack import READ_PATH, WRITE_PATH, running_broker
 from tests.support import ISSUER_KEY, SHOP, broker_env, make_settings

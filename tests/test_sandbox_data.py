@@ -1,4 +1,4 @@
-"""Unit tests of broker.sandbox.data: customers, identity rules, referrals and their lifecycle."""
+"""The sandbox's data: customers, identity rules, referrals and their lifecycle."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from broker.sandbox.data import (
+from broker_dev.sandbox.data import (
     DAY,
     DEFAULT_REWARD_PTS,
     REUSE_WINDOW,

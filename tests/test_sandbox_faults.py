@@ -1,4 +1,4 @@
-"""Unit tests of broker.sandbox.faults: parsing a fault, choosing it for a call, its answer."""
+"""Unit tests of broker_dev.sandbox.faults: parsing a fault, choosing it for a call, its answer."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ from starlette.responses import HTMLResponse, JSONResponse, PlainTextResponse, R
 from starlette.routing import Route
 from starlette.types import Message, Scope
 
-from broker.sandbox.faults import (
+from broker_dev.sandbox.faults import (
     MAX_DELAY,
     SERVER_SEND,
     DropConnection,

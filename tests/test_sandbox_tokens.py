@@ -1,4 +1,4 @@
-"""Unit tests of broker.sandbox.tokens: Bubblehouse's token check, as the sandbox performs it."""
+"""The sandbox's tokens: Bubblehouse's token check, as the sandbox performs it."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from typing import Any
 import jwt
 import pytest
 
-from broker.sandbox.data import BubblehouseError
-from broker.sandbox.tokens import LEEWAY, Caller, bearer, jwt_header, verify_token
+from broker_dev.sandbox.data import BubblehouseError
+from broker_dev.sandbox.tokens import LEEWAY, Caller, bearer, jwt_header, verify_token
 from tests.support import SECRET_A, SECRET_B, SHOP
 
 KEYS = {"key-a": base64.b64decode(SECRET_A)}

@@ -8,11 +8,12 @@ from typing import Any, Literal
 
 import pytest
 
-from broker import cache_scripts, idempotency, limits
-from broker.cache_backends import Lookup
-from broker.limits import Count
-from broker.scripts import decode
-from broker.store import KEY_FAILURES
+from broker.cache import _scripts as cache_scripts
+from broker.cache._backends import Lookup
+from broker.store import idempotency, limits
+from broker.store.limits import Count
+from broker.store.scripts import decode
+from broker.store.store import KEY_FAILURES
 
 
 @dataclass(frozen=True, slots=True)

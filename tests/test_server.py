@@ -25,7 +25,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from broker import __version__
-from broker.server import warn_at_start
+from broker.web.server import warn_at_start
 from tests.servers import RedisProcess, free_port, wait_for_port
 from tests.support import ISSUER_KEY, broker_env, make_settings
 

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from broker.cli import dev_environment
-from broker.settings import (
+from broker.config.settings import (
     DEV_ISSUER_KEY,
     VARIABLES,
     ConfigError,
@@ -23,7 +23,7 @@ from broker.settings import (
     parse_rate_limit,
     unknown_variables,
 )
-from broker.settings_table import TABLE
+from broker.config.table import TABLE
 from tests.support import ISSUER_KEY, SECRET_A, broker_env
 
 

@@ -10,8 +10,8 @@ from urllib.parse import parse_qsl, urlencode
 
 import pytest
 
-from broker.settings import ConfigError
-from broker.shopify import proxy_signature
+from broker.config.settings import ConfigError
+from broker.web.shopify import proxy_signature
 from tests.stack import READ_PATH, Broker, Sandbox, running_broker
 from tests.support import make_settings
 

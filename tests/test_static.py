@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 
 import broker as broker_package
-from broker.clientfiles import NAMES, ClientFiles
+from broker.web.clientfiles import NAMES, ClientFiles
 
 ROOT = Path(__file__).resolve().parent.parent
 CLIENT = ROOT / "clients" / "js"

@@ -13,11 +13,11 @@ import pytest
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
-from broker.cache import CacheKey, ReferralCache
-from broker.idempotency import Idempotency, StoredResponse
-from broker.limits import Limiter
-from broker.settings import RateLimit
-from broker.store import Store, open_store
+from broker.cache.cache import CacheKey, ReferralCache
+from broker.config.settings import RateLimit
+from broker.store.idempotency import Idempotency, StoredResponse
+from broker.store.limits import Limiter
+from broker.store.store import Store, open_store
 from tests.servers import RedisProcess, free_port
 from tests.support import SHOP, make_settings
 

@@ -13,7 +13,7 @@ import jwt
 import pytest
 
 from broker.errors import InvalidToken
-from broker.tokens import UPSTREAM_TTL, Customer, TokenMinter, TokenVerifier
+from broker.rules.tokens import UPSTREAM_TTL, Customer, TokenMinter, TokenVerifier
 from tests.support import SECRET_A, SECRET_B, SHOP, make_settings
 
 KEY_A = base64.b64decode(SECRET_A)

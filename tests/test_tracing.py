@@ -13,10 +13,10 @@ from starlette.responses import Response
 from starlette.routing import Route
 from structlog.testing import capture_logs
 
-from broker.app import create_app
-from broker.requestlog import trace_context
-from broker.tokens import TokenMinter
-from broker.tracing import Tracing
+from broker.rules.tokens import TokenMinter
+from broker.telemetry.tracing import Tracing
+from broker.web.app import create_app
+from broker.web.requestlog import trace_context
 from tests.servers import serve_app
 from tests.stack import READ_PATH, Broker, Sandbox
 from tests.support import ISSUER_KEY, SECRET_A, SECRET_B, make_settings

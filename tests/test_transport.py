@@ -11,7 +11,7 @@ import zlib
 
 import pytest
 
-from broker.transport import (
+from broker.upstream.transport import (
     MAX_BODY,
     AiohttpTransport,
     BodyTooLarge,

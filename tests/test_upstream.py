@@ -17,7 +17,8 @@ from broker.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
-from broker.transport import (
+from broker.upstream.client import CallInfo, Upstream, clean_message
+from broker.upstream.transport import (
     Answer,
     BodyTooLarge,
     ConnectFailed,
@@ -27,7 +28,6 @@ from broker.transport import (
     ReadTimeout,
     UndecodableBody,
 )
-from broker.upstream import CallInfo, Upstream, clean_message
 from tests.rawhttp import RawUpstream, answer, full_backlog, gzipped, reset_after, stall
 from tests.servers import free_port
 from tests.support import make_settings

@@ -24,8 +24,8 @@ from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, Response
 from starlette.routing import Route
 
-from broker.app import create_app
-from broker.sandbox import SandboxConfig, create_sandbox_app
+from broker.web.app import create_app
+from broker_dev.sandbox import SandboxConfig, create_sandbox_app
 from tests.servers import free_port, serve_app
 from tests.support import ISSUER_KEY, SECRET_A, SECRET_B, SHOP, make_settings
 

@@ -6,7 +6,7 @@ the body. Both answer any path and method, so one wrk script drives them and the
 
 Run one: ``python -m tests.benchmarks.baselines redis|aiohttp`` with ``PORT``,
 ``WEB_CONCURRENCY`` and ``BASELINE_REDIS_URL`` or ``BASELINE_UPSTREAM_URL`` (+
-``BASELINE_TOKEN``) in the environment. It goes through :func:`broker.server.run_factory`, the
+``BASELINE_TOKEN``) in the environment. It goes through :func:`broker.web.server.run_factory`, the
 same server, settings and worker count as the broker.
 """
 
@@ -73,7 +73,7 @@ def aiohttp_app() -> Starlette:
 
 
 if __name__ == "__main__":
-    from broker.server import run_factory
+    from broker.web.server import run_factory
 
     kind = sys.argv[1]
     factory = {"redis": "redis_app", "aiohttp": "aiohttp_app"}[kind]

@@ -32,7 +32,7 @@ from typing import Any
 
 import httpx2
 
-from broker.tokens import TokenMinter
+from broker.rules.tokens import TokenMinter
 from tests.benchmarks.rig import READ_PATH, ROOT, WRITE_PATH, rig, wait_ready
 from tests.servers import RedisProcess
 from tests.support import make_settings

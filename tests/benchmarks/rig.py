@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from broker.tokens import TokenMinter
+from broker.rules.tokens import TokenMinter
 from tests.servers import free_port, wait_for_port
 from tests.support import SHOP, broker_env, make_settings
 

@@ -1,0 +1,98 @@
+"""What ``broker serve`` refuses even in a well-formed configuration (``broker dev`` may use it).
+
+:func:`deployment_problems` is applied by :meth:`broker.config.settings.Settings.from_env` (so by
+``broker serve`` and ``broker check``), never by :func:`broker.config.settings.parse`, which
+``broker dev`` uses with its published issuer key. :func:`wildcard_on_public_suffix` is part of
+the format check of ``BROKER_CORS_ORIGINS`` everywhere. Each problem names the variable and never
+its value.
+"""
+
+from __future__ import annotations
+
+import functools
+import ipaddress
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Protocol
+from urllib.parse import urlsplit
+
+if TYPE_CHECKING:
+    from publicsuffixlist import PublicSuffixList
+
+# The issuer key `broker dev` uses and prints: published, so never accepted by `broker serve`.
+DEV_ISSUER_KEY = "dev-issuer-key-not-a-secret"
+MIN_METRICS_TOKEN = 16
+
+
+class Hidden(Protocol):
+    """A secret's wrapper (:class:`broker.config.values.Secret`), as far as refusals read it."""
+
+    def reveal(self) -> str: ...
+
+
+class Deployment(Protocol):
+    """The parts of :class:`broker.config.settings.Settings` that refusals read (no import back)."""
+
+    @property
+    def issuer_keys(self) -> Sequence[Hidden]: ...
+    @property
+    def upstream_url(self) -> str: ...
+    @property
+    def metrics_token(self) -> Hidden | None: ...
+    @property
+    def web_concurrency(self) -> int: ...
+    @property
+    def redis_url(self) -> Hidden | None: ...
+
+
+def deployment_problems(settings: Deployment) -> list[str]:
+    """What a valid configuration must still not run in production (``broker dev`` may).
+
+    Each problem names the variable and never its value.
+    """
+    problems: list[str] = []
+    if any(key.reveal() == DEV_ISSUER_KEY for key in settings.issuer_keys):
+        problems.append(
+            "BROKER_ISSUER_KEYS: holds the published development key of `broker dev`; "
+            "make a real one (see .env.example)"
+        )
+    parts = urlsplit(settings.upstream_url)
+    if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
+        problems.append(
+            "BROKER_UPSTREAM_URL: plain http is allowed only to a loopback address; use https"
+        )
+    token = settings.metrics_token
+    if token is not None and len(token.reveal()) < MIN_METRICS_TOKEN:
+        problems.append(f"BROKER_METRICS_TOKEN: must be at least {MIN_METRICS_TOKEN} characters")
+    if settings.web_concurrency > 1 and settings.redis_url is None:
+        problems.append(
+            "WEB_CONCURRENCY: more than one worker needs REDIS_URL, or rate limits, idempotency "
+            "and the cache split per worker; set REDIS_URL or WEB_CONCURRENCY=1"
+        )
+    return problems
+
+
+def _is_loopback(host: str) -> bool:
+    if host.lower() == "localhost" or host.lower().endswith(".localhost"):
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+@functools.cache
+def _public_suffixes() -> PublicSuffixList:
+    """The public suffix list shipped inside the ``publicsuffixlist`` package, loaded once."""
+    from publicsuffixlist import PublicSuffixList
+
+    return PublicSuffixList()
+
+
+def wildcard_on_public_suffix(origin: str) -> bool:
+    """``https://*.com`` or ``https://*.co.uk``: a wildcard that would match anyone's site."""
+    host = urlsplit(origin).hostname or ""
+    if not origin.split("://", 1)[-1].startswith("*."):
+        return False
+    domain = host.removeprefix("*.").rstrip(".").lower()
+    psl = _public_suffixes()
+    return bool(psl.is_public(domain))

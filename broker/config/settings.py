@@ -1,0 +1,167 @@
+"""Configuration: read once from the environment (and ``.env``), validated, frozen.
+
+The variables, their defaults and readers are declared once, in :data:`broker.config.table.
+TABLE`; :func:`parse` reads each variable of it, then applies the few rules that join two
+variables. Every problem is reported at once, one line each, naming the variable and never its
+value. Secrets are wrapped in :class:`Secret` so that no repr, log line or traceback shows them.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any
+
+from broker.config.refusals import DEV_ISSUER_KEY, deployment_problems
+from broker.config.table import TABLE, VARIABLES
+from broker.config.values import (
+    ConfigError,
+    Invalid,
+    RateLimit,
+    Secret,
+    SigningKey,
+    parse_rate_limit,
+)
+
+__all__ = [
+    "DEV_ISSUER_KEY",
+    "VARIABLES",
+    "ConfigError",
+    "RateLimit",
+    "Secret",
+    "Settings",
+    "SigningKey",
+    "deployment_problems",
+    "parse",
+    "parse_rate_limit",
+    "unknown_variables",
+]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The broker's configuration, one attribute per variable of the table (:func:`parse`
+    builds it; the defaults are the table's, so none is written here)."""
+
+    shop: str
+    signing_keys: tuple[SigningKey, ...]
+    issuer_keys: tuple[Secret[str], ...]
+    upstream_url: str
+    api_versions: tuple[str, ...]
+    redis_url: Secret[str] | None
+    cors_origins: tuple[str, ...]
+    token_ttl: int
+    token_max_ttl: int
+    clock_leeway: int
+    cache_ttl: int
+    cache_stale_ttl: int
+    rate_limit_read: RateLimit | None
+    rate_limit_write: RateLimit | None
+    rate_limit_issuer: RateLimit | None
+    rate_limit_sync: float  # seconds between pushes of local counts; 0: strict
+    near_cache_mb: int  # process-local tier of referral lists; 0: off
+    upstream_timeout: float
+    # Circuit breaker and per-customer back-off (broker.upstream.circuit).
+    circuit_failure_rate: float
+    circuit_min_calls: int
+    circuit_window: float
+    circuit_cooldown: float
+    upstream_backoff: float
+    metrics_token: Secret[str] | None
+    shopify_secret: Secret[str] | None  # GET /shopify/token only when both are set
+    shopify_shop: str | None
+    port: int
+    web_concurrency: int
+    log_level: str
+    log_format: str
+    # BROKER_* names in the environment that the broker does not know (never their values).
+    unknown_variables: tuple[str, ...] = field(default=(), compare=False)
+
+    @property
+    def signing_key(self) -> SigningKey:
+        """The key that signs; every configured key verifies."""
+        return self.signing_keys[0]
+
+    @classmethod
+    def from_env(
+        cls,
+        environ: Mapping[str, str] | None = None,
+        env_file: str | Path | None = ".env",
+        *,
+        strict: bool = True,
+    ) -> Settings:
+        """Read a deployment's environment, under which a ``.env`` file fills the gaps.
+
+        Beyond :func:`parse`, refuses what must never run in production
+        (:func:`deployment_problems`). An unknown ``BROKER_*`` name is a problem when ``strict``
+        (``broker check``); otherwise it is only listed in ``unknown_variables`` for the caller
+        to warn about (``broker serve``).
+        """
+        merged: dict[str, str] = {}
+        if env_file is not None and Path(env_file).is_file():
+            from dotenv import dotenv_values
+
+            merged.update({k: v for k, v in dotenv_values(env_file).items() if v is not None})
+        merged.update(os.environ if environ is None else environ)
+        unknown = unknown_variables(merged)
+        problems: list[str] = []
+        if strict:
+            problems = [
+                f"{name}: not a variable the broker knows (misspelt? see .env.example)"
+                for name in unknown
+            ]
+        try:
+            settings = parse(merged)
+        except ConfigError as exc:
+            raise ConfigError([*exc.problems, *problems]) from None
+        problems = [*deployment_problems(settings), *problems]
+        if problems:
+            raise ConfigError(problems)
+        return replace(settings, unknown_variables=unknown)
+
+
+def unknown_variables(env: Mapping[str, str]) -> tuple[str, ...]:
+    """The ``BROKER_*`` names of ``env`` that are not in :data:`VARIABLES`, sorted."""
+    known = frozenset(VARIABLES)
+    return tuple(sorted(n for n in env if n.startswith("BROKER_") and n not in known))
+
+
+def parse(env: Mapping[str, str]) -> Settings:
+    """Validate a mapping of variables into :class:`Settings`; raise :class:`ConfigError`.
+
+    Each variable of the table is read on its own (unset or blank: its default); then the rules
+    that join two variables are checked. Every problem is one line naming the variable.
+    """
+    problems: list[str] = []
+    values: dict[str, Any] = {}
+    given: set[str] = set()
+    for variable in TABLE:
+        raw = (env.get(variable.name) or "").strip()
+        if raw:
+            given.add(variable.name)
+        elif variable.required is not None:
+            problems.append(f"{variable.name}: {variable.required}")
+            continue
+        try:
+            values[variable.attribute] = variable.read(raw) if raw else variable.default_value()
+        except Invalid as exc:
+            problems.extend(f"{variable.name}: {message}" for message in exc.messages)
+    problems.extend(_joint_problems(values, given))
+    if problems:
+        raise ConfigError(problems)
+    return Settings(**values)
+
+
+def _joint_problems(values: Mapping[str, Any], given: set[str]) -> list[str]:
+    """The rules that join two variables, checked once each has been read on its own."""
+    problems: list[str] = []
+    ttl, max_ttl = values.get("token_ttl"), values.get("token_max_ttl")
+    if ttl is not None and max_ttl is not None and ttl > max_ttl:
+        problems.append("BROKER_TOKEN_TTL: must not exceed BROKER_TOKEN_MAX_TTL")
+    shopify = ("BROKER_SHOPIFY_SECRET", "BROKER_SHOPIFY_SHOP")
+    if len(given.intersection(shopify)) == 1:
+        missing = next(name for name in shopify if name not in given)
+        problems.append(f"{missing}: required with the other BROKER_SHOPIFY_ variable")
+    return problems

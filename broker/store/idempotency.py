@@ -1,0 +1,303 @@
+"""Idempotency keys: a repeated send with the same key answers the first response again.
+
+A key is claimed atomically with a *pending* record holding the request's fingerprint and an
+owner token; the outcome then replaces it for 24 h. A request that finds its key pending with the
+same fingerprint waits (bounded) for that outcome; if the wait runs out it gets
+:class:`IdempotencyKeyReused` saying the first request is still in progress (409, as with a
+reused key: the client must not send a second copy while the first may still reach Bubblehouse).
+
+Keys: ``rb:{<hash of scope>}:idem:<hash of the Idempotency-Key>``, a hash of state ``s``
+(``p`` pending, ``d`` done), fingerprint ``f``, owner ``t``, take-over time ``d``, and when done
+status ``c``, headers ``h`` (JSON) and body ``b``. :class:`Records` is the one interface to
+them: :class:`RedisRecords` runs the scripts below and reads their named replies,
+:class:`MemoryRecords` keeps the same records in process memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import secrets
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Literal, Protocol
+
+from broker.errors import IdempotencyKeyReused
+from broker.store.memory import Memory
+from broker.store.scripts import Released, decode
+from broker.store.store import Store, Twins, digest, scope_prefix
+
+State = Literal["claimed", "mismatch", "pending", "done"]
+
+# KEYS: record. ARGV: fingerprint, owner token, take-over ms, pending record ttl ms.
+# A pending record lives long (so memory pressure evicts cache entries before it: see the
+# runbook's eviction section) but carries its own take-over time ``d``, after which a crashed
+# owner's claim may be taken by a retry. Replies (a _ClaimReply): state (claimed, mismatch,
+# pending, done), and when done status, headers, body.
+CLAIM_LUA = """
+local t = redis.call('TIME')
+local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
+local function claim()
+  redis.call('DEL', KEYS[1])
+  redis.call('HSET', KEYS[1], 's', 'p', 'f', ARGV[1], 't', ARGV[2],
+    'd', string.format('%d', now + tonumber(ARGV[3])))
+  redis.call('PEXPIRE', KEYS[1], ARGV[4])
+  return {'state', 'claimed'}
+end
+if redis.call('EXISTS', KEYS[1]) == 0 then return claim() end
+local r = redis.call('HMGET', KEYS[1], 's', 'f', 'c', 'h', 'b', 't', 'd')
+if r[1] ~= 'p' and r[1] ~= 'd' then return redis.error_reply('idempotency record tampered') end
+if r[2] ~= ARGV[1] then return {'state', 'mismatch'} end
+if r[1] ~= 'd' then
+  -- Our own claim seen again (a retried call after a lost reply) is still ours.
+  if r[6] == ARGV[2] then return {'state', 'claimed'} end
+  if r[7] and tonumber(r[7]) and tonumber(r[7]) < now then return claim() end
+  return {'state', 'pending'}
+end
+return {'state', 'done', 'status', r[3], 'headers', r[4], 'body', r[5]}
+"""
+
+# KEYS: record. ARGV: fingerprint, owner token, status, headers JSON, body, ttl ms.
+# Replies: completed (0 when another owner has taken the key over).
+COMPLETE_LUA = """
+local owner = redis.call('HGET', KEYS[1], 't')
+if owner and owner ~= ARGV[2] then return {'completed', 0} end
+redis.call('HSET', KEYS[1], 's', 'd', 'f', ARGV[1], 't', ARGV[2], 'c', ARGV[3], 'h', ARGV[4],
+  'b', ARGV[5])
+redis.call('PEXPIRE', KEYS[1], ARGV[6])
+return {'completed', 1}
+"""
+
+# KEYS: record. ARGV: owner token. Replies: released (0 when the claim was not ours, or done).
+RELEASE_LUA = """
+local r = redis.call('HMGET', KEYS[1], 's', 't')
+if r[1] == 'p' and r[2] == ARGV[1] then redis.call('DEL', KEYS[1]) return {'released', 1} end
+return {'released', 0}
+"""
+
+IN_PROGRESS = "A request with this Idempotency-Key is still in progress. Retry it shortly."
+
+
+@dataclass(frozen=True)
+class StoredResponse:
+    """The response a send answered, kept to answer its retries with."""
+
+    status: int
+    headers: dict[str, str]
+    body: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Claim:
+    """What claiming a key found: ``response`` when ``state`` is done."""
+
+    state: State
+    response: StoredResponse | None = None
+
+
+class Records(Protocol):
+    """Idempotency records on one backend; each call is atomic (one script, or no await)."""
+
+    @property
+    def shared(self) -> bool: ...
+
+    async def claim(self, record: str, fingerprint: str, token: str) -> Claim:
+        """Claim ``record`` for ``token`` unless it is held (pending), done, or another body's."""
+        ...
+
+    async def complete(
+        self, record: str, fingerprint: str, token: str, response: StoredResponse
+    ) -> None:
+        """Keep ``response`` as the record's outcome, unless another owner has taken it over."""
+        ...
+
+    async def release(self, record: str, token: str) -> None:
+        """Forget ``token``'s pending claim, so a retry runs again."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class _ClaimReply:
+    state: State
+    status: int = 0
+    headers: str = ""
+    body: bytes = b""
+
+
+@dataclass(frozen=True, slots=True)
+class _Completed:
+    completed: bool
+
+
+class RedisRecords:
+    """Records as Redis hashes, shared by every process on the Redis."""
+
+    shared = True
+
+    def __init__(self, store: Store, *, pending_ms: int, pending_keep_ms: int, ttl_ms: int) -> None:
+        self.pending_ms = pending_ms
+        self.pending_keep_ms = pending_keep_ms
+        self.ttl_ms = ttl_ms
+        self._claim = store.script(CLAIM_LUA)
+        self._complete = store.script(COMPLETE_LUA)
+        self._release = store.script(RELEASE_LUA)
+
+    async def claim(self, record: str, fingerprint: str, token: str) -> Claim:
+        raw = await self._claim(
+            keys=[record], args=[fingerprint, token, self.pending_ms, self.pending_keep_ms]
+        )
+        found = decode(_ClaimReply, raw)
+        if found.state != "done":
+            return Claim(found.state)
+        headers = json.loads(found.headers) if found.headers else {}
+        return Claim("done", StoredResponse(found.status, headers, found.body))
+
+    async def complete(
+        self, record: str, fingerprint: str, token: str, response: StoredResponse
+    ) -> None:
+        headers = json.dumps(response.headers, separators=(",", ":"))
+        raw = await self._complete(
+            keys=[record],
+            args=[fingerprint, token, response.status, headers, response.body, self.ttl_ms],
+        )
+        decode(_Completed, raw)
+
+    async def release(self, record: str, token: str) -> None:
+        decode(Released, await self._release(keys=[record], args=[token]))
+
+
+@dataclass(frozen=True, slots=True)
+class _Record:
+    """A record in memory: the Redis hash's fields."""
+
+    fingerprint: str
+    token: str
+    takeover: int = 0  # pending: when (memory clock, ms) a retry may take the claim over
+    response: StoredResponse | None = None
+
+
+class MemoryRecords:
+    """Records in process memory, this process's alone, kept as the script keeps them."""
+
+    shared = False
+
+    def __init__(
+        self, memory: Memory, *, pending_ms: int, pending_keep_ms: int, ttl_ms: int
+    ) -> None:
+        self.memory = memory
+        self.pending_ms = pending_ms
+        self.pending_keep_ms = pending_keep_ms
+        self.ttl_ms = ttl_ms
+
+    async def claim(self, record: str, fingerprint: str, token: str) -> Claim:
+        found: _Record | None = self.memory.get(record)
+        now = self.memory.clock()
+        if found is not None:
+            if found.fingerprint != fingerprint:
+                return Claim("mismatch")
+            if found.response is not None:
+                return Claim("done", found.response)
+            if found.token == token:
+                return Claim("claimed")  # our own claim seen again
+            if found.takeover >= now:
+                return Claim("pending")
+        # Free, or a crashed owner's claim past its take-over time.
+        claim = _Record(fingerprint, token, now + self.pending_ms)
+        self.memory.set(record, claim, self.pending_keep_ms)
+        return Claim("claimed")
+
+    async def complete(
+        self, record: str, fingerprint: str, token: str, response: StoredResponse
+    ) -> None:
+        found: _Record | None = self.memory.get(record)
+        if found is not None and found.token != token:
+            return
+        self.memory.set(record, _Record(fingerprint, token, response=response), self.ttl_ms)
+
+    async def release(self, record: str, token: str) -> None:
+        found: _Record | None = self.memory.get(record)
+        if found is not None and found.response is None and found.token == token:
+            self.memory.delete(record)
+
+
+class Idempotency:
+    """Runs an action once per (scope, key); replays its stored response afterwards."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        ttl: int = 86400,
+        wait: float = 10.0,
+        pending_ttl: float = 120.0,
+        pending_keep: float = 3600.0,
+    ) -> None:
+        self.store = store
+        self.ttl_ms = ttl * 1000
+        self.wait = wait
+        # A claim outlives any upstream call, yet a crashed owner blocks its key only this long.
+        self.pending_ms = int(pending_ttl * 1000)
+        # ...while the pending record itself lives longer than any cache entry, so that Redis's
+        # volatile-ttl eviction takes cache entries first (the take-over time is inside it).
+        self.pending_keep_ms = int(max(pending_keep, pending_ttl) * 1000)
+        timing = {
+            "pending_ms": self.pending_ms,
+            "pending_keep_ms": self.pending_keep_ms,
+            "ttl_ms": self.ttl_ms,
+        }
+        self._records: Twins[Records] = store.twins(
+            lambda on: RedisRecords(on, **timing), lambda on: MemoryRecords(on, **timing)
+        )
+
+    async def run(
+        self,
+        scope: str,
+        key: str,
+        fingerprint: str,
+        action: Callable[[], Awaitable[StoredResponse]],
+    ) -> tuple[StoredResponse, bool]:
+        """(response, replayed). Raises IdempotencyKeyReused for another body under the key, or
+        when the first request with this key is still running after ``wait`` seconds."""
+        record = f"{scope_prefix(scope)}:idem:{digest(key)}"
+        token = secrets.token_hex(8)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.wait
+        delay = 0.01
+        while True:
+            found = await self.store.run(
+                self._records,
+                lambda on: on.claim(record, fingerprint, token),
+                op="idempotency_claim",
+                keys=[record],
+            )
+            if found.state == "mismatch":
+                raise IdempotencyKeyReused()
+            if found.response is not None:
+                return found.response, True
+            if found.state == "claimed":
+                break
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                raise IdempotencyKeyReused(IN_PROGRESS)
+            await asyncio.sleep(min(delay, remaining))
+            delay = min(delay * 2, 0.1)
+        try:
+            response = await action()
+        except BaseException:
+            await asyncio.shield(self._release(record, token))
+            raise
+        await self.store.run(
+            self._records,
+            lambda on: on.complete(record, fingerprint, token, response),
+            op="idempotency_complete",
+            keys=[record],
+        )
+        return response, False
+
+    async def _release(self, record: str, token: str) -> None:
+        await self.store.run(
+            self._records,
+            lambda on: on.release(record, token),
+            op="idempotency_release",
+            keys=[record],
+        )

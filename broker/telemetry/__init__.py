@@ -1,0 +1,2 @@
+"""What operators see: structured logs (``logs``), Prometheus metrics (``metrics``), and
+OpenTelemetry tracing (``tracing``)."""

@@ -1,0 +1,87 @@
+"""GET /shopify/token: a customer token for a Shopify storefront, through an app proxy (spec 3.6).
+
+A Shopify store has no server of its own to call ``POST /tokens``. A Shopify app proxy forwards
+the storefront's ``/apps/<prefix>/token`` to this route, adding ``shop``,
+``logged_in_customer_id``, ``path_prefix``, ``timestamp`` and a ``signature`` that Shopify
+computes as its documentation shows: every other query parameter written ``name=value``
+(several values of one name joined by commas), those strings sorted and concatenated with no
+separator, HMAC-SHA256 with the app's shared secret, hex. The broker recomputes it, compares in
+constant time, then checks the shop, the timestamp (5 minutes either way) and that a customer is
+logged in, and answers what ``POST /tokens`` answers for that customer.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import time
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
+from starlette.requests import Request
+from starlette.responses import Response
+
+from broker.errors import CustomerNotLoggedIn, InvalidInput, InvalidProxySignature, NotFound
+from broker.rules import inputs
+from broker.telemetry.logs import customer_hash
+from broker.web.responses import JSONBytesResponse
+
+if TYPE_CHECKING:
+    from broker.services import Services
+    from broker.web.requestlog import RequestInfo
+
+MAX_SKEW = 300  # seconds between Shopify's timestamp and our clock, either way
+
+
+def proxy_signature(params: Iterable[tuple[str, str]], secret: str) -> str:
+    """Shopify's app proxy signature of a query (its ``signature`` parameter left out)."""
+    grouped: dict[str, list[str]] = {}
+    for name, value in params:
+        if name != "signature":
+            grouped.setdefault(name, []).append(value)
+    message = "".join(sorted(f"{name}={','.join(values)}" for name, values in grouped.items()))
+    return hmac.new(secret.encode(), message.encode(), hashlib.sha256).hexdigest()
+
+
+def only(params: list[tuple[str, str]], name: str) -> str | None:
+    """The one value of ``name``; None when it is absent or given more than once."""
+    values = [value for key, value in params if key == name]
+    return values[0] if len(values) == 1 else None
+
+
+def verified_customer(params: list[tuple[str, str]], secret: str, shop: str, now: float) -> str:
+    """The logged-in customer id of a genuine app proxy request, or the error to answer."""
+    presented = only(params, "signature")
+    expected = proxy_signature(params, secret)
+    if presented is None or not hmac.compare_digest(expected.encode(), presented.encode()):
+        raise InvalidProxySignature()
+    if only(params, "shop") != shop:
+        raise InvalidProxySignature("The proxy request is for another store.")
+    stamp = only(params, "timestamp") or ""
+    if not stamp.isascii() or not stamp.isdigit() or abs(now - int(stamp)) > MAX_SKEW:
+        raise InvalidProxySignature("The proxy request is too old, or its clock is wrong.")
+    customer = only(params, "logged_in_customer_id")
+    if not customer:
+        raise CustomerNotLoggedIn()
+    return customer
+
+
+async def shopify_token(request: Request, svc: Services, info: RequestInfo) -> Response:
+    """The handler: 404 unless configured, then the ``POST /tokens`` answer for the customer."""
+    settings = svc.settings
+    if settings.shopify_secret is None or settings.shopify_shop is None:
+        raise NotFound()
+    customer = verified_customer(
+        request.query_params.multi_items(),
+        settings.shopify_secret.reveal(),
+        settings.shopify_shop,
+        time.time(),
+    )
+    try:
+        wanted = inputs.token_request({"customer_id": customer})
+    except InvalidInput as error:
+        unusable = "The proxy named a customer id the broker cannot use."
+        raise InvalidProxySignature(unusable) from error
+    minted = svc.minter.customer_token(wanted.customer_id, None, None)
+    info.customer = customer_hash(svc.log_key, wanted.customer_id)
+    return JSONBytesResponse(minted.answer(), headers={"Cache-Control": "no-store"})
