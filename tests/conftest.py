@@ -97,7 +97,7 @@ async def store(
 
     Redis counts as down after 2 s without a reply rather than the service's 0.5 s: these tests
     are about what the store does while Redis answers, on a machine busy with the whole suite
-    (tests/test_store.py takes Redis away on purpose, with the service's bounds).
+    (tests/integration/test_store.py takes Redis away on purpose, with the service's bounds).
     """
     env = {}
     if request.param == "redis":

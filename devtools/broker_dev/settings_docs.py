@@ -43,7 +43,7 @@ PREAMBLE = f"""\
 # naming it and `broker check` fails.
 #
 # This file is made from broker/settings_table.py: change a variable there, then run
-# `{COMMAND}` (tests/test_env_example.py fails while the two differ).
+# `{COMMAND}` (tests/unit/test_env_example.py fails while the two differ).
 """
 
 

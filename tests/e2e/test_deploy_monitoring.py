@@ -24,7 +24,7 @@ from structlog.testing import capture_logs
 from broker.telemetry.metrics import Metrics
 from tests.stack import READ_PATH, Broker, Sandbox
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 MONITORING = ROOT / "deploy" / "monitoring"
 RULES = MONITORING / "alerts.yaml"
 RUNBOOK = ROOT / "deploy" / "README.md"

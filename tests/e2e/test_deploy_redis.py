@@ -18,10 +18,10 @@ from broker.cache.cache import ReferralCache
 from broker.config.settings import VARIABLES, Settings, parse
 from broker.store.idempotency import Idempotency
 from broker.store.store import open_store
+from tests.e2e.test_deploy import FAKE_SECRETS, shipped_redis_eviction
 from tests.servers import RedisProcess
-from tests.test_deploy import FAKE_SECRETS, shipped_redis_eviction
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 BUDGET = 1024 * 1024  # bytes of data above the empty server's own use
 BODY = b"x" * 400  # a small referral list or stored Refer2 answer
 IDEMPOTENCY_RECORDS = 500  # about a third of the budget

@@ -21,7 +21,7 @@ from tests.servers import RunningServer
 from tests.stack import READ_PATH, Broker, Sandbox, running_broker
 from tests.support import SECRET_A, SECRET_B, SHOP
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 RECIPES_MD = ROOT / "docs" / "recipes.md"
 TYPESCRIPT = ROOT / "clients" / "js" / "node_modules" / "typescript"
 RECIPE = re.compile(r"<!-- recipe: (\S+) -->\n```\w+\n(.*?)```", re.DOTALL)

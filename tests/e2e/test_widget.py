@@ -32,7 +32,7 @@ from tests.support import ISSUER_KEY, SECRET_A, SECRET_B, SHOP, make_settings
 # One group for xdist's loadgroup: the module's Chromium and servers start once, on one worker.
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser-widget")]
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 AXE = ROOT / "clients" / "js" / "node_modules" / "axe-core" / "axe.min.js"
 ARTIFACTS = ROOT / "test-artifacts"  # the docs' screenshots are copies of these
 SHOP_TEXT = "Referrals are paused until Monday. Thank you for your patience!"

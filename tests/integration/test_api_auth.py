@@ -8,7 +8,7 @@ import httpx2
 import pytest
 
 from tests.stack import READ_PATH, WRITE_PATH, Broker, Sandbox
-from tests.test_tokens import ATTACKS
+from tests.unit.test_tokens import ATTACKS
 
 
 def assert_refused(response: httpx2.Response, error_id: str, reason: str | None = None) -> None:

@@ -36,8 +36,8 @@ from tests.support import ISSUER_KEY, SECRET_A, SECRET_B, SHOP, make_settings
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser-demo")]
 
 VERSION = "v2023061"
-STATIC = Path(__file__).resolve().parent.parent / "clients" / "js"
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+STATIC = Path(__file__).resolve().parents[2] / "clients" / "js"
+ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts"
 
 
 @dataclass(frozen=True)

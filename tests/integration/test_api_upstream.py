@@ -264,7 +264,7 @@ def test_oversized_gzip_read_is_502_and_not_cached() -> None:
 
 def test_metrics_show_the_upstream_circuit(sandbox: Sandbox) -> None:
     """/metrics shows the circuit to Bubblehouse closed, then open once 5xx pass the rate."""
-    from tests.test_api_redis import metric
+    from tests.integration.test_api_redis import metric
 
     with running_broker(sandbox.url, BROKER_CIRCUIT_MIN_CALLS="5") as broker:
         broker.read()

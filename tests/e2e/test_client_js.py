@@ -17,7 +17,7 @@ import pytest
 from broker.web.clientfiles import NAMES
 from tests.support import ISSUER_KEY, SHOP
 
-ROOT = Path(__file__).resolve().parent.parent
+ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "clients" / "js"
 # One tsc diagnostic without --pretty: "file(line,col): error TS1234: message".
 DIAGNOSTIC = re.compile(r"(?P<file>[^(\s]+)\(\d+,\d+\): error (?P<code>TS\d+): ")

@@ -19,10 +19,10 @@ import yaml
 from dotenv import dotenv_values
 
 from broker.config.settings import VARIABLES, ConfigError, parse
+from tests.e2e.test_env_shell import sourced_in_shell
 from tests.support import broker_env
-from tests.test_env_example import sourced_in_shell
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEPLOY = ROOT / "deploy"
 K8S = DEPLOY / "kubernetes"
 CONFIG = ROOT / "config"

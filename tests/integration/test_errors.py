@@ -20,7 +20,7 @@ def expired(broker: Broker, sandbox: Sandbox) -> httpx2.Response:
 
     import jwt
 
-    from tests.test_tokens import KEY_A
+    from tests.unit.test_tokens import KEY_A
 
     now = int(time.time())
     token = jwt.encode(

@@ -24,7 +24,7 @@ import pytest
 
 from tests.servers import free_port, wait_for_port
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / "deploy" / "nginx.conf"
 PROBLEM_MEMBERS = {"type", "title", "status", "id", "message", "retryable", "request_id"}
 
