@@ -23,7 +23,7 @@ from broker.config.table import TABLE, Variable
 COMMAND = "python -m broker_dev.settings_docs"
 ENV_EXAMPLE = ".env.example"
 TABLE_DOCUMENTS = ("README.md", "deploy/README.md")
-BEGIN = f"<!-- BEGIN variables: made from broker/settings_table.py by `{COMMAND}` -->"
+BEGIN = f"<!-- BEGIN variables: made from broker/config/table.py by `{COMMAND}` -->"
 END = "<!-- END variables -->"
 WIDTH = 96
 RULE = "# " + "=" * (WIDTH - 2)
@@ -42,7 +42,7 @@ PREAMBLE = f"""\
 # A BROKER_* variable not listed here is a typo to the broker: `broker serve` logs a warning
 # naming it and `broker check` fails.
 #
-# This file is made from broker/settings_table.py: change a variable there, then run
+# This file is made from broker/config/table.py: change a variable there, then run
 # `{COMMAND}` (tests/unit/test_env_example.py fails while the two differ).
 """
 
@@ -234,7 +234,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.check:
         for name in differing:
             print(
-                f"{name}: differs from broker/settings_table.py; run `{COMMAND}`", file=sys.stderr
+                f"{name}: differs from broker/config/table.py; run `{COMMAND}`", file=sys.stderr
             )
         return 1 if differing else 0
     for name, text in expected(root).items():
