@@ -70,14 +70,14 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 async def invalidate_in_redis(settings: Settings, customer_id: str) -> bool:
     """Drop the customer's cached history in the configured Redis; False if Redis failed."""
-    from broker.cache.cache import ReferralCache
+    from broker.services import cache_for
     from broker.store.store import open_store
 
     store = await open_store(settings, probe_interval=3600)
     try:
         if store.state != "up":
             return False
-        await ReferralCache(store, settings).invalidate(settings.shop, customer_id)
+        await cache_for(settings, store).invalidate(settings.shop, customer_id)
         # A Redis failure during the call falls back to this process's memory: not good enough.
         return store.state == "up"
     finally:

@@ -46,42 +46,31 @@ from typing import Any, ClassVar
 ERROR_TYPE_BASE = "urn:referral-broker:error:"
 SLUG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 
-INVALID_TOKEN_REASONS = (
-    "expired",
-    "malformed",
-    "signature",
-    "unknown_key",
-    "audience",
-    "subject",
-    "not_yet_valid",
-    "missing_claim",
-    "lifetime",
-)
-
 
 class BrokerError(Exception):
-    """The root of every error the broker answers with."""
+    """The root of every error the broker answers with.
 
-    status: ClassVar[int] = 500
-    id: ClassVar[str] = "internal_error"
-    title: ClassVar[str] = "Internal error"
+    ``id`` and ``status`` are the class's; only :class:`UpstreamRejected` sets its own per
+    instance (Bubblehouse's id and status). ``browser``: a browser can meet it (the spec's
+    table); the others answer only servers and orchestrators. ``catalogued`` (read off each class
+    itself, not inherited): False for the abstract classes and the variants that share their
+    parent's id.
+    """
+
+    status: int = 500
+    id: str = "internal_error"
+    title: ClassVar[str] = ""  # empty: the id in words ("not_found" is "Not found")
     default_message: ClassVar[str] = "Something went wrong in the broker. Quote the request id."
     retryable: ClassVar[bool] = False
     stale_ok: ClassVar[bool] = False
     reached_upstream: ClassVar[bool] = False
+    browser: ClassVar[bool] = True
+    catalogued: ClassVar[bool] = True
 
     def __init__(self, message: str | None = None, **extra: Any) -> None:
         self.message = message or self.default_message
         self.extra: dict[str, Any] = {k: v for k, v in extra.items() if v is not None}
         super().__init__(self.message)
-
-    @property
-    def error_id(self) -> str:
-        return self.id
-
-    @property
-    def status_code(self) -> int:
-        return self.status
 
     def headers(self) -> dict[str, str]:
         """Headers this error adds to its response."""
@@ -91,7 +80,6 @@ class BrokerError(Exception):
 class MissingToken(BrokerError):
     status = 401
     id = "missing_token"
-    title = "Missing token"
     default_message = "This call needs a customer token in an 'Authorization: Bearer' header."
 
     def headers(self) -> dict[str, str]:
@@ -101,7 +89,6 @@ class MissingToken(BrokerError):
 class InvalidToken(BrokerError):
     status = 401
     id = "invalid_token"
-    title = "Invalid token"
     default_message = "The customer token is not valid. Ask the shop for a new one."
 
     _messages: ClassVar[dict[str, str]] = {
@@ -117,7 +104,7 @@ class InvalidToken(BrokerError):
     }
 
     def __init__(self, reason: str, message: str | None = None) -> None:
-        if reason not in INVALID_TOKEN_REASONS:
+        if reason not in self._messages:
             raise ValueError(f"unknown invalid_token reason {reason!r}")
         self.reason = reason
         super().__init__(message or self._messages[reason], reason=reason)
@@ -126,10 +113,13 @@ class InvalidToken(BrokerError):
         return {"WWW-Authenticate": 'Bearer realm="referral-broker", error="invalid_token"'}
 
 
+# The reasons an invalid_token answer gives (spec 4).
+INVALID_TOKEN_REASONS = tuple(InvalidToken._messages)
+
+
 class InvalidIssuerKey(BrokerError):
     status = 401
     id = "invalid_issuer_key"
-    title = "Invalid issuer key"
     default_message = "POST /tokens needs a valid issuer key in an 'Authorization: Bearer' header."
 
     def headers(self) -> dict[str, str]:
@@ -139,30 +129,28 @@ class InvalidIssuerKey(BrokerError):
 class InvalidProxySignature(BrokerError):
     """A Shopify app proxy request whose signature, shop or timestamp does not hold."""
 
+    browser = False  # answers Shopify's proxy, never a storefront script directly
     status = 401
     id = "invalid_proxy_signature"
-    title = "Invalid proxy signature"
     default_message = "This route only answers requests signed by the shop's Shopify app proxy."
 
 
 class CustomerNotLoggedIn(BrokerError):
+    browser = False  # answers Shopify's proxy, never a storefront script directly
     status = 401
     id = "customer_not_logged_in"
-    title = "Customer not logged in"
     default_message = "No customer is logged in to the store: sign in to see referrals."
 
 
 class CustomerIdentityDoesNotMatchToken(BrokerError):
     status = 403
     id = "customer_identity_does_not_match_token"
-    title = "Customer identity does not match token"
     default_message = "The customer named in the request is not the customer of the token."
 
 
 class DeanonymizeNotAllowed(BrokerError):
     status = 403
     id = "deanonymize_not_allowed"
-    title = "Deanonymize not allowed"
     default_message = "A customer token cannot ask for de-anonymized referral destinations."
 
 
@@ -176,7 +164,6 @@ class InvalidGlobalApiVersion(BrokerError):
 class InvalidInput(BrokerError):
     status = 400
     id = "invalid_input"
-    title = "Invalid input"
     default_message = "The request input is not valid."
 
     def __init__(self, field: str, message: str | None = None) -> None:
@@ -194,14 +181,12 @@ class InvalidJson(BrokerError):
 class NotFound(BrokerError):
     status = 404
     id = "not_found"
-    title = "Not found"
     default_message = "There is nothing at this path."
 
 
 class MethodNotAllowed(BrokerError):
     status = 405
     id = "method_not_allowed"
-    title = "Method not allowed"
     default_message = "This path does not answer that HTTP method."
 
     def __init__(self, allowed: tuple[str, ...] = (), message: str | None = None) -> None:
@@ -215,28 +200,24 @@ class MethodNotAllowed(BrokerError):
 class IdempotencyKeyReused(BrokerError):
     status = 409
     id = "idempotency_key_reused"
-    title = "Idempotency key reused"
     default_message = "This Idempotency-Key was already used with a different request body."
 
 
 class PayloadTooLarge(BrokerError):
     status = 413
     id = "payload_too_large"
-    title = "Payload too large"
     default_message = "The request body is larger than 16 KiB."
 
 
 class UnsupportedMediaType(BrokerError):
     status = 415
     id = "unsupported_media_type"
-    title = "Unsupported media type"
     default_message = "The request body must be sent as application/json."
 
 
 class RateLimitExceeded(BrokerError):
     status = 429
     id = "rate_limit_exceeded"
-    title = "Rate limit exceeded"
     default_message = "Too many requests. Wait before trying again."
     retryable = True
 
@@ -258,6 +239,8 @@ class RateLimitExceeded(BrokerError):
 class UpstreamRateLimited(RateLimitExceeded):
     """Bubblehouse itself said 429."""
 
+    catalogued = False  # rate_limit_exceeded, as its parent
+
     default_message = "Bubblehouse is rate limiting this customer. Wait before trying again."
     stale_ok = True
     reached_upstream = True
@@ -273,13 +256,16 @@ class UpstreamRateLimited(RateLimitExceeded):
 class UpstreamFailure(BrokerError):
     """Bubblehouse refused, failed, or could not be reached."""
 
+    catalogued = False  # abstract: each subclass has its own id
+
     status = 502
     id = "upstream_error"
-    title = "Upstream error"
 
 
 class UpstreamRejected(UpstreamFailure):
     """One of Bubblehouse's own 4xx ids, passed through with its status."""
+
+    catalogued = False  # its id and status are Bubblehouse's
 
     reached_upstream = True
 
@@ -298,8 +284,8 @@ class UpstreamRejected(UpstreamFailure):
     def __init__(
         self, upstream_id: str, upstream_status: int, upstream_message: str | None = None
     ) -> None:
-        self._id = upstream_id
-        self._status = upstream_status
+        self.id = upstream_id
+        self.status = upstream_status
         message = self._messages.get(
             upstream_id,
             f"Bubblehouse refused the request ({upstream_id.replace('_', ' ')}).",
@@ -308,19 +294,10 @@ class UpstreamRejected(UpstreamFailure):
             message, upstream_status=upstream_status, upstream_message=upstream_message
         )
 
-    @property
-    def error_id(self) -> str:
-        return self._id
-
-    @property
-    def status_code(self) -> int:
-        return self._status
-
 
 class UpstreamMisconfigured(UpstreamFailure):
     status = 502
     id = "upstream_misconfigured"
-    title = "Upstream misconfigured"
     default_message = (
         "Bubblehouse refused the broker's own credentials or API version. "
         "The shop's operator must fix the broker's configuration."
@@ -331,7 +308,6 @@ class UpstreamMisconfigured(UpstreamFailure):
 class UpstreamError(UpstreamFailure):
     status = 502
     id = "upstream_error"
-    title = "Upstream error"
     default_message = "Bubblehouse answered with an error. Try again shortly."
     retryable = True
     stale_ok = True
@@ -341,6 +317,8 @@ class UpstreamError(UpstreamFailure):
 class UpstreamBackoff(UpstreamError):
     """Bubblehouse's last answer for this customer was unusable (too large, not JSON): for a
     few seconds the broker answers this without calling again. Nothing was sent this time."""
+
+    catalogued = False  # upstream_error, as its parent
 
     default_message = (
         "Bubblehouse's last answer for this customer could not be used. Try again shortly."
@@ -358,7 +336,6 @@ class UpstreamBackoff(UpstreamError):
 class UpstreamUnavailable(UpstreamFailure):
     status = 503
     id = "upstream_unavailable"
-    title = "Upstream unavailable"
     default_message = "Bubblehouse cannot be reached right now. Try again shortly."
     retryable = True
     stale_ok = True
@@ -367,7 +344,6 @@ class UpstreamUnavailable(UpstreamFailure):
 class UpstreamTimeout(UpstreamFailure):
     status = 504
     id = "upstream_timeout"
-    title = "Upstream timeout"
     default_message = "Bubblehouse did not answer in time. Try again shortly."
     retryable = True
     stale_ok = True
@@ -377,9 +353,10 @@ class UpstreamTimeout(UpstreamFailure):
 class NotReady(BrokerError):
     """Readiness only: the process is starting or draining (not a browser-facing error)."""
 
+    browser = False
+
     status = 503
     id = "not_ready"
-    title = "Not ready"
     default_message = "The broker is starting or stopping."
     retryable = True
 
@@ -387,42 +364,34 @@ class NotReady(BrokerError):
 class InternalError(BrokerError):
     status = 500
     id = "internal_error"
-    title = "Internal error"
 
 
-CATALOGUE: tuple[type[BrokerError], ...] = (
-    MissingToken,
-    InvalidToken,
-    InvalidIssuerKey,
-    CustomerIdentityDoesNotMatchToken,
-    DeanonymizeNotAllowed,
-    InvalidGlobalApiVersion,
-    InvalidInput,
-    InvalidJson,
-    NotFound,
-    MethodNotAllowed,
-    IdempotencyKeyReused,
-    PayloadTooLarge,
-    UnsupportedMediaType,
-    RateLimitExceeded,
-    UpstreamMisconfigured,
-    UpstreamError,
-    UpstreamUnavailable,
-    UpstreamTimeout,
-    InternalError,
+def _catalogued(root: type[BrokerError]) -> list[type[BrokerError]]:
+    # Read off the class itself: a subclass of an abstract error has an id of its own.
+    found = [root] if root.__dict__.get("catalogued", True) else []
+    for sub in root.__subclasses__():
+        found += _catalogued(sub)
+    return found
+
+
+# Every error with an id of its own (the OpenAPI document names them), and those a browser can
+# meet (the spec's table), both derived from the classes above.
+ERRORS: tuple[type[BrokerError], ...] = tuple(
+    cls for cls in _catalogued(BrokerError) if cls is not BrokerError
 )
+CATALOGUE: tuple[type[BrokerError], ...] = tuple(cls for cls in ERRORS if cls.browser)
+# The ids the broker defines itself.
+BROKER_IDS = frozenset(cls.id for cls in ERRORS)
 
 
 def problem_body(error: BrokerError, request_id: str) -> dict[str, Any]:
     """The one JSON shape of every error answer."""
-    title = error.title
-    if isinstance(error, UpstreamRejected):
-        title = error.error_id.replace("_", " ").capitalize()
+    title = error.title or error.id.replace("_", " ").capitalize()
     body: dict[str, Any] = {
-        "type": ERROR_TYPE_BASE + error.error_id,
+        "type": ERROR_TYPE_BASE + error.id,
         "title": title,
-        "status": error.status_code,
-        "id": error.error_id,
+        "status": error.status,
+        "id": error.id,
         "message": error.message,
         "retryable": error.retryable,
         "request_id": request_id,

@@ -16,12 +16,14 @@ import structlog
 
 from broker.cache.cache import ReferralCache
 from broker.cache.near import Invalidations, NearCache
+from broker.config.lifetimes import Lifetimes
 from broker.config.settings import Settings
 from broker.errors import NotReady
+from broker.rules.functions import READ, cached_entries
 from broker.rules.referrals import Referrals
 from broker.rules.tokens import TokenMinter, TokenVerifier
 from broker.store.idempotency import Idempotency
-from broker.store.limits import Limiter, LocalLimits
+from broker.store.limits import Limits, LocalLimits
 from broker.store.store import Store, open_store
 from broker.tasks import stop
 from broker.telemetry.logs import hash_key
@@ -47,7 +49,7 @@ class Services:
     upstream: Upstream
     store: Store
     cache: ReferralCache
-    limiter: Limiter
+    limits: Limits
     idempotency: Idempotency
     referrals: Referrals
     tracing: Tracing | None = None  # None when span export is off
@@ -83,6 +85,68 @@ def watch(upstream: Upstream, store: Store, metrics: Metrics) -> None:
     store.timing = lambda op, seconds: metrics.observe_redis(operation=op, seconds=seconds)
 
 
+def cache_for(settings: Settings, store: Store, near: NearCache | None = None) -> ReferralCache:
+    """The referral cache of ``settings`` on ``store`` (every cached function and version)."""
+    return ReferralCache(
+        store,
+        Lifetimes.of(settings),
+        cached_entries(settings.api_versions),
+        near=near,
+        limit_policy=READ.limit,
+    )
+
+
+def build(
+    settings: Settings,
+    store: Store,
+    upstream: Upstream,
+    metrics: Metrics,
+    *,
+    near: NearCache | None = None,
+    local: LocalLimits | None = None,
+    tracing: Tracing | None = None,
+) -> Services:
+    """Every piece of one process, wired from the settings and the opened resources (no I/O,
+    no background work: :func:`running` adds those). Tests that wire services by hand call it."""
+    lifetimes = Lifetimes.of(settings)
+    minter = TokenMinter(settings)
+    cache = cache_for(settings, store, near)
+    limits = Limits(
+        store,
+        {
+            "read": settings.rate_limit_read,
+            "write": settings.rate_limit_write,
+            "issuer": settings.rate_limit_issuer,
+        },
+        metrics.count_rate_limited,
+        local,
+    )
+    idempotency = Idempotency(store, lifetimes)
+    return Services(
+        settings=settings,
+        minter=minter,
+        verifier=TokenVerifier(settings),
+        metrics=metrics,
+        log_key=hash_key(settings.signing_key.secret.reveal()),
+        upstream=upstream,
+        store=store,
+        cache=cache,
+        limits=limits,
+        idempotency=idempotency,
+        referrals=Referrals(
+            settings=settings,
+            minter=minter,
+            upstream=upstream,
+            cache=cache,
+            limits=limits,
+            idempotency=idempotency,
+            metrics=metrics,
+            tracing=tracing,
+        ),
+        tracing=tracing,
+    )
+
+
 @contextlib.asynccontextmanager
 async def running(
     settings: Settings,
@@ -98,7 +162,6 @@ async def running(
     ``REDIS_URL`` (or process memory). Background work (metrics flushing, the near tier's
     subscription, the limits' pushes) runs while the services are yielded.
     """
-    minter = TokenMinter(settings)
     upstream = Upstream.create(settings, upstream_transport)
     own_store = store is None
     opened = store if store is not None else await open_store(settings)
@@ -108,7 +171,9 @@ async def running(
     ]
     near = None
     if opened.redis is not None and settings.near_cache_mb > 0 and settings.redis_url:
-        near = NearCache(settings.api_versions, max_bytes=settings.near_cache_mb << 20)
+        near = NearCache(
+            cached_entries(settings.api_versions), max_bytes=settings.near_cache_mb << 20
+        )
         tier = near
         tier.set_store_up(opened.state == "up")
         opened.on_state_change(lambda state: tier.set_store_up(state == "up"))
@@ -119,41 +184,18 @@ async def running(
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(NEAR_START_WAIT):
                     await tier.is_live.wait()
-    cache = ReferralCache(opened, settings, near=near)
-    limiter = Limiter(opened)
     local_limits = None
     if settings.rate_limit_sync > 0:
         local_limits = LocalLimits(opened, settings.rate_limit_sync)
         background.append(asyncio.create_task(local_limits.run(), name="limit-sync"))
-    idempotency = Idempotency(
+    services = build(
+        settings,
         opened,
-        wait=settings.upstream_timeout + 2,
-        pending_keep=settings.cache_ttl + settings.cache_stale_ttl + 3600,
-    )
-    live_tracing = tracing if tracing.enabled else None
-    services = Services(
-        settings=settings,
-        minter=minter,
-        verifier=TokenVerifier(settings),
-        metrics=metrics,
-        log_key=hash_key(settings.signing_key.secret.reveal()),
-        upstream=upstream,
-        store=opened,
-        cache=cache,
-        limiter=limiter,
-        idempotency=idempotency,
-        referrals=Referrals(
-            settings=settings,
-            minter=minter,
-            upstream=upstream,
-            cache=cache,
-            limiter=limiter,
-            idempotency=idempotency,
-            metrics=metrics,
-            local_limits=local_limits,
-            tracing=live_tracing,
-        ),
-        tracing=live_tracing,
+        upstream,
+        metrics,
+        near=near,
+        local=local_limits,
+        tracing=tracing if tracing.enabled else None,
     )
     log.info(
         "keys.loaded",

@@ -12,6 +12,7 @@ from typing import Any
 
 from redis.asyncio import Redis
 
+from broker.config.lifetimes import Lifetimes
 from broker.config.settings import Settings, parse
 
 SHOP = "test-shop"
@@ -51,6 +52,10 @@ def broker_env(**overrides: str) -> dict[str, str]:
 def make_settings(**overrides: str) -> Settings:
     """Parsed settings of :func:`broker_env`."""
     return parse(broker_env(**overrides))
+
+
+# The lifetimes the test deployment's settings derive (tests replace what they shorten).
+LIFETIMES = Lifetimes.of(make_settings())
 
 
 class Gated:

@@ -9,7 +9,6 @@ the same thing to the same calls (the tests run one set of behaviour tests again
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Protocol
@@ -17,44 +16,10 @@ from typing import Protocol
 import orjson
 
 from broker.cache._scripts import INVALIDATE_LUA, PUT_LUA, READ_LUA, RELEASE_LUA
-from broker.cache.near import CHANNEL
-from broker.store.limits import rate_key
+from broker.store.keys import CHANNEL, EntryKeys
 from broker.store.memory import Memory
 from broker.store.scripts import Released, decode
-from broker.store.store import Store, customer_scope, scope_prefix
-
-
-@dataclass(frozen=True, slots=True)
-class EntryKeys:
-    """The keys of one cache entry (one customer, API version and deanonymize value)."""
-
-    prefix: str
-    rate: str
-    entry: str
-    lease: str
-    gen: str
-    backoff: str
-
-    @property
-    def all(self) -> list[str]:
-        """What a repair may delete: every key of the read but the generation, which the
-        scripts replace by a higher one themselves (deleting it would rewind it)."""
-        return [self.rate, self.entry, self.backoff, self.lease]
-
-
-@functools.lru_cache(maxsize=8_192)
-def entry_keys(version: str, shop: str, customer: str, deanonymize: bool) -> EntryKeys:
-    """The Redis keys of one cache entry (a hash of the customer, computed once per customer)."""
-    prefix = scope_prefix(customer_scope(shop, customer))
-    variant = f"{version}:{int(deanonymize)}"
-    return EntryKeys(
-        prefix=prefix,
-        rate=rate_key(prefix, "read"),
-        entry=f"{prefix}:c:{variant}",
-        lease=f"{prefix}:l:{variant}",
-        gen=f"{prefix}:g",
-        backoff=f"{prefix}:bo",
-    )
+from broker.store.store import Store
 
 
 @dataclass(frozen=True, slots=True)

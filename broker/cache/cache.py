@@ -8,11 +8,10 @@ when the wait runs out. :meth:`ReferralCache.invalidate` bumps the generation, a
 its body only if the generation is still the one its read saw, so a read that began before a
 send never stores the history the send made obsolete.
 
-Keys of one customer, all under ``rb:{<hash of shop/customer>}``: ``:c:<version>:<0|1>`` entry
-(hash of body ``b``, fresh-until ``f``, generation ``g``), ``:l:<version>:<0|1>`` lease,
-``:g`` generation, ``:bo`` upstream back-off, ``:rl:read`` read-rate window. The steps on those
-keys (look up, store, release, invalidate) are :class:`broker.cache._backends.Entries`, on Redis
-or on memory: this module writes each read once, whichever backend the Store picks.
+The keys are :mod:`broker.store.keys`' (an entry is a hash of body ``b``, fresh-until ``f``
+and generation ``g``). The steps on them (look up, store, release, invalidate) are
+:class:`broker.cache._backends.Entries`, on Redis or on memory: this module writes each read
+once, whichever backend the Store picks.
 """
 
 from __future__ import annotations
@@ -21,25 +20,21 @@ import asyncio
 import math
 import random
 import secrets
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 import structlog
 
-from broker.cache._backends import (
-    Entries,
-    EntryKeys,
-    Lookup,
-    MemoryEntries,
-    RedisEntries,
-    entry_keys,
-)
+from broker.cache._backends import Entries, Lookup, MemoryEntries, RedisEntries
+from broker.cache._missed import Missed
 from broker.cache.near import NearCache
-from broker.config.settings import RateLimit, Settings
+from broker.config.lifetimes import Lifetimes
+from broker.config.settings import RateLimit
 from broker.errors import BrokerError
+from broker.store.keys import EntryKeys, customer_scope, entry_keys, scope_prefix
 from broker.store.limits import Decision
-from broker.store.store import Store, Twins, customer_scope, scope_prefix
+from broker.store.store import Store, Twins
 
 log = structlog.get_logger("broker.cache")
 
@@ -52,10 +47,12 @@ BYPASS = 1 << 62
 
 @dataclass(frozen=True)
 class CacheKey:
+    """One cached answer: a function's, at an API version, for one customer of one shop."""
+
+    function: str
     version: str
     shop: str
     customer: str
-    deanonymize: bool
 
 
 @dataclass(frozen=True)
@@ -77,24 +74,23 @@ class ReferralCache:
     def __init__(
         self,
         store: Store,
-        settings: Settings,
+        lifetimes: Lifetimes,
+        entries: Sequence[tuple[str, str]],
         *,
         near: NearCache | None = None,
-        backoff: float = 5.0,
+        limit_policy: str = "read",
         jitter: float = 0.1,
     ) -> None:
         self.store = store
         self.near = near
-        self.versions = settings.api_versions
-        self.ttl_ms = settings.cache_ttl * 1000
-        self.stale_ms = settings.cache_stale_ttl * 1000
-        self.backoff_ms = int(backoff * 1000)
+        self.entries = tuple(entries)  # (function, version) of every cached answer
+        self.policy = limit_policy  # the limit the read script counts (strict limits)
+        self.ttl_ms = lifetimes.fresh_ms
+        self.stale_ms = lifetimes.stale_ms
+        self.backoff_ms = lifetimes.backoff_ms
         self.jitter = jitter
-        # A waiter gives up a little after the leader's own upstream call would have.
-        self.wait_bound = settings.upstream_timeout + 0.5
-        self.lease_ms = int((settings.upstream_timeout + 1.0) * 1000)
-        self.gen_ttl_ms = (settings.cache_ttl + settings.cache_stale_ttl + 86400) * 1000
-        timing = {"lease_ms": self.lease_ms, "gen_ttl_ms": self.gen_ttl_ms}
+        self.wait_bound = lifetimes.wait_s
+        timing = {"lease_ms": lifetimes.lease_ms, "gen_ttl_ms": lifetimes.generation_ms}
         self._entries: Twins[Entries] = store.twins(
             lambda on: RedisEntries(on, **timing), lambda on: MemoryEntries(on, **timing)
         )
@@ -104,14 +100,11 @@ class ReferralCache:
         self._lease_count = 0
         self._background: set[asyncio.Task[Any]] = set()
         # Customers invalidated while Redis was down, replayed on Redis when it is back.
-        self._missed: dict[tuple[str, str], None] = {}
-        self._missed_max = 50_000
-        self._missed_overflow = False
+        self._missed = Missed()
         store.on_recovery(self._replay_missed)
 
-    @staticmethod
-    def _keys(key: CacheKey) -> EntryKeys:
-        return entry_keys(key.version, key.shop, key.customer, key.deanonymize)
+    def _keys(self, key: CacheKey) -> EntryKeys:
+        return entry_keys(key.function, key.version, key.shop, key.customer, self.policy)
 
     def near_hit(self, key: CacheKey, min_gen: int) -> Served | None:
         """The list from the near tier, without a network call, or None (ask :meth:`read`)."""
@@ -157,7 +150,7 @@ class ReferralCache:
         found = await self._lookup(keys, limit, caching)
         decision = None
         if limit is not None:
-            decision = Decision.of("read", limit, found.count, found.reset_ms)
+            decision = Decision.of(self.policy, limit, found.count, found.reset_ms)
             if not found.allowed:
                 raise decision.refuse()
         if not caching:
@@ -199,7 +192,7 @@ class ReferralCache:
             elapsed = int((loop.time() - started) * 1000)
             served = None
             if exc.stale_ok:
-                served = self._stale(found, elapsed, exc.error_id, decision)
+                served = self._stale(found, elapsed, exc.id, decision)
             if served is None and flight is not None:
                 self._land(flight, exc)  # local waiters hear it before the lease goes
             await self._release(keys, token, backoff=served is not None)
@@ -367,16 +360,15 @@ class ReferralCache:
 
     def _customer_keys(self, shop: str, customer: str) -> tuple[str, list[str]]:
         variants = [
-            self._keys(CacheKey(version, shop, customer, deanonymize))
-            for version in self.versions
-            for deanonymize in (False, True)
+            self._keys(CacheKey(function, version, shop, customer))
+            for function, version in self.entries
         ]
         doomed = [k.entry for k in variants] + [k.lease for k in variants]
         return variants[0].gen, doomed
 
     async def invalidate(self, shop: str, customer: str) -> str:
-        """Forget the customer's cached lists (every version, both deanonymize values, in every
-        process sharing the Redis) and make reads already in flight unable to store what they
+        """Forget the customer's cached answers (every function and version, in every process
+        sharing the Redis) and make reads already in flight unable to store what they
         load. Returns the ``Consistency-Token`` of this invalidation."""
         gen, doomed = self._customer_keys(shop, customer)
         prefix = scope_prefix(customer_scope(shop, customer))
@@ -391,22 +383,16 @@ class ReferralCache:
                 return str(new)
             if self.store.redis is None:
                 return str(new)
-            if len(self._missed) < self._missed_max:
-                self._missed[(shop, customer)] = None
-            elif not self._missed_overflow:
-                self._missed_overflow = True
-                log.warning("cache.invalidations_untracked", tracked=self._missed_max)
+            self._missed.add(shop, customer)
             return "x"  # Redis never heard of this send: the next read asks Bubblehouse
 
         return await self.store.run(self._entries, invalidate, op="cache_invalidate", keys=doomed)
 
     async def _replay_missed(self) -> None:
         """Redis is back: it still holds entries of customers who sent while it was away."""
-        while self._missed:
-            shop, customer = next(iter(self._missed))
-            gen, doomed = self._customer_keys(shop, customer)
-            prefix = scope_prefix(customer_scope(shop, customer))
+        while (missed := self._missed.first()) is not None:
+            gen, doomed = self._customer_keys(*missed)
+            prefix = scope_prefix(customer_scope(*missed))
             assert self._entries.redis is not None  # only Redis recovers
             await self._entries.redis.invalidate(gen, doomed, prefix)
-            self._missed.pop((shop, customer), None)
-        self._missed_overflow = False
+            self._missed.done(*missed)

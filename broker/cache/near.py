@@ -37,11 +37,13 @@ import structlog
 from redis.asyncio import Redis
 from redis.asyncio.cluster import RedisCluster
 
-from broker.store.store import CLUSTER_SCHEMES, REDIS_FAILURES, Store
+from broker.store import keys
+from broker.store.connect import CLUSTER_SCHEMES
+from broker.store.keys import CHANNEL
+from broker.store.store import REDIS_FAILURES, Store
 
 log = structlog.get_logger("broker.nearcache")
 
-CHANNEL = "rb:invalidations"
 ENTRY_OVERHEAD = 200  # bytes a stored entry costs beyond its body (key, tuple, dict slot)
 
 
@@ -55,19 +57,19 @@ class NearEntry:
 class NearCache:
     """A bounded, least-recently-used map of Redis entry keys to referral lists.
 
-    ``versions`` lists the API versions, so that a customer's entries can be named from the
-    customer's key prefix alone (what an invalidation message carries).
+    ``entries`` lists the (function, API version) pairs of cached answers, so that a customer's
+    entries can be named from the customer's key prefix alone (what an invalidation carries).
     """
 
     def __init__(
         self,
-        versions: Sequence[str],
+        entries: Sequence[tuple[str, str]],
         *,
         max_bytes: int,
         clock: Callable[[], float] = time.monotonic,
         max_seen: int = 100_000,
     ) -> None:
-        self.variants = [f"{v}:{d}" for v in versions for d in (0, 1)]
+        self.entries = tuple(entries)  # (function, version) of every cached answer
         self.max_bytes = max_bytes
         self.clock = clock
         self.max_seen = max_seen
@@ -119,8 +121,8 @@ class NearCache:
 
     def drop(self, prefix: str, gen: int | None = None) -> None:
         """Forget one customer's entries; remember ``gen`` so no older entry comes back."""
-        for variant in self.variants:
-            old = self._entries.pop(f"{prefix}:c:{variant}", None)
+        for function, version in self.entries:
+            old = self._entries.pop(keys.entry(prefix, function, version), None)
             if old is not None:
                 self.size -= len(old.body) + ENTRY_OVERHEAD
         if gen is not None and gen > self._seen.get(prefix, -1):

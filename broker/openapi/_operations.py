@@ -25,7 +25,7 @@ from broker.errors import (
 )
 from broker.rules import inputs
 from broker.rules.fields import Body, Field
-from broker.rules.referrals import READ, WRITE
+from broker.rules.functions import READ, WRITE
 
 JSON = "application/json"
 Security = tuple[dict[str, list[str]], ...]
@@ -109,23 +109,23 @@ def operations() -> dict[str, dict[str, Operation]]:
         read_ok,
         security=CUSTOMER,
         errors=(CustomerIdentityDoesNotMatchToken, DeanonymizeNotAllowed),
-        query=tuple(inputs.CUSTOMER_REFERRALS2.field(name) for name in inputs.QUERY_FIELDS),
+        query=tuple(READ.body.field(name) for name in inputs.QUERY_FIELDS),
         limit=read_limit,
         upstream=True,
     )
     token_ok = json_ok("A customer token.", ref("TokenResponse"), "Cache-Control")
     return {
-        READ: {
+        READ.name: {
             "GET": read,
             "POST": replace(
                 read,
                 operation_id="customerReferralsPost",
                 query=(),
-                body=inputs.CUSTOMER_REFERRALS2,
+                body=READ.body,
                 body_required=False,
             ),
         },
-        WRITE: {
+        WRITE.name: {
             "POST": Operation(
                 "refer",
                 "Send a referral",
@@ -140,7 +140,7 @@ def operations() -> dict[str, dict[str, Operation]]:
                 },
                 security=CUSTOMER,
                 errors=(CustomerIdentityDoesNotMatchToken, IdempotencyKeyReused),
-                body=inputs.REFER2,
+                body=WRITE.body,
                 header=inputs.IDEMPOTENCY_KEY_HEADER,
                 description=(
                     "Invalidates the customer's cached referral history. A repeat with the same "

@@ -13,7 +13,7 @@ import hmac
 
 from broker.config.settings import Settings
 from broker.errors import InvalidIssuerKey
-from broker.store.limits import Limiter
+from broker.store.limits import Limits
 
 POLICY = "issuer"
 
@@ -29,9 +29,9 @@ def matches(presented: str | None, settings: Settings) -> bool:
     return matched
 
 
-async def admit(limiter: Limiter, settings: Settings, presented: str | None, client: str) -> None:
+async def admit(limits: Limits, settings: Settings, presented: str | None, client: str) -> None:
     """Let a valid issuer key through; count a wrong one and refuse it (401, or 429 when over)."""
     if matches(presented, settings):
         return
-    await limiter.hit(POLICY, client, settings.rate_limit_issuer)  # raises 429 past the limit
+    await limits.hit(POLICY, client)  # raises 429 past the limit (and counts the refusal)
     raise InvalidIssuerKey()

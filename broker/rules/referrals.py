@@ -17,17 +17,15 @@ import orjson
 from broker.cache.cache import CacheKey, ReferralCache, Served
 from broker.config.settings import Settings
 from broker.errors import BrokerError, RateLimitExceeded, UpstreamRateLimited, problem_body
+from broker.rules.functions import READ, WRITE, Function
 from broker.rules.tokens import Customer, TokenMinter
 from broker.store.idempotency import Idempotency, StoredResponse
-from broker.store.limits import Decision, Limiter, LocalLimits
-from broker.store.store import customer_scope, scope_prefix
+from broker.store.keys import customer_scope
+from broker.store.limits import Decision, Limits
 from broker.telemetry.metrics import Metrics
+from broker.telemetry.request import RequestInfo
 from broker.telemetry.tracing import Tracing
 from broker.upstream.client import CallInfo, Upstream
-from broker.web.requestlog import RequestInfo
-
-READ = "CustomerReferrals2"
-WRITE = "Refer2"
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,10 +45,9 @@ class Referrals:
     minter: TokenMinter
     upstream: Upstream
     cache: ReferralCache
-    limiter: Limiter
+    limits: Limits
     idempotency: Idempotency
     metrics: Metrics
-    local_limits: LocalLimits | None = None  # None: strict limits, each request in Redis
     tracing: Tracing | None = None
     _shop: str = field(init=False)
 
@@ -62,18 +59,18 @@ class Referrals:
         info: RequestInfo,
         customer: Customer,
         version: str,
-        function: str,
+        function: Function,
         payload: dict[str, Any],
     ) -> bytes:
         """One call to Bubblehouse for ``customer``, recorded in ``info`` and the metrics."""
         call = CallInfo()
         tracing, span, traceparent = self.tracing, None, info.traceparent
         if tracing is not None:
-            span, traceparent = tracing.start_upstream(info.span, function)
+            span, traceparent = tracing.start_upstream(info.span, function.name)
         try:
             return await self.upstream.call(
                 version,
-                function,
+                function.name,
                 payload,
                 self.minter.upstream_token(customer),
                 request_id=info.request_id,
@@ -81,6 +78,7 @@ class Referrals:
                 retry_connect=True,
                 info=call,
                 customer=customer.id,  # keys the per-customer back-off (broker.upstream.circuit)
+                holds_back=function.holds_back,
             )
         finally:
             if span is not None and tracing is not None:
@@ -88,7 +86,10 @@ class Referrals:
             info.upstream_status = call.status
             info.upstream_ms = round(call.seconds * 1000, 2)
             self.metrics.observe_upstream(
-                function=function, outcome=call.outcome, status=call.status, seconds=call.seconds
+                function=function.name,
+                outcome=call.outcome,
+                status=call.status,
+                seconds=call.seconds,
             )
 
     async def read(
@@ -98,33 +99,28 @@ class Referrals:
         version: str,
         payload: dict[str, Any],
         min_gen: int | None,
+        function: Function = READ,
     ) -> tuple[Served, Decision | None]:
-        """The customer's referral list and the read limit's decision (raises on refusal)."""
-        key = CacheKey(version, self._shop, customer.id, False)
-        limit = self.settings.rate_limit_read
-        local = self.local_limits
+        """The customer's answer of a read ``function`` (the referral list) and its limit's
+        decision (raises on refusal)."""
+        key = CacheKey(function.name, version, self._shop, customer.id)
+        # Strict limits are counted by the cache's script, in the lookup's round trip; otherwise
+        # here, and the cache answers from its near tier first (no round trip).
+        in_script = self.limits.in_script(function.limit)
         decision: Decision | None = None
-        if local is not None and limit is not None:
-            try:
-                decision = local.hit(
-                    "read", scope_prefix(customer_scope(key.shop, key.customer)), limit
-                )
-            except RateLimitExceeded:
-                self.metrics.count_rate_limited("read")
-                raise
+        if in_script is None:
+            decision = await self.limits.hit(
+                function.limit, customer_scope(self._shop, customer.id)
+            )
 
         async def load() -> bytes:
-            return await self.call(info, customer, version, READ, payload)
+            return await self.call(info, customer, version, function, payload)
 
         try:
-            # With the limit counted here, nothing is counted in Redis, and the cache answers
-            # from its near tier first (no round trip).
-            served = await self.cache.read(
-                key, load, limit=limit if local is None else None, min_gen=min_gen
-            )
+            served = await self.cache.read(key, load, limit=in_script, min_gen=min_gen)
         except RateLimitExceeded as error:
             if not isinstance(error, UpstreamRateLimited):
-                self.metrics.count_rate_limited("read")  # the broker's own limit
+                self.limits.refused(function.limit)  # the broker's own limit, in the script
             raise
         info.cache = served.outcome
         self.metrics.count_cache(served.outcome)
@@ -138,35 +134,27 @@ class Referrals:
         payload: dict[str, Any],
         idempotency_key: str | None,
         fingerprint: str,
+        function: Function = WRITE,
     ) -> Sent:
         """Send one referral, at most once per idempotency key; invalidate the history."""
         scope = customer_scope(customer.shop, customer.id)
-        limit = self.settings.rate_limit_write
         rate: list[Decision] = []
 
         async def action() -> StoredResponse:
-            decision: Decision | None
-            try:
-                if self.local_limits is not None and limit is not None:
-                    decision = self.local_limits.hit("write", scope_prefix(scope), limit)
-                else:
-                    decision = await self.limiter.hit("write", scope, limit)
-            except RateLimitExceeded:
-                self.metrics.count_rate_limited("write")
-                raise
+            decision = await self.limits.hit(function.limit, scope)
             if decision is not None:
                 rate.append(decision)
             try:
-                body = await self.call(info, customer, version, WRITE, payload)
+                body = await self.call(info, customer, version, function, payload)
             except BrokerError as error:
                 if not error.reached_upstream or isinstance(error, UpstreamRateLimited):
                     # Never sent (or refused unprocessed by Bubblehouse's limit): free the key.
                     raise
                 # Bubblehouse may have sent it: forget the cached history, remember the answer.
                 await self.cache.invalidate(customer.shop, customer.id)
-                info.error_id = error.error_id
+                info.error_id = error.id
                 return StoredResponse(
-                    error.status_code,
+                    error.status,
                     {"Content-Type": "application/problem+json", **error.headers()},
                     orjson.dumps(problem_body(error, info.request_id)),
                 )

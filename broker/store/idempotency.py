@@ -22,10 +22,12 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
 
+from broker.config.lifetimes import Lifetimes
 from broker.errors import IdempotencyKeyReused
+from broker.store import keys
 from broker.store.memory import Memory
 from broker.store.scripts import Released, decode
-from broker.store.store import Store, Twins, digest, scope_prefix
+from broker.store.store import Store, Twins
 
 State = Literal["claimed", "mismatch", "pending", "done"]
 
@@ -223,23 +225,12 @@ class MemoryRecords:
 class Idempotency:
     """Runs an action once per (scope, key); replays its stored response afterwards."""
 
-    def __init__(
-        self,
-        store: Store,
-        *,
-        ttl: int = 86400,
-        wait: float = 10.0,
-        pending_ttl: float = 120.0,
-        pending_keep: float = 3600.0,
-    ) -> None:
+    def __init__(self, store: Store, lifetimes: Lifetimes) -> None:
         self.store = store
-        self.ttl_ms = ttl * 1000
-        self.wait = wait
-        # A claim outlives any upstream call, yet a crashed owner blocks its key only this long.
-        self.pending_ms = int(pending_ttl * 1000)
-        # ...while the pending record itself lives longer than any cache entry, so that Redis's
-        # volatile-ttl eviction takes cache entries first (the take-over time is inside it).
-        self.pending_keep_ms = int(max(pending_keep, pending_ttl) * 1000)
+        self.ttl_ms = lifetimes.idempotency_ms
+        self.wait = lifetimes.idempotency_wait_s
+        self.pending_ms = lifetimes.claim_ms
+        self.pending_keep_ms = lifetimes.pending_keep_ms
         timing = {
             "pending_ms": self.pending_ms,
             "pending_keep_ms": self.pending_keep_ms,
@@ -258,7 +249,7 @@ class Idempotency:
     ) -> tuple[StoredResponse, bool]:
         """(response, replayed). Raises IdempotencyKeyReused for another body under the key, or
         when the first request with this key is still running after ``wait`` seconds."""
-        record = f"{scope_prefix(scope)}:idem:{digest(key)}"
+        record = keys.idempotency(keys.scope_prefix(scope), key)
         token = secrets.token_hex(8)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait

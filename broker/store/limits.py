@@ -33,9 +33,10 @@ from redis.asyncio.cluster import RedisCluster
 
 from broker.config.settings import RateLimit
 from broker.errors import RateLimitExceeded
+from broker.store import keys
 from broker.store.memory import Memory
 from broker.store.scripts import decode
-from broker.store.store import Store, Twins, scope_prefix
+from broker.store.store import Store, Twins
 
 log = structlog.get_logger("broker.limits")
 
@@ -88,10 +89,6 @@ for i, key in ipairs(KEYS) do
 end
 return out
 """
-
-
-def rate_key(prefix: str, policy: str) -> str:
-    return f"{prefix}:rl:{policy}"
 
 
 @dataclass(frozen=True)
@@ -212,7 +209,7 @@ class Limiter:
         """Count one request; None when the limit is disabled."""
         if limit is None:
             return None
-        rkey, window_ms = rate_key(scope_prefix(key), policy), limit.window * 1000
+        rkey, window_ms = keys.rate(keys.scope_prefix(key), policy), limit.window * 1000
         counted = await self.store.run(
             self._counters, lambda on: on.hit(rkey, window_ms), op="limit_hit", keys=[rkey]
         )
@@ -267,7 +264,7 @@ class LocalLimits:
 
     def hit(self, policy: str, prefix: str, limit: RateLimit) -> Decision:
         """Count one request of the scope whose key prefix is ``prefix``; 429 when over."""
-        key = rate_key(prefix, policy)
+        key = keys.rate(prefix, policy)
         now = self.clock()
         window = self._windows.get(key)
         if window is None or now >= window.ends:
@@ -325,3 +322,50 @@ class LocalLimits:
                 window.ends = now + left / 1000
             else:
                 window.known += sent
+
+
+class Limits:
+    """The broker's rate limits behind one call: :meth:`hit` ``(policy, scope)``.
+
+    Each policy's limit comes from the settings (None: off). In synchronised mode (``local``)
+    a hit is decided in process; in strict mode it is counted in Redis. Every refusal of the
+    broker's own limits is counted by ``refused`` (the metric), here and nowhere else. A strict
+    read is counted by the cache's own script, in the same round trip as the lookup:
+    :meth:`in_script` hands the cache that limit, and the cache reports a refusal to
+    :meth:`refused`.
+    """
+
+    def __init__(
+        self,
+        store: Store,
+        policies: Mapping[str, RateLimit | None],
+        refused: Callable[[str], None],
+        local: LocalLimits | None = None,
+    ) -> None:
+        self.policies = dict(policies)
+        self.strict = Limiter(store)
+        self.local = local
+        self._refused = refused
+
+    async def hit(self, policy: str, scope: str) -> Decision | None:
+        """Count one request of ``scope`` (a customer, or a client address) against
+        ``policy``; raises :class:`RateLimitExceeded` when over; None when the limit is off."""
+        limit = self.policies[policy]
+        if limit is None:
+            return None
+        try:
+            if self.local is not None:
+                return self.local.hit(policy, keys.scope_prefix(scope), limit)
+            return await self.strict.hit(policy, scope, limit)
+        except RateLimitExceeded:
+            self._refused(policy)
+            raise
+
+    def in_script(self, policy: str) -> RateLimit | None:
+        """The limit a caller's own Redis script counts (strict mode), or None when
+        :meth:`hit` counts it (synchronised mode) or it is off."""
+        return None if self.local is not None else self.policies[policy]
+
+    def refused(self, policy: str) -> None:
+        """A script counted by :meth:`in_script` refused a request."""
+        self._refused(policy)

@@ -20,27 +20,21 @@ the Store picks the backend, so callers cannot tell which one answered (but for
 
 No Redis error ever leaves this layer.
 
-Keys start with ``rb:`` and carry a hash tag made from a hash of the scope (a customer, a client
-address), never the raw value, so that every script of a request touches one cluster slot.
+Every key is written by :mod:`broker.store.keys`; the client is made by
+:mod:`broker.store.connect`.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import functools
-import hashlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Generic, Literal, Protocol, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from typing import Generic, Literal, Protocol, TypeVar
 
 import structlog
-from redis.asyncio import BlockingConnectionPool, Redis
 from redis.asyncio.cluster import RedisCluster
-from redis.asyncio.retry import Retry
-from redis.backoff import NoBackoff
 from redis.exceptions import (
     ClusterDownError,
     DataError,
@@ -51,9 +45,9 @@ from redis.exceptions import (
     ResponseError,
     TryAgainError,
 )
-from redis.exceptions import ConnectionError as RedisConnectionError
 
-from broker.config.settings import ConfigError, Settings
+from broker.config.settings import Settings
+from broker.store.connect import drop_connections, make_client
 from broker.store.memory import Memory
 from broker.store.scripts import Client, Script
 from broker.tasks import stop
@@ -79,24 +73,6 @@ KEY_FAILURES: tuple[type[BaseException], ...] = (
     ValueError,  # int() or orjson of a tampered value
     TypeError,  # int(None): a field of a tampered record missing
 )
-
-CLUSTER_SCHEMES = {"redis+cluster": "redis", "redis-cluster": "redis", "rediss+cluster": "rediss"}
-
-
-def digest(value: str) -> str:
-    """The first 16 bytes of SHA-256, in hex: how raw identifiers appear in keys."""
-    return hashlib.sha256(value.encode()).hexdigest()[:32]
-
-
-def customer_scope(shop: str, customer: str) -> str:
-    """The scope string of one customer (customer ids never contain '/')."""
-    return f"{shop}/{customer}"
-
-
-@functools.lru_cache(maxsize=16_384)
-def scope_prefix(scope: str) -> str:
-    """``rb:{<hash>}``: the hash-tagged prefix of every key of one scope."""
-    return f"rb:{{{digest(scope)}}}"
 
 
 class Backend(Protocol):
@@ -293,7 +269,7 @@ class Store:
         # Pooled connections may predate a Redis restart: start over with fresh ones.
         assert self.redis is not None
         with contextlib.suppress(*REDIS_FAILURES):
-            await _drop_connections(self.redis)
+            await drop_connections(self.redis)
         try:
             async with asyncio.timeout(self.op_timeout * 10):
                 for hook in self._recovery:
@@ -352,47 +328,6 @@ class Store:
                     await self._idle.wait()
             with contextlib.suppress(*REDIS_FAILURES):
                 await self.redis.aclose()
-
-
-async def _drop_connections(client: Client) -> None:
-    if isinstance(client, RedisCluster):
-        for node in client.get_nodes():
-            await node.disconnect_free_connections()
-    else:
-        await client.connection_pool.disconnect()
-
-
-def make_client(
-    url: str,
-    *,
-    timeout: float = 0.25,
-    max_connections: int = 64,
-    health_check_interval: int = 30,
-) -> Client:
-    """A Redis (or Redis Cluster) client with short timeouts and one immediate retry.
-
-    The retry covers only a broken connection (a pooled socket that Redis closed when it
-    restarted), which costs nothing when Redis is down; a time-out is never retried, since it
-    would double the wait on a hung Redis. The Store's breaker handles the rest.
-    """
-    parts = urlsplit(url)
-    common: dict[str, Any] = {
-        "socket_timeout": timeout,
-        "socket_connect_timeout": timeout,
-        "health_check_interval": health_check_interval,
-        "retry": Retry(NoBackoff(), 1, supported_errors=(RedisConnectionError,)),
-    }
-    if parts.scheme in CLUSTER_SCHEMES:
-        plain = urlunsplit(parts._replace(scheme=CLUSTER_SCHEMES[parts.scheme]))
-        return RedisCluster.from_url(
-            plain, max_connections=max_connections, require_full_coverage=True, **common
-        )
-    if parts.scheme not in ("redis", "rediss", "unix"):
-        raise ConfigError(["REDIS_URL: only redis://, rediss://, unix:// and cluster URLs work"])
-    pool = BlockingConnectionPool.from_url(
-        url, max_connections=max_connections, timeout=2.0, **common
-    )
-    return Redis.from_pool(pool)
 
 
 async def open_store(

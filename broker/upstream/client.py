@@ -68,7 +68,6 @@ VERSION_ERRORS = frozenset(
 )
 MAX_UPSTREAM_MESSAGE = 500
 _CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
-READ = "CustomerReferrals2"
 
 
 @dataclass(slots=True)
@@ -117,12 +116,15 @@ class Upstream:
         retry_connect: bool,
         info: CallInfo,
         customer: str = "",
+        holds_back: bool = False,
     ) -> bytes:
         """POST ``payload`` to ``function``; return the success body or raise a broker error.
 
         ``retry_connect`` allows one more attempt when the connection could not be made, which
         is safe for any call because the request never left the broker. ``customer`` (the
-        customer id) keys the per-customer back-off; without it there is none.
+        customer id) keys the per-customer back-off; without it there is none. ``holds_back``: a
+        refusal (4xx) is repeated to the customer for the back-off (a read's, whose next answer
+        could not differ), not only a wrong answer.
         """
         held = self.backoff.check((customer, function)) if customer and self.backoff else None
         if held is not None:
@@ -150,16 +152,16 @@ class Upstream:
             except Exception as exc:  # every failure below is translated here, never a 500
                 failed, error = self._transport_failure(exc, info)
                 if not failed:
-                    self._hold(customer, function, error)
+                    self._hold(customer, function, error, holds_back)
                 raise error from exc
             info.status = answer.status
             failed = answer.status >= 500
             try:
                 result = self._translate(answer)
             except BrokerError as error:
-                info.outcome = error.error_id
+                info.outcome = error.id
                 if not failed:
-                    self._hold(customer, function, error)
+                    self._hold(customer, function, error, holds_back)
                 raise
             info.outcome = "ok"
             return result
@@ -209,16 +211,14 @@ class Upstream:
         # The request may have been delivered before the connection broke.
         return True, UpstreamError()
 
-    def _hold(self, customer: str, function: str, error: BrokerError) -> None:
+    def _hold(self, customer: str, function: str, error: BrokerError, holds_back: bool) -> None:
         """Back a customer off after an answer that was wrong for that customer."""
         if not customer:
             return
         if isinstance(error, UpstreamError):
             self.backoff.hold((customer, function), UpstreamBackoff)
-        elif isinstance(error, UpstreamRejected) and function == READ:
-            # A read has no input that could make the next answer differ: say the same again.
-            # (A refused send is about that send: the next one, to someone else, may pass.)
-            upstream_id, status = error.error_id, error.status_code
+        elif isinstance(error, UpstreamRejected) and holds_back:
+            upstream_id, status = error.id, error.status
             message = error.extra.get("upstream_message")
             self.backoff.hold(
                 (customer, function), lambda left: UpstreamRejected(upstream_id, status, message)

@@ -18,7 +18,6 @@ from starlette.types import Receive, Scope, Send
 from broker.cache.cache import BYPASS
 from broker.errors import (
     BrokerError,
-    InternalError,
     InvalidGlobalApiVersion,
     InvalidInput,
     InvalidToken,
@@ -28,10 +27,12 @@ from broker.errors import (
     PayloadTooLarge,
 )
 from broker.rules import inputs
-from broker.rules.referrals import READ, WRITE, Referrals
+from broker.rules.functions import Function
+from broker.rules.referrals import Referrals
 from broker.telemetry.logs import customer_hash
-from broker.web.requestlog import RequestInfo, request_info
-from broker.web.responses import problem_response
+from broker.telemetry.request import RequestInfo
+from broker.web.requestlog import request_info
+from broker.web.responses import problem_response, unexpected
 
 if TYPE_CHECKING:
     from broker.services import Live, Services
@@ -39,7 +40,6 @@ if TYPE_CHECKING:
 log = structlog.get_logger("broker.api")
 
 CONSISTENCY_DIGITS = 18  # a generation fits in 18 digits (Redis counts to 2**63)
-ALLOWED = {READ: ("GET", "POST", "OPTIONS"), WRITE: ("POST", "OPTIONS")}
 READ_HEADERS = [
     (b"content-type", b"application/json"),
     (b"cache-control", b"private, no-store"),
@@ -134,13 +134,15 @@ def _rate_headers(decision: Any) -> list[tuple[bytes, bytes]]:
 
 
 class ReferralCall:
-    """The pure ASGI endpoint of one Bubblehouse function (the route template names it)."""
+    """The pure ASGI endpoint of one Bubblehouse function, handled by the function's rule."""
 
-    def __init__(self, function: str, live: Live) -> None:
+    def __init__(self, function: Function, live: Live) -> None:
         self.function = function
-        self.route = f"/api/{{version}}/{{shop}}/{function}"
-        self.allowed = ALLOWED[function]
+        self.route = function.route
+        self.allowed = function.allowed
         self.live = live
+        # An unknown rule fails here, when the app is built, never on a request.
+        self.rule = {"read": self.read, "send": self.send}[function.rule]
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         info = request_info(scope)
@@ -148,12 +150,10 @@ class ReferralCall:
         try:
             await self.handle(scope, receive, send, info)
         except BrokerError as error:
-            info.error_id = error.error_id
+            info.error_id = error.id
             await problem_response(error, info.request_id)(scope, receive, send)
         except Exception:
-            log.exception("request.internal_error", request_id=info.request_id, route=self.route)
-            info.error_id = InternalError.id
-            await problem_response(InternalError(), info.request_id)(scope, receive, send)
+            await unexpected(info)(scope, receive, send)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, info: RequestInfo) -> None:
         svc: Services = self.live.get()
@@ -178,10 +178,7 @@ class ReferralCall:
             raise MissingToken()
         customer = svc.verifier.verify(token)
         info.customer = customer_hash(svc.log_key, customer.id)
-        if self.function == READ:
-            await self.read(scope, receive, send, info, referrals, incoming, customer, version)
-        else:
-            await self.send(receive, send, info, referrals, incoming, customer, version)
+        await self.rule(scope, receive, send, info, referrals, incoming, customer, version)
 
     async def _json(self, receive: Receive, incoming: Incoming) -> dict[str, Any]:
         raw = await read_body(receive, incoming.content_length)
@@ -200,7 +197,7 @@ class ReferralCall:
         version: str,
     ) -> None:
         query = scope["query_string"]
-        if scope["method"] == "GET":
+        if scope["method"] == "GET" and self.function.query:
             pairs = parse_qsl(query.decode("latin-1"), keep_blank_values=True)
             data = inputs.referrals_query(pairs)
         else:
@@ -209,9 +206,9 @@ class ReferralCall:
                 name = pairs[0][0]
                 raise InvalidInput(name, f"Unknown query parameter '{name}'.")
             data = await self._json(receive, incoming)
-        payload = inputs.referrals_input(data, customer)
+        payload = self.function.check(data, customer)
         served, rate = await referrals.read(
-            info, customer, version, payload, consistency(incoming.consistency)
+            info, customer, version, payload, consistency(incoming.consistency), self.function
         )
         headers = [*READ_HEADERS, (b"cache-status", served.cache_status.encode())]
         if rate is not None:
@@ -220,6 +217,7 @@ class ReferralCall:
 
     async def send(
         self,
+        scope: Scope,
         receive: Receive,
         send: Send,
         info: RequestInfo,
@@ -230,9 +228,15 @@ class ReferralCall:
     ) -> None:
         key = inputs.idempotency_key(incoming.idempotency or [])
         data = await self._json(receive, incoming)
-        payload = inputs.refer_input(data, customer)
+        payload = self.function.check(data, customer)
         sent = await referrals.send(
-            info, customer, version, payload, key, inputs.fingerprint(data) if key else ""
+            info,
+            customer,
+            version,
+            payload,
+            key,
+            inputs.fingerprint(data) if key else "",
+            self.function,
         )
         stored = sent.response
         headers = {**stored.headers, "Cache-Control": "no-store"}

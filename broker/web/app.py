@@ -25,19 +25,20 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from broker.config.settings import Settings
 from broker.errors import BrokerError, InternalError, MethodNotAllowed, NotFound
-from broker.rules.referrals import READ, WRITE
+from broker.rules.functions import FUNCTIONS
 from broker.services import Live, Services, running
 from broker.store.store import Store
 from broker.telemetry.metrics import Metrics
+from broker.telemetry.request import RequestInfo
 from broker.telemetry.tracing import Tracing
 from broker.upstream.transport import Transport
-from broker.web.api import ALLOWED, ReferralCall
+from broker.web.api import ReferralCall
 from broker.web.clientfiles import ClientFiles, static_mount
 from broker.web.cors import METHOD_ORDER, CORSMiddleware
 from broker.web.endpoints import Handler, endpoint
 from broker.web.merchant import invalidate, mint_token
 from broker.web.operations import healthz, metrics, openapi, readyz
-from broker.web.requestlog import RequestInfo, TelemetryMiddleware, request_info
+from broker.web.requestlog import TelemetryMiddleware, request_info
 from broker.web.responses import problem_response
 from broker.web.shopify import shopify_token
 
@@ -60,7 +61,7 @@ async def http_exception(request: Request, exc: Exception) -> Response:
         error = MethodNotAllowed(tuple(m for m in METHOD_ORDER if m in allow))
     else:
         error = InternalError()
-    info.error_id = error.error_id
+    info.error_id = error.id
     return problem_response(error, info.request_id)
 
 
@@ -136,18 +137,7 @@ def create_app(
     # The two browser calls first: every storefront page view matches the first route. Routes
     # are named: the OpenAPI document (broker.openapi.document) describes each by its name.
     browser = [
-        Route(
-            f"/api/{{version}}/{{shop}}/{READ}",
-            ReferralCall(READ, live),
-            methods=ALLOWED[READ],
-            name=READ,
-        ),
-        Route(
-            f"/api/{{version}}/{{shop}}/{WRITE}",
-            ReferralCall(WRITE, live),
-            methods=ALLOWED[WRITE],
-            name=WRITE,
-        ),
+        Route(f.route, ReferralCall(f, live), methods=f.allowed, name=f.name) for f in FUNCTIONS
     ]
     server_only = [
         handled("/tokens", mint_token, "POST", "tokens"),

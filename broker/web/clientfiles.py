@@ -112,7 +112,7 @@ class ClientFiles:
                     raise NotFound()
                 body, media, etag = found.body, found.media_type, found.etag
         except BrokerError as error:
-            info.error_id = error.error_id
+            info.error_id = error.id
             refused = problem_response(error, info.request_id)
             refused.headers["Vary"] = VARY
             return refused

@@ -14,12 +14,13 @@ import structlog
 from starlette.requests import Request
 from starlette.responses import Response
 
-from broker.errors import BrokerError, InternalError, PayloadTooLarge
+from broker.errors import BrokerError, PayloadTooLarge
 from broker.rules import inputs
 from broker.services import Live, Services
+from broker.telemetry.request import RequestInfo
 from broker.web.api import bearer_of
-from broker.web.requestlog import RequestInfo, request_info
-from broker.web.responses import problem_response
+from broker.web.requestlog import request_info
+from broker.web.responses import problem_response, unexpected
 
 log = structlog.get_logger("broker.endpoints")
 
@@ -36,12 +37,10 @@ def endpoint(route: str, handler: Handler) -> Callable[[Request], Awaitable[Resp
             live: Live = request.app.state.live
             return await handler(request, live.get(), info)
         except BrokerError as error:
-            info.error_id = error.error_id
+            info.error_id = error.id
             return problem_response(error, info.request_id)
         except Exception:
-            log.exception("request.internal_error", request_id=info.request_id, route=route)
-            info.error_id = InternalError.id
-            return problem_response(InternalError(), info.request_id)
+            return unexpected(info)
 
     return run
 

@@ -9,8 +9,8 @@ from broker.errors import InvalidToken
 from broker.rules import inputs, issuers
 from broker.services import Services
 from broker.telemetry.logs import customer_hash
+from broker.telemetry.request import RequestInfo
 from broker.web.endpoints import bearer, json_body
-from broker.web.requestlog import RequestInfo
 from broker.web.responses import JSONBytesResponse
 
 
@@ -21,7 +21,7 @@ async def admit(request: Request, svc: Services) -> None:
     except InvalidToken:
         presented = None
     client = request.client.host if request.client else "unknown"
-    await issuers.admit(svc.limiter, svc.settings, presented, client)
+    await issuers.admit(svc.limits, svc.settings, presented, client)
 
 
 async def mint_token(request: Request, svc: Services, info: RequestInfo) -> Response:

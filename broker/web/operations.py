@@ -11,8 +11,8 @@ from starlette.responses import Response
 from broker.errors import MissingToken, NotReady
 from broker.openapi.document import openapi_document
 from broker.services import Services
+from broker.telemetry.request import RequestInfo
 from broker.web.endpoints import bearer
-from broker.web.requestlog import RequestInfo
 from broker.web.responses import JSONBytesResponse
 
 NO_STORE = {"Cache-Control": "no-store"}

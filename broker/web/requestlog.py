@@ -14,17 +14,16 @@ import re
 import secrets
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import structlog
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from broker.errors import InternalError
-from broker.web.responses import problem_response
+from broker.telemetry.request import RequestInfo
+from broker.web.responses import unexpected
 
 if TYPE_CHECKING:
-    from broker.telemetry.tracing import Handle, Tracing
+    from broker.telemetry.tracing import Tracing
 
 log = structlog.get_logger("broker.request")
 
@@ -33,23 +32,6 @@ TRACEPARENT = re.compile(r"^00-([0-9a-f]{32})-([0-9a-f]{16})-([0-9a-f]{2})$")
 INFO_KEY = "broker.info"
 # Probes and scrapes arrive every few seconds and say nothing new: debug, whatever their outcome.
 QUIET_ROUTES = frozenset({"/healthz", "/readyz", "/metrics"})
-
-
-@dataclass(slots=True)
-class RequestInfo:
-    """What one request did, filled in as it goes."""
-
-    request_id: str
-    trace_id: str
-    traceparent: str  # to send upstream: our own span in the caller's trace
-    route: str = "unmatched"
-    status: int = 0
-    error_id: str | None = None
-    cache: str | None = None
-    upstream_status: int | None = None
-    upstream_ms: float | None = None
-    customer: str | None = None
-    span: Handle | None = None  # the request's SERVER span, when tracing is enabled
 
 
 def request_info(scope: Scope) -> RequestInfo:
@@ -135,10 +117,8 @@ class TelemetryMiddleware:
         try:
             await self.app(scope, receive, send_wrapper)
         except Exception:
-            log.exception("request.unhandled", request_id=request_id)
-            info.error_id = InternalError.id
+            response = unexpected(info)
             if not response_started:
-                response = problem_response(InternalError(), request_id)
                 await response(scope, receive, send_wrapper)
         finally:
             seconds = time.perf_counter() - started

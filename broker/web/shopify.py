@@ -28,7 +28,7 @@ from broker.web.responses import JSONBytesResponse
 
 if TYPE_CHECKING:
     from broker.services import Services
-    from broker.web.requestlog import RequestInfo
+    from broker.telemetry.request import RequestInfo
 
 MAX_SKEW = 300  # seconds between Shopify's timestamp and our clock, either way
 

@@ -31,7 +31,7 @@ from redis.exceptions import RedisClusterException, RedisError
 from broker.config.settings import ConfigError, Settings, SigningKey
 from broker.errors import SLUG
 from broker.rules.tokens import TokenMinter
-from broker.store.store import make_client
+from broker.store.connect import make_client
 from broker_dev.check_customer import check_customer
 
 REDIS_TIMEOUT = 2.0

@@ -25,11 +25,12 @@ from broker.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from broker.rules.functions import READ
 from broker.rules.inputs import customer_id as valid_customer_id
 from broker.rules.tokens import Customer, TokenMinter
 from broker.upstream.client import CallInfo, Upstream
 
-FUNCTION = "CustomerReferrals2"
+FUNCTION = READ.name
 
 UNKNOWN_CUSTOMER = (
     "Bubblehouse does not know customer {id} yet: customers are synced to Bubblehouse by the "
@@ -67,13 +68,13 @@ def _answer(body: bytes, customer: str) -> str:
 def judge(error: BrokerError, customer: str, settings: Settings) -> str:
     """A failed read, in plain words naming what to check."""
     if isinstance(error, UpstreamRejected):
-        if error.error_id == "no_customers_match_customer_identity":
+        if error.id == "no_customers_match_customer_identity":
             return UNKNOWN_CUSTOMER.format(id=customer)
-        if error.error_id == "customer_identity_partially_mismatches_matched_customer":
+        if error.id == "customer_identity_partially_mismatches_matched_customer":
             return PARTIAL_MISMATCH.format(id=customer)
         return (
             f"Bubblehouse refused CustomerReferrals2 for customer {customer} with HTTP "
-            f"{error.status_code} ({error.error_id})"
+            f"{error.status} ({error.id})"
         )
     if isinstance(error, UpstreamMisconfigured):
         return (

@@ -18,7 +18,7 @@ from typing import Any
 import httpx2
 import redis
 
-from broker.cache.near import CHANNEL
+from broker.store.keys import CHANNEL
 from tests.benchmarks.rig import READ_PATH, WRITE_PATH, Proc, Rig, customer_tokens, wait_ready
 
 

@@ -14,16 +14,19 @@ import pytest
 from redis.asyncio.cluster import RedisCluster
 from structlog.testing import capture_logs
 
-from broker.cache.cache import CacheKey, ReferralCache
+from broker.cache.cache import CacheKey
 from broker.config.settings import RateLimit
 from broker.errors import IdempotencyKeyReused, RateLimitExceeded
+from broker.rules.functions import READ
+from broker.services import cache_for
 from broker.store.idempotency import Idempotency, StoredResponse
+from broker.store.keys import customer_scope, scope_prefix
 from broker.store.limits import Limiter, LocalLimits
-from broker.store.store import Store, customer_scope, open_store, scope_prefix
+from broker.store.store import Store, open_store
 from tests.fleet import Fleet, fleet_of
 from tests.servers import RedisProcess, RunningServer, free_port
 from tests.stack import Sandbox
-from tests.support import SHOP, make_settings
+from tests.support import LIFETIMES, SHOP, make_settings
 
 # One xdist worker for the module under ``--dist loadgroup``: one cluster, one fleet.
 pytestmark = [pytest.mark.cluster, pytest.mark.slow, pytest.mark.xdist_group("cluster")]
@@ -140,9 +143,9 @@ async def test_cluster_store_is_up_and_keys_spread_over_nodes(store: Store) -> N
     """A cluster URL gives a RedisCluster client; customers' keys land on several nodes."""
     assert store.state == "up"
     assert isinstance(store.redis, RedisCluster)
-    cache = ReferralCache(store, make_settings())
+    cache = cache_for(make_settings(), store)
     for _ in range(12):
-        await cache.read(CacheKey("v2023061", SHOP, customer(), False), Upstream(), limit=None)
+        await cache.read(CacheKey(READ.name, "v2023061", SHOP, customer()), Upstream(), limit=None)
     assert store.fallbacks == 0
     nodes_with_keys = 0
     for node in store.redis.get_primaries():
@@ -153,9 +156,9 @@ async def test_cluster_store_is_up_and_keys_spread_over_nodes(store: Store) -> N
 
 async def test_cluster_cache_hit_invalidate_and_read_your_writes(store: Store) -> None:
     """Hit after miss, and a load overlapping invalidate() is not stored, on the cluster."""
-    cache = ReferralCache(store, make_settings())
+    cache = cache_for(make_settings(), store)
     who = customer()
-    key = CacheKey("v2023061", SHOP, who, False)
+    key = CacheKey(READ.name, "v2023061", SHOP, who)
     assert (await cache.read(key, Upstream(), limit=RateLimit(10, 60))).outcome == "miss"
     hit = await cache.read(key, Upstream(), limit=RateLimit(10, 60))
     assert hit.outcome == "hit"
@@ -178,14 +181,14 @@ async def test_cluster_collapses_concurrent_misses(cluster: str, store: Store) -
     """Fifty cold reads in one process and one in another Store make one upstream call."""
     other = await open_store(make_settings(REDIS_URL=cluster))
     try:
-        key = CacheKey("v2023061", SHOP, customer(), False)
+        key = CacheKey(READ.name, "v2023061", SHOP, customer())
         gate = asyncio.Event()
         upstream = Upstream(gate=gate)
-        cache = ReferralCache(store, make_settings())
+        cache = cache_for(make_settings(), store)
         reads = [asyncio.create_task(cache.read(key, upstream, limit=None)) for _ in range(50)]
         await upstream.started.wait()
         remote = asyncio.create_task(
-            ReferralCache(other, make_settings()).read(key, upstream, limit=None)
+            cache_for(make_settings(), other).read(key, upstream, limit=None)
         )
         await asyncio.sleep(0.1)
         gate.set()
@@ -235,7 +238,7 @@ async def test_cluster_synchronised_limits_push_every_slot(cluster: str, store: 
 
 async def test_cluster_idempotency(store: Store) -> None:
     """Replay, mismatch and concurrent twins behave on the cluster as on one Redis."""
-    keys = Idempotency(store)
+    keys = Idempotency(store, LIFETIMES)
     scope = f"{SHOP}/{customer()}"
     runs = 0
     gate = asyncio.Event()
@@ -265,8 +268,8 @@ async def test_unreachable_cluster_starts_down_on_memory() -> None:
         store = await open_store(make_settings(REDIS_URL=url), probe_interval=0.05)
         try:
             assert store.state == "down"
-            cache = ReferralCache(store, make_settings())
-            key = CacheKey("v2023061", SHOP, customer(), False)
+            cache = cache_for(make_settings(), store)
+            key = CacheKey(READ.name, "v2023061", SHOP, customer())
             await cache.read(key, Upstream(), limit=RateLimit(5, 60))
             assert (await cache.read(key, Upstream(), limit=RateLimit(5, 60))).outcome == "hit"
             assert store.redis_calls == 0
@@ -279,8 +282,8 @@ async def test_unreachable_cluster_starts_down_on_memory() -> None:
 
 async def test_cluster_node_lost_and_back(cluster_nodes: list[RedisProcess], store: Store) -> None:
     """A primary going away trips the breaker once; when it is back the Store is up again."""
-    cache = ReferralCache(store, make_settings())
-    keys = [CacheKey("v2023061", SHOP, customer(), False) for _ in range(12)]
+    cache = cache_for(make_settings(), store)
+    keys = [CacheKey(READ.name, "v2023061", SHOP, customer()) for _ in range(12)]
     lost = cluster_nodes[1]
     with capture_logs() as logs:
         lost.stop()

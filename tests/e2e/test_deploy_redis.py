@@ -14,12 +14,13 @@ import pytest
 from dotenv import dotenv_values
 from redis import Redis
 
-from broker.cache.cache import ReferralCache
 from broker.config.settings import VARIABLES, Settings, parse
+from broker.services import cache_for
 from broker.store.idempotency import Idempotency
 from broker.store.store import open_store
 from tests.e2e.test_deploy import FAKE_SECRETS, shipped_redis_eviction
 from tests.servers import RedisProcess
+from tests.support import LIFETIMES
 
 ROOT = Path(__file__).resolve().parents[2]
 BUDGET = 1024 * 1024  # bytes of data above the empty server's own use
@@ -39,8 +40,8 @@ async def lifetimes_ms() -> tuple[int, int]:
     settings = production_settings()
     store = await open_store(settings)
     try:
-        cache = ReferralCache(store, settings)
-        return cache.ttl_ms + cache.stale_ms, Idempotency(store).ttl_ms
+        cache = cache_for(settings, store)
+        return cache.ttl_ms + cache.stale_ms, Idempotency(store, LIFETIMES).ttl_ms
     finally:
         await store.aclose()
 

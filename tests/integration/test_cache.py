@@ -10,7 +10,9 @@ from typing import Any, cast
 import pytest
 from redis.asyncio import Redis
 
+from broker import services
 from broker.cache.cache import CacheKey, ReferralCache
+from broker.config.lifetimes import Lifetimes
 from broker.config.settings import RateLimit
 from broker.errors import (
     BrokerError,
@@ -22,6 +24,7 @@ from broker.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from broker.rules.functions import READ
 from broker.store.store import Store, open_store
 from tests.servers import RedisProcess
 from tests.support import SHOP, Gated, flush, make_settings
@@ -42,8 +45,8 @@ class Upstream(Gated):
         self.body = body
 
 
-def key(customer: str = "alice", *, deanonymize: bool = False, version: str = VERSION) -> CacheKey:
-    return CacheKey(version, SHOP, customer, deanonymize)
+def key(customer: str = "alice", *, function: str = "", version: str = VERSION) -> CacheKey:
+    return CacheKey(function or READ.name, version, SHOP, customer)
 
 
 async def redis_keys(url: str) -> list[str]:
@@ -56,7 +59,7 @@ async def redis_keys(url: str) -> list[str]:
 
 
 def cache_for(store: Store, **env: str) -> ReferralCache:
-    return ReferralCache(store, make_settings(**env), backoff=5.0)
+    return services.cache_for(make_settings(**env), store)
 
 
 async def lookups_sent(store: Store, count: int) -> None:
@@ -138,10 +141,12 @@ async def test_waiter_loads_itself_when_the_leader_hangs(redis_session: RedisPro
     first, second = await open_store(settings), await open_store(settings)
     try:
         hung = Upstream(gate=asyncio.Event())
-        leader = asyncio.create_task(ReferralCache(first, settings).read(key(), hung, limit=None))
+        leader = asyncio.create_task(
+            services.cache_for(settings, first).read(key(), hung, limit=None)
+        )
         await hung.started.wait()
         own = Upstream(b'{"own": true}')
-        served = await ReferralCache(second, settings).read(key(), own, limit=None)
+        served = await services.cache_for(settings, second).read(key(), own, limit=None)
         assert own.calls == 1
         assert served.body == b'{"own": true}'
         leader.cancel()
@@ -189,11 +194,22 @@ async def test_read_after_a_send_never_joins_an_older_fetch(store: Store) -> Non
     assert again.body == b'{"referrals": ["new"]}'
 
 
-async def test_invalidate_drops_every_version_and_deanonymize_value(store: Store) -> None:
+# A second cached function beside CustomerReferrals2, as a third Bubblehouse function would be.
+SUMMARY = "CustomerSummary2"
+
+
+def two_function_cache(store: Store, versions: tuple[str, ...] = (VERSION,)) -> ReferralCache:
+    """A cache holding two functions' answers, wired as services.cache_for wires one."""
+    settings = make_settings(BROKER_API_VERSIONS=",".join(versions))
+    entries = [(f, v) for f in (READ.name, SUMMARY) for v in versions]
+    return ReferralCache(store, Lifetimes.of(settings), entries)
+
+
+async def test_invalidate_drops_every_function_and_version(store: Store) -> None:
     """invalidate() empties all of the customer's entries and no other customer's."""
-    cache = cache_for(store, BROKER_API_VERSIONS="v2023061,v2024010")
+    cache = two_function_cache(store, ("v2023061", "v2024010"))
     variants = [
-        key(version=v, deanonymize=d) for v in ("v2023061", "v2024010") for d in (False, True)
+        key(version=v, function=f) for v in ("v2023061", "v2024010") for f in (READ.name, SUMMARY)
     ]
     for variant in [*variants, key("bob")]:
         await cache.read(variant, Upstream(), limit=None)
@@ -205,18 +221,18 @@ async def test_invalidate_drops_every_version_and_deanonymize_value(store: Store
     assert (await cache.read(key("bob"), Upstream(), limit=None)).outcome == "hit"
 
 
-async def test_customers_and_deanonymize_values_never_mix(store: Store) -> None:
-    """Entries are kept apart per customer and per deanonymize value."""
-    cache = cache_for(store)
+async def test_customers_and_functions_never_mix(store: Store) -> None:
+    """Entries are kept apart per customer and per function."""
+    cache = two_function_cache(store)
     for customer in ("alice", "bob"):
-        for flag in (False, True):
-            body = f'{{"c": "{customer}", "d": {str(flag).lower()}}}'.encode()
-            await cache.read(key(customer, deanonymize=flag), Upstream(body), limit=None)
+        for function in (READ.name, SUMMARY):
+            body = f'{{"c": "{customer}", "f": "{function}"}}'.encode()
+            await cache.read(key(customer, function=function), Upstream(body), limit=None)
     for customer in ("alice", "bob"):
-        for flag in (False, True):
-            served = await cache.read(key(customer, deanonymize=flag), Upstream(b"x"), limit=None)
+        for function in (READ.name, SUMMARY):
+            served = await cache.read(key(customer, function=function), Upstream(b"x"), limit=None)
             assert served.outcome == "hit"
-            assert served.body == f'{{"c": "{customer}", "d": {str(flag).lower()}}}'.encode()
+            assert served.body == f'{{"c": "{customer}", "f": "{function}"}}'.encode()
 
 
 STALE_OK = [
@@ -240,9 +256,7 @@ async def test_stale_is_served_for_each_stale_ok_error_then_backs_off(store: Sto
         assert failing.calls == 1
         assert served.outcome == "stale"
         assert served.body == BODY
-        assert re.fullmatch(
-            rf"broker; fwd=stale; ttl=-\d+; detail={error.error_id}", served.cache_status
-        )
+        assert re.fullmatch(rf"broker; fwd=stale; ttl=-\d+; detail={error.id}", served.cache_status)
         assert CACHE_STATUS_RE.match(served.cache_status)
         again = Upstream()
         during = await cache.read(key(customer), again, limit=None)

@@ -8,16 +8,15 @@ import pytest
 
 from broker.cache._backends import (
     Entries,
-    EntryKeys,
     Lookup,
     MemoryEntries,
     RedisEntries,
-    entry_keys,
     is_json_object,
 )
+from broker.store.keys import EntryKeys, entry_keys
 from broker.store.store import Store, Twins
 
-KEYS = entry_keys("v2023061", "test-shop", "alice", False)
+KEYS = entry_keys("CustomerReferrals2", "v2023061", "test-shop", "alice", "read")
 BODY = b'{"referrals": []}'
 TIMING = {"lease_ms": 5_000, "gen_ttl_ms": 60_000}
 

@@ -46,8 +46,8 @@ def broken_handler(broker: Broker, sandbox: Sandbox) -> httpx2.Response:
     """A bug in a handler (the upstream seam turns its own surprises into upstream_error)."""
     from starlette.routing import Route
 
+    from broker.telemetry.request import RequestInfo
     from broker.web.app import Services, create_app, endpoint
-    from broker.web.requestlog import RequestInfo
     from tests.servers import serve_app
 
     async def bug(request: Any, svc: Services, info: RequestInfo) -> Any:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -17,7 +18,7 @@ from broker.store.idempotency import (
 )
 from broker.store.store import Store, Twins, open_store
 from tests.servers import RedisProcess
-from tests.support import Gated, flush, make_settings
+from tests.support import LIFETIMES, Gated, flush, make_settings
 
 SCOPE = "test-shop/alice"
 SENT = StoredResponse(200, {"Content-Type": "application/json"}, b'{"message": "sent"}')
@@ -33,7 +34,7 @@ class Action(Gated):
 
 async def test_first_run_then_replay(store: Store) -> None:
     """The first request runs; a repeat with key and body unchanged replays it without running."""
-    keys = Idempotency(store)
+    keys = Idempotency(store, LIFETIMES)
     action = Action(StoredResponse(201, {"X-A": "1"}, b"\x00binary\xff body"))
     first = await keys.run(SCOPE, "key-1", "fp-a", action)
     second = await keys.run(SCOPE, "key-1", "fp-a", action)
@@ -44,7 +45,7 @@ async def test_first_run_then_replay(store: Store) -> None:
 
 async def test_same_key_with_another_body_is_refused(store: Store) -> None:
     """A completed key reused with a different fingerprint raises IdempotencyKeyReused."""
-    keys = Idempotency(store)
+    keys = Idempotency(store, LIFETIMES)
     await keys.run(SCOPE, "key-1", "fp-a", Action())
     action = Action()
     with pytest.raises(IdempotencyKeyReused):
@@ -54,7 +55,7 @@ async def test_same_key_with_another_body_is_refused(store: Store) -> None:
 
 async def test_same_key_with_another_body_while_pending_is_refused(store: Store) -> None:
     """A pending key reused with a different fingerprint is refused at once."""
-    keys = Idempotency(store)
+    keys = Idempotency(store, LIFETIMES)
     gate = asyncio.Event()
     first = Action(gate=gate)
     running = asyncio.create_task(keys.run(SCOPE, "key-1", "fp-a", first))
@@ -67,7 +68,7 @@ async def test_same_key_with_another_body_while_pending_is_refused(store: Store)
 
 async def test_concurrent_identical_requests_run_once(store: Store) -> None:
     """Two identical requests at once: one action call, both get its response, one as replay."""
-    keys = Idempotency(store)
+    keys = Idempotency(store, LIFETIMES)
     gate = asyncio.Event()
     action = Action(gate=gate)
     first = asyncio.create_task(keys.run(SCOPE, "key-1", "fp-a", action))
@@ -82,7 +83,7 @@ async def test_concurrent_identical_requests_run_once(store: Store) -> None:
 
 async def test_waiting_for_a_slow_twin_times_out_with_a_clear_error(store: Store) -> None:
     """A twin still pending after `wait` seconds gets IdempotencyKeyReused 'still in progress'."""
-    keys = Idempotency(store, wait=0.2)
+    keys = Idempotency(store, replace(LIFETIMES, idempotency_wait_s=0.2))
     gate = asyncio.Event()
     action = Action(gate=gate)
     first = asyncio.create_task(keys.run(SCOPE, "key-1", "fp-a", action))
@@ -96,7 +97,7 @@ async def test_waiting_for_a_slow_twin_times_out_with_a_clear_error(store: Store
 
 async def test_action_raising_releases_the_key(store: Store) -> None:
     """If the action raises, the claim is released, the error re-raised, and a retry runs."""
-    keys = Idempotency(store)
+    keys = Idempotency(store, LIFETIMES)
     with pytest.raises(UpstreamUnavailable):
         await keys.run(SCOPE, "key-1", "fp-a", Action(error=UpstreamUnavailable()))
     retry = Action()
@@ -105,7 +106,7 @@ async def test_action_raising_releases_the_key(store: Store) -> None:
 
 async def test_twin_waiting_on_a_failed_first_runs_itself(store: Store) -> None:
     """A twin that waited on a request whose action raised runs the action itself."""
-    keys = Idempotency(store)
+    keys = Idempotency(store, LIFETIMES)
     gate = asyncio.Event()
     failing = Action(gate=gate, error=UpstreamUnavailable())
     first = asyncio.create_task(keys.run(SCOPE, "key-1", "fp-a", failing))
@@ -122,7 +123,7 @@ async def test_twin_waiting_on_a_failed_first_runs_itself(store: Store) -> None:
 
 async def test_keys_are_scoped_per_customer(store: Store) -> None:
     """The same Idempotency-Key from two customers are two independent requests."""
-    keys = Idempotency(store)
+    keys = Idempotency(store, LIFETIMES)
     alice, bob = Action(), Action()
     assert (await keys.run("test-shop/alice", "key-1", "fp-a", alice))[1] is False
     assert (await keys.run("test-shop/bob", "key-1", "fp-b", bob))[1] is False
@@ -136,8 +137,11 @@ async def test_replay_is_shared_by_stores_on_one_redis(redis_session: RedisProce
     first, second = await open_store(settings), await open_store(settings)
     try:
         action = Action()
-        await Idempotency(first).run(SCOPE, "key-1", "fp-a", action)
-        assert await Idempotency(second).run(SCOPE, "key-1", "fp-a", action) == (SENT, True)
+        await Idempotency(first, LIFETIMES).run(SCOPE, "key-1", "fp-a", action)
+        assert await Idempotency(second, LIFETIMES).run(SCOPE, "key-1", "fp-a", action) == (
+            SENT,
+            True,
+        )
         assert action.calls == 1
     finally:
         await first.aclose()
@@ -148,7 +152,9 @@ async def test_a_crashed_owners_claim_is_taken_over(store: Store) -> None:
     """A claim whose owner never finishes holds the key until its take-over time, after which a
     retry claims it and runs (on Redis and on memory alike)."""
     # The take-over time (1.5 s) is far beyond the wait (0.1 s): a busy machine cannot blur them.
-    keys = Idempotency(store, wait=0.1, pending_ttl=1.5, pending_keep=900)
+    keys = Idempotency(
+        store, replace(LIFETIMES, idempotency_wait_s=0.1, claim_ms=1500, pending_keep_ms=900000)
+    )
     owner = Action(gate=asyncio.Event())
     crashed = asyncio.create_task(keys.run(SCOPE, "k-crash", "fp", owner))
     await owner.started.wait()  # the owner has claimed the key and is sending
@@ -174,7 +180,9 @@ async def test_a_pending_claim_outlives_cache_entries_in_redis(
     store = await open_store(make_settings(REDIS_URL=redis_session.url))
     client = Redis.from_url(redis_session.url)
     try:
-        keys = Idempotency(store, wait=0.2, pending_ttl=0.3, pending_keep=900)
+        keys = Idempotency(
+            store, replace(LIFETIMES, idempotency_wait_s=0.2, claim_ms=300, pending_keep_ms=900000)
+        )
         gate = asyncio.Event()
         owner = asyncio.create_task(keys.run(SCOPE, "k-slow", "fp", Action(gate=gate)))
         await asyncio.sleep(0.05)

@@ -11,8 +11,10 @@ from structlog.testing import capture_logs
 
 from broker.config.settings import RateLimit
 from broker.errors import RateLimitExceeded
-from broker.store.limits import Decision, Limiter, LocalLimits, counters, rate_key
-from broker.store.store import Store, customer_scope, open_store, scope_prefix
+from broker.store.keys import customer_scope, scope_prefix
+from broker.store.keys import rate as rate_key
+from broker.store.limits import Decision, Limiter, LocalLimits, counters
+from broker.store.store import Store, open_store
 from tests.servers import RedisProcess
 from tests.support import flush, make_settings
 

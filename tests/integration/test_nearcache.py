@@ -16,14 +16,17 @@ from structlog.testing import capture_logs
 
 from broker.cache.cache import CacheKey, ReferralCache
 from broker.cache.near import ENTRY_OVERHEAD, Invalidations, NearCache
-from broker.store.store import Store, customer_scope, open_store, scope_prefix
+from broker.rules.functions import READ, cached_entries
+from broker.services import cache_for
+from broker.store.keys import customer_scope, entry, scope_prefix
+from broker.store.store import Store, open_store
 from tests.servers import RedisProcess
 from tests.stack import Sandbox, running_broker
 from tests.support import SHOP, flush, make_settings
 
-VERSIONS = ("v2023061",)
+ENTRIES = [(READ.name, "v2023061")]
 PREFIX = scope_prefix(customer_scope(SHOP, "alice"))
-KEY = f"{PREFIX}:c:v2023061:0"
+KEY = entry(PREFIX, READ.name, "v2023061")
 BODY = b'{"referrals":[]}'
 
 
@@ -38,7 +41,7 @@ class FakeClock:
 
 
 def live_cache(max_bytes: int = 1 << 20, clock: Callable[[], float] | None = None) -> NearCache:
-    near = NearCache(VERSIONS, max_bytes=max_bytes, clock=clock or FakeClock())
+    near = NearCache(ENTRIES, max_bytes=max_bytes, clock=clock or FakeClock())
     near.set_subscribed(True)
     near.set_store_up(True)
     return near
@@ -67,15 +70,19 @@ def test_put_refused_after_a_newer_generation_was_announced() -> None:
 
 
 def test_drop_without_generation_forgets_every_variant_of_the_customer() -> None:
-    """drop(prefix) removes both deanonymize variants and leaves other customers alone."""
-    near = live_cache()
+    """drop(prefix) removes every cached function and version of the customer and leaves other
+    customers alone."""
+    entries = [(f, v) for f in (READ.name, "CustomerSummary2") for v in ("v2023061", "v2024010")]
+    near = NearCache(entries, max_bytes=1 << 20, clock=FakeClock())
+    near.set_store_up(True)
+    near.set_subscribed(True)
     other = scope_prefix(customer_scope(SHOP, "bob"))
-    for key in (KEY, f"{PREFIX}:c:v2023061:1"):
-        near.put(PREFIX, key, BODY, 1, 5000)
-    near.put(other, f"{other}:c:v2023061:0", BODY, 1, 5000)
+    for function, version in entries:
+        near.put(PREFIX, entry(PREFIX, function, version), BODY, 1, 5000)
+    near.put(other, entry(other, READ.name, "v2023061"), BODY, 1, 5000)
     near.drop(PREFIX)
     assert len(near) == 1
-    assert near.get(f"{other}:c:v2023061:0", 0) is not None
+    assert near.get(entry(other, READ.name, "v2023061"), 0) is not None
     assert near.size == len(BODY) + ENTRY_OVERHEAD
 
 
@@ -141,7 +148,7 @@ def test_replacing_an_entry_keeps_the_size_exact() -> None:
 
 def test_not_live_ignores_puts() -> None:
     """Until both subscribed and Redis up, put keeps nothing."""
-    near = NearCache(VERSIONS, max_bytes=1 << 20, clock=FakeClock())
+    near = NearCache(ENTRIES, max_bytes=1 << 20, clock=FakeClock())
     near.put(PREFIX, KEY, BODY, 1, 5000)
     near.set_subscribed(True)
     near.put(PREFIX, KEY, BODY, 1, 5000)
@@ -198,14 +205,14 @@ async def process(url: str, probe_interval: float = 0.2) -> AsyncIterator[Proces
     """One simulated broker process on the Redis at ``url``, subscribed to invalidations."""
     settings = make_settings(REDIS_URL=url)
     store = await open_store(settings, probe_interval=probe_interval)
-    near = NearCache(settings.api_versions, max_bytes=1 << 20)
+    near = NearCache(cached_entries(settings.api_versions), max_bytes=1 << 20)
     near.set_store_up(store.state == "up")
     store.on_state_change(lambda state: near.set_store_up(state == "up"))
     listener = Invalidations(store, near, url, ping_interval=0.2, ping_timeout=0.3, retry_delay=0.1)
     task = asyncio.create_task(listener.run())
     try:
         await wait_until(lambda: near.live, 5, "the near tier never went live")
-        yield Process(store, near, ReferralCache(store, settings, near=near), listener)
+        yield Process(store, near, cache_for(settings, store, near), listener)
     finally:
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -213,7 +220,7 @@ async def process(url: str, probe_interval: float = 0.2) -> AsyncIterator[Proces
         await store.aclose()
 
 
-ALICE = CacheKey("v2023061", SHOP, "alice", False)
+ALICE = CacheKey(READ.name, "v2023061", SHOP, "alice")
 
 
 async def fill(proc: Process, body: bytes = BODY) -> None:
@@ -235,7 +242,7 @@ async def test_invalidation_on_one_process_drops_the_entry_on_the_other(
     async with process(redis_session.url) as a, process(redis_session.url) as b:
         await fill(a)
         await fill(b)
-        bob = CacheKey("v2023061", SHOP, "bob", False)
+        bob = CacheKey(READ.name, "v2023061", SHOP, "bob")
 
         async def load_bob() -> bytes:
             return b'{"bob":1}'

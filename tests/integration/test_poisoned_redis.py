@@ -56,14 +56,25 @@ def assert_no_outage(broker: Broker, events: Sequence[Mapping[str, Any]]) -> Non
     assert "store.redis_down" not in names
 
 
+# The suffix of the cached list's key (rb:{<customer>}:c:<function>:<version>).
+ENTRY = ":c:CustomerReferrals2:v2023061"
 POISONS: dict[str, tuple[str, Poison]] = {
-    "entry is a string": (":c:v2023061:0", lambda r, k: r.set(k, "not a hash")),
-    "entry body is not JSON": (":c:v2023061:0", lambda r, k: r.hset(k, "b", "<html>oops")),
-    "entry body is a JSON list": (":c:v2023061:0", lambda r, k: r.hset(k, "b", "[1,2]")),
-    "entry freshness is not a number": (":c:v2023061:0", lambda r, k: r.hset(k, "f", "soon")),
+    "entry is a string": (ENTRY, lambda r, k: r.set(k, "not a hash")),
+    "entry body is not JSON": (
+        ENTRY,
+        lambda r, k: r.hset(k, "b", "<html>oops"),
+    ),
+    "entry body is a JSON list": (
+        ENTRY,
+        lambda r, k: r.hset(k, "b", "[1,2]"),
+    ),
+    "entry freshness is not a number": (
+        ENTRY,
+        lambda r, k: r.hset(k, "f", "soon"),
+    ),
     "generation is not a number": (":g", lambda r, k: r.set(k, "seven")),
     "lease is a hash": (
-        ":c:v2023061:0",
+        ENTRY,
         lambda r, k: (r.delete(k), r.hset(k.replace(":c:", ":l:"), "x", "1")),
     ),
     "read counter is not an integer": (":rl:read", lambda r, k: r.set(k, "lots")),
@@ -96,7 +107,7 @@ def test_poisoned_read_key_is_a_repaired_miss(
     assert again.headers["cache-status"].startswith("broker; hit")
     assert again.json() == first.json()
     assert sandbox.calls().get("CustomerReferrals2", 0) <= calls + 1
-    assert plain.type(one_key(plain, ":c:v2023061:0")) == b"hash"
+    assert plain.type(one_key(plain, ENTRY)) == b"hash"
 
 
 def test_poisoned_generation_never_serves_the_list_from_before_a_send(
@@ -199,7 +210,7 @@ def test_out_of_memory_deletes_no_key(
     cached entry and the customer's generation are still there once memory is back."""
     strict_broker.refer({"channel": "sms"}).raise_for_status()
     strict_broker.read()
-    entry, gen = one_key(plain, ":c:v2023061:0"), one_key(plain, ":g")
+    entry, gen = one_key(plain, ENTRY), one_key(plain, ":g")
     before = plain.get(gen)
     plain.config_set("maxmemory-policy", "noeviction")
     plain.config_set("maxmemory", "1")

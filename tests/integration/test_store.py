@@ -13,15 +13,17 @@ import pytest
 from redis.asyncio import Redis
 from structlog.testing import capture_logs
 
-from broker.cache.cache import CacheKey, ReferralCache
+from broker.cache.cache import CacheKey
 from broker.config.settings import RateLimit
+from broker.rules.functions import READ
+from broker.services import cache_for
 from broker.store.idempotency import Idempotency, StoredResponse
 from broker.store.limits import Limiter
 from broker.store.store import Store, open_store
 from tests.servers import RedisProcess, free_port
-from tests.support import SHOP, make_settings
+from tests.support import LIFETIMES, SHOP, make_settings
 
-KEY = CacheKey("v2023061", SHOP, "alice@example.com", False)
+KEY = CacheKey(READ.name, "v2023061", SHOP, "alice@example.com")
 BODY = b'{"referrals": []}'
 PROBE = 0.05  # seconds between probes of a down Redis, short for tests
 
@@ -40,12 +42,12 @@ def events(logs: Sequence[Mapping[str, Any]], name: str) -> list[Mapping[str, An
 
 async def exercise(store: Store) -> None:
     """One of everything the broker asks of a Store."""
-    cache = ReferralCache(store, make_settings())
+    cache = cache_for(make_settings(), store)
     await cache.read(KEY, load, limit=RateLimit(1000, 60))
     await cache.invalidate(SHOP, KEY.customer)
     await Limiter(store).hit("write", "test-shop/alice", RateLimit(1000, 60))
     await Limiter(store).hit("issuer", "203.0.113.7", RateLimit(1000, 60))
-    await Idempotency(store).run("test-shop/alice", os.urandom(4).hex(), "fp", send)
+    await Idempotency(store, LIFETIMES).run("test-shop/alice", os.urandom(4).hex(), "fp", send)
 
 
 async def until(condition: Callable[[], bool], within: float = 10.0) -> None:
@@ -138,7 +140,7 @@ async def test_redis_killed_mid_run_then_back(
 ) -> None:
     """Redis stops: no exception, one down event, no Redis command while down; back by itself."""
     store = private_store
-    cache = ReferralCache(store, make_settings())
+    cache = cache_for(make_settings(), store)
     assert (await cache.read(KEY, load, limit=None)).outcome == "miss"
     with capture_logs() as logs:
         redis_server.stop()
@@ -207,7 +209,7 @@ async def test_restart_between_requests_is_survived(
         await asyncio.gather(*(exercise(private_store) for _ in range(5)))
     assert events(logs, "store.redis_down") == []
     assert private_store.fallbacks == 0
-    cache = ReferralCache(private_store, make_settings())
+    cache = cache_for(make_settings(), private_store)
     await cache.read(KEY, load, limit=None)
     assert (await cache.read(KEY, load, limit=None)).outcome == "hit"
 
@@ -217,7 +219,7 @@ async def test_sends_during_an_outage_invalidate_redis_when_it_returns(
 ) -> None:
     """A send while Redis is unreachable still empties the customer's Redis entry afterwards."""
     assert redis_server.proc is not None
-    cache = ReferralCache(private_store, make_settings())
+    cache = cache_for(make_settings(), private_store)
     await cache.read(KEY, load, limit=None)
     os.kill(redis_server.proc.pid, signal.SIGSTOP)
     try:
@@ -238,7 +240,7 @@ async def test_a_read_begun_on_redis_is_not_stored_in_memory(
     private_store: Store, redis_server: RedisProcess
 ) -> None:
     """A load that straddles the switch to memory answers its caller but stores nothing."""
-    cache = ReferralCache(private_store, make_settings())
+    cache = cache_for(make_settings(), private_store)
     gate = asyncio.Event()
 
     async def slow() -> bytes:
@@ -260,7 +262,7 @@ async def test_keys_hold_no_raw_identifiers(
 ) -> None:
     """Every key starts rb:{<hash>}: and none contains a customer id, email or client address."""
     await exercise(private_store)
-    await ReferralCache(private_store, make_settings()).read(KEY, load, limit=None)
+    await cache_for(make_settings(), private_store).read(KEY, load, limit=None)
     client = Redis.from_url(redis_server.url)
     try:
         # A client without decode_responses answers bytes; redis-py types them bytes | str.

@@ -15,6 +15,7 @@ from broker.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
+from broker.rules.functions import BY_NAME
 from broker.upstream.circuit import CALL, REFUSED, TRIAL, Backoff, CircuitBreaker
 from broker.upstream.client import CallInfo, Upstream
 from broker.upstream.transport import Answer, BodyTooLarge, FakeTransport, Handler, UndecodableBody
@@ -168,6 +169,7 @@ async def call(upstream: Upstream, customer: str, function: str = "CustomerRefer
         retry_connect=False,
         info=CallInfo(),
         customer=customer,
+        holds_back=BY_NAME[function].holds_back,
     )
 
 
@@ -194,6 +196,7 @@ async def call_as(upstream: Upstream, customer: str, function: str = "CustomerRe
         retry_connect=False,
         info=CallInfo(),
         customer=customer,
+        holds_back=BY_NAME[function].holds_back,
     )
 
 
@@ -247,7 +250,7 @@ async def test_backoff_refuses_without_calling_and_frees_a_send() -> None:
             customer="mallory",
         )
     assert len(fake.requests) == 1 and info.outcome == "backoff"
-    assert held.value.error_id == "upstream_error" and held.value.status_code == 502
+    assert held.value.id == "upstream_error" and held.value.status == 502
     assert not held.value.reached_upstream and held.value.stale_ok
     assert 1 <= int(held.value.headers()["Retry-After"]) <= 30
     await call_as(upstream, "alice", "Refer2")
@@ -264,8 +267,8 @@ async def test_a_read_4xx_is_answered_again_during_the_backoff() -> None:
     for _ in range(3):
         with pytest.raises(UpstreamRejected) as caught:
             await call_as(upstream, "newbie")
-        assert caught.value.error_id == "no_customers_match_customer_identity"
-        assert caught.value.status_code == 404 and caught.value.extra["upstream_message"] == "Hi"
+        assert caught.value.id == "no_customers_match_customer_identity"
+        assert caught.value.status == 404 and caught.value.extra["upstream_message"] == "Hi"
     assert len(fake.requests) == 1
     for _ in range(2):
         with pytest.raises(UpstreamRejected):

@@ -8,18 +8,17 @@ from collections.abc import Mapping
 import orjson
 import pytest
 
-from broker.cache.cache import ReferralCache
 from broker.config.settings import Settings
 from broker.errors import RateLimitExceeded
 from broker.rules.referrals import Referrals
-from broker.rules.tokens import Customer, TokenMinter
-from broker.store.idempotency import Idempotency
-from broker.store.limits import Limiter, LocalLimits
+from broker.rules.tokens import Customer
+from broker.services import build
+from broker.store.limits import LocalLimits
 from broker.store.store import Store
 from broker.telemetry.metrics import Metrics
+from broker.telemetry.request import RequestInfo
 from broker.upstream.client import Upstream
 from broker.upstream.transport import Answer, FakeTransport
-from broker.web.requestlog import RequestInfo
 from tests.support import SHOP, make_settings
 
 VERSION = "v2023061"
@@ -51,20 +50,12 @@ def info() -> RequestInfo:
 
 
 def rules(settings: Settings, bubblehouse: Bubblehouse, *, local: bool = True) -> Referrals:
+    """The read and send rules wired as the broker wires them (services.build), over process
+    memory and a fake transport."""
     store = Store()
-    minter = TokenMinter(settings)
-    cache = ReferralCache(store, settings)
-    limiter = Limiter(store)
-    return Referrals(
-        settings=settings,
-        minter=minter,
-        upstream=Upstream.create(settings, FakeTransport(bubblehouse)),
-        cache=cache,
-        limiter=limiter,
-        idempotency=Idempotency(store),
-        metrics=Metrics(),
-        local_limits=LocalLimits(store, 0.1) if local else None,
-    )
+    upstream = Upstream.create(settings, FakeTransport(bubblehouse))
+    local_limits = LocalLimits(store, 0.1) if local else None
+    return build(settings, store, upstream, Metrics(), local=local_limits).referrals
 
 
 @pytest.fixture

@@ -1,0 +1,32 @@
+"""The invalidations Redis could not hear: kept in process and replayed on Redis when it is back."""
+
+from __future__ import annotations
+
+import structlog
+
+log = structlog.get_logger("broker.cache")
+
+
+class Missed:
+    """Customers (shop, customer id) invalidated while Redis was down, in order, bounded."""
+
+    def __init__(self, limit: int = 50_000) -> None:
+        self.limit = limit
+        self._customers: dict[tuple[str, str], None] = {}
+        self._overflow = False
+
+    def add(self, shop: str, customer: str) -> None:
+        if len(self._customers) < self.limit:
+            self._customers[(shop, customer)] = None
+        elif not self._overflow:
+            self._overflow = True
+            log.warning("cache.invalidations_untracked", tracked=self.limit)
+
+    def first(self) -> tuple[str, str] | None:
+        """The oldest customer still to replay, or None when all are."""
+        return next(iter(self._customers), None)
+
+    def done(self, shop: str, customer: str) -> None:
+        self._customers.pop((shop, customer), None)
+        if not self._customers:
+            self._overflow = False
