@@ -14,6 +14,7 @@
 import {
   CHANNELS,
   DEFAULT_VERSION,
+  ERROR_IDS,
   createReferralsClient,
   httpUrl,
   isKnownShareAction,
@@ -301,7 +302,7 @@ button, .button { border: 1px solid var(--accent); cursor: pointer; background: 
 button:disabled { cursor: progress; opacity: .8; }
 :focus-visible { outline: 3px solid var(--focus); outline-offset: 2px; }
 .row { display: flex; flex-wrap: wrap; gap: .5rem; align-items: flex-end; }
-.row > .grow { flex: 1 1 14rem; min-width: 0; }
+.row > .grow { flex: 1 1 10rem; min-width: 0; }
 form.row > label { flex: 1 1 12rem; display: flex; flex-direction: column; gap: .3rem; min-width: 0; }
 .label { font-weight: 600; font-size: .9em; }
 .spinner { display: none; width: 1em; height: 1em; border: 2px solid currentColor;
@@ -316,19 +317,20 @@ form.row > label { flex: 1 1 12rem; display: flex; flex-direction: column; gap: 
   border-left: 3px solid var(--border); padding-left: .5rem; }
 .share { margin-top: .75rem; }
 .share:empty { display: none; }
+.share > * + * { margin-top: .5rem; }
 .qr { background: #fff; padding: 8px; border-radius: 8px; width: var(--qr, 168px); max-width: 100%; height: auto; display: block; }
 .rows { list-style: none; margin: 0; padding: 0; display: grid; gap: .5rem; }
 .rows > li { display: grid; grid-template-columns: 7.5rem minmax(0, 1fr) auto; gap: .125rem 1rem;
   align-items: baseline; padding: .6rem .75rem; border: 1px solid var(--border);
   border-radius: calc(var(--radius) * .66); background: var(--row); }
-.rows > li.new { border-left: 6px solid var(--accent); }
+.rows > li.new { border-left: 6px solid var(--accent); padding-left: calc(.75rem - 5px); }
 .rows > li.note { display: block; color: var(--muted); border-style: dashed; }
 .status { font-weight: 700; }
 .status[data-status="approved"] { color: var(--success); }
 .status[data-status="rejected"] { color: var(--error); }
 .what { overflow-wrap: anywhere; }
 .what .muted { margin-left: .5em; }
-.when { grid-column: 2 / 3; font-size: .9em; }
+.when { grid-column: 2 / -1; font-size: .9em; }
 .reward { grid-column: 3; grid-row: 1; text-align: end; font-weight: 600; }
 .tag { font-size: .8em; font-weight: 700; color: var(--accent-fg); background: var(--accent);
   border-radius: 999px; padding: 0 .5em; margin-left: .5em; }
@@ -338,14 +340,14 @@ form.row > label { flex: 1 1 12rem; display: flex; flex-direction: column; gap: 
   animation: pulse 1.2s ease-in-out infinite alternate; }
 .rows > li.skel { display: block; }
 .more { margin-top: .75rem; }
+.chips { display: flex; flex-wrap: wrap; gap: .5rem; margin-top: .5rem; }
 @keyframes spin { to { transform: rotate(360deg); } }
 @keyframes pulse { to { opacity: .12; } }
 @media (max-width: 520px) {
   .panel { padding: .875rem; }
-  .row > *, form.row > label { flex: 1 1 100%; }
-  .rows > li { grid-template-columns: minmax(0, 1fr) auto; }
-  .what, .when { grid-column: 1 / -1; }
-  .reward { grid-column: 2; }
+  form.row > * { flex: 1 1 100%; }
+  .rows > li { grid-template-columns: minmax(0, 1fr); }
+  .rows > li > * { grid-column: 1; grid-row: auto; text-align: start; }
   .what .muted { display: block; margin: 0; }
 }
 @media (prefers-reduced-motion: reduce) { *, *::before { animation: none !important; transition: none !important; } }
@@ -626,6 +628,7 @@ export class ReferralWidget extends Element {
       list: h("ul", { class: "rows", part: "history", "aria-labelledby": "history-title", "aria-busy": "true" }),
       more: h("button", { type: "button", class: "secondary more", part: "more", hidden: true, onclick: () => { this.#shown += PAGE; this.#renderHistory(); } }),
       linkTitle: b("h3", { id: "link-title" }, "yourLink"),
+      historyTitle: b("h3", { id: "history-title" }, "history"),
     };
     this.#bind(ui.more, "more");
     this.#ui = ui;
@@ -634,7 +637,7 @@ export class ReferralWidget extends Element {
         h("div", { class: "incentive", part: "incentive" }, h("slot", { name: "incentive" }))),
       ui.dev, ui.state, ui.summary, ui.linkTitle, ui.link,
       b("h3", { id: "invite-title" }, "invite"), form, ui.status, ui.alert, ui.share,
-      b("h3", { id: "history-title" }, "history"), ui.list, ui.more);
+      ui.historyTitle, ui.list, ui.more);
     ui.root.append(ui.section);
     const style = adoptStyles(this.shadowRoot);
     this.shadowRoot.replaceChildren(...(style ? [style] : []), ui.root);
@@ -692,6 +695,7 @@ export class ReferralWidget extends Element {
     ui.state.hidden = this.#state !== "error";
     ui.summary.hidden = this.#state === "error";
     ui.linkTitle.hidden = ui.link.hidden = !ready;
+    ui.historyTitle.hidden = this.#state === "error";
     if (this.#state === "error") {
       ui.state.replaceChildren(h("p", { role: "alert" }, this.#shopperWords(this.#loadError, "load")),
         h("button", { type: "button", class: "secondary", part: "retry", onclick: () => this.#retry() }, this.t("retry")));
@@ -759,16 +763,17 @@ export class ReferralWidget extends Element {
     const box = h("input", { class: "grow", readonly: true, value: url, "aria-labelledby": "link-title", part: "link" });
     const actions = [h("button", { type: "button", part: "copy", onclick: () => this.#copy(url, box) }, this.t("copy"))];
     const words = this.t("shareText", { link: url });
+    const chips = [];
     if (typeof navigator.share === "function") {
       actions.push(h("button", { type: "button", class: "secondary", part: "share-button", onclick: () => this.#shareSheet(url, words) }, this.t("share")));
     } else {
       for (const channel of this.channels.filter((c) => own(SHARE_LINKS, c))) {
-        actions.push(h("a", { class: "button secondary", part: "share-channel", href: SHARE_LINKS[channel](url, words.includes(url) ? words : `${words} ${url}`),
+        chips.push(h("a", { class: "button secondary", part: "share-channel", href: SHARE_LINKS[channel](url, words.includes(url) ? words : `${words} ${url}`),
           target: "_blank", rel: "noopener noreferrer", "data-channel": channel,
           onclick: () => this.#emit("referral-shared", { channel, url }) }, this.#label(channel)));
       }
     }
-    link.replaceChildren(h("div", { class: "row" }, box, ...actions));
+    link.replaceChildren(h("div", { class: "row" }, box, ...actions), ...(chips.length ? [h("div", { class: "chips" }, ...chips)] : []));
   }
 
   #renderHistory() {
@@ -904,7 +909,9 @@ export class ReferralWidget extends Element {
   #shopperWords(error, during) {
     const id = error?.widgetId || error?.id || "";
     const status = error?.status ?? 0;
-    if (during === "send" && text(error?.upstreamMessage)) return error.upstreamMessage;
+    // The shop's words from Bubblehouse: a send refused with a 4xx of Bubblehouse's own id only.
+    const refusal = status >= 400 && status < 500 && status !== 401 && status !== 429 && !ERROR_IDS.includes(id);
+    if (during === "send" && refusal && text(error?.upstreamMessage)) return error.upstreamMessage;
     if (id === "missing_token" || id === "invalid_token") return this.t("error.signin");
     if (id === "invalid_input" && error.field === "destination") return this.t("error.destination");
     if (id === "rate_limit_exceeded" || status === 429) {
