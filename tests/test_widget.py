@@ -443,13 +443,10 @@ def test_no_empty_history_while_loading(page: Page, stack: Stack) -> None:
 
 # The broker's answer replaced at the network boundary: what a page sees when something between
 # it and the broker fails (the fulfilled answers carry CORS headers, as the broker's would).
-FAILURES = {
-    "500": {
-        "status": 500,
-        "content_type": "application/problem+json",
-        "body": json.dumps({"id": "internal_error", "status": 500, "message": "bug"}),
-    },
-    "html": {"status": 502, "content_type": "text/html", "body": "<h1>Bad gateway</h1>"},
+PROBLEM = "application/problem+json"
+FAILURES: dict[str, tuple[int, str, str] | None] = {
+    "500": (500, PROBLEM, json.dumps({"id": "internal_error", "status": 500, "message": "bug"})),
+    "html": (502, "text/html", "<h1>Bad gateway</h1>"),
     "dropped": None,
 }
 
@@ -465,8 +462,9 @@ def test_failed_load_is_an_error_with_retry(page: Page, stack: Stack, failure: s
         elif answer is None:
             route.abort("connectionreset")
         else:
+            status, content_type, body = answer
             headers = {"Access-Control-Allow-Origin": stack.storefront}
-            route.fulfill(headers=headers, **answer)
+            route.fulfill(status=status, headers=headers, content_type=content_type, body=body)
 
     page.route(f"{stack.broker}/api/**/CustomerReferrals2", fail)
     widget = open_shop(page, stack, "demo-failing")
@@ -559,23 +557,18 @@ def test_one_referral_is_singular(page: Page, stack: Stack) -> None:
 
 def test_german_errors_in_german(page: Page, stack: Stack) -> None:
     """On a German page every failure is the widget's German text, chosen by id and status."""
-    misconfigured = {
-        "status": 502,
-        "content_type": "application/problem+json",
-        "body": json.dumps(
-            {
-                "id": "upstream_misconfigured",
-                "status": 502,
-                "message": "The token was rejected (sandbox fault).",
-            }
-        ),
-    }
+    misconfigured = json.dumps(
+        {
+            "id": "upstream_misconfigured",
+            "status": 502,
+            "message": "The token was rejected (sandbox fault).",
+        }
+    )
+    cors = {"Access-Control-Allow-Origin": stack.storefront}
     page.route(
         f"{stack.broker}/api/**/CustomerReferrals2",
         lambda route: (
-            route.fulfill(
-                headers={"Access-Control-Allow-Origin": stack.storefront}, **misconfigured
-            )
+            route.fulfill(status=502, headers=cors, content_type=PROBLEM, body=misconfigured)
             if route.request.method == "POST"
             else route.continue_()
         ),
