@@ -7,7 +7,7 @@
 //
 // No dependencies beyond referrals.js (imported beside this file); the QR code is drawn by the
 // small encoder at the end of this file, with no network call. Types: referral-widget.d.ts.
-// Browsers: those with Object.hasOwn and static class blocks (Chrome/Edge 94+, Firefox 93+,
+// Browsers: those with Object.hasOwn and private methods (Chrome/Edge 94+, Firefox 93+,
 // Safari 15.4+); styles are adopted stylesheets where the browser has them (Safari 16.4+), a
 // <style> element otherwise.
 
