@@ -544,6 +544,27 @@ def test_long_share_link_is_a_success_sent_once(page: Page, stack: Stack, length
     assert not [e for e in events(page, "referral-error")]
 
 
+def test_send_is_busy_then_answers_within_its_timeout(page: Page, stack: Stack) -> None:
+    """While a send is out the button is disabled with a spinner; a broker that does not
+    answer within timeout="2" gives the shopper a timeout message, not an endless spinner."""
+    widget = open_shop(page, stack, "widget-slow-send", timeout="2")
+    slow = {"delay": 6, "times": 1, "functions": ["Refer2"]}
+    stack.http.post(f"{stack.sandbox}/_sandbox/faults", json=slow).raise_for_status()
+    widget.get_by_label("Share by").select_option("sms")
+    send = widget.locator("[part=send]")
+    send.click()
+    expect(send).to_be_disabled()
+    expect(send).to_have_attribute("aria-busy", "true")
+    expect(send).to_have_text("Sending…")
+    expect(send.locator(".spinner")).to_be_visible()
+    expect(widget.get_by_role("alert")).to_have_text(
+        "The referral service is taking too long to answer. Please try again.", timeout=4_000
+    )
+    expect(send).to_be_enabled()
+    expect(send).to_have_text("Send invitation")
+    assert events(page, "referral-error")[-1]["detail"]["id"] == "timeout"
+
+
 def test_one_referral_is_singular(page: Page, stack: Stack) -> None:
     """After the first send the summary says "1 referral" (Intl.PluralRules), in French too."""
     widget = open_shop(page, stack, "widget-plural")
