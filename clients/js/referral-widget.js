@@ -7,127 +7,364 @@
 //
 // No dependencies beyond referrals.js (imported beside this file); the QR code is drawn by the
 // small encoder at the end of this file, with no network call. Types: referral-widget.d.ts.
+// Browsers: those with Object.hasOwn and private methods (Chrome/Edge 94+, Firefox 93+,
+// Safari 15.4+); styles are adopted stylesheets where the browser has them (Safari 16.4+), a
+// <style> element otherwise.
 
 import {
   CHANNELS,
   DEFAULT_VERSION,
+  ERROR_IDS,
   createReferralsClient,
   httpUrl,
   isKnownShareAction,
 } from "./referrals.js";
 
-const CHANNEL_NAMES = {
-  email: "Email", sms: "SMS", facebook: "Facebook", messenger: "Messenger",
-  whatsapp: "WhatsApp", twitter: "X (Twitter)", instagram: "Instagram", threads: "Threads",
-  telegram: "Telegram", "qr-code": "QR code",
+const own = (object, key) => object != null && typeof object === "object" && Object.hasOwn(object, key);
+const isRecord = (value) => value != null && typeof value === "object" && !Array.isArray(value);
+const text = (value) => (typeof value === "string" && value.trim() ? value : null);
+
+/** Channel names that are the same in every language (brands); others are translated. */
+const BRANDS = {
+  facebook: "Facebook", messenger: "Messenger", whatsapp: "WhatsApp", twitter: "X (Twitter)",
+  instagram: "Instagram", threads: "Threads", telegram: "Telegram",
 };
 
-/** The built-in wording, by language. `{name}` placeholders are filled in. */
+/** The built-in wording, by language. `{name}` placeholders are filled in; an object of
+ * Intl.PluralRules categories (`one`, `other`, ...) is a plural, chosen by `{count}`. */
 export const MESSAGES = Object.freeze({
   en: {
-    title: "Refer a friend", channel: "Share by", destination: "Friend's email",
-    send: "Send invitation", sending: "Sending…", sent: "Your invitation is ready.",
-    loading: "Loading your referrals…", loaded: "{count} referrals", history: "Your referrals",
-    empty: "You have not referred anyone yet.", share: "Share…", copy: "Copy link",
-    copied: "Link copied.", open: "Open {channel}", link: "Your referral link",
-    qr: "QR code for your referral link", sentOn: "Sent {date}", acceptedOn: "Joined {date}",
-    points: "{points} points", reward: "Reward: {reward}", coupon: "Code {code}",
-    "custom-personal": "Personal message", "custom-social": "Social post",
+    title: "Refer a friend", yourLink: "Your referral link", getLink: "Get my link",
+    copy: "Copy link", copied: "Link copied.", share: "Share…", invite: "Invite a friend",
+    channel: "Share by", destination: "Friend's email", send: "Send invitation",
+    sending: "Sending…", sent: "Your invitation is ready.", loading: "Loading your referrals…",
+    loaded: { one: "{count} referral", other: "{count} referrals" }, history: "Your referrals",
+    empty: "You have not referred anyone yet.", more: "Show more", retry: "Try again",
+    open: "Open {channel}", link: "Your referral link", qr: "QR code for your referral link",
+    sentOn: "Sent {date}", acceptedOn: "Joined {date}",
+    points: { one: "{count} point", other: "{count} points" }, reward: "Reward: {reward}",
+    coupon: "Code {code}", joined: { one: "{count} friend joined", other: "{count} friends joined" },
+    earned: "{reward} earned", noRewards: "No rewards yet", new: "New", shareText: "{link}",
     "status.invited": "Invited", "status.qualified": "Qualified", "status.approved": "Approved",
     "status.rejected": "Rejected", "status.expired": "Expired", "status.pending": "Pending",
+    "channel.email": "Email", "channel.sms": "SMS", "channel.qr-code": "QR code",
+    "channel.custom-personal": "Personal message", "channel.custom-social": "Social post",
     "error.signin": "Please sign in to refer your friends.",
     "error.destination": "Please enter a valid email address for your friend.",
-    "error.rate": "Too many attempts. Please try again in {seconds} seconds.",
+    "error.rate": "Too many attempts. Please try again in {duration}.",
     "error.network": "The referral service can't be reached. Check your connection and try again.",
+    "error.timeout": "The referral service is taking too long to answer. Please try again.",
     "error.unavailable": "Referrals are unavailable right now. Please try again in a moment.",
+    "error.account": "We couldn't find your customer account. Please sign out and in again.",
+    "error.refused": "This invitation couldn't be sent.",
+    "error.setup": "Referrals can't be shown here right now.",
     "error.generic": "Something went wrong. Please try again.",
   },
   de: {
-    title: "Freunde werben", channel: "Teilen per", destination: "E-Mail-Adresse deines Freundes",
-    send: "Einladung senden", sending: "Wird gesendet…", sent: "Deine Einladung ist bereit.",
-    loading: "Deine Empfehlungen werden geladen…", loaded: "{count} Empfehlungen",
+    title: "Freunde werben", yourLink: "Dein Empfehlungslink", getLink: "Meinen Link holen",
+    copy: "Link kopieren", copied: "Link kopiert.", share: "Teilen…", invite: "Freund einladen",
+    channel: "Teilen per", destination: "E-Mail-Adresse deines Freundes", send: "Einladung senden",
+    sending: "Wird gesendet…", sent: "Deine Einladung ist bereit.",
+    loading: "Deine Empfehlungen werden geladen…",
+    loaded: { one: "{count} Empfehlung", other: "{count} Empfehlungen" },
     history: "Deine Empfehlungen", empty: "Du hast noch niemanden geworben.",
-    share: "Teilen…", copy: "Link kopieren", copied: "Link kopiert.", open: "{channel} öffnen",
+    more: "Mehr anzeigen", retry: "Erneut versuchen", open: "{channel} öffnen",
     link: "Dein Empfehlungslink", qr: "QR-Code für deinen Empfehlungslink",
-    sentOn: "Gesendet am {date}", acceptedOn: "Beigetreten am {date}", points: "{points} Punkte",
-    reward: "Prämie: {reward}", coupon: "Code {code}",
-    "custom-personal": "Persönliche Nachricht", "custom-social": "Beitrag",
+    sentOn: "Gesendet am {date}", acceptedOn: "Beigetreten am {date}",
+    points: { one: "{count} Punkt", other: "{count} Punkte" }, reward: "Prämie: {reward}",
+    coupon: "Code {code}",
+    joined: { one: "{count} Freund beigetreten", other: "{count} Freunde beigetreten" },
+    earned: "Verdient: {reward}", noRewards: "Noch keine Prämien", new: "Neu",
     "status.invited": "Eingeladen", "status.qualified": "Qualifiziert",
     "status.approved": "Bestätigt", "status.rejected": "Abgelehnt",
     "status.expired": "Abgelaufen", "status.pending": "Ausstehend",
+    "channel.email": "E-Mail", "channel.sms": "SMS", "channel.qr-code": "QR-Code",
+    "channel.custom-personal": "Persönliche Nachricht", "channel.custom-social": "Beitrag",
     "error.signin": "Bitte melde dich an, um Freunde zu werben.",
     "error.destination": "Bitte gib eine gültige E-Mail-Adresse ein.",
-    "error.rate": "Zu viele Versuche. Bitte versuche es in {seconds} Sekunden erneut.",
-    "error.network": "Der Empfehlungsdienst ist nicht erreichbar. Prüfe deine Verbindung.",
+    "error.rate": "Zu viele Versuche. Bitte versuche es in {duration} erneut.",
+    "error.network": "Der Empfehlungsdienst ist nicht erreichbar. Prüfe deine Verbindung und versuche es erneut.",
+    "error.timeout": "Der Empfehlungsdienst antwortet gerade nicht. Bitte versuche es erneut.",
     "error.unavailable": "Empfehlungen sind gerade nicht verfügbar. Bitte versuche es gleich noch einmal.",
+    "error.account": "Dein Kundenkonto wurde nicht gefunden. Bitte melde dich ab und wieder an.",
+    "error.refused": "Diese Einladung konnte nicht gesendet werden.",
+    "error.setup": "Empfehlungen können hier gerade nicht angezeigt werden.",
     "error.generic": "Etwas ist schiefgelaufen. Bitte versuche es erneut.",
   },
   fr: {
-    title: "Parrainer un ami", channel: "Partager par", destination: "E-mail de votre ami",
-    send: "Envoyer l'invitation", sending: "Envoi…", sent: "Votre invitation est prête.",
-    loading: "Chargement de vos parrainages…", loaded: "{count} parrainages",
+    title: "Parrainer un ami", yourLink: "Votre lien de parrainage", getLink: "Obtenir mon lien",
+    copy: "Copier le lien", copied: "Lien copié.", share: "Partager…", invite: "Inviter un ami",
+    channel: "Partager par", destination: "E-mail de votre ami", send: "Envoyer l'invitation",
+    sending: "Envoi…", sent: "Votre invitation est prête.",
+    loading: "Chargement de vos parrainages…",
+    loaded: { one: "{count} parrainage", other: "{count} parrainages" },
     history: "Vos parrainages", empty: "Vous n'avez encore parrainé personne.",
-    share: "Partager…", copy: "Copier le lien", copied: "Lien copié.", open: "Ouvrir {channel}",
+    more: "Afficher plus", retry: "Réessayer", open: "Ouvrir {channel}",
     link: "Votre lien de parrainage", qr: "QR code de votre lien de parrainage",
-    sentOn: "Envoyé le {date}", acceptedOn: "Inscrit le {date}", points: "{points} points",
-    reward: "Récompense : {reward}", coupon: "Code {code}",
-    "custom-personal": "Message personnel", "custom-social": "Publication",
+    sentOn: "Envoyé le {date}", acceptedOn: "Inscrit le {date}",
+    points: { one: "{count} point", other: "{count} points" }, reward: "Récompense : {reward}",
+    coupon: "Code {code}", joined: { one: "{count} ami inscrit", other: "{count} amis inscrits" },
+    earned: "Gains : {reward}", noRewards: "Pas encore de récompense", new: "Nouveau",
     "status.invited": "Invité", "status.qualified": "Qualifié", "status.approved": "Validé",
     "status.rejected": "Refusé", "status.expired": "Expiré", "status.pending": "En attente",
+    "channel.email": "E-mail", "channel.sms": "SMS", "channel.qr-code": "QR code",
+    "channel.custom-personal": "Message personnel", "channel.custom-social": "Publication",
     "error.signin": "Connectez-vous pour parrainer vos amis.",
     "error.destination": "Saisissez une adresse e-mail valide.",
-    "error.rate": "Trop de tentatives. Réessayez dans {seconds} secondes.",
-    "error.network": "Le service de parrainage est injoignable. Vérifiez votre connexion.",
+    "error.rate": "Trop de tentatives. Réessayez dans {duration}.",
+    "error.network": "Le service de parrainage est injoignable. Vérifiez votre connexion et réessayez.",
+    "error.timeout": "Le service de parrainage met trop de temps à répondre. Réessayez.",
     "error.unavailable": "Le parrainage est indisponible pour le moment. Réessayez dans un instant.",
+    "error.account": "Votre compte client est introuvable. Déconnectez-vous puis reconnectez-vous.",
+    "error.refused": "Cette invitation n'a pas pu être envoyée.",
+    "error.setup": "Le parrainage ne peut pas être affiché ici pour le moment.",
     "error.generic": "Une erreur est survenue. Veuillez réessayer.",
+  },
+  es: {
+    title: "Invita a un amigo", yourLink: "Tu enlace de invitación", getLink: "Obtener mi enlace",
+    copy: "Copiar enlace", copied: "Enlace copiado.", share: "Compartir…",
+    invite: "Invitar a un amigo", channel: "Compartir por", destination: "Correo de tu amigo",
+    send: "Enviar invitación", sending: "Enviando…", sent: "Tu invitación está lista.",
+    loading: "Cargando tus invitaciones…",
+    loaded: { one: "{count} invitación", other: "{count} invitaciones" },
+    history: "Tus invitaciones", empty: "Todavía no has invitado a nadie.", more: "Ver más",
+    retry: "Reintentar", open: "Abrir {channel}", link: "Tu enlace de invitación",
+    qr: "Código QR de tu enlace de invitación", sentOn: "Enviada el {date}",
+    acceptedOn: "Se unió el {date}", points: { one: "{count} punto", other: "{count} puntos" },
+    reward: "Recompensa: {reward}", coupon: "Código {code}",
+    joined: { one: "{count} amigo se unió", other: "{count} amigos se unieron" },
+    earned: "Ganado: {reward}", noRewards: "Aún sin recompensas", new: "Nueva",
+    "status.invited": "Invitado", "status.qualified": "Cualificado",
+    "status.approved": "Aprobado", "status.rejected": "Rechazado",
+    "status.expired": "Caducado", "status.pending": "Pendiente",
+    "channel.email": "Correo electrónico", "channel.sms": "SMS", "channel.qr-code": "Código QR",
+    "channel.custom-personal": "Mensaje personal", "channel.custom-social": "Publicación",
+    "error.signin": "Inicia sesión para invitar a tus amigos.",
+    "error.destination": "Introduce un correo electrónico válido.",
+    "error.rate": "Demasiados intentos. Inténtalo de nuevo en {duration}.",
+    "error.network": "No se puede conectar con el servicio de invitaciones. Comprueba tu conexión e inténtalo de nuevo.",
+    "error.timeout": "El servicio de invitaciones tarda demasiado en responder. Inténtalo de nuevo.",
+    "error.unavailable": "Las invitaciones no están disponibles ahora. Inténtalo de nuevo en un momento.",
+    "error.account": "No encontramos tu cuenta de cliente. Cierra sesión y vuelve a entrar.",
+    "error.refused": "No se pudo enviar esta invitación.",
+    "error.setup": "Las invitaciones no se pueden mostrar aquí ahora.",
+    "error.generic": "Algo salió mal. Inténtalo de nuevo.",
+  },
+  it: {
+    title: "Invita un amico", yourLink: "Il tuo link di invito", getLink: "Ottieni il mio link",
+    copy: "Copia link", copied: "Link copiato.", share: "Condividi…", invite: "Invita un amico",
+    channel: "Condividi tramite", destination: "Email del tuo amico", send: "Invia invito",
+    sending: "Invio…", sent: "Il tuo invito è pronto.", loading: "Caricamento dei tuoi inviti…",
+    loaded: { one: "{count} invito", other: "{count} inviti" }, history: "I tuoi inviti",
+    empty: "Non hai ancora invitato nessuno.", more: "Mostra altri", retry: "Riprova",
+    open: "Apri {channel}", link: "Il tuo link di invito",
+    qr: "Codice QR del tuo link di invito", sentOn: "Inviato il {date}",
+    acceptedOn: "Iscritto il {date}", points: { one: "{count} punto", other: "{count} punti" },
+    reward: "Premio: {reward}", coupon: "Codice {code}",
+    joined: { one: "{count} amico iscritto", other: "{count} amici iscritti" },
+    earned: "Guadagnato: {reward}", noRewards: "Nessun premio ancora", new: "Nuovo",
+    "status.invited": "Invitato", "status.qualified": "Qualificato",
+    "status.approved": "Approvato", "status.rejected": "Rifiutato",
+    "status.expired": "Scaduto", "status.pending": "In attesa",
+    "channel.email": "Email", "channel.sms": "SMS", "channel.qr-code": "Codice QR",
+    "channel.custom-personal": "Messaggio personale", "channel.custom-social": "Post social",
+    "error.signin": "Accedi per invitare i tuoi amici.",
+    "error.destination": "Inserisci un indirizzo email valido.",
+    "error.rate": "Troppi tentativi. Riprova tra {duration}.",
+    "error.network": "Il servizio inviti non è raggiungibile. Controlla la connessione e riprova.",
+    "error.timeout": "Il servizio inviti non risponde. Riprova.",
+    "error.unavailable": "Gli inviti non sono disponibili al momento. Riprova tra poco.",
+    "error.account": "Non troviamo il tuo account cliente. Esci e accedi di nuovo.",
+    "error.refused": "Non è stato possibile inviare questo invito.",
+    "error.setup": "Gli inviti non possono essere mostrati qui al momento.",
+    "error.generic": "Si è verificato un errore. Riprova.",
+  },
+  nl: {
+    title: "Nodig een vriend uit", yourLink: "Jouw uitnodigingslink",
+    getLink: "Mijn link ophalen", copy: "Link kopiëren", copied: "Link gekopieerd.",
+    share: "Delen…", invite: "Vriend uitnodigen", channel: "Delen via",
+    destination: "E-mailadres van je vriend", send: "Uitnodiging versturen",
+    sending: "Versturen…", sent: "Je uitnodiging is klaar.",
+    loading: "Je uitnodigingen worden geladen…",
+    loaded: { one: "{count} uitnodiging", other: "{count} uitnodigingen" },
+    history: "Jouw uitnodigingen", empty: "Je hebt nog niemand uitgenodigd.",
+    more: "Meer tonen", retry: "Opnieuw proberen", open: "{channel} openen",
+    link: "Jouw uitnodigingslink", qr: "QR-code van je uitnodigingslink",
+    sentOn: "Verstuurd op {date}", acceptedOn: "Aangemeld op {date}",
+    points: { one: "{count} punt", other: "{count} punten" }, reward: "Beloning: {reward}",
+    coupon: "Code {code}",
+    joined: { one: "{count} vriend aangemeld", other: "{count} vrienden aangemeld" },
+    earned: "Verdiend: {reward}", noRewards: "Nog geen beloningen", new: "Nieuw",
+    "status.invited": "Uitgenodigd", "status.qualified": "Gekwalificeerd",
+    "status.approved": "Goedgekeurd", "status.rejected": "Afgewezen",
+    "status.expired": "Verlopen", "status.pending": "In behandeling",
+    "channel.email": "E-mail", "channel.sms": "Sms", "channel.qr-code": "QR-code",
+    "channel.custom-personal": "Persoonlijk bericht",
+    "channel.custom-social": "Bericht op sociale media",
+    "error.signin": "Log in om je vrienden uit te nodigen.",
+    "error.destination": "Vul een geldig e-mailadres in.",
+    "error.rate": "Te veel pogingen. Probeer het over {duration} opnieuw.",
+    "error.network": "De uitnodigingsservice is niet bereikbaar. Controleer je verbinding en probeer het opnieuw.",
+    "error.timeout": "De uitnodigingsservice reageert te traag. Probeer het opnieuw.",
+    "error.unavailable": "Uitnodigingen zijn nu niet beschikbaar. Probeer het zo opnieuw.",
+    "error.account": "We kunnen je klantaccount niet vinden. Log uit en weer in.",
+    "error.refused": "Deze uitnodiging kon niet worden verstuurd.",
+    "error.setup": "Uitnodigingen kunnen hier nu niet worden getoond.",
+    "error.generic": "Er ging iets mis. Probeer het opnieuw.",
+  },
+  pt: {
+    title: "Indique um amigo", yourLink: "Seu link de indicação", getLink: "Obter meu link",
+    copy: "Copiar link", copied: "Link copiado.", share: "Compartilhar…",
+    invite: "Convidar um amigo", channel: "Compartilhar por", destination: "E-mail do seu amigo",
+    send: "Enviar convite", sending: "Enviando…", sent: "Seu convite está pronto.",
+    loading: "Carregando suas indicações…",
+    loaded: { one: "{count} indicação", other: "{count} indicações" },
+    history: "Suas indicações", empty: "Você ainda não indicou ninguém.", more: "Mostrar mais",
+    retry: "Tentar novamente", open: "Abrir {channel}", link: "Seu link de indicação",
+    qr: "Código QR do seu link de indicação", sentOn: "Enviado em {date}",
+    acceptedOn: "Entrou em {date}", points: { one: "{count} ponto", other: "{count} pontos" },
+    reward: "Recompensa: {reward}", coupon: "Código {code}",
+    joined: { one: "{count} amigo entrou", other: "{count} amigos entraram" },
+    earned: "Ganho: {reward}", noRewards: "Nenhuma recompensa ainda", new: "Novo",
+    "status.invited": "Convidado", "status.qualified": "Qualificado",
+    "status.approved": "Aprovado", "status.rejected": "Recusado",
+    "status.expired": "Expirado", "status.pending": "Pendente",
+    "channel.email": "E-mail", "channel.sms": "SMS", "channel.qr-code": "Código QR",
+    "channel.custom-personal": "Mensagem pessoal", "channel.custom-social": "Publicação",
+    "error.signin": "Entre na sua conta para indicar amigos.",
+    "error.destination": "Digite um e-mail válido.",
+    "error.rate": "Muitas tentativas. Tente novamente em {duration}.",
+    "error.network": "Não foi possível acessar o serviço de indicações. Verifique sua conexão e tente novamente.",
+    "error.timeout": "O serviço de indicações está demorando para responder. Tente novamente.",
+    "error.unavailable": "As indicações não estão disponíveis agora. Tente novamente em instantes.",
+    "error.account": "Não encontramos sua conta de cliente. Saia e entre novamente.",
+    "error.refused": "Não foi possível enviar este convite.",
+    "error.setup": "As indicações não podem ser exibidas aqui agora.",
+    "error.generic": "Algo deu errado. Tente novamente.",
   },
 });
 
-const STYLE = `
-:host { display: block; --_bg: #ffffff; --_fg: #1f1f1f; --_muted: #555555; --_border: #c4c7cc;
-  --_accent: #0b57d0; --_accent-fg: #ffffff; --_error: #b3261e; --_success: #146c2e;
-  --_row: #f4f6f8; color: var(--referral-widget-fg, var(--_fg));
-  font: var(--referral-widget-font, 15px/1.5 system-ui, sans-serif); }
-@media (prefers-color-scheme: dark) { :host { --_bg: #1f1f1f; --_fg: #ececec; --_muted: #c2c2c2;
-  --_border: #5f6368; --_accent: #a8c7fa; --_accent-fg: #062e6f; --_error: #ffb4ab;
-  --_success: #8fd69f; --_row: #2b2b2b; } }
+// Languages a shop added (addMessages), over the built-in ones; and the widgets on the page,
+// so that words added later reach them.
+const LANGUAGES = new Map(Object.entries(MESSAGES));
+const LIVE = new Set();
+
+/**
+ * Add a language, or replace words of one, for every widget on the page: `addMessages("pl",
+ * {...})`. Missing keys fall back to English.
+ */
+export function addMessages(lang, messages) {
+  const code = String(lang).toLowerCase();
+  LANGUAGES.set(code, { ...(LANGUAGES.get(code) || {}), ...(isRecord(messages) ? messages : {}) });
+  for (const widget of LIVE) widget.relabel();
+}
+
+// The channels offered as share links for the standing link when there is no share sheet.
+const SHARE_LINKS = {
+  whatsapp: (link, words) => `https://wa.me/?text=${encodeURIComponent(words)}`,
+  facebook: (link) => `https://www.facebook.com/sharer/sharer.php?u=${encodeURIComponent(link)}`,
+  twitter: (link, words) => `https://x.com/intent/tweet?text=${encodeURIComponent(words)}`,
+  telegram: (link) => `https://t.me/share/url?url=${encodeURIComponent(link)}`,
+  email: (link, words) => `mailto:?body=${encodeURIComponent(words)}`,
+};
+
+const CSS = `
+:host { display: block; font: var(--referral-widget-font, inherit); }
 :host([hidden]), [hidden] { display: none !important; }
-.panel { background: var(--referral-widget-bg, var(--_bg)); border: 1px solid var(--referral-widget-border, var(--_border));
-  border-radius: var(--referral-widget-radius, 12px); padding: 1rem 1.25rem; }
-h2 { font-size: 1.2em; margin: 0 0 .75rem; } h3 { font-size: 1em; margin: 1.25rem 0 .5rem; }
-form { display: flex; flex-wrap: wrap; gap: .75rem; align-items: end; }
-label { display: flex; flex-direction: column; gap: .25rem; font-weight: 600; font-size: .9em; }
-select, input, button, .button { font: inherit; border-radius: 8px; padding: .45rem .7rem; }
-select, input { border: 1px solid var(--referral-widget-border, var(--_border)); color: inherit;
-  background: var(--referral-widget-bg, var(--_bg)); min-width: 12rem; }
-input[aria-invalid="true"] { border-color: var(--referral-widget-error, var(--_error)); }
-button, .button { border: 1px solid var(--referral-widget-accent, var(--_accent)); cursor: pointer;
-  background: var(--referral-widget-accent, var(--_accent)); color: var(--referral-widget-accent-fg, var(--_accent-fg));
-  font-weight: 600; text-decoration: none; display: inline-block; }
-button.secondary, .button.secondary { background: transparent; color: inherit; }
-button[aria-disabled="true"] { opacity: .7; cursor: progress; }
-:focus-visible { outline: 3px solid var(--referral-widget-accent, var(--_accent)); outline-offset: 2px; }
-.message:empty { display: none; } .message { margin: .75rem 0 0; }
-.message.error { color: var(--referral-widget-error, var(--_error)); font-weight: 600; }
-.share { display: flex; flex-wrap: wrap; gap: .5rem; align-items: center; margin-top: .5rem; }
-.share:empty { display: none; } .share input { flex: 1 1 16rem; }
-.qr { background: #fff; padding: 8px; border-radius: 8px; width: 168px; height: 168px; }
-ul { list-style: none; margin: 0; padding: 0; display: grid; gap: .5rem; }
-li { background: var(--_row); border-radius: 8px; padding: .5rem .75rem; display: flex;
-  flex-wrap: wrap; gap: .25rem 1rem; align-items: baseline; }
-li.new { outline: 2px solid var(--referral-widget-accent, var(--_accent)); animation: arrive .6s ease-out; }
-.status { font-weight: 700; } .status[data-status="approved"] { color: var(--referral-widget-success, var(--_success)); }
-.status[data-status="rejected"] { color: var(--referral-widget-error, var(--_error)); }
-.muted { color: var(--referral-widget-muted, var(--_muted)); }
-@keyframes arrive { from { transform: translateY(-4px); } to { transform: none; } }
-@media (prefers-reduced-motion: reduce) { li.new { animation: none; } * { transition: none !important; } }
+.root { --_bg: #ffffff; --_fg: #1f1f1f; --_muted: #555555; --_border: #8a8d91; --_accent: #0b57d0;
+  --_accent-fg: #ffffff; --_error: #b3261e; --_success: #146c2e; color-scheme: light;
+  --bg: var(--referral-widget-bg, var(--_bg)); --fg: var(--referral-widget-fg, var(--_fg));
+  --muted: var(--referral-widget-muted, var(--_muted)); --border: var(--referral-widget-border, var(--_border));
+  --accent: var(--referral-widget-accent, var(--_accent)); --accent-fg: var(--referral-widget-accent-fg, var(--_accent-fg));
+  --error: var(--referral-widget-error, var(--_error)); --success: var(--referral-widget-success, var(--_success));
+  --row: var(--referral-widget-row-bg, transparent); --focus: var(--referral-widget-focus, var(--accent));
+  --radius: var(--referral-widget-radius, 12px); color: var(--fg); }
+.root.dark { --_bg: #1f1f1f; --_fg: #ececec; --_muted: #c2c2c2; --_border: #8e9196; --_accent: #a8c7fa;
+  --_accent-fg: #062e6f; --_error: #ffb4ab; --_success: #8fd69f; color-scheme: dark; }
+.panel { background: var(--bg); border: 1px solid var(--border); border-radius: var(--radius);
+  padding: 1rem 1.25rem 1.25rem; }
+h2 { font-size: 1.25em; margin: 0; line-height: 1.3; }
+h3 { font-size: 1em; margin: 1.25rem 0 .5rem; line-height: 1.3; }
+.incentive { margin: .25rem 0 0; }
+.incentive ::slotted(*) { margin: 0; }
+p { margin: 0; }
+.summary { list-style: none; margin: .75rem 0 0; padding: 0; display: flex; flex-wrap: wrap; gap: .25rem 1.25rem; }
+.summary li { font-weight: 600; }
+input, select, button, .button { box-sizing: border-box; min-height: 2.75rem; font: inherit;
+  line-height: 1.25; border-radius: calc(var(--radius) * .66); padding: .5rem .8rem; margin: 0; }
+input, select { border: 1px solid var(--border); color: var(--fg); background: var(--bg); width: 100%; min-width: 0; }
+input[readonly] { color: var(--fg); }
+input[aria-invalid="true"] { border-color: var(--error); border-width: 2px; }
+button, .button { border: 1px solid var(--accent); cursor: pointer; background: var(--accent);
+  color: var(--accent-fg); font-weight: 600; text-decoration: none; display: inline-flex;
+  align-items: center; justify-content: center; gap: .5em; white-space: nowrap; }
+.secondary { background: var(--bg); color: var(--fg); border-color: var(--border); }
+button:disabled { cursor: progress; opacity: .8; }
+:focus-visible { outline: 3px solid var(--focus); outline-offset: 2px; }
+.row { display: flex; flex-wrap: wrap; gap: .5rem; align-items: flex-end; }
+.row > .grow { flex: 1 1 10rem; min-width: 0; }
+form.row > label { flex: 1 1 12rem; display: flex; flex-direction: column; gap: .3rem; min-width: 0; }
+.label { font-weight: 600; font-size: .9em; }
+.spinner { display: none; width: 1em; height: 1em; border: 2px solid currentColor;
+  border-right-color: transparent; border-radius: 50%; animation: spin .8s linear infinite; }
+[aria-busy="true"] > .spinner { display: inline-block; }
+.message { margin: .75rem 0 0; }
+.message:empty { display: none; }
+.message.error, .state { color: var(--error); font-weight: 600; }
+.state { display: flex; flex-wrap: wrap; gap: .75rem; align-items: center; justify-content: space-between;
+  border: 1px solid var(--error); border-radius: calc(var(--radius) * .66); padding: .75rem 1rem; margin: 1rem 0 0; }
+.dev { margin: .75rem 0 0; font: .85em/1.4 ui-monospace, monospace; color: var(--muted);
+  border-left: 3px solid var(--border); padding-left: .5rem; }
+.share { margin-top: .75rem; }
+.share:empty { display: none; }
+.share > * + * { margin-top: .5rem; }
+.qr { background: #fff; padding: 8px; border-radius: 8px; width: var(--qr, 168px); max-width: 100%; height: auto; display: block; }
+.rows { list-style: none; margin: 0; padding: 0; display: grid; gap: .5rem; }
+.rows > li { display: grid; grid-template-columns: 7.5rem minmax(0, 1fr) auto; gap: .125rem 1rem;
+  align-items: baseline; padding: .6rem .75rem; border: 1px solid var(--border);
+  border-radius: calc(var(--radius) * .66); background: var(--row); }
+.rows > li.new { border-left: 6px solid var(--accent); padding-left: calc(.75rem - 5px); }
+.rows > li.note { display: block; color: var(--muted); border-style: dashed; }
+.status { font-weight: 700; }
+.status[data-status="approved"] { color: var(--success); }
+.status[data-status="rejected"] { color: var(--error); }
+.what { overflow-wrap: anywhere; }
+.what .muted { margin-left: .5em; }
+.when { grid-column: 2 / -1; font-size: .9em; }
+.reward { grid-column: 3; grid-row: 1; text-align: end; font-weight: 600; }
+.tag { font-size: .8em; font-weight: 700; color: var(--accent-fg); background: var(--accent);
+  border-radius: 999px; padding: 0 .5em; margin-left: .5em; }
+.muted { color: var(--muted); }
+.sr { position: absolute; width: 1px; height: 1px; overflow: hidden; clip: rect(0 0 0 0); white-space: nowrap; }
+.skeleton { display: block; height: 1.25em; border-radius: 6px; background: var(--border); opacity: .3;
+  animation: pulse 1.2s ease-in-out infinite alternate; }
+.rows > li.skel { display: block; }
+.more { margin-top: .75rem; }
+.chips { display: flex; flex-wrap: wrap; gap: .5rem; margin-top: .5rem; }
+@keyframes spin { to { transform: rotate(360deg); } }
+@keyframes pulse { to { opacity: .12; } }
+@media (max-width: 520px) {
+  .panel { padding: .875rem; }
+  form.row > * { flex: 1 1 100%; }
+  .rows > li { grid-template-columns: minmax(0, 1fr); }
+  .rows > li > * { grid-column: 1; grid-row: auto; text-align: start; }
+  .what .muted { display: block; margin: 0; }
+}
+@media (prefers-reduced-motion: reduce) { *, *::before { animation: none !important; transition: none !important; } }
 `;
 
-// Monetary strings ("10.000000") for display: two decimals at most, never through a float.
-function amount(value) {
-  const [whole, fraction = ""] = String(value).split(".");
-  const cents = fraction.replace(/0+$/, "");
-  return cents ? `${whole}.${fraction.slice(0, 2).padEnd(2, "0")}` : whole;
+// One stylesheet for every widget on the page, adopted by each shadow root: a constructed
+// sheet is not subject to a page's style-src, where a <style> element is.
+let sheet = null;
+function adoptStyles(root) {
+  if ("adoptedStyleSheets" in root && typeof CSSStyleSheet === "function" && "replaceSync" in CSSStyleSheet.prototype) {
+    if (!sheet) { sheet = new CSSStyleSheet(); sheet.replaceSync(CSS); }
+    root.adoptedStyleSheets = [sheet];
+    return null;
+  }
+  const style = document.createElement("style");
+  style.textContent = CSS;
+  return style;
 }
 
 function h(tag, attrs = {}, ...children) {
@@ -141,8 +378,16 @@ function h(tag, attrs = {}, ...children) {
   return node;
 }
 
-function fill(text, values = {}) {
-  return String(text).replace(/\{(\w+)\}/g, (whole, key) => (key in values ? String(values[key]) : whole));
+function newKey() {
+  return Array.from(crypto.getRandomValues(new Uint8Array(16)), (b) => b.toString(16).padStart(2, "0")).join("");
+}
+
+class WidgetProblem extends Error {
+  constructor(id, message, cause) {
+    super(message, cause === undefined ? undefined : { cause });
+    this.id = id;
+    this.status = 0;
+  }
 }
 
 /** A token provider that asks the merchant's own URL (same origin, with its cookies). */
@@ -151,13 +396,19 @@ function tokenFromUrl(url) {
   return async ({ forceRefresh }) => {
     const fresh = cached && (!cached.expiresAt || cached.expiresAt - Date.now() > 30_000);
     if (forceRefresh || !fresh) {
-      const response = await fetch(url, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } });
+      cached = null;
+      let response;
+      try {
+        response = await fetch(url, { credentials: "same-origin", cache: "no-store", headers: { Accept: "application/json" } });
+      } catch (error) {
+        throw new WidgetProblem("token_source_failed", `token-url ${url} could not be fetched`, error);
+      }
+      if (response.status === 401 || response.status === 403) {
+        throw new WidgetProblem("missing_token", `token-url answered HTTP ${response.status}: nobody is signed in`);
+      }
       const body = response.ok ? await response.json().catch(() => null) : null;
-      if (!body || typeof body.token !== "string") {
-        cached = null;
-        const failure = new Error(`token-url answered HTTP ${response.status} without a token`);
-        failure.id = "missing_token";
-        throw failure;
+      if (!body || typeof body.token !== "string" || !body.token) {
+        throw new WidgetProblem("token_source_failed", `token-url ${url} answered HTTP ${response.status} without {"token": "..."}`);
       }
       cached = { token: body.token, expiresAt: Date.parse(body.expires_at || "") || null };
     }
@@ -167,19 +418,36 @@ function tokenFromUrl(url) {
 
 // Importable where there is no DOM (Node, for the QR encoder and its tests).
 const Element = globalThis.HTMLElement ?? class {};
+const CONNECTION = new Set(["broker", "shop", "version", "token-url"]);
+const PAGE = 10; // rows shown at first, and added by each "show more"
+// Developer faults: shown to the shopper as error.setup (or network), to the developer in full.
+const DEVELOPER = new Set(["broker_unreachable", "no_token_source", "token_source_failed", "widget_not_configured"]);
 
 export class ReferralWidget extends Element {
-  static observedAttributes = ["broker", "shop", "version", "token-url", "lang", "channels"];
+  static observedAttributes = ["broker", "shop", "version", "token-url", "lang", "channels",
+    "theme", "currency", "timeout", "link-channel"];
 
-  #client = null;
   #getToken = null;
+  #tokenGeneration = 0;
   #messages = {};
-  #referrals = [];
-  #sentRow = null; // the referral of the latest send, highlighted, kept until the list has it
-  #sending = false;
-  #retryKey = null; // the Idempotency-Key of a send whose answer was lost, for one safe retry
-  #pending = false;
+  #client = null;
+  #connection = null; // what the client was made from; a change makes a new one
   #ui = null;
+  #labels = []; // [node, key, attribute?]: the static words, set again on every relabel
+  #state = "loading"; // loading | ready | error
+  #loadError = null;
+  #loads = 0;
+  #referrals = [];
+  #shown = PAGE;
+  #sentRow = null; // the referral of the latest send, highlighted, kept until the list has it
+  #ownLink = null; // the standing link got with "Get my link"
+  #share = null; // { action, referral } of the latest send, for the share area
+  #notice = null; // { key | text, values, error, quiet }
+  #dev = null; // { id, message }
+  #busy = null; // "send" | "link" while a Refer2 is in flight
+  #lastSend = null; // { channel, destination, key }: the same referral again reuses its key
+  #scheduled = false;
+  #media = null;
 
   constructor() {
     super();
@@ -188,30 +456,73 @@ export class ReferralWidget extends Element {
 
   /** A token provider for pages that mint tokens otherwise than through `token-url`. */
   get getToken() { return this.#getToken; }
-  set getToken(provider) { this.#getToken = typeof provider === "function" ? provider : null; this.#changed(); }
+  set getToken(provider) {
+    this.#getToken = typeof provider === "function" ? provider : null;
+    this.#tokenGeneration++;
+    this.#schedule();
+  }
 
-  /** The merchant's own wording, merged over the built-in messages of the current language. */
+  /** The merchant's own wording, over the built-in words: `{ send: "Invite" }` for every
+   * language, or `{ de: { send: "Einladen" } }` for one. Applied in place. */
   get messages() { return this.#messages; }
-  set messages(value) { this.#messages = value && typeof value === "object" ? { ...value } : {}; this.#changed(); }
+  set messages(value) { this.#messages = isRecord(value) ? { ...value } : {}; this.#schedule(); }
 
-  /** The referrals shown, newest first as Bubblehouse ordered them. */
+  /** The referrals shown, newest first as Bubblehouse ordered them (rows that are objects). */
   get referrals() { return this.#referrals.slice(); }
 
-  connectedCallback() { this.#changed(); }
-  attributeChangedCallback() { this.#changed(); }
+  connectedCallback() {
+    LIVE.add(this);
+    this.#media ??= globalThis.matchMedia?.("(prefers-color-scheme: dark)") ?? null;
+    this.#media?.addEventListener?.("change", this.#onScheme);
+    this.#schedule();
+  }
+
+  disconnectedCallback() {
+    LIVE.delete(this);
+    this.#media?.removeEventListener?.("change", this.#onScheme);
+  }
+
+  attributeChangedCallback(name, before, after) { if (before !== after) this.#schedule(); }
+
+  #onScheme = () => this.#applyTheme();
 
   /** Read the history again from the broker. */
   refresh() { return this.#load(); }
 
+  /** Set every word again (after addMessages, or a change of the page's language). */
+  relabel() { if (this.#ui) this.#relabel(); }
+
   get language() {
-    const wanted = (this.getAttribute("lang") || this.closest("[lang]")?.getAttribute("lang")
-      || document.documentElement.lang || navigator.language || "en").toLowerCase();
-    return MESSAGES[wanted.slice(0, 2)] ? wanted.slice(0, 2) : "en";
+    const wanted = [this.getAttribute("lang"), this.parentElement?.closest("[lang]")?.getAttribute("lang"),
+      document.documentElement.lang, navigator.language, "en"];
+    for (const tag of wanted) {
+      const code = String(tag || "").toLowerCase();
+      if (LANGUAGES.has(code)) return code;
+      if (LANGUAGES.has(code.split("-")[0])) return code.split("-")[0];
+    }
+    return "en";
   }
 
-  t(key, values) {
-    const text = this.#messages[key] ?? MESSAGES[this.language][key] ?? MESSAGES.en[key] ?? key;
-    return fill(text, values);
+  #word(key) {
+    const lang = this.language;
+    for (const table of [this.#messages[lang], this.#messages, LANGUAGES.get(lang), MESSAGES.en]) {
+      if (own(table, key) && (typeof table[key] === "string" || isRecord(table[key]))) return table[key];
+    }
+    return null;
+  }
+
+  t(key, values = {}) {
+    let words = this.#word(key) ?? key;
+    const lang = this.language;
+    if (isRecord(words)) {
+      const category = new Intl.PluralRules(lang).select(Number(values.count) || 0);
+      words = own(words, category) ? words[category] : own(words, "other") ? words.other : key;
+    }
+    return String(words).replace(/\{(\w+)\}/g, (whole, name) => {
+      if (!own(values, name)) return whole;
+      const value = values[name];
+      return typeof value === "number" ? new Intl.NumberFormat(lang).format(value) : String(value);
+    });
   }
 
   get channels() {
@@ -220,55 +531,135 @@ export class ReferralWidget extends Element {
     return listed.length ? listed : [...CHANNELS];
   }
 
-  // Attribute and property changes arrive in bursts: rebuild once, after the burst.
-  #changed() {
-    if (this.#pending || !this.isConnected) return;
-    this.#pending = true;
+  /** "light" or "dark": the `theme` attribute; `auto` follows the page's color-scheme, then the system. */
+  get scheme() {
+    const theme = (this.getAttribute("theme") || "light").toLowerCase();
+    if (theme === "dark" || theme === "light") return theme;
+    if (theme !== "auto") return "light";
+    for (const node of [this, document.documentElement]) {
+      const declared = getComputedStyle(node).colorScheme || "";
+      const dark = /\bdark\b/.test(declared), light = /\blight\b/.test(declared);
+      if (dark !== light) return dark ? "dark" : "light";
+    }
+    return this.#media?.matches ? "dark" : "light";
+  }
+
+  #label(channel) {
+    const name = String(channel ?? "");
+    return this.#word(`channel.${name}`) !== null ? this.t(`channel.${name}`)
+      : own(BRANDS, name) ? BRANDS[name] : name.replace(/-/g, " ");
+  }
+
+  #status(status) {
+    return this.#word(`status.${status}`) !== null ? this.t(`status.${status}`) : status;
+  }
+
+  // Changes arrive in bursts (a framework sets several attributes and properties at once):
+  // apply them once, after the burst. Words, language, theme and channels change in place;
+  // only a change of broker, shop, version or token source makes a new client and reads again.
+  #schedule() {
+    if (this.#scheduled) return;
+    this.#scheduled = true;
     queueMicrotask(() => {
-      this.#pending = false;
+      this.#scheduled = false;
       if (!this.isConnected) return;
-      this.#render();
-      this.#client = this.#makeClient();
-      if (this.#client) this.#load();
+      if (!this.#ui) this.#build();
+      this.#relabel();
+      const connection = [...CONNECTION].map((name) => this.getAttribute(name)).join("\n") + `\n${this.#tokenGeneration}`;
+      if (connection !== this.#connection) {
+        this.#connection = connection;
+        this.#connect();
+      }
     });
   }
 
-  #makeClient() {
+  #connect() {
     const broker = this.getAttribute("broker");
     const shop = this.getAttribute("shop");
     const tokenUrl = this.getAttribute("token-url");
     const getToken = this.#getToken || (tokenUrl ? tokenFromUrl(tokenUrl) : null);
-    if (!broker || !shop || !getToken) return null;
-    return createReferralsClient({ baseUrl: broker, shop, version: this.getAttribute("version") || DEFAULT_VERSION, getToken });
+    this.#client = null;
+    this.#loads++;
+    if (!broker || !shop) {
+      const missing = [!broker && "broker", !shop && "shop"].filter(Boolean).join(" and ");
+      return this.#loadFailed(new WidgetProblem("widget_not_configured", `the ${missing} attribute is missing`));
+    }
+    if (!getToken) {
+      // A page may set getToken a moment after the element connects: wait a little first.
+      this.#state = "loading";
+      this.#render();
+      const loads = this.#loads;
+      setTimeout(() => {
+        if (loads === this.#loads && !this.#client) {
+          this.#loadFailed(new WidgetProblem("no_token_source", "no token source: set the token-url attribute or the getToken property"));
+        }
+      }, 1000);
+      return;
+    }
+    this.#client = createReferralsClient({ baseUrl: broker, shop, version: this.getAttribute("version") || DEFAULT_VERSION, getToken });
+    this.#load();
   }
 
-  #label(channel) {
-    if (CHANNEL_NAMES[channel]) return CHANNEL_NAMES[channel];
-    return channel.startsWith("custom-") ? this.t(channel) : channel;
+  #bind(node, key, attribute) {
+    this.#labels.push([node, key, attribute]);
+    return node;
   }
 
-  #render() {
-    const t = (key, values) => this.t(key, values);
-    const channel = h("select", { id: "channel", part: "channel", name: "channel", onchange: () => this.#syncDestination() },
-      this.channels.map((c) => h("option", { value: c }, this.#label(c) === c ? c.replace(/-/g, " ") : this.#label(c))));
+  #build() {
+    const b = (tag, attrs, key) => this.#bind(h(tag, attrs), key);
+    const channel = h("select", { id: "channel", part: "channel", name: "channel", onchange: () => this.#syncDestination() });
     const destination = h("input", { id: "destination", part: "destination", name: "destination", type: "email", autocomplete: "off", inputmode: "email", spellcheck: "false" });
-    const send = h("button", { type: "submit", part: "send" }, t("send"));
-    const status = h("p", { class: "message", part: "message", role: "status" });
-    const alert = h("p", { class: "message error", part: "message", role: "alert", id: "alert" });
-    const share = h("div", { class: "share", part: "share" });
-    const list = h("ul", { part: "history", "aria-labelledby": "history-title", "aria-busy": "true" });
-    const form = h("form", { part: "form", novalidate: true, onsubmit: (event) => { event.preventDefault(); this.#send(); } },
-      h("label", { part: "label" }, t("channel"), channel),
-      h("label", { part: "label", class: "destination" }, t("destination"), destination),
-      send);
-    this.shadowRoot.replaceChildren(
-      h("style", {}, STYLE),
-      h("section", { class: "panel", part: "panel", "aria-labelledby": "title", lang: this.language },
-        h("h2", { id: "title", part: "title" }, t("title")), form, status, alert, share,
-        h("h3", { id: "history-title" }, t("history")), list));
-    this.#ui = { channel, destination, send, status, alert, share, list, destinationLabel: form.querySelector(".destination") };
+    const sendLabel = h("span", {});
+    const send = h("button", { type: "submit", part: "send" }, h("span", { class: "spinner", "aria-hidden": "true" }), sendLabel);
+    const destinationLabel = h("label", { part: "label", class: "destination" }, b("span", { class: "label" }, "destination"), destination);
+    const form = h("form", { part: "form", class: "row", novalidate: true, onsubmit: (event) => { event.preventDefault(); this.#send(); } },
+      h("label", { part: "label" }, b("span", { class: "label" }, "channel"), channel), destinationLabel, send);
+    const ui = {
+      channel, destination, send, sendLabel, destinationLabel, form,
+      root: h("div", { class: "root" }),
+      section: h("section", { class: "panel", part: "panel", "aria-labelledby": "title" }),
+      dev: h("p", { class: "dev", part: "developer-message", hidden: true }),
+      state: h("div", { class: "state", part: "error-state", hidden: true }),
+      summary: h("ul", { class: "summary", part: "summary" }),
+      link: h("div", { part: "your-link", class: "your-link" }),
+      status: h("p", { class: "message", part: "message", role: "status" }),
+      alert: h("p", { class: "message error", part: "message", role: "alert", id: "alert" }),
+      share: h("div", { class: "share", part: "share" }),
+      list: h("ul", { class: "rows", part: "history", "aria-labelledby": "history-title", "aria-busy": "true" }),
+      more: h("button", { type: "button", class: "secondary more", part: "more", hidden: true, onclick: () => { this.#shown += PAGE; this.#renderHistory(); } }),
+      linkTitle: b("h3", { id: "link-title" }, "yourLink"),
+      historyTitle: b("h3", { id: "history-title" }, "history"),
+    };
+    this.#bind(ui.more, "more");
+    this.#ui = ui;
+    ui.section.append(
+      h("header", {}, b("h2", { id: "title", part: "title" }, "title"),
+        h("div", { class: "incentive", part: "incentive" }, h("slot", { name: "incentive" }))),
+      ui.dev, ui.state, ui.summary, ui.linkTitle, ui.link,
+      b("h3", { id: "invite-title" }, "invite"), form, ui.status, ui.alert, ui.share,
+      ui.historyTitle, ui.list, ui.more);
+    ui.root.append(ui.section);
+    const style = adoptStyles(this.shadowRoot);
+    this.shadowRoot.replaceChildren(...(style ? [style] : []), ui.root);
+  }
+
+  #relabel() {
+    const ui = this.#ui;
+    ui.section.setAttribute("lang", this.language);
+    for (const [node, key, attribute] of this.#labels) {
+      if (attribute) node.setAttribute(attribute, this.t(key)); else node.textContent = this.t(key);
+    }
+    // The channel list, keeping the shopper's choice.
+    const chosen = ui.channel.value;
+    ui.channel.replaceChildren(...this.channels.map((c) => h("option", { value: c }, this.#label(c))));
+    if (this.channels.includes(chosen)) ui.channel.value = chosen;
     this.#syncDestination();
-    this.#renderHistory();
+    this.#applyTheme();
+    this.#render();
+  }
+
+  #applyTheme() {
+    this.#ui?.root.classList.toggle("dark", this.scheme === "dark");
   }
 
   #syncDestination() {
@@ -277,133 +668,365 @@ export class ReferralWidget extends Element {
     this.#ui.destination.required = email;
   }
 
-  #say(text, { error = false } = {}) {
-    this.#ui.status.textContent = error ? "" : text;
-    this.#ui.alert.textContent = error ? text : "";
-  }
-
   #emit(name, detail) {
     this.dispatchEvent(new CustomEvent(name, { detail, bubbles: true, composed: true }));
+  }
+
+  #say(notice) {
+    this.#notice = notice;
+    this.#renderNotice();
+  }
+
+  #renderNotice() {
+    const { status, alert } = this.#ui;
+    const notice = this.#notice;
+    const words = notice ? notice.text ?? this.t(notice.key, notice.values) : "";
+    status.textContent = notice && !notice.error ? words : "";
+    status.classList.toggle("sr", Boolean(notice?.quiet));
+    alert.textContent = notice?.error ? words : "";
+  }
+
+  // Everything that depends on the data and the words.
+  #render() {
+    const ui = this.#ui;
+    if (!ui) return;
+    const ready = this.#state === "ready";
+    ui.list.setAttribute("aria-busy", String(this.#state === "loading"));
+    ui.state.hidden = this.#state !== "error";
+    ui.summary.hidden = this.#state === "error";
+    ui.linkTitle.hidden = ui.link.hidden = !ready;
+    ui.historyTitle.hidden = this.#state === "error";
+    if (this.#state === "error") {
+      ui.state.replaceChildren(h("p", { role: "alert" }, this.#shopperWords(this.#loadError, "load")),
+        h("button", { type: "button", class: "secondary", part: "retry", onclick: () => this.#retry() }, this.t("retry")));
+    }
+    ui.dev.hidden = !this.#dev;
+    ui.dev.textContent = this.#dev ? `referral-widget (${this.#dev.id}): ${this.#dev.message}` : "";
+    this.#renderSummary();
+    this.#renderLink();
+    this.#renderHistory();
+    this.#renderNotice();
+    if (this.#share) this.#renderShare();
+    ui.sendLabel.textContent = this.t(this.#busy === "send" ? "sending" : "send");
+  }
+
+  #renderSummary() {
+    const { summary } = this.#ui;
+    if (this.#state !== "ready") {
+      summary.replaceChildren(...[0, 1, 2].map(() => h("li", { "aria-hidden": "true" }, h("span", { class: "skeleton", part: "skeleton" }, "\u00a0".repeat(16)))));
+      return;
+    }
+    const rows = this.#referrals;
+    const sent = new Set(rows.map((r, i) => (typeof r.referral_bhid === "string" ? r.referral_bhid : `#${i}`))).size;
+    const joined = rows.filter((r) => r.accepted_at || r.acceptance_bhid).length;
+    const approved = rows.filter((r) => r.status === "approved");
+    const points = approved.reduce((sum, r) => sum + (Number(r.reward_pts) || 0), 0);
+    const money = approved.reduce((sum, r) => sum + (Number(r.reward_amount) || 0), 0);
+    const earned = [points ? this.t("points", { count: points }) : null, money ? this.#money(money) : null].filter(Boolean).join(", ");
+    summary.replaceChildren(
+      h("li", { part: "summary-sent" }, this.t("loaded", { count: sent })),
+      h("li", { part: "summary-joined" }, this.t("joined", { count: joined })),
+      h("li", { part: "summary-earned" }, earned ? this.t("earned", { reward: earned }) : this.t("noRewards")));
+  }
+
+  #money(value) {
+    const lang = this.language;
+    const currency = this.getAttribute("currency");
+    if (currency) {
+      try { return new Intl.NumberFormat(lang, { style: "currency", currency }).format(value); } catch { /* not an ISO 4217 code */ }
+    }
+    return new Intl.NumberFormat(lang, { minimumFractionDigits: value % 1 ? 2 : 0, maximumFractionDigits: 2 }).format(value);
+  }
+
+  // The standing link: one the shopper got with "Get my link", or the newest sharable one in
+  // the history. Never a Refer2 by itself: getting one takes the shopper's click.
+  #standingLink() {
+    if (this.#ownLink) return this.#ownLink;
+    const usable = this.#referrals.filter((r) => r.status !== "expired" && httpUrl(r.link));
+    const linkChannel = this.getAttribute("link-channel") || "custom-personal";
+    const best = usable.find((r) => r.channel === linkChannel)
+      ?? usable.find((r) => r.channel === "custom-personal" || r.channel === "custom-social")
+      ?? usable.find((r) => r.channel !== "email");
+    return best ? httpUrl(best.link) : null;
+  }
+
+  #renderLink() {
+    const { link } = this.#ui;
+    if (this.#state !== "ready") return;
+    const url = this.#standingLink();
+    if (!url) {
+      const button = h("button", { type: "button", part: "get-link", "aria-busy": String(this.#busy === "link"), disabled: Boolean(this.#busy),
+        onclick: () => this.#getLink() }, h("span", { class: "spinner", "aria-hidden": "true" }), h("span", {}, this.t("getLink")));
+      link.replaceChildren(h("div", { class: "row" }, button));
+      return;
+    }
+    const box = h("input", { class: "grow", readonly: true, value: url, "aria-labelledby": "link-title", part: "link" });
+    const actions = [h("button", { type: "button", part: "copy", onclick: () => this.#copy(url, box) }, this.t("copy"))];
+    const words = this.t("shareText", { link: url });
+    const chips = [];
+    if (typeof navigator.share === "function") {
+      actions.push(h("button", { type: "button", class: "secondary", part: "share-button", onclick: () => this.#shareSheet(url, words) }, this.t("share")));
+    } else {
+      for (const channel of this.channels.filter((c) => own(SHARE_LINKS, c))) {
+        chips.push(h("a", { class: "button secondary", part: "share-channel", href: SHARE_LINKS[channel](url, words.includes(url) ? words : `${words} ${url}`),
+          target: "_blank", rel: "noopener noreferrer", "data-channel": channel,
+          onclick: () => this.#emit("referral-shared", { channel, url }) }, this.#label(channel)));
+      }
+    }
+    link.replaceChildren(h("div", { class: "row" }, box, ...actions), ...(chips.length ? [h("div", { class: "chips" }, ...chips)] : []));
+  }
+
+  #renderHistory() {
+    const { list, more } = this.#ui;
+    if (this.#state === "loading") {
+      list.replaceChildren(h("li", { class: "sr" }, this.t("loading")),
+        ...[0, 1, 2].map(() => h("li", { class: "skel", "aria-hidden": "true" }, h("span", { class: "skeleton", part: "skeleton" }))));
+      more.hidden = true;
+      return;
+    }
+    if (this.#state === "error") {
+      list.replaceChildren();
+      more.hidden = true;
+      return;
+    }
+    const dateFormat = new Intl.DateTimeFormat(this.language, { dateStyle: "medium" });
+    const date = (value) => {
+      const parsed = Date.parse(typeof value === "string" ? value : "");
+      return Number.isNaN(parsed) ? null : dateFormat.format(parsed);
+    };
+    const rows = this.#referrals.slice(0, this.#shown).map((r) => {
+      const status = String(r.status ?? "");
+      const points = Number(r.reward_pts);
+      const money = Number(r.reward_amount);
+      const reward = [points ? this.t("points", { count: points }) : null, money ? this.#money(money) : null,
+        text(r.coupon_code) ? this.t("coupon", { code: r.coupon_code }) : null].filter(Boolean).join(", ");
+      const when = [date(r.sent_at) && this.t("sentOn", { date: date(r.sent_at) }),
+        date(r.accepted_at) && this.t("acceptedOn", { date: date(r.accepted_at) })].filter(Boolean).join(" · ");
+      const isNew = this.#sentRow && r.referral_bhid === this.#sentRow.referral_bhid;
+      return h("li", { part: "referral", class: isNew ? "new" : null, "data-status": status },
+        h("span", { class: "status", "data-status": status }, this.#status(status)),
+        h("span", { class: "what" }, this.#label(r.channel),
+          text(r.destination) ? h("span", { class: "muted" }, String(r.destination)) : null,
+          isNew ? h("span", { class: "tag" }, this.t("new")) : null),
+        reward ? h("span", { class: "reward" }, this.t("reward", { reward })) : null,
+        when ? h("span", { class: "when muted" }, when) : null);
+    });
+    if (!this.#referrals.length) rows.push(h("li", { class: "note", part: "empty" }, this.t("empty")));
+    list.replaceChildren(...rows);
+    more.hidden = this.#referrals.length <= this.#shown;
+  }
+
+  #retry() {
+    this.#dev = null;
+    if (this.#client) this.#load(); else { this.#connection = null; this.#schedule(); }
+  }
+
+  // The broker's answer within `timeout` seconds (default 10, above the broker's own upstream
+  // timeout of 5): a broker that never answers ends as a timeout, not a spinner forever.
+  async #within(call) {
+    const controller = new AbortController();
+    const seconds = Number(this.getAttribute("timeout")) > 0 ? Number(this.getAttribute("timeout")) : 10;
+    const timer = setTimeout(() => controller.abort(), seconds * 1000);
+    try {
+      return await call(controller.signal);
+    } catch (error) {
+      if (controller.signal.aborted) throw new WidgetProblem("timeout", `no answer from the broker within ${seconds} s`, error);
+      throw error;
+    } finally {
+      clearTimeout(timer);
+    }
   }
 
   async #load({ quiet = false } = {}) {
     const client = this.#client;
     if (!client) return;
-    this.#ui.list.setAttribute("aria-busy", "true");
-    if (!quiet) this.#say(this.t("loading"));
-    let answer;
-    try {
-      answer = await client.listReferrals();
-    } catch (error) {
-      // A read is safe to repeat: once, after a short pause, when the broker says it may help.
-      if (error?.retryable && (error.retryAfter ?? 1) <= 5) {
+    const loads = ++this.#loads;
+    if (!quiet || this.#state !== "ready") {
+      this.#state = "loading";
+      this.#render();
+    }
+    let answer = null, failure = null;
+    for (let attempt = 0; attempt < 2; attempt++) {
+      try {
+        answer = await this.#within((signal) => client.listReferrals({ signal }));
+        failure = null;
+        break;
+      } catch (error) {
+        failure = error;
+        // A read is safe to repeat: once, after a short pause, when the broker says it may help.
+        if (attempt || !error?.retryable || (error.retryAfter ?? 1) > 5) break;
         await new Promise((resolve) => setTimeout(resolve, 1000 * (error.retryAfter ?? 1)));
-        try { answer = await client.listReferrals(); } catch (again) { error = again; }
-      }
-      if (!answer) {
-        if (client === this.#client) this.#fail(error);
-        return;
+        if (loads !== this.#loads) return;
       }
     }
-    if (client !== this.#client) return;
-    const fresh = Array.isArray(answer?.referrals) ? answer.referrals : [];
+    if (loads !== this.#loads) return;
+    if (!failure && !(isRecord(answer) && Array.isArray(answer.referrals))) {
+      failure = new WidgetProblem("unexpected_response", "CustomerReferrals2 answered without a referrals list");
+    }
+    if (failure) {
+      if (quiet && this.#state === "ready") return; // the list shown stays; the send succeeded
+      return this.#loadFailed(failure);
+    }
+    const fresh = answer.referrals.filter(isRecord); // a null or a string in the list is skipped
     // Read-your-writes even against an older broker: a row just sent stays until the list has it.
     const sent = this.#sentRow;
     const missing = sent && !fresh.some((r) => r.referral_bhid === sent.referral_bhid);
-    this.#referrals = missing ? [sent, ...fresh] : fresh.slice();
-    this.#renderHistory();
-    if (!quiet) this.#say(this.t("loaded", { count: this.#referrals.length }));
+    this.#referrals = missing ? [sent, ...fresh] : fresh;
+    this.#state = "ready";
+    this.#loadError = null;
+    this.#dev = null;
+    if (!quiet) this.#notice = { key: "loaded", values: { count: this.#referrals.length }, quiet: true };
+    this.#render();
     this.#emit("referrals-loaded", { referrals: fresh, response: answer });
   }
 
-  #renderHistory() {
-    const { list } = this.#ui;
-    const date = (value) => {
-      const parsed = Date.parse(value || "");
-      return Number.isNaN(parsed) ? null : new Intl.DateTimeFormat(this.language, { dateStyle: "medium" }).format(parsed);
-    };
-    list.replaceChildren(...this.#referrals.map((r) => {
-      const status = String(r.status ?? "");
-      const reward = [r.reward_pts ? this.t("points", { points: r.reward_pts }) : null,
-        r.reward_amount ? amount(r.reward_amount) : null,
-        r.coupon_code ? this.t("coupon", { code: r.coupon_code }) : null].filter(Boolean).join(", ");
-      const sent = date(r.sent_at);
-      const accepted = date(r.accepted_at);
-      const isNew = this.#sentRow && r.referral_bhid === this.#sentRow.referral_bhid;
-      return h("li", { part: "referral", class: isNew ? "new" : null, "data-status": status },
-        h("span", { class: "status", "data-status": status }, this.t(`status.${status}`) === `status.${status}` ? status : this.t(`status.${status}`)),
-        h("span", {}, this.#label(String(r.channel ?? ""))),
-        r.destination ? h("span", { class: "muted" }, String(r.destination)) : null,
-        sent ? h("span", { class: "muted" }, this.t("sentOn", { date: sent })) : null,
-        accepted ? h("span", { class: "muted" }, this.t("acceptedOn", { date: accepted })) : null,
-        reward ? h("span", {}, this.t("reward", { reward })) : null);
-    }));
-    if (!this.#referrals.length) list.append(h("li", { class: "muted" }, this.t("empty")));
-    list.setAttribute("aria-busy", "false");
+  #loadFailed(error) {
+    this.#state = "error";
+    this.#loadError = error;
+    this.#report(error);
+    this.#render();
+  }
+
+  // The event, and for a developer's fault a console warning and a visible line.
+  #report(error) {
+    let id = typeof error?.id === "string" ? error.id : "token_source_failed";
+    let message = String(error?.message || error);
+    if (id === "network_error" && navigator.onLine !== false) {
+      id = "broker_unreachable";
+      message = `the broker at ${this.getAttribute("broker")} did not answer: check the broker attribute, that the broker runs, and that this page's origin (${location.origin}) is in BROKER_CORS_ORIGINS`;
+    }
+    if (id !== error?.id && typeof error === "object" && error) error.widgetId = id;
+    if (DEVELOPER.has(id)) {
+      this.#dev = { id, message };
+      console.warn(`referral-widget: ${id}: ${message}`);
+    }
+    const problem = isRecord(error?.body) && id === error.id ? error.body : { id, status: error?.status ?? 0, message };
+    this.#emit("referral-error", problem);
+  }
+
+  // The widget's own words for a failure, chosen by id and status. Bubblehouse's text comes
+  // only where the broker passes it on (a Refer2 refusal, as upstream_message).
+  #shopperWords(error, during) {
+    const id = error?.widgetId || error?.id || "";
+    const status = error?.status ?? 0;
+    // The shop's words from Bubblehouse: a send refused with a 4xx of Bubblehouse's own id only.
+    const refusal = status >= 400 && status < 500 && status !== 401 && status !== 429 && !ERROR_IDS.includes(id);
+    if (during === "send" && refusal && text(error?.upstreamMessage)) return error.upstreamMessage;
+    if (id === "missing_token" || id === "invalid_token") return this.t("error.signin");
+    if (id === "invalid_input" && error.field === "destination") return this.t("error.destination");
+    if (id === "rate_limit_exceeded" || status === 429) {
+      const seconds = Math.max(1, Number(error.retryAfter) || 1);
+      const duration = new Intl.NumberFormat(this.language, { style: "unit", unit: "second", unitDisplay: "long" }).format(seconds);
+      return this.t("error.rate", { duration });
+    }
+    if (id === "network_error") return this.t("error.network");
+    if (id === "timeout" || id === "upstream_timeout") return this.t("error.timeout");
+    if (DEVELOPER.has(id)) return this.t(id === "broker_unreachable" ? "error.network" : "error.setup");
+    if (/customer/.test(id) && status >= 400 && status < 500) return this.t("error.account");
+    if (id.startsWith("upstream_") || id === "unexpected_response" || status >= 500) return this.t("error.unavailable");
+    if (during === "send" && status >= 400 && status < 500 && status !== 409) return this.t("error.refused");
+    return this.t("error.generic");
+  }
+
+  async #refer(body, kind) {
+    const client = this.#client;
+    if (!client || this.#busy) return null;
+    const last = this.#lastSend;
+    const key = last && last.channel === body.channel && last.destination === body.destination ? last.key : newKey();
+    this.#busy = kind;
+    const { send, destination } = this.#ui;
+    const hadFocus = this.shadowRoot.activeElement === send;
+    send.disabled = true;
+    send.setAttribute("aria-busy", String(kind === "send"));
+    destination.removeAttribute("aria-invalid");
+    this.#share = null;
+    this.#ui.share.replaceChildren();
+    this.#say(kind === "send" ? { key: "sending" } : null);
+    this.#render();
+    try {
+      const answer = await this.#within((signal) => client.sendReferral({ ...body, idempotencyKey: key, signal }));
+      this.#lastSend = { ...body, key }; // the same referral again is a replay, never a second one
+      return answer;
+    } catch (error) {
+      // After a lost answer the same referral keeps its key, so a retry is at most once.
+      const lost = error?.id === "network_error" || error?.id === "timeout";
+      this.#lastSend = lost ? { ...body, key } : null;
+      this.#sendFailed(error);
+      return null;
+    } finally {
+      this.#busy = null;
+      send.disabled = false;
+      send.setAttribute("aria-busy", "false");
+      this.#ui.sendLabel.textContent = this.t("send");
+      if (hadFocus) send.focus();
+    }
   }
 
   async #send() {
-    const client = this.#client;
-    const { channel, destination, send } = this.#ui;
-    if (!client || this.#sending) return;
-    const body = { channel: channel.value };
-    if (body.channel === "email") body.destination = destination.value.trim();
-    const retry = this.#retryKey && this.#retryKey.channel === body.channel && this.#retryKey.destination === body.destination;
-    if (retry) body.idempotencyKey = this.#retryKey.key;
-    this.#sending = true;
-    send.setAttribute("aria-disabled", "true");
-    destination.removeAttribute("aria-invalid");
-    this.#ui.share.replaceChildren();
-    this.#say(this.t("sending"));
-    try {
-      const answer = await client.sendReferral(body);
-      this.#retryKey = null;
-      this.#sent(answer);
-    } catch (error) {
-      // After a lost answer, the next click retries the same send with its key: never twice.
-      this.#retryKey = error?.id === "network_error" && error.idempotencyKey
-        ? { key: error.idempotencyKey, channel: body.channel, destination: body.destination } : null;
-      this.#fail(error);
-    } finally {
-      this.#sending = false;
-      send.removeAttribute("aria-disabled");
-    }
+    const { channel, destination } = this.#ui;
+    const body = { channel: channel.value, destination: channel.value === "email" ? destination.value.trim() : undefined };
+    const answer = await this.#refer(body, "send");
+    if (answer) this.#sent(answer, { clear: true });
   }
 
-  #sent(answer) {
-    const referral = answer && typeof answer.referral === "object" && answer.referral ? answer.referral : null;
-    this.#say(typeof answer?.message === "string" && answer.message ? answer.message : this.t("sent"));
-    this.#ui.destination.value = "";
+  async #getLink() {
+    const answer = await this.#refer({ channel: this.getAttribute("link-channel") || "custom-personal", destination: undefined }, "link");
+    if (!answer) return this.#render();
+    this.#ownLink = httpUrl(answer?.referral?.link);
+    this.#sent(answer, { clear: false });
+  }
+
+  // A successful send stays a success whatever happens after it: a failure to draw the share
+  // area (a QR code, a link of an unexpected shape) falls back to the plain link box.
+  #sent(answer, { clear }) {
+    const referral = isRecord(answer?.referral) ? answer.referral : null;
+    this.#notice = { key: "sent" };
+    if (clear) this.#ui.destination.value = "";
     if (referral) {
       this.#sentRow = referral;
       this.#referrals = [referral, ...this.#referrals.filter((r) => r.referral_bhid !== referral.referral_bhid)];
-      this.#renderHistory();
     }
-    this.#showShare(answer?.share_action, referral);
+    this.#share = clear ? { action: answer?.share_action, referral } : null;
+    try {
+      this.#render();
+    } catch (error) {
+      console.warn("referral-widget: the answer could not be shown in full", error);
+      this.#ui.share.replaceChildren(...this.#linkBox(httpUrl(referral?.link)));
+    }
     this.#emit("referral-sent", answer);
     this.#load({ quiet: true });
   }
 
-  #showShare(action, referral) {
+  #linkBox(url) {
+    if (!url) return [];
+    const box = h("input", { class: "grow", readonly: true, value: url, "aria-label": this.t("link"), part: "link" });
+    return [h("div", { class: "row" }, box, h("button", { type: "button", class: "secondary", part: "copy", onclick: () => this.#copy(url, box) }, this.t("copy")))];
+  }
+
+  #renderShare() {
+    const { action, referral } = this.#share;
     const link = httpUrl(referral?.link);
     const items = [];
-    const linkBox = (url) => h("input", { readonly: true, value: url, "aria-label": this.t("link"), part: "link" });
     if (isKnownShareAction(action)) {
       if (action.type === "open_url" && httpUrl(action.url)) {
-        items.push(h("a", { class: "button", part: "share-link", href: httpUrl(action.url), target: "_blank", rel: "noopener noreferrer" },
-          this.t("open", { channel: this.#label(referral?.channel) })));
+        items.push(h("div", { class: "row" }, h("a", { class: "button", part: "share-link", href: httpUrl(action.url), target: "_blank", rel: "noopener noreferrer",
+          onclick: () => this.#emit("referral-shared", { channel: String(referral?.channel ?? ""), url: link }) },
+        this.t("open", { channel: this.#label(referral?.channel) }))));
       } else if (action.type === "copy_link" && httpUrl(action.link)) {
         const url = httpUrl(action.link);
+        items.push(...this.#linkBox(url));
         if (typeof navigator.share === "function") {
-          items.push(h("button", { type: "button", onclick: () => navigator.share({ url, text: typeof action.text === "string" ? action.text : undefined }).catch(() => {}) }, this.t("share")));
+          items[0].append(h("button", { type: "button", class: "secondary", part: "share-button", onclick: () => this.#shareSheet(url, text(action.text) ?? url) }, this.t("share")));
         }
-        const box = linkBox(url);
-        items.push(box, h("button", { type: "button", class: "secondary", onclick: () => this.#copy(url, box) }, this.t("copy")));
       } else if (action.type === "show_qr_code") {
         const url = httpUrl(action.link) || link;
-        const data = typeof action.data === "string" && action.data ? action.data : url;
-        if (data) items.push(qrSvg(data, this.t("qr")));
-        if (url) items.push(linkBox(url));
+        const data = text(action.data) ?? url;
+        try {
+          if (data) items.push(qrSvg(data, this.t("qr")));
+        } catch {
+          // Too long for any QR version: the link alone.
+        }
+        items.push(...this.#linkBox(url));
       }
     } else if (action != null || link) {
       // A shape this widget does not know (Bubblehouse may send others): a plain link.
@@ -413,6 +1036,15 @@ export class ReferralWidget extends Element {
     this.#ui.share.replaceChildren(...items);
   }
 
+  async #shareSheet(url, words) {
+    try {
+      await navigator.share({ url, text: words === url ? undefined : words });
+      this.#emit("referral-shared", { channel: "share-sheet", url });
+    } catch {
+      // The shopper closed the sheet.
+    }
+  }
+
   async #copy(url, box) {
     try {
       await navigator.clipboard.writeText(url);
@@ -420,29 +1052,21 @@ export class ReferralWidget extends Element {
       box.select();
       document.execCommand?.("copy");
     }
-    this.#say(this.t("copied"));
+    this.#say({ key: "copied" });
+    this.#emit("referral-link-copied", { url });
   }
 
-  #fail(error) {
+  #sendFailed(error) {
     const id = error?.id;
-    let text = error?.upstreamMessage; // Bubblehouse's (the shop's own) words come first
-    if (!text) {
-      if (id === "missing_token" || id === "invalid_token") text = this.t("error.signin");
-      else if (id === "invalid_input" && error.field === "destination") text = this.t("error.destination");
-      else if (id === "rate_limit_exceeded") text = this.t("error.rate", { seconds: error.retryAfter ?? 1 });
-      else if (id === "network_error") text = this.t("error.network");
-      else if (/^upstream_/.test(id || "")) text = this.t("error.unavailable");
-      else text = this.t("error.generic");
-    }
     if (id === "invalid_input" && error.field === "destination") {
-      this.#ui.destination.setAttribute("aria-invalid", "true");
-      this.#ui.destination.setAttribute("aria-describedby", "alert");
-      this.#ui.destination.focus();
+      const { destination } = this.#ui;
+      destination.setAttribute("aria-invalid", "true");
+      destination.setAttribute("aria-describedby", "alert");
+      destination.focus();
     }
-    this.#say(text, { error: true });
-    this.#ui.list.setAttribute("aria-busy", "false");
-    const problem = error?.body || { id: id || "internal_error", status: error?.status ?? 0, message: String(error?.message || error) };
-    this.#emit("referral-error", problem);
+    this.#say({ text: this.#shopperWords(error, "send"), error: true });
+    this.#report(error);
+    this.#render();
   }
 }
 
@@ -450,19 +1074,38 @@ if (typeof customElements !== "undefined" && !customElements.get("referral-widge
   customElements.define("referral-widget", ReferralWidget);
 }
 
-// --- QR code: byte mode, error correction level M, versions 1-10 (up to 213 bytes) ---------
+// --- QR code: byte mode, error correction level M, versions 1-40 (up to 2331 bytes) --------
 
-// Per version: EC codewords per block, then [blocks, data codewords] for groups 1 and 2.
-const QR_BLOCKS = [null, [10, 1, 16, 0, 0], [16, 1, 28, 0, 0], [26, 1, 44, 0, 0], [18, 2, 32, 0, 0],
-  [24, 2, 43, 0, 0], [16, 4, 27, 0, 0], [18, 4, 31, 0, 0], [22, 2, 38, 2, 39], [22, 3, 36, 2, 37],
-  [26, 4, 43, 1, 44]];
-const QR_ALIGN = [null, [], [6, 18], [6, 22], [6, 26], [6, 30], [6, 34], [6, 22, 38], [6, 24, 42],
-  [6, 26, 46], [6, 28, 50]];
+// Per version 1-40: error-correction codewords per block, and the number of blocks (level M).
+const QR_EC = [10, 16, 26, 18, 24, 16, 18, 22, 22, 26, 30, 22, 22, 24, 24, 28, 28, 26, 26, 26,
+  26, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28];
+const QR_BLOCKS = [1, 1, 1, 2, 2, 4, 4, 4, 5, 5, 5, 8, 9, 9, 10, 10, 11, 13, 14, 16, 17, 17,
+  18, 20, 21, 23, 25, 26, 28, 29, 31, 33, 35, 37, 38, 40, 43, 45, 47, 49];
 const EXP = new Uint8Array(512);
 const LOG = new Uint8Array(256);
 for (let i = 0, x = 1; i < 255; i++, x = (x << 1) ^ (x & 0x80 ? 0x11d : 0)) { EXP[i] = x; LOG[x] = i; }
 for (let i = 255; i < 512; i++) EXP[i] = EXP[i - 255];
 const gfMul = (a, b) => (a && b ? EXP[LOG[a] + LOG[b]] : 0);
+
+// All codewords of a version: its modules less the function patterns, in bytes.
+function qrCodewords(version) {
+  let modules = (16 * version + 128) * version + 64;
+  if (version >= 2) {
+    const aligns = Math.floor(version / 7) + 2;
+    modules -= (25 * aligns - 10) * aligns - 55;
+    if (version >= 7) modules -= 36;
+  }
+  return Math.floor(modules / 8);
+}
+
+function qrAlignment(version) {
+  if (version === 1) return [];
+  const count = Math.floor(version / 7) + 2;
+  const step = version === 32 ? 26 : Math.ceil((version * 4 + 4) / (count * 2 - 2)) * 2;
+  const positions = [6];
+  for (let at = version * 4 + 10; positions.length < count; at -= step) positions.splice(1, 0, at);
+  return positions;
+}
 
 function reedSolomon(data, degree) {
   let gen = [1];
@@ -483,30 +1126,32 @@ function reedSolomon(data, degree) {
 /** The QR code of `text` as rows of booleans (true: dark); `mask` forces a mask pattern. */
 export function qrModules(text, { mask } = {}) {
   const bytes = new TextEncoder().encode(text);
+  const dataCodewords = (v) => qrCodewords(v) - QR_EC[v - 1] * QR_BLOCKS[v - 1];
   let version = 1;
-  const capacity = (v) => { const b = QR_BLOCKS[v]; return b[1] * b[2] + b[3] * b[4]; };
-  while (version <= 10 && 4 + (version < 10 ? 8 : 16) + 8 * bytes.length > 8 * capacity(version)) version++;
-  if (version > 10) throw new RangeError("text too long for this QR encoder (at most 213 bytes)");
+  while (version <= 40 && 4 + (version < 10 ? 8 : 16) + 8 * bytes.length > 8 * dataCodewords(version)) version++;
+  if (version > 40) throw new RangeError("text too long for a QR code (at most 2331 bytes)");
   const bits = [];
   const put = (value, length) => { for (let i = length - 1; i >= 0; i--) bits.push((value >>> i) & 1); };
   put(4, 4);
   put(bytes.length, version < 10 ? 8 : 16);
   bytes.forEach((b) => put(b, 8));
-  const total = 8 * capacity(version);
+  const total = 8 * dataCodewords(version);
   put(0, Math.min(4, total - bits.length));
   put(0, (8 - (bits.length % 8)) % 8);
   for (let pad = 0xec; bits.length < total; pad ^= 0xec ^ 0x11) put(pad, 8);
   const data = [];
   for (let i = 0; i < bits.length; i += 8) data.push(bits.slice(i, i + 8).reduce((a, b) => (a << 1) | b, 0));
-  const [ec, n1, k1, n2, k2] = QR_BLOCKS[version];
+  // Blocks: the short ones first, the long ones one data codeword longer.
+  const ec = QR_EC[version - 1], count = QR_BLOCKS[version - 1], all = qrCodewords(version);
+  const short = count - (all % count), shortData = Math.floor(all / count) - ec;
   const blocks = [];
-  for (let i = 0, at = 0; i < n1 + n2; i++) {
-    const k = i < n1 ? k1 : k2;
+  for (let i = 0, at = 0; i < count; i++) {
+    const k = shortData + (i < short ? 0 : 1);
     blocks.push(data.slice(at, at + k));
     at += k;
   }
   const codewords = [];
-  for (let i = 0; i < Math.max(k1, k2); i++) for (const b of blocks) if (i < b.length) codewords.push(b[i]);
+  for (let i = 0; i <= shortData; i++) for (const b of blocks) if (i < b.length) codewords.push(b[i]);
   const ecBlocks = blocks.map((b) => reedSolomon(b, ec));
   for (let i = 0; i < ec; i++) for (const b of ecBlocks) codewords.push(b[i]);
 
@@ -523,7 +1168,7 @@ export function qrModules(text, { mask } = {}) {
       if (x >= 0 && x < size && y >= 0 && y < size) set(x, y, d !== 2 && d !== 4);
     }
   }
-  const align = QR_ALIGN[version];
+  const align = qrAlignment(version);
   for (const ax of align) for (const ay of align) {
     const corner = (ax === 6 && ay === 6) || (ax === 6 && ay === align.at(-1)) || (ax === align.at(-1) && ay === 6);
     if (corner) continue;
@@ -621,6 +1266,8 @@ function qrSvg(text, label) {
   svg.setAttribute("role", "img");
   svg.setAttribute("aria-label", label);
   svg.setAttribute("shape-rendering", "crispEdges");
+  // Two pixels a module at least, so that a long link's dense code stays readable.
+  svg.style.setProperty("--qr", `${Math.max(168, size * 2)}px`);
   const shape = document.createElementNS(ns, "path");
   shape.setAttribute("d", path);
   shape.setAttribute("fill", "#000");

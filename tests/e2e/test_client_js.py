@@ -22,6 +22,10 @@ CLIENT = ROOT / "clients" / "js"
 # One tsc diagnostic without --pretty: "file(line,col): error TS1234: message".
 DIAGNOSTIC = re.compile(r"(?P<file>[^(\s]+)\(\d+,\d+\): error (?P<code>TS\d+): ")
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+# The framework wrappers, published in the npm package only (the broker serves NAMES).
+WRAPPERS = ("react.js", "react.d.ts", "vue.js", "vue.d.ts")
+# The widget's budget on the wire: minified and gzipped.
+WIDGET_GZIP_BUDGET = 16 * 1024
 
 
 def tool(name: str) -> str:
@@ -133,16 +137,17 @@ def test_share_action_is_opaque_to_typescript(typecheck: TypeCheck) -> None:
     assert "TS2322" in typecheck.errors[typecheck.misuse]  # 'unknown' is not assignable to 'string'
 
 
-def test_npm_pack_holds_the_four_files_at_the_brokers_version() -> None:
-    """npm pack of clients/js publishes the four files (plus package.json, README) at 1 version."""
+def test_npm_pack_holds_the_files_at_the_brokers_version() -> None:
+    """npm pack of clients/js publishes the four files and the framework wrappers (plus
+    package.json, README) at the broker's version."""
     done = run(tool("npm"), "pack", "--dry-run", "--json", "--offline", "--ignore-scripts")
     (packed,) = json.loads(done.stdout)
     assert packed["version"] == VERSION
     files = {entry["path"] for entry in packed["files"]}
-    assert files == {*NAMES, "package.json", "README.md"}
+    assert files == {*NAMES, *WRAPPERS, "package.json", "README.md"}
 
 
-@pytest.mark.parametrize("name", NAMES)
+@pytest.mark.parametrize("name", [*NAMES, *WRAPPERS])
 def test_package_exports_every_file(name: str) -> None:
     """package.json's exports and types point at files that exist; no runtime dependencies."""
     package = json.loads((CLIENT / "package.json").read_text())
@@ -151,3 +156,74 @@ def test_package_exports_every_file(name: str) -> None:
     assert f"./{name}" in targets
     assert (CLIENT / name).exists()
     assert (CLIENT / package["types"]).exists()
+
+
+def test_build_writes_minified_files_with_source_maps(tmp_path: Path) -> None:
+    """build.mjs writes both modules minified with their source maps and the two .d.ts files;
+    the widget stays within its gzip budget and still imports ./referrals.js beside it."""
+    done = run(tool("node"), "build.mjs", str(tmp_path))
+    report = json.loads(done.stdout)
+    written = {p.name for p in tmp_path.iterdir()}
+    assert (
+        written
+        == set(report["files"])
+        == {
+            "referrals.js",
+            "referrals.js.map",
+            "referral-widget.js",
+            "referral-widget.js.map",
+            "referrals.d.ts",
+            "referral-widget.d.ts",
+        }
+    )
+    widget = (tmp_path / "referral-widget.js").read_text()
+    assert widget.rstrip().endswith("//# sourceMappingURL=referral-widget.js.map")
+    assert '"./referrals.js"' in widget
+    assert len(widget) < len((CLIENT / "referral-widget.js").read_text()) * 0.7
+    source_map = json.loads((tmp_path / "referral-widget.js.map").read_text())
+    assert source_map["sources"][-1].endswith("referral-widget.js")
+    assert report["sizes"]["referral-widget.js"]["gzip"] < WIDGET_GZIP_BUDGET
+
+
+# A storefront on TypeScript's older resolution (moduleResolution "node"), which reads
+# typesVersions rather than exports, importing every subpath.
+NODE10_CONSUMER = """
+import { createReferralsClient } from "@referral-broker/client";
+import { ReferralWidget, addMessages } from "@referral-broker/client/widget";
+import { ReferralWidget as ForReact } from "@referral-broker/client/react";
+import { ReferralWidget as ForVue } from "@referral-broker/client/vue";
+const widget: ReferralWidget = document.createElement("referral-widget");
+addMessages("pl", { send: "Wyslij" });
+console.log(createReferralsClient, widget.scheme, ForReact, ForVue);
+"""
+
+
+def test_typings_resolve_under_module_resolution_node(tmp_path: Path) -> None:
+    """Under moduleResolution "node" every subpath (widget, react, vue) finds its types."""
+    scope = tmp_path / "node_modules" / "@referral-broker"
+    scope.mkdir(parents=True)
+    (scope / "client").symlink_to(CLIENT, target_is_directory=True)
+    (tmp_path / "consumer.ts").write_text(NODE10_CONSUMER)
+    frameworks = CLIENT / "test" / "standins" / "frameworks.d.ts"
+    config = {
+        "compilerOptions": {
+            "strict": True,
+            "noEmit": True,
+            "target": "ES2022",
+            "module": "ESNext",
+            "moduleResolution": "node",
+            "lib": ["ES2022", "DOM"],
+            "types": [],
+        },
+        "files": ["consumer.ts", str(frameworks)],
+    }
+    (tmp_path / "tsconfig.json").write_text(json.dumps(config))
+    done = subprocess.run(
+        [tool("tsc"), "-p", str(tmp_path / "tsconfig.json"), "--pretty", "false"],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert done.returncode == 0, done.stdout

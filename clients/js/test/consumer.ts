@@ -8,7 +8,9 @@ import {
   type ReferResponse,
 } from "@referral-broker/client";
 import "@referral-broker/client/widget";
-import { MESSAGES, qrModules } from "@referral-broker/client/widget";
+import { addMessages, MESSAGES, qrModules } from "@referral-broker/client/widget";
+import { ReferralWidget as ReactReferralWidget } from "@referral-broker/client/react";
+import { ReferralWidget as VueReferralWidget } from "@referral-broker/client/vue";
 
 const client = createReferralsClient({
   baseUrl: "https://referrals.shop.example",
@@ -48,7 +50,9 @@ export async function send(destination: string): Promise<string> {
 const widget = document.createElement("referral-widget");
 widget.setAttribute("broker", "https://referrals.shop.example");
 widget.getToken = async () => "token";
-widget.messages = { send: "Invite a friend" };
+widget.messages = { send: "Invite a friend", de: { send: "Freunde einladen" } };
+widget.setAttribute("theme", "auto");
+const scheme: "light" | "dark" = widget.scheme;
 widget.addEventListener("referral-sent", (event) => {
   const bhid: string = event.detail.referral.referral_bhid;
   console.log(bhid);
@@ -57,5 +61,21 @@ widget.addEventListener("referral-error", (event) => console.log(event.detail.id
 widget.addEventListener("referrals-loaded", (event) => console.log(event.detail.referrals.length));
 document.body.append(widget);
 const modules: boolean[][] = qrModules("https://shop.example/r/abc");
-const title: string = MESSAGES.de.title;
-console.log(modules.length, title);
+const title = MESSAGES.de.title ?? "";
+console.log(modules.length, typeof title === "string" ? title : title.other, scheme);
+widget.addEventListener("referral-link-copied", (event) => console.log(event.detail.url));
+widget.addEventListener("referral-shared", (event) => console.log(event.detail.channel));
+addMessages("pl", {
+  send: "Wyślij zaproszenie",
+  loaded: { one: "{count} polecenie", few: "{count} polecenia", other: "{count} poleceń" },
+});
+const inMarkup: JSX.IntrinsicElements["referral-widget"] = { broker: "b", "token-url": "/t", theme: "dark" };
+const element = ReactReferralWidget({
+  broker: "https://referrals.shop.example",
+  shop: "my-shop",
+  tokenUrl: "/account/referral-token",
+  theme: "auto",
+  onSent: (answer) => console.log(answer.referral.referral_bhid),
+  onShared: (detail) => console.log(detail.channel, detail.url),
+});
+console.log(inMarkup, element.key, VueReferralWidget);

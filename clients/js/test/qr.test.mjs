@@ -16,22 +16,35 @@ function library(text) {
   return Array.from({ length: n }, (_, r) => Array.from({ length: n }, (_, c) => code.isDark(r, c)));
 }
 
-test("every version 1-10 matches qrcode-generator under one of the eight masks", () => {
-  const lengths = [1, 14, 20, 26, 40, 62, 84, 106, 122, 152, 180, 213];
+const link = (length) => ("https://shop.example/r/" + "abcdefghij".repeat(240)).slice(0, length);
+
+function matchingMasks(text) {
+  const theirs = JSON.stringify(library(text));
+  return [0, 1, 2, 3, 4, 5, 6, 7].filter((mask) => JSON.stringify(qrModules(text, { mask })) === theirs);
+}
+
+test("versions 1-10 match qrcode-generator under one of the eight masks", () => {
   const versions = new Set();
-  for (const length of lengths) {
-    const text = "https://shop.example/r/" + "abcdefghij".repeat(30).slice(0, Math.max(0, length - 23));
-    const theirs = JSON.stringify(library(text.slice(0, length)));
-    const matches = [0, 1, 2, 3, 4, 5, 6, 7].filter((mask) => JSON.stringify(qrModules(text.slice(0, length), { mask })) === theirs);
-    assert.equal(matches.length, 1, `length ${length}`);
-    versions.add((qrModules(text.slice(0, length)).length - 17) / 4);
+  for (const length of [1, 14, 20, 26, 40, 62, 84, 106, 122, 152, 180, 213]) {
+    assert.equal(matchingMasks(link(length)).length, 1, `length ${length}`);
+    versions.add((qrModules(link(length)).length - 17) / 4);
   }
   assert.deepEqual([...versions].sort((a, b) => a - b), [1, 2, 3, 4, 5, 6, 7, 8, 9, 10]);
 });
 
-test("the chosen mask is one of the valid symbols, and text beyond version 10 is refused", () => {
+test("long links take the larger versions, up to 40 (2331 bytes), and match the library", () => {
+  const versions = new Set();
+  for (const length of [214, 251, 331, 412, 560, 666, 858, 1091, 1370, 1857, 2331]) {
+    assert.equal(matchingMasks(link(length)).length, 1, `length ${length}`);
+    versions.add((qrModules(link(length)).length - 17) / 4);
+  }
+  assert.ok(versions.has(11) && versions.has(40), [...versions].join(","));
+  assert.ok(versions.size >= 10);
+});
+
+test("the chosen mask is one of the valid symbols, and text beyond version 40 is refused", () => {
   const text = "https://shop.example/r/QR-42";
   const chosen = JSON.stringify(qrModules(text));
   assert.ok([0, 1, 2, 3, 4, 5, 6, 7].some((mask) => JSON.stringify(qrModules(text, { mask })) === chosen));
-  assert.throws(() => qrModules("x".repeat(214)), RangeError);
+  assert.throws(() => qrModules("x".repeat(2332)), RangeError);
 });
