@@ -2,15 +2,17 @@
 
 :func:`running` opens everything a request needs (the upstream client, the store, the cache and
 its near tier, the limits, the idempotency keys, the read and send rules) and yields one fully
-built :class:`Services`; the app's lifespan holds it in a :class:`Live` for the handlers.
+built :class:`Services`; the app's lifespan yields it as the lifespan :class:`State`, which the
+server hands to every request (``scope["state"]``, read by :func:`services_of`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
+from typing import Any, TypedDict
 
 import structlog
 
@@ -56,18 +58,20 @@ class Services:
     ready: bool = True  # False once the process is stopping
 
 
-class Live:
-    """The process's :class:`Services` while the app runs (handlers call :meth:`get`)."""
+class State(TypedDict):
+    """The app's lifespan state: what the server copies into every request's ``scope["state"]``."""
 
-    def __init__(self) -> None:
-        self.services: Services | None = None
+    services: Services
 
-    def get(self) -> Services:
-        """The services, or :class:`NotReady` (503) while starting or after stopping."""
-        services = self.services
-        if services is None:
-            raise NotReady()
-        return services
+
+def services_of(scope: Mapping[str, Any]) -> Services:
+    """The request's :class:`Services` (from the lifespan state), or :class:`NotReady` (503)
+    when the app runs without its lifespan."""
+    try:
+        services: Services = scope["state"]["services"]
+    except KeyError:
+        raise NotReady() from None
+    return services
 
 
 def watch(upstream: Upstream, store: Store, metrics: Metrics) -> None:

@@ -9,7 +9,7 @@ reading and sending live in :mod:`broker.rules.referrals`; errors are rendered b
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 from urllib.parse import parse_qsl
 
 import structlog
@@ -29,13 +29,11 @@ from broker.errors import (
 from broker.rules import inputs
 from broker.rules.functions import Function
 from broker.rules.referrals import Referrals
+from broker.services import services_of
 from broker.telemetry.logs import customer_hash
 from broker.telemetry.request import RequestInfo
 from broker.web.requestlog import request_info
 from broker.web.responses import problem_response, unexpected
-
-if TYPE_CHECKING:
-    from broker.services import Live, Services
 
 log = structlog.get_logger("broker.api")
 
@@ -136,11 +134,10 @@ def _rate_headers(decision: Any) -> list[tuple[bytes, bytes]]:
 class ReferralCall:
     """The pure ASGI endpoint of one Bubblehouse function, handled by the function's rule."""
 
-    def __init__(self, function: Function, live: Live) -> None:
+    def __init__(self, function: Function) -> None:
         self.function = function
         self.route = function.route
         self.allowed = function.allowed
-        self.live = live
         # An unknown rule fails here, when the app is built, never on a request.
         self.rule = {"read": self.read, "send": self.send}[function.rule]
 
@@ -156,7 +153,7 @@ class ReferralCall:
             await unexpected(info)(scope, receive, send)
 
     async def handle(self, scope: Scope, receive: Receive, send: Send, info: RequestInfo) -> None:
-        svc: Services = self.live.get()
+        svc = services_of(scope)
         referrals = svc.referrals
         params = scope["path_params"]
         if params["shop"] != svc.settings.shop:

@@ -26,7 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from broker.config.settings import Settings
 from broker.errors import BrokerError, InternalError, MethodNotAllowed, NotFound
 from broker.rules.functions import FUNCTIONS
-from broker.services import Live, Services, running
+from broker.services import Services, State, running
 from broker.store.store import Store
 from broker.telemetry.metrics import Metrics
 from broker.telemetry.request import RequestInfo
@@ -65,9 +65,13 @@ async def http_exception(request: Request, exc: Exception) -> Response:
     return problem_response(error, info.request_id)
 
 
-async def route_endpoint(scope: Scope, receive: Receive, send: Send) -> None:
-    """The endpoint of the route :meth:`BrokerApp.hot_lane` matched (put in the scope)."""
-    await scope["endpoint"](scope, receive, send)
+HOT_ROUTE = "broker.route"  # the scope key of the route the hot lane matched
+
+
+async def hot_route(scope: Scope, receive: Receive, send: Send) -> None:
+    """Hand the request to the route :meth:`BrokerApp.hot_lane` matched, through its interface."""
+    route: Route = scope[HOT_ROUTE]
+    await route.handle(scope, receive, send)
 
 
 class BrokerApp(Starlette):
@@ -94,6 +98,7 @@ class BrokerApp(Starlette):
                 match, child = route.matches(scope)
                 if match is Match.FULL:
                     scope["app"] = self
+                    scope[HOT_ROUTE] = route
                     scope.update(child)
                     await chain(scope, receive, send)
                     return
@@ -117,10 +122,9 @@ def create_app(
     if tracing is None:
         tracing = Tracing.from_env(os.environ)
     metrics_ = metrics_registry or Metrics()
-    live = Live()
 
     @contextlib.asynccontextmanager
-    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+    async def lifespan(app: Starlette) -> AsyncIterator[State]:
         async with running(
             settings,
             metrics=metrics_,
@@ -128,17 +132,15 @@ def create_app(
             upstream_transport=upstream_transport,
             store=store,
         ) as services:
-            live.services = app.state.services = services
+            # The ASGI lifespan state: the server hands a copy to every request (scope["state"]).
             try:
-                yield
+                yield {"services": services}
             finally:
                 services.ready = False
 
     # The two browser calls first: every storefront page view matches the first route. Routes
     # are named: the OpenAPI document (broker.openapi.document) describes each by its name.
-    browser = [
-        Route(f.route, ReferralCall(f, live), methods=f.allowed, name=f.name) for f in FUNCTIONS
-    ]
+    browser = [Route(f.route, ReferralCall(f), methods=f.allowed, name=f.name) for f in FUNCTIONS]
     server_only = [
         handled("/tokens", mint_token, "POST", "tokens"),
         handled("/invalidations", invalidate, "POST", "invalidations"),
@@ -175,11 +177,10 @@ def create_app(
         lifespan=lifespan,
     )
     # The hot lane runs the same middlewares, built from the same list, around the endpoint.
-    chain: ASGIApp = route_endpoint
+    chain: ASGIApp = hot_route
     for layer in reversed(middleware):
         chain = layer.cls(chain, *layer.args, **layer.kwargs)
     app.hot_lane(browser, chain)
     # Every path is exact: a trailing slash is another path (404), never a redirect.
     app.router.redirect_slashes = False
-    app.state.live = live
     return app

@@ -16,7 +16,7 @@ from starlette.responses import Response
 
 from broker.errors import BrokerError, PayloadTooLarge
 from broker.rules import inputs
-from broker.services import Live, Services
+from broker.services import Services, services_of
 from broker.telemetry.request import RequestInfo
 from broker.web.api import bearer_of
 from broker.web.requestlog import request_info
@@ -34,8 +34,7 @@ def endpoint(route: str, handler: Handler) -> Callable[[Request], Awaitable[Resp
         info = request_info(request.scope)
         info.route = route
         try:
-            live: Live = request.app.state.live
-            return await handler(request, live.get(), info)
+            return await handler(request, services_of(request.scope), info)
         except BrokerError as error:
             info.error_id = error.id
             return problem_response(error, info.request_id)

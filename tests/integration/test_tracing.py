@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from types import ModuleType
 
 import httpx2
@@ -14,6 +15,8 @@ from starlette.routing import Route
 from structlog.testing import capture_logs
 
 from broker.rules.tokens import TokenMinter
+from broker.services import Services, running
+from broker.telemetry.metrics import Metrics
 from broker.telemetry.tracing import Tracing
 from broker.web.app import create_app
 from broker.web.requestlog import trace_context
@@ -33,9 +36,12 @@ def test_disabled_without_otel_variables() -> None:
     disabled = {"OTEL_EXPORTER_OTLP_ENDPOINT": ENDPOINT, "OTEL_SDK_DISABLED": "TRUE"}
     assert Tracing.from_env(disabled).provider is None
     assert not Tracing.disabled().enabled
-    app = create_app(make_settings(), tracing=Tracing.disabled())
-    with serve_app(app):
-        assert app.state.services.tracing is None
+
+    async def wired() -> Services:
+        async with running(make_settings(), metrics=Metrics(), tracing=Tracing.disabled()) as svc:
+            return svc
+
+    assert asyncio.run(wired()).tracing is None
 
 
 def test_disabled_header_is_unchanged(broker: Broker, sandbox: Sandbox) -> None:
