@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import base64
+import importlib.util
 import os
 import secrets
 import sys
@@ -269,8 +270,19 @@ COMMANDS = {
 }
 
 
+# Commands of the development tools (devtools/), which the production image does not hold.
+DEVELOPMENT = {"dev", "sandbox", "check"}
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command in DEVELOPMENT and importlib.util.find_spec("broker_dev") is None:
+        print(
+            f"broker {args.command}: the development tools are not installed here (the production "
+            "image holds only the broker). In a checkout: bash scripts/setup.",
+            file=sys.stderr,
+        )
+        return 2
     return COMMANDS[args.command](args)
 
 

@@ -1,4 +1,5 @@
-"""The published client files over HTTP (spec 3.7): manifest, versioned and plain paths."""
+"""The production wheel: the broker and its four client files, and none of the development
+tools (sandbox, demo, check, docs generator) nor what only they need."""
 
 from __future__ import annotations
 
@@ -15,10 +16,9 @@ VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["versi
 ORIGIN = "https://shop.example"  # allowed by the test settings
 
 
-def test_build_holds_exactly_the_package_files(tmp_path: Path) -> None:
-    """setuptools' build (what goes into the wheel) has the four files of clients/js, no more."""
-    # build_py is the step that lays the package out for the wheel; building the wheel itself
-    # would need the `wheel` package, which the test environment does not otherwise need.
+def build(tmp_path: Path) -> Path:
+    """Lay the wheel's files out as setuptools does (build_py: the step that makes the wheel's
+    tree; building the archive itself would need the `wheel` package, which nothing else needs)."""
     subprocess.run(
         [
             *(sys.executable, "-c", "from setuptools import setup; setup()"),
@@ -29,7 +29,45 @@ def test_build_holds_exactly_the_package_files(tmp_path: Path) -> None:
         capture_output=True,
         timeout=300,
     )
-    published = tmp_path / "broker" / "clientjs"
+    return tmp_path
+
+
+def test_the_wheel_holds_no_development_tool(tmp_path: Path) -> None:
+    """The wheel holds the broker package alone: no sandbox, demo, check or docs generator."""
+    built = build(tmp_path)
+    files = sorted(str(p.relative_to(built)) for p in built.rglob("*") if p.is_file())
+    assert {f.split("/")[0] for f in files} == {"broker"}
+    assert not [f for f in files if any(w in f for w in ("sandbox", "demo", "check", "docs"))]
+    assert "broker/web/app.py" in files and "broker/rules/functions.py" in files
+
+
+def test_the_product_needs_nothing_only_the_tools_need() -> None:
+    """httpx2 (the check's and the demo's client) is a dev extra, not a product dependency."""
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert not [d for d in project["dependencies"] if d.startswith("httpx")]
+    assert any(d.startswith("httpx2") for d in project["optional-dependencies"]["dev"])
+    assert "httpx2" not in (ROOT / "requirements.lock").read_text()
+
+
+def test_the_cli_names_the_missing_tools() -> None:
+    """Without the development tools (as in the production image), `broker dev`, `sandbox` and
+    `check` say what is missing and exit 2 instead of failing with a traceback."""
+    for command in ("dev", "sandbox", "check"):
+        # The child process cannot import broker_dev, as where only the wheel is installed.
+        hide = "import sys; sys.modules['broker_dev'] = None; from broker.cli import main; "
+        done = subprocess.run(
+            [sys.executable, "-c", f"{hide}sys.exit(main([{command!r}]))"],
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert done.returncode == 2, done.stderr
+        assert "development tools are not installed" in done.stderr
+
+
+def test_build_holds_exactly_the_package_files(tmp_path: Path) -> None:
+    """setuptools' build (what goes into the wheel) has the four files of clients/js, no more."""
+    published = build(tmp_path) / "broker" / "clientjs"
     assert not published.is_symlink()
     assert sorted(p.name for p in published.iterdir()) == sorted(NAMES)
     for name in NAMES:
