@@ -94,6 +94,7 @@ class BoundedProtocol(HttpToolsProtocol):
     _body_pending = False  # a head is in, its body is not: armed after the chunk is fed
     _deadline: asyncio.TimerHandle | None = None
     _for_body = False  # whether the deadline is the body's
+    _too_large = False  # a head over the limit, refused once the answer in progress is sent
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
@@ -176,6 +177,10 @@ class BoundedProtocol(HttpToolsProtocol):
         super().on_message_complete()
 
     def on_response_complete(self) -> None:
+        if self._too_large:
+            self._too_large = False
+            self._refuse_head()
+            return
         super().on_response_complete()
         if not self.transport.is_closing() and (self.cycle is None or self.cycle.response_complete):
             self._arm(HEAD_SECONDS, self._head_expired)  # the next head, from this answer
@@ -191,6 +196,8 @@ class BoundedProtocol(HttpToolsProtocol):
     # Bytes -----------------------------------------------------------------------------------
 
     def data_received(self, data: bytes) -> None:
+        if self._too_large:
+            return  # refused: read no further
         self._feed(data)
         if self._body_pending and self._deadline is None and not self.transport.is_closing():
             self._arm(BODY_SECONDS, self._body_expired)
@@ -228,11 +235,20 @@ class BoundedProtocol(HttpToolsProtocol):
         if room > 0:
             super().data_received(data[:room])
         if self._in_head():
-            if not self.transport.is_closing():
-                self.transport.write(_HEADERS_TOO_LARGE)
-                self.transport.close()
+            self._refuse_head()
             return
         self._feed(data[room:])
+
+    def _refuse_head(self) -> None:
+        """431 and close; after the answer to an earlier request still being made, if any."""
+        if self.transport.is_closing():
+            return
+        if self.cycle is not None and not self.cycle.response_complete:
+            self._too_large = True  # on_response_complete refuses; nothing more is read
+            self.flow.pause_reading()
+            return
+        self.transport.write(_HEADERS_TOO_LARGE)
+        self.transport.close()
 
 
 async def _busy_app(scope: Any, receive: Any, send: Any) -> None:
