@@ -68,14 +68,19 @@ def stop(proc: subprocess.Popen[bytes]) -> int:
 
 
 @contextlib.contextmanager
-def broker_serve(tmp_path: Path, **env: str) -> Iterator[Served]:
-    """``broker serve`` on a free port, stdout and stderr together in a file."""
+def broker_serve(tmp_path: Path, **env: str | None) -> Iterator[Served]:
+    """``broker serve`` on a free port, stdout and stderr together in a file; a variable given
+    as ``None`` is left out of its environment."""
     port = free_port()
     output = tmp_path / f"serve-{port}.log"
+    given = {name: value for name, value in env.items() if value is not None}
+    environ = child_env(**broker_env(PORT=str(port), LOG_FORMAT="json", **given))
+    for name in env.keys() - given.keys():
+        environ.pop(name, None)
     with output.open("wb") as sink:
         proc = subprocess.Popen(
             [BROKER, "serve"],
-            env=child_env(**broker_env(PORT=str(port), LOG_FORMAT="json", **env)),
+            env=environ,
             stdout=sink,
             stderr=subprocess.STDOUT,
             cwd=tmp_path,

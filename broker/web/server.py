@@ -29,7 +29,13 @@ from broker.config.settings import Settings
 from broker.telemetry.logs import configure_logging, route_stdlib_logging
 from broker.telemetry.metrics import MULTIPROC_ENV
 from broker.web.connections import IDLE_SECONDS, RESERVE, BoundedProtocol
-from broker.web.supervisor import Supervisor, WorkerApp, check_reload, mark_dead
+from broker.web.supervisor import (
+    Supervisor,
+    WorkerApp,
+    check_reload,
+    mark_dead,
+    read_environment,
+)
 
 GRACEFUL_SECONDS = 25  # in-flight requests get this long after SIGTERM; under k8s' 30 s default
 
@@ -57,7 +63,7 @@ def serve(settings: Settings, *, host: str | None = None) -> None:
     def reload() -> tuple[Config, int] | None:
         return check_reload(base, settings, make_config)
 
-    _supervise(make_config(base, settings), reload, settings.max_connections)
+    _supervise(make_config(read_environment(base), settings), reload, settings.max_connections)
 
 
 def warn_at_start(settings: Settings, environ: Mapping[str, str]) -> None:

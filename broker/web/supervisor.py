@@ -105,6 +105,7 @@ class Supervisor(Multiprocess):
         self._started: dict[int, float] = {}  # slot: when its worker was started
         self._failures: dict[int, int] = {}  # slot: deaths in a row soon after starting
         self._respawn_at: dict[int, float] = {}  # slot: when its next worker may start
+        self._ready: set[int] = set()  # slots whose worker has served
 
     def run(self) -> None:
         log.info("supervisor.started", workers=self.processes_num)
@@ -121,6 +122,7 @@ class Supervisor(Multiprocess):
         process = Process(self.config, self.sockets)
         process.start()
         self._started[slot] = time.monotonic()
+        self._ready.discard(slot)
         log.info("worker.started", worker_pid=process.pid, slot=slot)
         return process
 
@@ -146,29 +148,38 @@ class Supervisor(Multiprocess):
                     del self._respawn_at[slot]
                     self.processes[slot] = self._spawn(slot)
                 continue
-            if process.is_alive(timeout=self.config.timeout_worker_healthcheck):
+            if slot not in self._ready:
+                if process.is_ready(timeout=self.config.timeout_worker_healthcheck):
+                    self._ready.add(slot)
+                    continue
+                starting = now - self._started.get(slot, now) < READY_SECONDS
+                if process.process.is_alive() and starting:
+                    continue
+            elif process.is_alive(timeout=self.config.timeout_worker_healthcheck):
                 if now - self._started.get(slot, now) >= STEADY_SECONDS:
                     self._failures.pop(slot, None)
                 continue
-            exitcode = process.exitcode
-            process.kill()
-            process.join()
-            self._gone(process)
-            if self.should_exit.is_set():
-                return
-            lived = now - self._started.get(slot, now)
-            failed_start = exitcode == STARTUP_FAILURE or lived < STEADY_SECONDS
-            fields = {"worker_pid": process.pid, "slot": slot, "lived_s": round(lived, 1)}
-            if failed_start:
-                failures = self._failures[slot] = self._failures.get(slot, 0) + 1
-                pause = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (failures - 1))
-                self._respawn_at[slot] = now + pause
-                log.error(
-                    "worker.start_failed", **fields, **exit_reason(exitcode), retry_in_s=pause
-                )
-            else:
-                log.error("worker.died", **fields, **exit_reason(exitcode))
-                self.processes[slot] = self._spawn(slot)
+            self._lost(slot, process, now)
+
+    def _lost(self, slot: int, process: Process, now: float) -> None:
+        """A worker that died, hung, or never came up: log why, then replace it (at once if it
+        had served, after a growing pause if it never did)."""
+        exitcode = process.exitcode
+        process.kill()
+        process.join()
+        self._gone(process)
+        if self.should_exit.is_set():
+            return
+        lived = now - self._started.get(slot, now)
+        fields = {"worker_pid": process.pid, "slot": slot, "lived_s": round(lived, 1)}
+        if slot in self._ready and exitcode != STARTUP_FAILURE:
+            log.error("worker.died", **fields, **exit_reason(exitcode))
+            self.processes[slot] = self._spawn(slot)
+            return
+        failures = self._failures[slot] = self._failures.get(slot, 0) + 1
+        pause = min(BACKOFF_MAX, BACKOFF_FIRST * 2 ** (failures - 1))
+        self._respawn_at[slot] = now + pause
+        log.error("worker.start_failed", **fields, **exit_reason(exitcode), retry_in_s=pause)
 
     def handle_hup(self) -> None:
         log.info("config.reload_requested")
@@ -195,8 +206,11 @@ class Supervisor(Multiprocess):
             slot = len(self.processes)
             process = self._spawn(slot)
             self.processes.append(process)
-            process.wait_until_ready(READY_SECONDS, self.should_exit)
+            if process.wait_until_ready(READY_SECONDS, self.should_exit):
+                self._ready.add(slot)
         while len(self.processes) > workers:
+            self._ready.discard(len(self.processes) - 1)
+            self._respawn_at.pop(len(self.processes) - 1, None)
             self._retire(self.processes.pop())
         self.processes_num = len(self.processes)
         return True
@@ -220,6 +234,7 @@ class Supervisor(Multiprocess):
         old = self.processes[slot]
         self.processes[slot] = new
         self._started[slot] = time.monotonic()
+        self._ready.add(slot)
         self._failures.pop(slot, None)
         log.info("worker.started", worker_pid=new.pid, slot=slot, replaces=old.pid)
         if old.process.is_alive():
