@@ -38,7 +38,7 @@ def _settings_or_exit() -> Settings:
 def cmd_serve(args: argparse.Namespace) -> int:
     from broker.web.server import serve
 
-    serve(_settings_or_exit())
+    serve(_settings_or_exit(), host=args.host)
     return 0
 
 
@@ -229,7 +229,10 @@ def build_parser() -> argparse.ArgumentParser:
         prog="broker", description="Bubblehouse referral broker for storefronts."
     )
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("serve", help="run the production server on PORT with WEB_CONCURRENCY workers")
+    serve = sub.add_parser(
+        "serve", help="run the production server on HOST:PORT with WEB_CONCURRENCY workers"
+    )
+    serve.add_argument("--host", default=None, help="listen address (default: HOST, else 0.0.0.0)")
     dev = sub.add_parser("dev", help="run the broker, the sandbox and the demo page on loopback")
     dev.add_argument("--host", default="127.0.0.1")
     dev.add_argument("--port", type=int, default=None, help="broker port (default PORT or 8000)")

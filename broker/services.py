@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import AsyncIterator, Mapping
 from dataclasses import dataclass
 from typing import Any, TypedDict
@@ -37,6 +38,7 @@ from broker.upstream.transport import Transport
 log = structlog.get_logger("broker.services")
 # How long start-up waits for the near tier's first subscription while Redis answers (seconds).
 NEAR_START_WAIT = 1.0
+WRITES_REFUSED_SECONDS = 5.0  # Redis counts as refusing writes this long after a refusal
 
 
 @dataclass
@@ -75,17 +77,22 @@ def services_of(scope: Mapping[str, Any]) -> Services:
 
 
 def watch(upstream: Upstream, store: Store, metrics: Metrics) -> None:
-    """Feed the breakers' states and Redis round-trip times to the metrics."""
-    upstream.breaker.on_change = lambda state: metrics.set_breaker("upstream", state)
-    metrics.set_breaker("upstream", upstream.breaker.state)
-    if store.state == "memory":
-        return
+    """Report the breakers' and Redis's states to the metrics as they are at each flush (so at
+    each scrape, with or without traffic), and Redis round-trip times as they happen."""
 
-    def redis_state(state: str) -> None:
-        metrics.set_breaker("redis", "closed" if state == "up" else "open")
+    def refresh() -> None:
+        metrics.set_breaker("upstream", upstream.breaker.state)
+        if store.state == "memory":
+            return
+        up = store.state == "up"
+        metrics.set_breaker("redis", "closed" if up else "open")
+        refused = store.writes_refused_at
+        metrics.set_redis_writable(
+            up and (refused is None or time.monotonic() - refused > WRITES_REFUSED_SECONDS)
+        )
+        metrics.set_store_fallbacks(store.fallbacks)
 
-    store.on_state_change(redis_state)
-    redis_state(store.state)
+    metrics.watch(refresh)
     store.timing = lambda op, seconds: metrics.observe_redis(operation=op, seconds=seconds)
 
 

@@ -73,6 +73,8 @@ class Settings:
     shopify_secret: Secret[str] | None  # GET /shopify/token only when both are set
     shopify_shop: str | None
     port: int
+    host: str
+    max_connections: int  # per worker process (broker.web.connections)
     web_concurrency: int
     log_level: str
     log_format: str

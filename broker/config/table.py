@@ -13,13 +13,12 @@ A new setting is one more :class:`Variable` here, one more attribute of ``Settin
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from broker.config import values as read
+from broker.config.values import Variable
 
-T = TypeVar("T")
+__all__ = ["TABLE", "VARIABLES", "Variable"]
 
 REQUIRED = "Required"
 UPSTREAM = "Upstream (Bubblehouse)"
@@ -33,32 +32,6 @@ SHOPIFY = (
     'Shopify (optional): GET /shopify/token for a Shopify app proxy (deploy/README.md, "Shopify")'
 )
 SERVER_AND_LOGS = "Server and logs"
-
-
-@dataclass(frozen=True)
-class Variable(Generic[T]):
-    """One variable the broker reads.
-
-    ``default`` is the text the variable has when unset (``None``: no value, or, with
-    ``required``, the problem reported when it is missing); ``example`` is what ``.env.example``
-    shows instead of the default. ``summary`` is one Markdown line for the tables; ``help`` the
-    comment of ``.env.example`` (each line wrapped, a line that starts with spaces kept as is).
-    """
-
-    name: str
-    attribute: str
-    read: Callable[[str], T]
-    section: str
-    summary: str
-    help: str
-    default: str | None = None
-    required: str | None = None
-    example: str | None = None
-    secret: bool = False
-
-    def default_value(self) -> T | None:
-        """The value the broker uses when the variable is unset (not for required ones)."""
-        return None if self.default is None else self.read(self.default)
 
 
 TABLE: tuple[Variable[Any], ...] = (
@@ -347,9 +320,32 @@ TABLE: tuple[Variable[Any], ...] = (
         "port",
         read.whole(1, 65535),
         SERVER_AND_LOGS,
-        "listen port of `broker serve` (all interfaces)",
-        "Port `broker serve` listens on (all interfaces).",
+        "listen port of `broker serve`",
+        "Port `broker serve` listens on (at HOST).",
         default="8000",
+    ),
+    Variable(
+        "HOST",
+        "host",
+        read.host,
+        SERVER_AND_LOGS,
+        "listen address of `broker serve` (`broker serve --host` wins); `0.0.0.0`: every "
+        "IPv4 interface",
+        "Address `broker serve` listens on: 0.0.0.0 for every IPv4 interface, :: for every "
+        "interface, 127.0.0.1 for loopback only. `broker serve --host` wins over it.",
+        default="0.0.0.0",
+    ),
+    Variable(
+        "BROKER_MAX_CONNECTIONS",
+        "max_connections",
+        read.whole(1, 100_000),
+        SERVER_AND_LOGS,
+        "open connections per worker; beyond it requests are answered 503 at once (`/healthz` "
+        "keeps answering)",
+        "Open connections each worker process holds. Beyond it a request is answered 503 at "
+        "once instead of waiting; /healthz still answers. Idle connections are closed after 5 s, "
+        'slow ones after 10 s (deploy/README.md, "Connections").',
+        default="1000",
     ),
     Variable(
         "WEB_CONCURRENCY",

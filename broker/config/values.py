@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import ipaddress
 import math
 import re
 from collections.abc import Callable
@@ -265,3 +266,43 @@ def shopify_shop(raw: str) -> str:
     if not SHOPIFY_SHOP_RE.fullmatch(value):
         raise Invalid("must be the shop's <name>.myshopify.com domain")
     return value
+
+
+HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")
+
+
+def host(raw: str) -> str:
+    """A listen address: an IPv4 or IPv6 literal, or a host name."""
+    try:
+        return str(ipaddress.ip_address(raw.strip("[]")))
+    except ValueError:
+        pass
+    if not HOST_RE.fullmatch(raw):
+        raise Invalid("must be an IP address (0.0.0.0, ::, 127.0.0.1) or a host name")
+    return raw
+
+
+@dataclass(frozen=True)
+class Variable(Generic[T]):
+    """One variable the broker reads.
+
+    ``default`` is the text the variable has when unset (``None``: no value, or, with
+    ``required``, the problem reported when it is missing); ``example`` is what ``.env.example``
+    shows instead of the default. ``summary`` is one Markdown line for the tables; ``help`` the
+    comment of ``.env.example`` (each line wrapped, a line that starts with spaces kept as is).
+    """
+
+    name: str
+    attribute: str
+    read: Callable[[str], T]
+    section: str
+    summary: str
+    help: str
+    default: str | None = None
+    required: str | None = None
+    example: str | None = None
+    secret: bool = False
+
+    def default_value(self) -> T | None:
+        """The value the broker uses when the variable is unset (not for required ones)."""
+        return None if self.default is None else self.read(self.default)

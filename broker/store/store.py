@@ -115,6 +115,7 @@ class Store:
         self.epoch = 0
         self.redis_calls = 0
         self.fallbacks = 0
+        self.writes_refused_at: float | None = None  # monotonic: Redis's last OOM or READONLY
         self.probes = 0
         self._up = client is not None
         self._closed = False
@@ -214,6 +215,7 @@ class Store:
     ) -> tuple[bool, T | None]:
         """One bad key: delete the operation's keys and try once more; (False, None) if in vain."""
         if isinstance(exc, OutOfMemoryError | ReadOnlyError):
+            self.writes_refused_at = time.monotonic()
             # Redis refuses every write (memory full, a replica): no key is at fault, and
             # deleting keys would drop good ones (an idempotency record: a double send later).
             log.warning("store.key_error", op=op, error=type(exc).__name__, repaired=False)

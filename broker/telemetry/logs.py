@@ -34,7 +34,7 @@ _SENSITIVE = ("token", "authorization", "secret", "password", "issuer_key", "ema
 # tests per line.
 _CLEAN: set[str] = set()
 _LEVEL_NAMES = {"warn": "warning", "exception": "error"}
-SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+SERVER_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.asgi")
 
 
 def _scrub(_: Any, __: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
@@ -133,7 +133,11 @@ def route_stdlib_logging(level: str = "info", fmt: str = "json") -> None:
         logger = logging.getLogger(name)
         logger.handlers = [handler]
         logger.propagate = False
-        logger.setLevel(max(logging.WARNING, logging.getLevelNamesMapping()[level.upper()]))
+        logger.setLevel(logging.getLevelNamesMapping()[level.upper()])
+    # The app writes its own request line; uvicorn writes access lines when this has a handler.
+    access = logging.getLogger("uvicorn.access")
+    access.handlers = []
+    access.propagate = False
 
 
 def hash_key(secret: bytes) -> bytes:

@@ -6,7 +6,14 @@ is set (several worker processes), values are written to files in that directory
 :meth:`Metrics.render` merges every worker's files, so any worker answers ``/metrics`` for all.
 
 Every label takes a bounded set of values: route templates (never raw paths), methods, status
-codes, error ids, and the fixed outcome, policy, breaker and state names below.
+codes, error ids (the broker's own and Bubblehouse's documented ones; any other id Bubblehouse
+invents is counted as ``other``), and the fixed outcome, policy, breaker and state names below.
+
+States are read when they are reported, not when they change: the functions given to
+:meth:`Metrics.watch` (the circuit's state, Redis's) run at every flush, so the gauges are true
+at the scrape (this worker's exactly, the others' as of their last second) with no traffic.
+``broker_build_info`` and the ``process_*`` metrics (per worker, by ``pid``, in multi-process
+mode: :mod:`broker.telemetry.processes`) are computed at the scrape.
 
 The observations requests make (the request, the cache outcome, each call to Bubblehouse and
 each Redis round trip) are tallied in plain dicts and handed to prometheus_client by
@@ -21,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import os
+from collections.abc import Callable
 from typing import Any
 
 from prometheus_client import (
@@ -29,10 +37,15 @@ from prometheus_client import (
     Counter,
     Gauge,
     Histogram,
+    ProcessCollector,
     generate_latest,
     values,
 )
 from prometheus_client.multiprocess import MultiProcessCollector
+
+from broker import __version__
+from broker.errors import BrokerError
+from broker.telemetry.processes import BuildInfo, WorkerProcesses
 
 CACHE_OUTCOMES = ("hit", "miss", "stale", "collapsed", "bypass")
 RATE_LIMIT_POLICIES = ("read", "write", "issuer")
@@ -45,6 +58,29 @@ REQUEST_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
 REDIS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5, 1.0)
 
 MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+
+# Bubblehouse's documented 4xx ids (spec 4); with the broker's own ids, the error_id values.
+UPSTREAM_ERROR_IDS = (
+    "missing_customer_identity",
+    "empty_customer_identity",
+    "no_customers_match_customer_identity",
+    "customer_identity_partially_mismatches_matched_customer",
+    "customer_identity_does_not_match_token",
+)
+OTHER = "other"
+
+
+def known_error_ids() -> frozenset[str]:
+    """Every error id a request can be counted under besides ``other``."""
+    found: set[str] = set(UPSTREAM_ERROR_IDS)
+    classes: list[type] = [BrokerError]
+    while classes:
+        cls = classes.pop()
+        classes.extend(cls.__subclasses__())
+        ident = cls.__dict__.get("id")
+        if isinstance(ident, str):
+            found.add(ident)
+    return frozenset(found)
 
 
 def multiprocess_dir() -> str | None:
@@ -65,6 +101,11 @@ class Metrics:
             values.ValueClass = values.MultiProcessValue()  # type: ignore[no-untyped-call]  # untyped upstream
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
+        self._error_ids = known_error_ids()
+        self._build = BuildInfo(__version__)
+        if self._multiproc_dir is None:
+            registry.register(self._build)
+            ProcessCollector(registry=registry)
         self._requests = Counter(
             "broker_requests_total",
             "Requests answered by the broker, by route template, method, status and error id.",
@@ -119,6 +160,23 @@ class Metrics:
             # this state", which is what an alert on state="open" wants.
             multiprocess_mode="livemax",
         )
+        self._fallbacks = Counter(
+            "broker_store_fallback_total",
+            "Store operations answered from process memory although Redis is configured "
+            "(Redis down, refusing writes, or a key that stayed bad).",
+            registry=registry,
+        )
+        self._writable = Gauge(
+            "broker_redis_writable",
+            "1 when Redis accepts writes, 0 while it is down or refusing them (a failover, "
+            "memory full); across workers, the lowest.",
+            registry=registry,
+            multiprocess_mode="livemin",
+        )
+        self._watchers: list[Callable[[], None]] = []
+        self._states: dict[str, str] = {}
+        self._fallbacks_seen = 0
+        self._writable_now: bool | None = None
         # Children are looked up in plain dicts: prometheus_client's labels() takes a lock and
         # re-stringifies every value on each call, which dominates the cost on the hot path.
         self._children: dict[tuple[Any, ...], Any] = {}
@@ -161,8 +219,12 @@ class Metrics:
     ) -> None:
         """One answered request; ``route`` is the route template (or a fixed name for 404s)."""
         if method not in METHODS:
-            method = "other"
-        self._count(self._requests, (route, method, str(status), error_id or ""))
+            method = OTHER
+        if error_id is None:
+            error_id = ""
+        elif error_id not in self._error_ids:
+            error_id = OTHER  # an id Bubblehouse made up: one series, however many it invents
+        self._count(self._requests, (route, method, str(status), error_id))
         self._time(self._request_seconds, REQUEST_BUCKETS, route, seconds)
 
     def observe_upstream(
@@ -176,8 +238,16 @@ class Metrics:
         """One Redis round trip (a pipeline or script counts once)."""
         self._time(self._redis_seconds, REDIS_BUCKETS, operation, seconds)
 
+    def watch(self, refresh: Callable[[], None]) -> None:
+        """Run ``refresh`` at every flush (and so before every scrape): it reports live states
+        with :meth:`set_breaker`, :meth:`set_redis_writable`, :meth:`set_store_fallbacks`."""
+        self._watchers.append(refresh)
+        refresh()
+
     def flush(self) -> None:
         """Hand the tallies to prometheus_client (in multi-process mode: to this worker's file)."""
+        for refresh in self._watchers:
+            refresh()
         counts, self._counts = self._counts, {}
         times, self._times = self._times, {}
         caches, self._cache_counts = self._cache_counts, {}
@@ -218,8 +288,24 @@ class Metrics:
         """The breaker ``name`` (redis, upstream) is now in ``state`` (closed, open, half_open)."""
         if (name, state) not in self._breaker_children:
             raise ValueError(f"unknown breaker {name!r} or state {state!r}")
+        if self._states.get(name) == state:
+            return  # unchanged: no write to the worker's file
+        self._states[name] = state
         for other in BREAKER_STATES:
             self._breaker_children[(name, other)].set(1 if other == state else 0)
+
+    def set_redis_writable(self, writable: bool) -> None:
+        """Whether Redis accepts this worker's writes now."""
+        if writable != self._writable_now:
+            self._writable_now = writable
+            self._writable.set(1 if writable else 0)
+
+    def set_store_fallbacks(self, total: int) -> None:
+        """The store's running total of fallbacks; the counter takes what is new since the last
+        call."""
+        if total > self._fallbacks_seen:
+            self._fallbacks.inc(total - self._fallbacks_seen)
+        self._fallbacks_seen = total
 
     def render(self) -> tuple[bytes, str]:
         """The Prometheus text exposition of every metric, and its content type."""
@@ -228,6 +314,8 @@ class Metrics:
             return generate_latest(self.registry), CONTENT_TYPE_PLAIN_0_0_4
         merged = CollectorRegistry()
         MultiProcessCollector(merged, path=self._multiproc_dir)  # type: ignore[no-untyped-call]  # untyped upstream
+        merged.register(self._build)
+        merged.register(WorkerProcesses(self._multiproc_dir))
         return generate_latest(merged), CONTENT_TYPE_PLAIN_0_0_4
 
     def process_exiting(self) -> None:

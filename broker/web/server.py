@@ -1,8 +1,11 @@
 """Running the broker: the production server and the in-process servers of ``broker dev``.
 
-``broker serve`` runs uvicorn with :class:`HeaderLimitedProtocol`, which answers 431 and closes
-the connection once a request's head passes 16 KiB (httptools alone buffers any size), and
-with uvicorn's own log lines routed through the broker's structlog pipeline.
+``broker serve`` binds ``HOST``:``PORT`` in a supervisor process (:mod:`broker.web.supervisor`)
+that runs ``WEB_CONCURRENCY`` workers, one included, and reloads them on SIGHUP. Each worker is
+uvicorn with :class:`~broker.web.connections.BoundedProtocol` (head size, deadlines and the
+connection bound of spec 3.4), and uvicorn's own log lines go through the broker's structlog
+pipeline. The workers share their metrics through files in ``PROMETHEUS_MULTIPROC_DIR``: a
+private directory made (and removed at exit) when it is not set.
 """
 
 from __future__ import annotations
@@ -10,95 +13,57 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import resource
+import shutil
 import signal
-from collections.abc import Generator, Mapping, Sequence
+import tempfile
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import structlog
 import uvicorn
-from starlette.applications import Starlette
-from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+from uvicorn.config import Config
 
 from broker.config.settings import Settings
 from broker.telemetry.logs import configure_logging, route_stdlib_logging
-from broker.web.app import create_app
+from broker.telemetry.metrics import MULTIPROC_ENV
+from broker.web.connections import IDLE_SECONDS, RESERVE, BoundedProtocol
+from broker.web.supervisor import (
+    Supervisor,
+    WorkerApp,
+    check_reload,
+    mark_dead,
+    read_environment,
+)
 
 GRACEFUL_SECONDS = 25  # in-flight requests get this long after SIGTERM; under k8s' 30 s default
-MAX_HEADER_BYTES = 16 * 1024  # request line and headers together (spec 3.4)
-_HEADERS_TOO_LARGE = (
-    b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
-    b"content-length: 0\r\n"
-    b"connection: close\r\n\r\n"
-)
 
 log = structlog.get_logger("broker.server")
 
 
-class HeaderLimitedProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol, refusing a request head over :data:`MAX_HEADER_BYTES`.
-
-    Bytes are counted from a message's start until its headers are complete; past the limit the
-    parser is fed no more, the client gets 431 and the connection is closed, so no more than the
-    limit is ever buffered. Once the headers are complete the count stops: the per-request cost
-    is one flag test per received chunk and two small overrides. On a kept-alive connection the
-    count of the next request starts at the chunk after the one its head begins in, which bounds
-    the buffering by the limit plus one read (at most 256 KiB).
-    """
-
-    _reading_head = True
-    _head_bytes = 0
-
-    def on_message_begin(self) -> None:
-        super().on_message_begin()
-        if not self._reading_head:  # the next message on a kept-alive connection
-            self._reading_head = True
-            self._head_bytes = 0
-
-    def on_headers_complete(self) -> None:
-        self._reading_head = False
-        super().on_headers_complete()
-
-    def _in_head(self) -> bool:
-        return self._reading_head
-
-    def data_received(self, data: bytes) -> None:
-        if not self._reading_head:
-            super().data_received(data)
-            return
-        room = MAX_HEADER_BYTES - self._head_bytes
-        if len(data) <= room:
-            self._head_bytes += len(data)
-            super().data_received(data)
-            return
-        # Feed what fits: if the head ends inside it, the rest is body (or the next request).
-        self._head_bytes = MAX_HEADER_BYTES
-        if room > 0:
-            super().data_received(data[:room])
-        if self._in_head():
-            if not self.transport.is_closing():
-                self.transport.write(_HEADERS_TOO_LARGE)
-                self.transport.close()
-            return
-        super().data_received(data[room:])
-
-
-def app_factory() -> Starlette:
-    """What each worker process of ``broker serve`` builds (read from the environment)."""
-    settings = Settings.from_env(strict=False)
-    configure_logging(settings.log_level, settings.log_format)
-    route_stdlib_logging(settings.log_level, settings.log_format)
-    return create_app(settings)
-
-
-def serve(settings: Settings) -> None:
-    """The production server on PORT with WEB_CONCURRENCY workers; SIGTERM drains in-flight work."""
+def serve(settings: Settings, *, host: str | None = None) -> None:
+    """The production server on HOST:PORT with WEB_CONCURRENCY workers; SIGTERM drains
+    in-flight work, SIGHUP reloads the configuration."""
     configure_logging(settings.log_level, settings.log_format)
     route_stdlib_logging(settings.log_level, settings.log_format)
     warn_at_start(settings, os.environ)
-    run_factory(
-        "broker.web.server:app_factory", port=settings.port, workers=settings.web_concurrency
-    )
+    base = dict(os.environ)  # what a reload reads the .env file under
+    bind = host or settings.host
+
+    def make_config(environ: dict[str, str], checked: Settings) -> Config:
+        return server_config(
+            WorkerApp(environ),
+            host=bind,
+            port=settings.port,
+            workers=checked.web_concurrency,
+            max_connections=checked.max_connections,
+        )
+
+    def reload() -> tuple[Config, int] | None:
+        return check_reload(base, settings, make_config)
+
+    _supervise(make_config(read_environment(base), settings), reload, settings.max_connections)
 
 
 def warn_at_start(settings: Settings, environ: Mapping[str, str]) -> None:
@@ -120,60 +85,96 @@ def warn_at_start(settings: Settings, environ: Mapping[str, str]) -> None:
 
 
 def run_factory(factory: str, *, port: int, workers: int, host: str = "0.0.0.0") -> None:
-    """Serve the ASGI app that ``factory`` (``module:function``) builds, as ``broker serve`` does.
+    """Serve the ASGI app that ``factory`` (``module:function``) builds, as ``broker serve`` does
+    (without reloads).
 
     The benchmarks run their baselines through this too, so that both sides of a comparison
-    share one server and its settings. Access logs are off (the app writes its own request
-    line); forwarded headers are trusted from ``FORWARDED_ALLOW_IPS`` (default 127.0.0.1).
-    uvicorn was chosen by measurement: granian served the broker no faster here
-    (docs/benchmarks.md), and one server is one dependency fewer.
+    share one server and its settings. uvicorn was chosen by measurement: granian served the
+    broker no faster here (docs/benchmarks.md), and one server is one dependency fewer.
     """
-    _fresh_metrics_dir()
-    _run_uvicorn(factory, host=host, port=port, workers=workers)
+    config = server_config(factory, host=host, port=port, workers=workers, max_connections=1000)
+    _supervise(config, None, 1000)
 
 
-def _run_uvicorn(factory: str, *, host: str, port: int, workers: int) -> None:
-    """uvicorn with uvloop and httptools, SIGTERM drains in-flight work.
+def server_config(
+    app: str | Callable[[], Any], *, host: str, port: int, workers: int, max_connections: int
+) -> Config:
+    """uvicorn's configuration for a worker: uvloop and the bounded httptools protocol.
 
-    uvicorn re-raises the stop signal once it has drained; the handlers set here receive it, so
-    a graceful stop exits with status 0 instead of dying by the signal.
+    Access logs are off (the app writes its own request line); forwarded headers are trusted
+    from ``FORWARDED_ALLOW_IPS`` (default 127.0.0.1); ``limit_concurrency`` carries
+    ``BROKER_MAX_CONNECTIONS`` to the protocol.
     """
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, _drained)
-    uvicorn.run(
-        factory,
+    return Config(
+        app,
         factory=True,
         host=host,
         port=port,
         workers=workers,
         loop="uvloop",
-        http=HeaderLimitedProtocol,
+        http=BoundedProtocol,
+        ws="none",
         lifespan="on",
         log_config=None,  # the broker routes uvicorn's loggers itself (route_stdlib_logging)
         access_log=False,
-        log_level="warning",
         proxy_headers=True,
         server_header=False,
         date_header=True,
         timeout_graceful_shutdown=GRACEFUL_SECONDS,
-        timeout_keep_alive=30,
+        timeout_keep_alive=IDLE_SECONDS,
+        limit_concurrency=max_connections,
         backlog=2048,
     )
 
 
-def _fresh_metrics_dir() -> None:
-    """Multi-process metrics live in files: start each run with none left from a previous one."""
-    directory = os.environ.get("PROMETHEUS_MULTIPROC_DIR")
-    if not directory:
+def _supervise(
+    config: Config, reload: Callable[[], tuple[Config, int] | None] | None, max_connections: int
+) -> None:
+    """Bind the socket, run the supervisor until SIGTERM or SIGINT, then clean up.
+
+    uvicorn's workers re-raise the stop signal once they have drained; the supervisor's own
+    handlers are uvicorn's, and it exits with status 0 after its workers.
+    """
+    _raise_open_files(max_connections * config.workers)
+    with metrics_directory() as directory:
+        sock = config.bind_socket()
+        try:
+            Supervisor(config, [sock], reload=reload, on_exit=mark_dead(directory)).run()
+        finally:
+            sock.close()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, signal.SIG_DFL)
+
+
+def _raise_open_files(connections: int) -> None:
+    """Let the process hold the connections it may accept (each is a file descriptor)."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = connections + RESERVE + 256  # plus Redis, the upstream pool, files
+    if soft != resource.RLIM_INFINITY and soft < wanted:
+        ceiling = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        with contextlib.suppress(ValueError, OSError):
+            resource.setrlimit(resource.RLIMIT_NOFILE, (ceiling, hard))
+
+
+@contextlib.contextmanager
+def metrics_directory() -> Iterator[str]:
+    """The workers' shared metrics directory: ``PROMETHEUS_MULTIPROC_DIR`` emptied of a previous
+    run's files, or, when it is not set, a private one removed at exit."""
+    given = os.environ.get(MULTIPROC_ENV)
+    if given:
+        path = Path(given)
+        path.mkdir(parents=True, exist_ok=True)
+        for leftover in path.glob("*.db"):
+            leftover.unlink(missing_ok=True)
+        yield given
         return
-    path = Path(directory)
-    path.mkdir(parents=True, exist_ok=True)
-    for leftover in path.glob("*.db"):
-        leftover.unlink(missing_ok=True)
-
-
-def _drained(signum: int, frame: object) -> None:
-    """The stop signal, re-raised by uvicorn after a graceful shutdown: nothing left to do."""
+    made = tempfile.mkdtemp(prefix="broker-metrics-")
+    os.environ[MULTIPROC_ENV] = made
+    try:
+        yield made
+    finally:
+        os.environ.pop(MULTIPROC_ENV, None)
+        shutil.rmtree(made, ignore_errors=True)
 
 
 class _Server(uvicorn.Server):

@@ -8,16 +8,10 @@ graceful stop and several workers get a process of their own.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import httpx2
 import orjson
@@ -26,76 +20,11 @@ from structlog.testing import capture_logs
 
 from broker import __version__
 from broker.web.server import warn_at_start
-from tests.servers import RedisProcess, free_port, wait_for_port
-from tests.support import ISSUER_KEY, broker_env, make_settings
+from tests.servers import RedisProcess
+from tests.serving import Served, broker_serve, read_to_close, stop, worker_pids
+from tests.support import ISSUER_KEY, make_settings
 
-BROKER = str(Path(sys.executable).parent / "broker")
 MIB = 1024 * 1024
-TIMED_OUT = b"<no answer, connection still open>"
-
-
-@dataclass
-class Served:
-    proc: subprocess.Popen[bytes]
-    port: int
-    output: Path
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def lines(self) -> list[str]:
-        return self.output.read_text(encoding="utf-8").splitlines()
-
-    def events(self) -> list[dict[str, Any]]:
-        return [orjson.loads(line) for line in self.lines()]
-
-    def written_events(self) -> list[dict[str, Any]]:
-        """The events of the lines written so far, while the server may still be writing one."""
-        written = self.output.read_text(encoding="utf-8").rpartition("\n")[0]
-        return [orjson.loads(line) for line in written.splitlines()]
-
-
-def child_env(**overrides: str) -> dict[str, str]:
-    """The test process's environment minus any broker variable, plus the given ones."""
-    env = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("BROKER_", "REDIS_URL", "WEB_CONCURRENCY", "FORWARDED_ALLOW_IPS"))
-    }
-    env.update(overrides)
-    return env
-
-
-def stop(proc: subprocess.Popen[bytes]) -> int:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-    try:
-        return proc.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        return proc.wait(timeout=10)
-
-
-@contextlib.contextmanager
-def broker_serve(tmp_path: Path, **env: str) -> Iterator[Served]:
-    """``broker serve`` on a free port, stdout and stderr together in a file."""
-    port = free_port()
-    output = tmp_path / f"serve-{port}.log"
-    with output.open("wb") as sink:
-        proc = subprocess.Popen(
-            [BROKER, "serve"],
-            env=child_env(**broker_env(PORT=str(port), LOG_FORMAT="json", **env)),
-            stdout=sink,
-            stderr=subprocess.STDOUT,
-            cwd=tmp_path,
-        )
-    try:
-        wait_for_port(port, timeout=30)
-        yield Served(proc, port, output)
-    finally:
-        stop(proc)
-
 
 # What the shared server runs with: request lines at debug, a tight limit on failed issuer
 # keys, and two settings that start with a warning (the unknown one with a value to look for).
@@ -112,6 +41,12 @@ def served(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Served]:
     """One ``broker serve`` with SHARED_ENV for the tests that leave it running."""
     with broker_serve(tmp_path_factory.mktemp("serve"), **SHARED_ENV) as running:
         yield running
+
+
+def the_worker(served: Served) -> int:
+    """The pid of the one worker of a one-worker server (where a request's bytes land)."""
+    (pid,) = worker_pids(served.proc.pid)
+    return pid
 
 
 def reset_peak_rss(pid: int) -> None:
@@ -143,20 +78,6 @@ def send_huge_head(port: int, total: int, path: str = "/healthz") -> bytes:
         return read_to_close(sock)
 
 
-def read_to_close(sock: socket.socket) -> bytes:
-    """Everything the server sends until it closes (or resets) the connection; a server that
-    keeps the connection open without answering gives TIMED_OUT."""
-    answer = b""
-    try:
-        while chunk := sock.recv(65536):
-            answer += chunk
-    except ConnectionResetError:
-        pass
-    except TimeoutError:
-        return TIMED_OUT
-    return answer
-
-
 def refused_or_closed(answer: bytes) -> bool:
     return answer == b"" or answer.startswith(b"HTTP/1.1 431 ")
 
@@ -164,10 +85,11 @@ def refused_or_closed(answer: bytes) -> bool:
 def test_huge_request_head_is_refused_without_being_buffered(served: Served) -> None:
     """A 64 MiB header gets 431 (or a closed connection) and the worker's peak memory stays put."""
     assert httpx2.get(f"{served.url}/healthz").status_code == 200
-    reset_peak_rss(served.proc.pid)
-    before = peak_rss_kib(served.proc.pid)
+    worker = the_worker(served)
+    reset_peak_rss(worker)
+    before = peak_rss_kib(worker)
     answer = send_huge_head(served.port, 64 * MIB)
-    after = peak_rss_kib(served.proc.pid)
+    after = peak_rss_kib(worker)
     assert refused_or_closed(answer), answer[:200]
     # Buffering the header would add 64 MiB or more; a bounded parser adds next to nothing.
     assert after - before < 16 * 1024, (before, after)
@@ -176,8 +98,9 @@ def test_huge_request_head_is_refused_without_being_buffered(served: Served) -> 
 
 def test_oversized_head_on_a_kept_alive_connection_is_refused(served: Served) -> None:
     """After a normal request on the same connection, the next request's huge head is refused."""
-    reset_peak_rss(served.proc.pid)
-    before = peak_rss_kib(served.proc.pid)
+    worker = the_worker(served)
+    reset_peak_rss(worker)
+    before = peak_rss_kib(worker)
     with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
         sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n")
         first = b""
@@ -190,7 +113,7 @@ def test_oversized_head_on_a_kept_alive_connection_is_refused(served: Served) ->
                 sock.sendall(b"a" * (64 * 1024))
         answer = read_to_close(sock)
     assert refused_or_closed(answer), answer[:200]
-    assert peak_rss_kib(served.proc.pid) - before < 16 * 1024
+    assert peak_rss_kib(worker) - before < 16 * 1024
 
 
 def test_head_just_over_16_kib_gets_431(served: Served) -> None:
@@ -248,7 +171,13 @@ def test_every_line_of_a_json_run_is_json(tmp_path: Path) -> None:
     assert invalid and invalid[0]["logger"] == "uvicorn.error"
     assert invalid[0]["level"] == "warning"
     for event in events:
-        assert event["pid"] == served.proc.pid and event["version"] == __version__
+        assert isinstance(event["pid"], int) and event["version"] == __version__
+    # The supervisor's own lines and uvicorn's (at info) are JSON too.
+    supervisor = [e for e in events if e["pid"] == served.proc.pid]
+    assert {"supervisor.started", "worker.started", "supervisor.stopped"} <= {
+        e["event"] for e in supervisor
+    }
+    assert any(e.get("logger") == "uvicorn.error" and e["level"] == "info" for e in supervisor)
     assert any(e["event"] == "broker.stopped" for e in events)
 
 

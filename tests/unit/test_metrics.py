@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
+from broker import __version__
 from broker.telemetry.metrics import BREAKER_STATES, CACHE_OUTCOMES, RATE_LIMIT_POLICIES, Metrics
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -140,3 +142,48 @@ def test_instances_are_independent() -> None:
     first.count_cache("miss")
     assert value(first.render()[0], "broker_cache_total", outcome="miss") == 1
     assert value(second.render()[0], "broker_cache_total", outcome="miss") == 0
+
+
+def test_invented_upstream_error_ids_are_one_label_value() -> None:
+    """200 error ids Bubblehouse made up are counted under one ``other`` series; the broker's
+    own ids and Bubblehouse's documented ones keep their names."""
+    metrics = Metrics()
+    route = "/api/{version}/{shop}/Refer2"
+    for n in range(200):
+        metrics.observe_request(
+            route=route, method="POST", status=422, error_id=f"made_up_{n}", seconds=0.01
+        )
+    for known in ("invalid_input", "no_customers_match_customer_identity"):
+        metrics.observe_request(route=route, method="POST", status=400, error_id=known, seconds=0)
+    body, _ = metrics.render()
+    series = [key for key in samples(body) if key[0] == "broker_requests_total"]
+    assert len(series) == 3
+    base = {"route": route, "method": "POST"}
+    assert value(body, "broker_requests_total", **base, status="422", error_id="other") == 200
+    assert value(body, "broker_requests_total", **base, status="400", error_id="invalid_input")
+
+
+def test_build_info_and_process_metrics_are_reported() -> None:
+    """broker_build_info carries the version; process_* metrics come with it."""
+    body, _ = Metrics().render()
+    assert value(body, "broker_build_info", version=__version__) == 1
+    assert (value(body, "process_resident_memory_bytes") or 0) > 0
+
+
+def test_watched_states_are_read_at_each_render() -> None:
+    """A watched state is reported as it is when rendered, with no event in between."""
+    metrics = Metrics()
+    state: dict[str, Any] = {"upstream": "open", "writable": False, "fallbacks": 3}
+
+    def refresh() -> None:
+        metrics.set_breaker("upstream", str(state["upstream"]))
+        metrics.set_redis_writable(bool(state["writable"]))
+        metrics.set_store_fallbacks(int(state["fallbacks"]))
+
+    metrics.watch(refresh)
+    state.update(upstream="half_open", writable=True, fallbacks=5)
+    body, _ = metrics.render()
+    assert value(body, "broker_breaker_state", name="upstream", state="open") == 0
+    assert value(body, "broker_breaker_state", name="upstream", state="half_open") == 1
+    assert value(body, "broker_redis_writable") == 1
+    assert value(body, "broker_store_fallback_total") == 5
