@@ -1,9 +1,4 @@
-""".env.example and the docs' variable tables: made from the settings table, and still current.
-
-.env.example lists every variable of broker.config.table.VARIABLES, in order, commented, not live;
-the README's and the runbook's tables are generated between markers. A file that differs from what
-the table makes fails here, naming the command that rewrites it.
-"""
+"""`.env.example` as a POSIX shell reads it (`set -a; . ./.env`): the values python-dotenv reads."""
 
 from __future__ import annotations
 

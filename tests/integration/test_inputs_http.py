@@ -1,4 +1,5 @@
-"""Input rules: full matches, no control characters in any accepted value, real email addresses."""
+"""Input rules over HTTP: values with control characters never reach Bubblehouse, and
+internationalised addresses reach it unchanged."""
 
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""The broker's Prometheus metrics: names, labels, values, and multiprocess mode."""
+"""Metrics in multiprocess mode: worker processes write, another renders their sum."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The OpenAPI description: valid, complete, true to the app, and true to the live broker."""
+"""The OpenAPI description against a live broker: served as JSON, and every generated request
+answered as the document says (schemathesis)."""
 
 from __future__ import annotations
 
