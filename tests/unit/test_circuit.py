@@ -265,7 +265,7 @@ async def test_a_read_4xx_is_answered_again_during_the_backoff() -> None:
         with pytest.raises(UpstreamRejected) as caught:
             await call_as(upstream, "newbie")
         assert caught.value.error_id == "no_customers_match_customer_identity"
-        assert caught.value.status_code == 404 and caught.value.extra["upstream_message"] == "Hi"
+        assert caught.value.status_code == 404 and "upstream_message" not in caught.value.extra
     assert len(fake.requests) == 1
     for _ in range(2):
         with pytest.raises(UpstreamRejected):
