@@ -4,11 +4,14 @@
 decoded: a read is counted against the customer's read limit, answered from the near tier, the
 Redis cache, a collapsed flight or Bubblehouse (stale when Bubblehouse fails); a send is
 counted against the write limit, run at most once per ``Idempotency-Key``, and invalidates the
-customer's history everywhere, handing back the ``Consistency-Token`` that proves it.
+customer's history everywhere, handing back the ``Consistency-Token`` that proves it
+(:mod:`broker.rules.consistency`). A read showing a genuine token is counted and collapsed like
+any other: the token only decides how old an answer may be.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,6 +20,7 @@ import orjson
 from broker.cache.cache import CacheKey, ReferralCache, Served
 from broker.config.settings import Settings
 from broker.errors import BrokerError, RateLimitExceeded, UpstreamRateLimited, problem_body
+from broker.rules.consistency import ConsistencyTokens, FreshReads, Proof
 from broker.rules.tokens import Customer, TokenMinter
 from broker.store.idempotency import Idempotency, StoredResponse
 from broker.store.limits import Decision, Limiter, LocalLimits
@@ -53,9 +57,13 @@ class Referrals:
     local_limits: LocalLimits | None = None  # None: strict limits, each request in Redis
     tracing: Tracing | None = None
     _shop: str = field(init=False)
+    _tokens: ConsistencyTokens = field(init=False)
+    _fresh: FreshReads = field(init=False)
 
     def __post_init__(self) -> None:
         self._shop = self.settings.shop
+        self._tokens = ConsistencyTokens(self.settings)
+        self._fresh = FreshReads(keep=self.settings.cache_ttl)
 
     async def call(
         self,
@@ -97,31 +105,45 @@ class Referrals:
         customer: Customer,
         version: str,
         payload: dict[str, Any],
-        min_gen: int | None,
+        consistency: str | None = None,
     ) -> tuple[Served, Decision | None]:
-        """The customer's referral list and the read limit's decision (raises on refusal)."""
+        """The customer's referral list and the read limit's decision (raises on refusal).
+
+        ``consistency`` is the request's ``Consistency-Token``: when the broker issued it for
+        this customer, nothing older than that send is served."""
         key = CacheKey(version, self._shop, customer.id, False)
+        scope = customer_scope(key.shop, key.customer)
+        proof = self._tokens.verify(consistency, key.shop, key.customer)
         limit = self.settings.rate_limit_read
         local = self.local_limits
         decision: Decision | None = None
-        if local is not None and limit is not None:
-            try:
-                decision = local.hit(
-                    "read", scope_prefix(customer_scope(key.shop, key.customer)), limit
-                )
-            except RateLimitExceeded:
-                self.metrics.count_rate_limited("read")
-                raise
+        try:
+            if local is not None and limit is not None:
+                decision = local.hit("read", scope_prefix(scope), limit)
+            elif proof is not None and limit is not None:
+                # Counted here, not in the cache's script: a token read may be answered by the
+                # near tier or by Bubblehouse, neither of which counts.
+                decision = await self.limiter.hit("read", scope, limit)
+        except RateLimitExceeded:
+            self.metrics.count_rate_limited("read")
+            raise
 
         async def load() -> bytes:
             return await self.call(info, customer, version, READ, payload)
 
+        counted = local is not None or proof is not None
         try:
-            # With the limit counted here, nothing is counted in Redis, and the cache answers
-            # from its near tier first (no round trip).
-            served = await self.cache.read(
-                key, load, limit=limit if local is None else None, min_gen=min_gen
-            )
+            if proof is not None and self._must_load(proof):
+                served = await self._fresh_read(key, proof, load)
+            else:
+                # With the limit counted here, nothing is counted in Redis, and the cache
+                # answers from its near tier first (no round trip).
+                served = await self.cache.read(
+                    key,
+                    load,
+                    limit=None if counted else limit,
+                    min_gen=None if proof is None else proof.gen,
+                )
         except RateLimitExceeded as error:
             if not isinstance(error, UpstreamRateLimited):
                 self.metrics.count_rate_limited("read")  # the broker's own limit
@@ -129,6 +151,26 @@ class Referrals:
         info.cache = served.outcome
         self.metrics.count_cache(served.outcome)
         return served, served.rate or decision
+
+    def _must_load(self, proof: Proof) -> bool:
+        """Whether only Bubblehouse can answer a token read: Redis never heard of the send, or
+        Redis is away (another instance may hold an older list in its memory)."""
+        caching = self.settings.cache_ttl > 0
+        return caching and (proof.gen is None or self.cache.store.state == "down")
+
+    async def _fresh_read(
+        self, key: CacheKey, proof: Proof, load: Callable[[], Awaitable[bytes]]
+    ) -> Served:
+        """A list loaded after the token's send, collapsed with every other such read."""
+        scope = customer_scope(key.shop, key.customer)
+        body, how = await self._fresh.read((scope, key.version), proof.sent_ms, load)
+        if how == "hit":
+            return Served(body, "broker; hit; detail=consistency", "hit", None)
+        if how == "collapsed":
+            return Served(
+                body, "broker; fwd=miss; collapsed; detail=consistency", "collapsed", None
+            )
+        return Served(body, "broker; fwd=miss; detail=consistency", "bypass", None)
 
     async def send(
         self,
@@ -170,7 +212,9 @@ class Referrals:
                     {"Content-Type": "application/problem+json", **error.headers()},
                     orjson.dumps(problem_body(error, info.request_id)),
                 )
-            token = await self.cache.invalidate(customer.shop, customer.id)
+            gen = await self.cache.invalidate(customer.shop, customer.id)
+            self._fresh.drop(scope, self.settings.api_versions)
+            token = self._tokens.issue(customer.shop, customer.id, gen)
             return StoredResponse(
                 200, {"Content-Type": "application/json", "Consistency-Token": token}, body
             )

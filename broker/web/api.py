@@ -15,7 +15,6 @@ from urllib.parse import parse_qsl
 import structlog
 from starlette.types import Receive, Scope, Send
 
-from broker.cache.cache import BYPASS
 from broker.errors import (
     BrokerError,
     InternalError,
@@ -38,25 +37,12 @@ if TYPE_CHECKING:
 
 log = structlog.get_logger("broker.api")
 
-CONSISTENCY_DIGITS = 18  # a generation fits in 18 digits (Redis counts to 2**63)
 ALLOWED = {READ: ("GET", "POST", "OPTIONS"), WRITE: ("POST", "OPTIONS")}
 READ_HEADERS = [
     (b"content-type", b"application/json"),
     (b"cache-control", b"private, no-store"),
     (b"vary", b"Authorization, Origin"),
 ]
-
-
-def consistency(value: str | None) -> int | None:
-    """The generation a ``Consistency-Token`` asks for; None when absent or not one of ours."""
-    if value is None:
-        return None
-    value = value.strip()
-    if value == "x":
-        return BYPASS
-    if value.isdigit() and value.isascii() and len(value) <= CONSISTENCY_DIGITS:
-        return int(value)
-    return None
 
 
 @dataclass(slots=True)
@@ -210,9 +196,8 @@ class ReferralCall:
                 raise InvalidInput(name, f"Unknown query parameter '{name}'.")
             data = await self._json(receive, incoming)
         payload = inputs.referrals_input(data, customer)
-        served, rate = await referrals.read(
-            info, customer, version, payload, consistency(incoming.consistency)
-        )
+        # The token is verified (a MAC for this customer) where it is used: broker.rules.
+        served, rate = await referrals.read(info, customer, version, payload, incoming.consistency)
         headers = [*READ_HEADERS, (b"cache-status", served.cache_status.encode())]
         if rate is not None:
             headers += _rate_headers(rate)
