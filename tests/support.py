@@ -18,8 +18,8 @@ from broker.config.settings import Settings, parse
 SHOP = "test-shop"
 SECRET_A = base64.b64encode(b"A" * 16 + b"secret-key-a-0123456789").decode()
 SECRET_B = base64.b64encode(b"B" * 16 + b"secret-key-b-0123456789").decode()
-ISSUER_KEY = "issuer-key-0123456789abcdef"
-ISSUER_KEY_OLD = "issuer-key-old-0123456789abc"
+ISSUER_KEY = "issuer-key-0123456789abcdef0123456789"
+ISSUER_KEY_OLD = "issuer-key-old-0123456789abcdef012345"
 
 CHROMIUM = "/usr/bin/chromium"
 # Debian's Chromium, headless, with nothing reaching out to the network on its own.

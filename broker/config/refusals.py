@@ -19,7 +19,7 @@ if TYPE_CHECKING:
     from publicsuffixlist import PublicSuffixList
 
 # The issuer key `broker dev` uses and prints: published, so never accepted by `broker serve`.
-DEV_ISSUER_KEY = "dev-issuer-key-not-a-secret"
+DEV_ISSUER_KEY = "dev-issuer-key-not-a-secret-anywhere"
 MIN_METRICS_TOKEN = 16
 
 

@@ -66,9 +66,9 @@ TABLE: tuple[Variable[Any], ...] = (
         "issuer_keys",
         read.issuer_keys,
         REQUIRED,
-        "comma-separated keys accepted on `POST /tokens`, 16+ characters each; all are accepted",
+        "comma-separated keys accepted on `POST /tokens`, 32+ characters each; all are accepted",
         "Issuer keys accepted on POST /tokens from the merchant's server, comma-separated, each "
-        "at least 16 characters; every listed key is accepted (rotation). Make one with:\n"
+        "at least 32 characters; every listed key is accepted (rotation). Make one with:\n"
         '  python -c "import secrets; print(secrets.token_urlsafe(32))"\n'
         "The development key that `broker dev` prints is published, so `broker serve` refuses "
         "it.",

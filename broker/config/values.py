@@ -24,7 +24,7 @@ from broker.config.refusals import wildcard_on_public_suffix
 T = TypeVar("T")
 
 MIN_SECRET_BYTES = 32
-MIN_ISSUER_KEY = 16
+MIN_ISSUER_KEY = 32  # spec 6: each issuer key at least 32 characters
 MIN_SHOPIFY_SECRET = 16
 
 SHOP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")

@@ -38,6 +38,7 @@ class Function:
     cached: bool  # answers kept in the referral cache (only for the read rule)
     limit: str  # the limit policy its calls count against (BROKER_RATE_LIMIT_<POLICY>)
     holds_back: bool  # a Bubblehouse refusal is repeated to the customer for the back-off
+    refusal_text: bool  # a refusal's message (the shop's words for shoppers) is passed on
     query: bool = False  # GET may carry the input as a query string
 
     @property
@@ -61,6 +62,7 @@ READ = Function(
     limit="read",
     # A read has no input that could make the next answer differ: say the same again.
     holds_back=True,
+    refusal_text=False,  # never from a read (spec 4)
     query=True,
 )
 WRITE = Function(
@@ -73,6 +75,7 @@ WRITE = Function(
     limit="write",
     # A refused send is about that send: the next one, to someone else, may pass.
     holds_back=False,
+    refusal_text=True,
 )
 FUNCTIONS: tuple[Function, ...] = (READ, WRITE)
 BY_NAME = {function.name: function for function in FUNCTIONS}

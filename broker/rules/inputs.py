@@ -50,10 +50,15 @@ def _customer_id_field(description: str) -> Field:
         max_length=MAX_CUSTOMER_ID,
         pattern=CUSTOMER_ID,
         printable=True,
+        # The printable ASCII ones: "printable" (str.isprintable) has no JSON Schema pattern.
+        documented=r"[\x20-\x2e\x30-\x7e]{1,128}",
     )
 
 
-CUSTOMER_ID_FIELD = _customer_id_field("1-128 printable characters, no '/'.")
+CUSTOMER_ID_FIELD = _customer_id_field(
+    "1-128 printable characters, no '/'. The pattern shows the ASCII ones; printable Unicode "
+    "characters are accepted too."
+)
 
 TOKEN_REQUEST = Body(
     "TokenRequest",

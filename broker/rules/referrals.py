@@ -4,11 +4,14 @@
 decoded: a read is counted against the customer's read limit, answered from the near tier, the
 Redis cache, a collapsed flight or Bubblehouse (stale when Bubblehouse fails); a send is
 counted against the write limit, run at most once per ``Idempotency-Key``, and invalidates the
-customer's history everywhere, handing back the ``Consistency-Token`` that proves it.
+customer's history everywhere, handing back the ``Consistency-Token`` that proves it
+(:mod:`broker.rules.consistency`). A read showing a genuine token is counted and collapsed like
+any other: the token only decides how old an answer may be.
 """
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -17,7 +20,8 @@ import orjson
 from broker.cache.cache import CacheKey, ReferralCache, Served
 from broker.config.settings import Settings
 from broker.errors import BrokerError, RateLimitExceeded, UpstreamRateLimited, problem_body
-from broker.rules.functions import READ, WRITE, Function
+from broker.rules.consistency import ConsistencyTokens, FreshReads, Proof
+from broker.rules.functions import READ, WRITE, Function, cached_entries
 from broker.rules.tokens import Customer, TokenMinter
 from broker.store.idempotency import Idempotency, StoredResponse
 from broker.store.keys import customer_scope
@@ -50,9 +54,16 @@ class Referrals:
     metrics: Metrics
     tracing: Tracing | None = None
     _shop: str = field(init=False)
+    _tokens: ConsistencyTokens = field(init=False)
+    _fresh: FreshReads = field(init=False)
+    _entries: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         self._shop = self.settings.shop
+        self._tokens = ConsistencyTokens(self.settings)
+        self._fresh = FreshReads(keep=self.settings.cache_ttl)
+        # What FreshReads keys a customer's lists by: each cached function at each version.
+        self._entries = tuple(f"{f}:{v}" for f, v in cached_entries(self.settings.api_versions))
 
     async def call(
         self,
@@ -79,6 +90,7 @@ class Referrals:
                 info=call,
                 customer=customer.id,  # keys the per-customer back-off (broker.upstream.circuit)
                 holds_back=function.holds_back,
+                refusal_text=function.refusal_text,
             )
         finally:
             if span is not None and tracing is not None:
@@ -98,26 +110,35 @@ class Referrals:
         customer: Customer,
         version: str,
         payload: dict[str, Any],
-        min_gen: int | None,
+        consistency: str | None = None,
         function: Function = READ,
     ) -> tuple[Served, Decision | None]:
         """The customer's answer of a read ``function`` (the referral list) and its limit's
-        decision (raises on refusal)."""
+        decision (raises on refusal).
+
+        ``consistency`` is the request's ``Consistency-Token``: when the broker issued it for
+        this customer, nothing older than that send is served."""
         key = CacheKey(function.name, version, self._shop, customer.id)
+        scope = customer_scope(key.shop, key.customer)
+        proof = self._tokens.verify(consistency, key.shop, key.customer)
         # Strict limits are counted by the cache's script, in the lookup's round trip; otherwise
-        # here, and the cache answers from its near tier first (no round trip).
-        in_script = self.limits.in_script(function.limit)
+        # here (synchronised limits, and a token read, which the near tier or Bubblehouse may
+        # answer, neither of which counts).
+        in_script = self.limits.in_script(function.limit) if proof is None else None
         decision: Decision | None = None
         if in_script is None:
-            decision = await self.limits.hit(
-                function.limit, customer_scope(self._shop, customer.id)
-            )
+            decision = await self.limits.hit(function.limit, scope)
 
         async def load() -> bytes:
             return await self.call(info, customer, version, function, payload)
 
         try:
-            served = await self.cache.read(key, load, limit=in_script, min_gen=min_gen)
+            if proof is not None and self._must_load(proof):
+                served = await self._fresh_read(key, proof, load)
+            else:
+                served = await self.cache.read(
+                    key, load, limit=in_script, min_gen=None if proof is None else proof.gen
+                )
         except RateLimitExceeded as error:
             if not isinstance(error, UpstreamRateLimited):
                 self.limits.refused(function.limit)  # the broker's own limit, in the script
@@ -125,6 +146,27 @@ class Referrals:
         info.cache = served.outcome
         self.metrics.count_cache(served.outcome)
         return served, served.rate or decision
+
+    def _must_load(self, proof: Proof) -> bool:
+        """Whether only Bubblehouse can answer a token read: Redis never heard of the send, or
+        Redis is away (another instance may hold an older list in its memory)."""
+        caching = self.settings.cache_ttl > 0
+        return caching and (proof.gen is None or self.cache.store.state == "down")
+
+    async def _fresh_read(
+        self, key: CacheKey, proof: Proof, load: Callable[[], Awaitable[bytes]]
+    ) -> Served:
+        """A list loaded after the token's send, collapsed with every other such read."""
+        scope = customer_scope(key.shop, key.customer)
+        entry = f"{key.function}:{key.version}"
+        body, how = await self._fresh.read((scope, entry), proof.sent_ms, load)
+        if how == "hit":
+            return Served(body, "broker; hit; detail=consistency", "hit", None)
+        if how == "collapsed":
+            return Served(
+                body, "broker; fwd=miss; collapsed; detail=consistency", "collapsed", None
+            )
+        return Served(body, "broker; fwd=miss; detail=consistency", "bypass", None)
 
     async def send(
         self,
@@ -158,7 +200,9 @@ class Referrals:
                     {"Content-Type": "application/problem+json", **error.headers()},
                     orjson.dumps(problem_body(error, info.request_id)),
                 )
-            token = await self.cache.invalidate(customer.shop, customer.id)
+            gen = await self.cache.invalidate(customer.shop, customer.id)
+            self._fresh.drop(scope, self._entries)
+            token = self._tokens.issue(customer.shop, customer.id, gen)
             return StoredResponse(
                 200, {"Content-Type": "application/json", "Consistency-Token": token}, body
             )

@@ -8,6 +8,9 @@ error:
     any 401, 400 *_global_api_version  -> UpstreamMisconfigured (the broker's own credentials)
     429, or rate_limit_exceeded        -> UpstreamRateLimited
     other 4xx with a slug ``id``       -> UpstreamRejected (Bubblehouse's id and status)
+    an id the broker defines itself    -> UpstreamError (a browser never sees, say, an
+                                          ``invalid_input`` without a ``field`` it did not decide)
+    a 4xx status outside REFUSALS      -> UpstreamError (a 407 is no refusal of the browser's)
     5xx, non-JSON, odd shapes          -> UpstreamError
     a body too large or undecodable    -> UpstreamError
     connection broken mid-answer       -> UpstreamError (the request may have been delivered)
@@ -16,8 +19,10 @@ error:
     no answer in time                  -> UpstreamTimeout
     a customer being backed off        -> UpstreamBackoff, or the same 4xx again (reads)
 
-A 4xx JSON error's ``message`` travels as ``upstream_message``, without control characters and
-cut to 500 characters; nothing of a 5xx or a non-JSON answer does.
+Only a Refer2 refusal passed through (``UpstreamRejected``) carries Bubblehouse's ``message``, as
+``upstream_message``: without control, format and separator characters, cut to 500 characters.
+Nothing of a 401, a 429, a read, a 5xx or a non-JSON answer reaches a browser. Numbers read from
+Bubblehouse's answers (``Retry-After``) are bounded before they are converted.
 
 Transient failures (5xx, timeouts, connection failures) feed the circuit breaker; answers that
 are wrong for one customer (too large, undecodable, not a JSON object, a 4xx) do not, and hold
@@ -28,14 +33,17 @@ that customer back for ``BROKER_UPSTREAM_BACKOFF`` seconds instead (see
 from __future__ import annotations
 
 import asyncio
-import re
 import time
+import unicodedata
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from email.utils import parsedate_to_datetime
 from typing import Any
 
 import orjson
 import structlog
 
+from broker import errors
 from broker.config.settings import Settings
 from broker.errors import (
     SLUG,
@@ -67,7 +75,18 @@ VERSION_ERRORS = frozenset(
     {"invalid_global_api_version", "obsolete_global_api_version", "inaccessible_global_api_version"}
 )
 MAX_UPSTREAM_MESSAGE = 500
-_CONTROL = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+# Control, format (bidi overrides, zero widths) and line/paragraph separators: never shown.
+_HIDDEN_CATEGORIES = frozenset({"Cc", "Cf", "Zl", "Zp"})
+# Ids the broker itself answers with, each meaning something the broker decided (spec 4).
+# Bubblehouse's rate_limit_exceeded and customer_identity_does_not_match_token mean the same
+# thing in both mouths; invalid_token and the version ids are UpstreamMisconfigured.
+BROKER_IDS = errors.BROKER_IDS - {"rate_limit_exceeded", "customer_identity_does_not_match_token"}
+# The 4xx statuses a refusal of Bubblehouse's may reach a browser with (401 and 429 have their
+# own rules); anything else (407, 408, 413, 431...) says something about the broker's own call.
+REFUSALS = frozenset({400, 403, 404, 409, 410, 422})
+RETRY_AFTER_DIGITS = 6
+RETRY_AFTER_DATE = 64  # an HTTP date is 29 characters; anything much longer is not one
+MAX_RETRY_AFTER = 3600
 
 
 @dataclass(slots=True)
@@ -117,6 +136,7 @@ class Upstream:
         info: CallInfo,
         customer: str = "",
         holds_back: bool = False,
+        refusal_text: bool = False,
     ) -> bytes:
         """POST ``payload`` to ``function``; return the success body or raise a broker error.
 
@@ -124,7 +144,8 @@ class Upstream:
         is safe for any call because the request never left the broker. ``customer`` (the
         customer id) keys the per-customer back-off; without it there is none. ``holds_back``: a
         refusal (4xx) is repeated to the customer for the back-off (a read's, whose next answer
-        could not differ), not only a wrong answer.
+        could not differ), not only a wrong answer. ``refusal_text``: a refusal's message (written
+        by the shop for shoppers, Refer2's) is passed on as ``upstream_message``.
         """
         held = self.backoff.check((customer, function)) if customer and self.backoff else None
         if held is not None:
@@ -157,7 +178,7 @@ class Upstream:
             info.status = answer.status
             failed = answer.status >= 500
             try:
-                result = self._translate(answer)
+                result = self._translate(answer, refusal_text)
             except BrokerError as error:
                 info.outcome = error.id
                 if not failed:
@@ -224,7 +245,7 @@ class Upstream:
                 (customer, function), lambda left: UpstreamRejected(upstream_id, status, message)
             )
 
-    def _translate(self, answer: Answer) -> bytes:
+    def _translate(self, answer: Answer, refusal_text: bool) -> bytes:
         status, content = answer.status, answer.body
         if 200 <= status < 300:
             if content.lstrip()[:1] == b"{" and isinstance(_loads(content), dict):
@@ -234,14 +255,13 @@ class Upstream:
             )
         error_id, message = _error_of(content) if 400 <= status < 500 else (None, None)
         if status == 429 or error_id == "rate_limit_exceeded":
-            raise UpstreamRateLimited(
-                _retry_after(answer.headers.get("retry-after")), None, message
-            )
+            raise UpstreamRateLimited(_retry_after(answer.headers.get("retry-after")))
         if status == 401 or error_id == "invalid_token" or error_id in VERSION_ERRORS:
-            raise UpstreamMisconfigured(upstream_status=status, upstream_message=message)
-        if error_id is None:
+            raise UpstreamMisconfigured(upstream_status=status)
+        if error_id is None or error_id in BROKER_IDS or status not in REFUSALS:
             raise UpstreamError(upstream_status=status)
-        raise UpstreamRejected(error_id, status, message)
+        # A send's refusals carry text the shop wrote for shoppers; a read's carry nothing.
+        raise UpstreamRejected(error_id, status, message if refusal_text else None)
 
 
 _NOT_JSON = object()
@@ -266,15 +286,33 @@ def _error_of(content: bytes) -> tuple[str | None, str | None]:
 
 
 def clean_message(value: object) -> str | None:
-    """Bubblehouse's ``message`` as it may reach a browser: a string without control
-    characters, at most 500 characters, or None."""
+    """Bubblehouse's ``message`` as it may reach a browser: a string without control, format
+    or separator characters (Unicode categories Cc, Cf, Zl, Zp), at most 500 characters, or
+    None."""
     if not isinstance(value, str):
         return None
-    cleaned = _CONTROL.sub("", value).strip()[:MAX_UPSTREAM_MESSAGE]
+    kept = "".join(c for c in value if unicodedata.category(c) not in _HIDDEN_CATEGORIES)
+    cleaned = kept.strip()[:MAX_UPSTREAM_MESSAGE].strip()
     return cleaned or None
 
 
-def _retry_after(value: str | None) -> int:
-    if value and value.strip().isdigit():
-        return max(1, min(int(value.strip()), 3600))
-    return 1
+def _retry_after(value: str | None, now: datetime | None = None) -> int:
+    """Seconds to wait from Bubblehouse's ``Retry-After``: 1-6 ASCII digits or an HTTP date,
+    bounded to 1..3600; anything else is ignored (1)."""
+    if value is None:
+        return 1
+    value = value.strip()
+    seconds: float
+    if 0 < len(value) <= RETRY_AFTER_DIGITS and value.isascii() and value.isdigit():
+        seconds = int(value)
+    elif 0 < len(value) <= RETRY_AFTER_DATE and value.isascii():
+        try:
+            when = parsedate_to_datetime(value)
+        except (TypeError, ValueError, IndexError, OverflowError):
+            return 1
+        if when.tzinfo is None:
+            when = when.replace(tzinfo=UTC)
+        seconds = (when - (now or datetime.now(UTC))).total_seconds()
+    else:
+        return 1
+    return int(max(1, min(seconds, MAX_RETRY_AFTER)))

@@ -38,6 +38,7 @@ from broker.web.cors import METHOD_ORDER, CORSMiddleware
 from broker.web.endpoints import Handler, endpoint
 from broker.web.merchant import invalidate, mint_token
 from broker.web.operations import healthz, metrics, openapi, readyz
+from broker.web.paths import ControlCharacterPaths
 from broker.web.requestlog import TelemetryMiddleware, request_info
 from broker.web.responses import problem_response
 from broker.web.shopify import shopify_token
@@ -146,10 +147,11 @@ def create_app(
         handled("/invalidations", invalidate, "POST", "invalidations"),
         handled("/shopify/token", shopify_token, "GET", "shopify_token"),
     ]
+    metrics_route = handled("/metrics", metrics, "GET", "metrics")
     operator = [
         handled("/healthz", healthz, "GET", "healthz"),
         handled("/readyz", readyz, "GET", "readyz"),
-        handled("/metrics", metrics, "GET", "metrics"),
+        metrics_route,
         handled("/openapi.json", openapi, "GET", "openapi"),
     ]
     routes = [*browser, *server_only, *operator, static_mount(ClientFiles.load())]
@@ -166,8 +168,12 @@ def create_app(
     live_tracing = tracing if tracing.enabled else None
     middleware = [
         Middleware(TelemetryMiddleware, observe=observe, tracing=live_tracing),
+        Middleware(ControlCharacterPaths),  # before CORS and routing: spec 3.4
         Middleware(
-            CORSMiddleware, origins=settings.cors_origins, browser=browser, server_only=server_only
+            CORSMiddleware,
+            origins=settings.cors_origins,
+            browser=browser,
+            server_only=[*server_only, metrics_route],  # spec 4: /metrics is no browser's
         ),
     ]
     app = BrokerApp(

@@ -6,8 +6,10 @@ the storefront's ``/apps/<prefix>/token`` to this route, adding ``shop``,
 computes as its documentation shows: every other query parameter written ``name=value``
 (several values of one name joined by commas), those strings sorted and concatenated with no
 separator, HMAC-SHA256 with the app's shared secret, hex. The broker recomputes it, compares in
-constant time, then checks the shop, the timestamp (5 minutes either way) and that a customer is
-logged in, and answers what ``POST /tokens`` answers for that customer.
+constant time, then checks the shop, the timestamp (1-12 ASCII digits, 5 minutes either way) and
+that a customer is logged in, and answers what ``POST /tokens`` answers for that customer. A
+parameter the proxy adds once (``signature``, ``shop``, ``timestamp``,
+``logged_in_customer_id``, ``path_prefix``) that appears twice is a bad signature.
 """
 
 from __future__ import annotations
@@ -31,6 +33,9 @@ if TYPE_CHECKING:
     from broker.telemetry.request import RequestInfo
 
 MAX_SKEW = 300  # seconds between Shopify's timestamp and our clock, either way
+TIMESTAMP_DIGITS = 12
+# What Shopify's app proxy adds exactly once to every request it forwards.
+SINGLE = ("signature", "shop", "timestamp", "logged_in_customer_id", "path_prefix")
 
 
 def proxy_signature(params: Iterable[tuple[str, str]], secret: str) -> str:
@@ -44,13 +49,18 @@ def proxy_signature(params: Iterable[tuple[str, str]], secret: str) -> str:
 
 
 def only(params: list[tuple[str, str]], name: str) -> str | None:
-    """The one value of ``name``; None when it is absent or given more than once."""
+    """The one value of ``name``, None when absent; a parameter Shopify sends once and that
+    appears twice is no request of Shopify's."""
     values = [value for key, value in params if key == name]
-    return values[0] if len(values) == 1 else None
+    if len(values) > 1:
+        raise InvalidProxySignature(f"The proxy request names '{name}' more than once.")
+    return values[0] if values else None
 
 
 def verified_customer(params: list[tuple[str, str]], secret: str, shop: str, now: float) -> str:
     """The logged-in customer id of a genuine app proxy request, or the error to answer."""
+    for name in SINGLE:
+        only(params, name)  # refused before anything is read from a doubled parameter
     presented = only(params, "signature")
     expected = proxy_signature(params, secret)
     if presented is None or not hmac.compare_digest(expected.encode(), presented.encode()):
@@ -58,7 +68,10 @@ def verified_customer(params: list[tuple[str, str]], secret: str, shop: str, now
     if only(params, "shop") != shop:
         raise InvalidProxySignature("The proxy request is for another store.")
     stamp = only(params, "timestamp") or ""
-    if not stamp.isascii() or not stamp.isdigit() or abs(now - int(stamp)) > MAX_SKEW:
+    # Bounded before conversion: 12 digits is far beyond any clock, and never a huge int().
+    if not (0 < len(stamp) <= TIMESTAMP_DIGITS and stamp.isascii() and stamp.isdigit()):
+        raise InvalidProxySignature("The proxy request's timestamp is not whole seconds.")
+    if abs(now - int(stamp)) > MAX_SKEW:
         raise InvalidProxySignature("The proxy request is too old, or its clock is wrong.")
     customer = only(params, "logged_in_customer_id")
     if not customer:

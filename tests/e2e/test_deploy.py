@@ -58,7 +58,7 @@ REDIS_SERVER_SECRETS = {"REDIS_PASSWORD"}
 # Fake but valid secrets, to check that the non-secret profiles complete a valid configuration.
 FAKE_SECRETS = {
     "BROKER_SIGNING_KEYS": "k1:" + "QUJD" * 11,
-    "BROKER_ISSUER_KEYS": "an-issuer-key-for-tests-only",
+    "BROKER_ISSUER_KEYS": "an-issuer-key-for-tests-only-0123456",
 }
 
 

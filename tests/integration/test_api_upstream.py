@@ -67,15 +67,51 @@ def test_upstream_answers_become_broker_errors(
 def test_bubblehouse_4xx_message_is_passed_on_as_upstream_message(
     broker: Broker, sandbox: Sandbox
 ) -> None:
-    """A 4xx's message reaches the browser as upstream_message (cleaned); message stays ours."""
+    """A Refer2 refusal's message reaches the browser as upstream_message (cleaned), a read's
+    never; message stays ours."""
     sandbox.fault(
-        status=422, id="referral_program_disabled", message="Referrals are\u0007 paused\n today."
+        status=422,
+        id="referral_program_disabled",
+        message="Referrals are\u0007 paused\n\u2028 today.\u202e\u200b",
     )
-    for response in (broker.read(), broker.refer({"channel": "sms"})):
+    read, sent = broker.read(), broker.refer({"channel": "sms"})
+    for response in (read, sent):
         body = response.json()
         assert response.status_code == 422 and body["upstream_status"] == 422
-        assert body["upstream_message"] == "Referrals are paused today."
         assert "today" not in body["message"]
+    assert sent.json()["upstream_message"] == "Referrals are paused today."
+    assert "upstream_message" not in read.json()
+
+
+@pytest.mark.parametrize(
+    ("fault", "status", "error_id"),
+    [
+        (
+            {"status": 401, "id": "invalid_token", "message": "secret kid k1 not found"},
+            502,
+            "upstream_misconfigured",
+        ),
+        (
+            {"status": 429, "id": "rate_limit_exceeded", "message": "kid k1"},
+            429,
+            "rate_limit_exceeded",
+        ),
+        ({"status": 400, "id": "invalid_input", "message": "kid k1"}, 502, "upstream_error"),
+        ({"status": 404, "id": "not_found", "message": "kid k1"}, 502, "upstream_error"),
+        ({"status": 400, "id": "missing_token", "message": "kid k1"}, 502, "upstream_error"),
+        ({"status": 407, "id": "proxy_auth", "message": "kid k1"}, 502, "upstream_error"),
+    ],
+)
+def test_bubblehouse_text_and_ids_the_broker_owns_never_reach_the_browser(
+    broker: Broker, sandbox: Sandbox, fault: dict[str, Any], status: int, error_id: str
+) -> None:
+    """Bubblehouse's 401 text, its 429 text, a broker-owned id or a 407 never reach a shopper."""
+    sandbox.fault(**fault)
+    for response in (broker.read(), broker.refer({"channel": "sms"})):
+        assert response.status_code == status, response.text
+        body = response.json()
+        assert body["id"] == error_id and "field" not in body
+        assert "k1" not in response.text and "upstream_message" not in body
 
 
 def test_nothing_of_a_5xx_reaches_the_browser(broker: Broker, sandbox: Sandbox) -> None:
@@ -228,6 +264,24 @@ def test_unusable_answers_back_one_customer_off_and_free_the_key() -> None:
         # The held send was never sent: its key is free (not replayed).
         again = broker.refer({"channel": "sms"}, headers={"Idempotency-Key": "k"})
         assert "idempotent-replayed" not in again.headers
+
+
+@pytest.mark.parametrize("retry_after", ["9" * 5000, "\u00c2\u00b2", "soon"])
+def test_bubblehouse_429_with_an_odd_retry_after_serves_the_stale_list(retry_after: str) -> None:
+    """A 429 whose Retry-After is 5000 digits or not ASCII is ignored: stale list, or 429 (1 s)."""
+    limited = answer(429, b'{"id": "rate_limit_exceeded"}', {"Retry-After": retry_after})
+    with (
+        RawUpstream(answer(200, GOOD), limited) as raw,
+        running_broker(raw.url, BROKER_CACHE_TTL="1", BROKER_CACHE_STALE_TTL="60") as broker,
+    ):
+        assert broker.read().content == GOOD
+        time.sleep(1.3)
+        stale = broker.read()
+        assert stale.status_code == 200, stale.text
+        assert "fwd=stale" in stale.headers["cache-status"] and stale.content == GOOD
+        refused = broker.read(customer="bob")
+        assert refused.status_code == 429 and refused.json()["id"] == "rate_limit_exceeded"
+        assert refused.headers["retry-after"] == "1" and "upstream_message" not in refused.json()
 
 
 @pytest.mark.parametrize("kind", ["corrupt-gzip", "endless-chunked"])

@@ -119,10 +119,10 @@ def test_wildcard_origins() -> None:
     assert not policy.allows("http://localhost:3001")
 
 
-@pytest.mark.parametrize("path", ["/tokens", "/invalidations", "/shopify/token"])
+@pytest.mark.parametrize("path", ["/tokens", "/invalidations", "/shopify/token", "/metrics"])
 @pytest.mark.parametrize("method", ["GET", "POST", "OPTIONS"])
 def test_server_to_server_routes_never_carry_cors(broker: Broker, path: str, method: str) -> None:
-    """/tokens, /invalidations and /shopify/token: no Access-Control-* header, whatever answers."""
+    """/tokens, /invalidations, /shopify/token, /metrics: no Access-Control-* header, ever."""
     response = broker.client.request(
         method, path, headers={"Origin": ORIGIN, "Access-Control-Request-Method": "POST"}
     )

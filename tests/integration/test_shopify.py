@@ -159,11 +159,32 @@ def test_timestamp_outside_five_minutes_is_refused(shopify: Broker, offset: int)
 
 
 @pytest.mark.parametrize(
-    "stamp", ["", "soon", "1e9", "-5", "\uff11\uff12\uff13"]
-)  # full-width digits
+    "stamp",
+    ["", "soon", "1e9", "-5", "\uff11\uff12\uff13", "\u00b2", "9" * 5000, "0" * 13, " 1"],
+)  # full-width and superscript digits, 5000 digits (int() refuses), 13 digits
 def test_malformed_timestamp_is_refused(shopify: Broker, stamp: str) -> None:
     """A timestamp that is not whole seconds is refused, signed or not."""
     refused(shopify, shopify_signed(proxy_query(timestamp=stamp)), "invalid_proxy_signature")
+
+
+@pytest.mark.parametrize("name", ["logged_in_customer_id", "shop", "timestamp", "path_prefix"])
+def test_a_parameter_the_proxy_sends_once_given_twice_is_a_bad_signature(
+    shopify: Broker, name: str
+) -> None:
+    """A correctly signed request naming a once-only parameter twice: invalid_proxy_signature."""
+    params = proxy_query()
+    value = dict(params)[name]
+    refused(shopify, shopify_signed([*params, (name, value)]), "invalid_proxy_signature")
+
+
+def test_a_correctly_signed_5000_digit_timestamp_is_refused_over_the_wire(sandbox: Sandbox) -> None:
+    """A 5000-digit timestamp, signed, sent on a real socket: 401, never a 500."""
+    with running_broker(
+        sandbox.url, wire=True, BROKER_SHOPIFY_SECRET=SECRET, BROKER_SHOPIFY_SHOP=STORE
+    ) as running:
+        params = shopify_signed(proxy_query(timestamp="9" * 5000))
+        answer = running.client.get(f"/shopify/token?{urlencode(params)}")
+    assert answer.status_code == 401 and answer.json()["id"] == "invalid_proxy_signature"
 
 
 def test_missing_timestamp_is_refused(shopify: Broker) -> None:

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import asyncio
+import unicodedata
 from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from email.utils import format_datetime
 
 import orjson
 import pytest
@@ -17,6 +20,7 @@ from broker.errors import (
     UpstreamTimeout,
     UpstreamUnavailable,
 )
+from broker.rules.functions import BY_NAME
 from broker.upstream.client import CallInfo, Upstream, clean_message
 from broker.upstream.transport import (
     Answer,
@@ -71,6 +75,8 @@ async def call(
         retry_connect=retry_connect,
         info=info or CallInfo(),
         customer=customer,
+        holds_back=BY_NAME[function].holds_back,
+        refusal_text=BY_NAME[function].refusal_text,
     )
 
 
@@ -125,6 +131,16 @@ async def test_request_is_post_json_with_bearer_and_ids() -> None:
         (500, {"id": "internal"}, UpstreamError, None),
         (503, {"id": "maintenance"}, UpstreamError, None),
         (302, {"id": "moved"}, UpstreamError, None),
+        (400, {"id": "invalid_input", "message": "bad"}, UpstreamError, None),
+        (500, {"id": "internal_error"}, UpstreamError, None),
+        (404, {"id": "not_found"}, UpstreamError, None),
+        (403, {"id": "missing_token"}, UpstreamError, None),
+        (400, {"id": "idempotency_key_reused"}, UpstreamError, None),
+        (404, {"id": "upstream_timeout"}, UpstreamError, None),
+        (407, {"id": "proxy_authentication_required"}, UpstreamError, None),
+        (408, {"id": "some_future_error"}, UpstreamError, None),
+        (431, {"id": "some_future_error"}, UpstreamError, None),
+        (401, {"id": "missing_token"}, UpstreamMisconfigured, None),
     ],
 )
 async def test_upstream_answers_map_to_broker_errors(
@@ -155,16 +171,43 @@ async def test_non_json_success_is_an_upstream_error(content: bytes) -> None:
         await call(upstream)
 
 
-async def test_bubblehouse_4xx_message_is_passed_on_cleaned() -> None:
-    """A 4xx JSON error's message becomes upstream_message: no control characters, 500 max."""
-    text = "Referrals are\x00 paused\n until May.\x1b[31m" + "x" * 1000
+async def test_bubblehouse_refer2_refusal_message_is_passed_on_cleaned() -> None:
+    """A Refer2 4xx JSON refusal's message becomes upstream_message: Cc/Cf/Zl/Zp gone, 500 max."""
+    text = (
+        "Referrals are\x00 paused\n until\u2028 May.\u202e\u200b\ufeff\x1b[31m\u2029" + "x" * 1000
+    )
     upstream, _ = upstream_with(reply(422, {"id": "referral_program_disabled", "message": text}))
     with pytest.raises(UpstreamRejected) as caught:
-        await call(upstream)
+        await call(upstream, function="Refer2")
     passed = caught.value.extra["upstream_message"]
     assert passed.startswith("Referrals are paused until May.[31m")
-    assert len(passed) == 500 and not any(ord(c) < 32 for c in passed)
+    assert len(passed) == 500
+    assert not any(unicodedata.category(c) in ("Cc", "Cf", "Zl", "Zp") for c in passed)
     assert "May" not in caught.value.message  # the broker's own words stay the broker's
+
+
+@pytest.mark.parametrize(
+    ("function", "status", "body"),
+    [
+        ("CustomerReferrals2", 422, {"id": "referral_program_disabled", "message": "kid k1"}),
+        ("Refer2", 401, {"id": "invalid_token", "message": "secret kid k1 not found"}),
+        ("Refer2", 401, {"id": "token_revoked", "message": "secret kid k1 not found"}),
+        ("Refer2", 429, {"id": "rate_limit_exceeded", "message": "kid k1 over quota"}),
+        ("Refer2", 400, {"id": "invalid_global_api_version", "message": "kid k1"}),
+        ("Refer2", 400, {"id": "invalid_input", "message": "kid k1"}),
+        ("Refer2", 404, {"id": "not_found", "message": "kid k1"}),
+        ("Refer2", 407, {"id": "proxy_authentication_required", "message": "kid k1"}),
+    ],
+)
+async def test_upstream_message_only_from_a_refer2_refusal(
+    function: str, status: int, body: object
+) -> None:
+    """No 401, 429, broker-defined id, odd status or read ever carries Bubblehouse's text."""
+    upstream, _ = upstream_with(reply(status, body))
+    with pytest.raises(BrokerError) as caught:
+        await call(upstream, function=function)
+    assert "upstream_message" not in caught.value.extra
+    assert "k1" not in repr(caught.value.extra) and "k1" not in caught.value.message
 
 
 @pytest.mark.parametrize(
@@ -185,9 +228,11 @@ async def test_no_upstream_text_from_5xx_or_non_json(status: int, body: object) 
 
 
 def test_clean_message() -> None:
-    """Only strings survive; C0, DEL and C1 controls go; blank becomes None."""
-    assert clean_message("ok\u0085 \u200bfine\x7f") == "ok \u200bfine"
-    assert clean_message(" \n\t ") is None and clean_message(42) is None
+    """Only strings survive; controls, format and separator characters go; blank is None."""
+    assert clean_message("ok\u0085 \u200bfine\x7f") == "ok fine"
+    assert clean_message("a\u2028b\u2029c\u202ed\u2066e\u00adf") == "abcdef"
+    assert clean_message("caf\u00e9 \u4f60\u597d \U0001f600") == "caf\u00e9 \u4f60\u597d \U0001f600"
+    assert clean_message(" \n\t \u200b") is None and clean_message(42) is None
 
 
 async def test_retry_after_of_bubblehouse_429_is_kept() -> None:
@@ -198,6 +243,50 @@ async def test_retry_after_of_bubblehouse_429_is_kept() -> None:
     with pytest.raises(UpstreamRateLimited) as caught:
         await call(upstream)
     assert caught.value.retry_after == 7 and caught.value.headers()["Retry-After"] == "7"
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        ("7", 7),
+        ("000042", 42),
+        ("999999", 3600),
+        ("0", 1),
+        ("9" * 5000, 1),
+        ("1234567", 1),
+        ("\u00b2", 1),
+        ("\u0663", 1),
+        ("-5", 1),
+        ("1.5", 1),
+        ("", 1),
+        ("Wed, 21 Oct 2015 07:28:00 GMT", 1),
+        ("Wed, 21 Oct 2015 07:28:00 GMT" + " " * 5000 + "x", 1),
+        ("not a date at all", 1),
+    ],
+)
+async def test_retry_after_of_bubblehouse_is_bounded_before_conversion(
+    value: str, expected: int
+) -> None:
+    """Only 1-6 ASCII digits (or an HTTP date) are read; anything else means 1 s, never a 500."""
+    upstream, _ = upstream_with(
+        reply(429, {"id": "rate_limit_exceeded"}, headers={"retry-after": value})
+    )
+    with pytest.raises(UpstreamRateLimited) as caught:
+        await call(upstream)
+    assert caught.value.retry_after == expected
+
+
+async def test_retry_after_as_an_http_date_counts_from_now() -> None:
+    """An HTTP-date Retry-After becomes the seconds until then, bounded to an hour."""
+    soon = format_datetime(datetime.now(UTC) + timedelta(seconds=120), usegmt=True)
+    later = format_datetime(datetime.now(UTC) + timedelta(days=3), usegmt=True)
+    for value, low, high in ((soon, 100, 120), (later, 3600, 3600)):
+        upstream, _ = upstream_with(
+            reply(429, {"id": "rate_limit_exceeded"}, headers={"retry-after": value})
+        )
+        with pytest.raises(UpstreamRateLimited) as caught:
+            await call(upstream)
+        assert low <= caught.value.retry_after <= high
 
 
 @pytest.mark.parametrize(
@@ -305,6 +394,15 @@ WIRE_CASES = {
     "read-timeout": (stall, UpstreamTimeout),
     "5xx-html": (answer(502, b"<html>bad gateway</html>", {"Content-Type": "text/html"}), None),
     "401-other-id": (answer(401, b'{"id": "token_revoked"}'), UpstreamMisconfigured),
+    "429-long-retry-after": (
+        answer(429, b'{"id": "rate_limit_exceeded"}', {"Retry-After": "9" * 5000}),
+        UpstreamRateLimited,
+    ),
+    "429-superscript-retry-after": (
+        # the UTF-8 bytes of a superscript two, which str.isdigit() calls a digit
+        answer(429, b'{"id": "rate_limit_exceeded"}', {"Retry-After": "\u00c2\u00b2"}),
+        UpstreamRateLimited,
+    ),
 }
 
 
@@ -319,7 +417,7 @@ async def test_failures_over_a_real_socket(case: str) -> None:
                 await call(upstream, function="Refer2", retry_connect=False)
         finally:
             await upstream.aclose()
-    assert caught.value.status in (502, 504)
+    assert caught.value.status in (429, 502, 504)
     assert len(server.requests) == 1
 
 

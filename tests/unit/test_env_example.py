@@ -167,7 +167,7 @@ def test_commented_defaults_are_valid() -> None:
             **documented,
             "BROKER_SHOP": "example-shop",
             "BROKER_SIGNING_KEYS": "k1:" + "QUJD" * 11,
-            "BROKER_ISSUER_KEYS": "an-issuer-key-for-tests-only",
+            "BROKER_ISSUER_KEYS": "an-issuer-key-for-tests-only-0123456",
         }
     )
 
@@ -182,7 +182,7 @@ def test_commented_defaults_pass_the_production_refusals() -> None:
             **documented,
             "BROKER_SHOP": "example-shop",
             "BROKER_SIGNING_KEYS": "k1:" + "QUJD" * 11,
-            "BROKER_ISSUER_KEYS": "an-issuer-key-for-tests-only",
+            "BROKER_ISSUER_KEYS": "an-issuer-key-for-tests-only-0123456",
             "WEB_CONCURRENCY": "2",
         }
     )

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from broker.errors import (
     CustomerIdentityDoesNotMatchToken,
@@ -14,7 +17,7 @@ from broker.errors import (
     PayloadTooLarge,
     UnsupportedMediaType,
 )
-from broker.rules import inputs
+from broker.rules import fields, inputs
 from broker.rules.tokens import Customer
 
 ALICE = Customer("test-shop", "alice", "alice@example.com", 2**40)
@@ -192,7 +195,7 @@ INVALID: list[tuple[str, Any, tuple[Any, ...], str, str]] = [
     (
         "token-ttl-float",
         inputs.token_request,
-        ({"customer_id": "a", "ttl": 60.0},),
+        ({"customer_id": "a", "ttl": 60.5},),
         "ttl",
         TTL_RULE,
     ),
@@ -472,3 +475,40 @@ def test_fingerprint_ignores_member_order_only() -> None:
     """Idempotency compares bodies by content: member order does not matter, values do."""
     assert inputs.fingerprint({"a": 1, "b": 2}) == inputs.fingerprint({"b": 2, "a": 1})
     assert inputs.fingerprint({"a": 1}) != inputs.fingerprint({"a": 2})
+
+
+@given(st.from_regex(f"^{fields.EMAIL_DOCUMENTED}$", fullmatch=True))
+@settings(max_examples=300, deadline=None)
+def test_every_address_of_the_documented_form_is_accepted(address: str) -> None:
+    """The document's email pattern shows only addresses the library accepts (no .test)."""
+    assert fields.is_email(address), address
+
+
+@given(st.from_regex(r"^[\x20-\x2e\x30-\x7e]{1,128}$", fullmatch=True))
+@settings(max_examples=200, deadline=None)
+def test_every_customer_id_of_the_documented_form_is_accepted(customer_id: str) -> None:
+    """The document's customer_id pattern shows only ids the check accepts."""
+    assert inputs.CUSTOMER_ID_FIELD.documented is not None
+    assert re.fullmatch(inputs.CUSTOMER_ID_FIELD.documented, customer_id)
+    assert inputs.token_request({"customer_id": customer_id}).customer_id == customer_id
+
+
+def test_special_use_domains_are_outside_the_documented_form() -> None:
+    """Addresses the library refuses (special-use domains) do not match the documented form."""
+    for address in ("a@b.test", "a@b.local", "a@b.invalid", "a@b.onion", "a@b.arpa", "a@x"):
+        assert not fields.is_email(address)
+        assert not re.fullmatch(fields.EMAIL_DOCUMENTED, address)
+
+
+@pytest.mark.parametrize(
+    ("ttl", "accepted"), [(60.0, 60), (1.5, None), (0.0, None), (2.0**60, 2**60)]
+)
+def test_a_whole_number_ttl_written_with_a_fraction_is_an_integer(
+    ttl: float, accepted: int | None
+) -> None:
+    """JSON Schema calls 60.0 (and 2.0**60) an integer, so the broker does; 1.5 is refused."""
+    if accepted is None:
+        with pytest.raises(InvalidInput):
+            inputs.token_request({"customer_id": "alice", "ttl": ttl})
+    else:
+        assert inputs.token_request({"customer_id": "alice", "ttl": ttl}).ttl == accepted

@@ -93,8 +93,9 @@ async def test_a_send_invalidates_and_hands_back_a_consistency_token(
     await referrals.read(info(), ALICE, VERSION, {}, None)
     sent = await referrals.send(info(), ALICE, VERSION, {"channel": "sms"}, None, "")
     assert sent.response.status == 200 and not sent.replayed
-    assert sent.response.headers["Consistency-Token"] == "1"
-    after, _ = await referrals.read(info(), ALICE, VERSION, {}, 1)
+    token = sent.response.headers["Consistency-Token"]
+    assert token.startswith("v1.1.")  # the generation the invalidation made, then time and MAC
+    after, _ = await referrals.read(info(), ALICE, VERSION, {}, token)
     assert after.body == b'{"referrals":["sms"]}'
     assert bubblehouse.calls["CustomerReferrals2"] == 2
 

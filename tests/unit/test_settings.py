@@ -112,6 +112,16 @@ def test_bad_values_name_the_variable_not_the_value(name: str, value: str) -> No
         assert value not in found[0]
 
 
+@pytest.mark.parametrize("length", [16, 31])
+def test_issuer_keys_under_32_characters_are_refused_naming_the_variable(length: int) -> None:
+    """An issuer key of 16 or 31 characters stops start-up; the line names the variable only."""
+    short = "k" * (length - 1) + "Z"
+    found = problems(BROKER_ISSUER_KEYS=f"{ISSUER_KEY},{short}")
+    assert len(found) == 1 and found[0].startswith("BROKER_ISSUER_KEYS")
+    assert "32" in found[0] and short not in found[0] and ISSUER_KEY not in found[0]
+    assert len(ISSUER_KEY) >= 32 and parse(broker_env(BROKER_ISSUER_KEYS="k" * 32)).issuer_keys
+
+
 def test_all_problems_are_reported_at_once() -> None:
     """Several problems give several lines, not just the first."""
     assert len(problems(PORT="x", LOG_LEVEL="x", BROKER_CACHE_TTL="x")) == 3

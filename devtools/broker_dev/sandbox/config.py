@@ -137,7 +137,7 @@ def sandbox_config_from_env(env: Mapping[str, str]) -> SandboxConfig:
     }
     # The broker's parser also insists on issuer keys, which the sandbox never uses: a
     # placeholder lets it check the three shared variables exactly as the broker does.
-    shared["BROKER_ISSUER_KEYS"] = "sandbox-placeholder-issuer-key"
+    shared["BROKER_ISSUER_KEYS"] = "sandbox-placeholder-issuer-key-never-used"
     settings = None
     try:
         settings = parse(shared)
