@@ -233,9 +233,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     if args.check:
         for name in differing:
-            print(
-                f"{name}: differs from broker/config/table.py; run `{COMMAND}`", file=sys.stderr
-            )
+            print(f"{name}: differs from broker/config/table.py; run `{COMMAND}`", file=sys.stderr)
         return 1 if differing else 0
     for name, text in expected(root).items():
         if name in differing:
