@@ -574,6 +574,38 @@ def test_pdb_lets_one_broker_go_at_a_time() -> None:
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels().items()
 
 
+def test_broker_pods_get_no_service_link_variables() -> None:
+    """enableServiceLinks is off, so the demo Redis Service's BROKER_REDIS_* docker-link
+    variables never reach the broker's environment."""
+    assert broker_deployment()["spec"]["template"]["spec"]["enableServiceLinks"] is False
+
+
+def test_broker_pods_network_policy() -> None:
+    """The broker's NetworkPolicy admits the ingress controller, the merchant's namespace and
+    Prometheus on the broker's port, and lets the pods reach only Redis, DNS and HTTPS outside
+    the cluster."""
+    policy = k8s("NetworkPolicy", "referral-broker")["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels().items()
+    assert policy["podSelector"]["matchLabels"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    [container_port] = broker_deployment()["spec"]["template"]["spec"]["containers"][0]["ports"]
+    sources = []
+    for rule in policy["ingress"]:
+        assert [p["port"] for p in rule["ports"]] == [container_port["containerPort"]]
+        [source] = rule["from"]
+        assert "namespaceSelector" in source and "ipBlock" not in source
+        sources.append(source["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"])
+    assert sources == ["ingress-nginx", "merchant", "monitoring"]
+    redis, dns, https = policy["egress"]
+    redis_pods = k8s("Deployment", "broker-redis")["spec"]["template"]["metadata"]["labels"]
+    assert redis["to"][0]["podSelector"]["matchLabels"].items() <= redis_pods.items()
+    assert [p["port"] for p in redis["ports"]] == [6379]
+    assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
+    [block] = https["to"]
+    assert block["ipBlock"]["cidr"] == "0.0.0.0/0" and block["ipBlock"]["except"]
+    assert [(p["protocol"], p["port"]) for p in https["ports"]] == [("TCP", 443)]
+
+
 def test_demo_redis_matches_the_example_redis_url() -> None:
     """The example REDIS_URL names redis.yaml's Service and carries the Secret's REDIS_PASSWORD."""
     service = k8s("Service", "broker-redis")
