@@ -5,6 +5,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 from broker.web.clientfiles import NAMES
@@ -16,21 +17,26 @@ ORIGIN = "https://shop.example"  # allowed by the test settings
 
 
 def test_build_holds_exactly_the_package_files(tmp_path: Path) -> None:
-    """setuptools' build (what goes into the wheel) has the four files of clients/js, no more."""
-    # build_py is the step that lays the package out for the wheel; building the wheel itself
-    # would need the `wheel` package, which the test environment does not otherwise need.
-    subprocess.run(
+    """The wheel, built by the pinned build backend of pyproject.toml in pip's isolated build
+    environment, has the four files of clients/js, no more, and the build warns of nothing
+    deprecated (the license is an SPDX expression)."""
+    built = subprocess.run(
         [
-            *(sys.executable, "-c", "from setuptools import setup; setup()"),
-            *("-q", "build_py", "--build-lib", str(tmp_path)),
+            *(sys.executable, "-m", "pip", "wheel", "--no-deps", "-v"),
+            *("--disable-pip-version-check", "-w", str(tmp_path / "dist"), str(ROOT)),
         ],
-        cwd=ROOT,
         check=True,
         capture_output=True,
+        text=True,
         timeout=300,
     )
-    published = tmp_path / "broker" / "clientjs"
-    assert not published.is_symlink()
-    assert sorted(p.name for p in published.iterdir()) == sorted(NAMES)
-    for name in NAMES:
-        assert (published / name).read_bytes() == (CLIENT / name).read_bytes()
+    assert "DeprecationWarning" not in built.stdout + built.stderr
+    [wheel] = (tmp_path / "dist").glob("referral_broker-*.whl")
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        published = sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("broker/clientjs/"))
+        assert published == sorted(NAMES)
+        for name in NAMES:
+            assert archive.read(f"broker/clientjs/{name}") == (CLIENT / name).read_bytes()
+        [metadata] = [n for n in names if n.endswith(".dist-info/METADATA")]
+        assert "License-Expression: LicenseRef-Proprietary" in archive.read(metadata).decode()
