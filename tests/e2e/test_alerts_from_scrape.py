@@ -235,7 +235,10 @@ def test_generated_series_follow_the_scrapes() -> None:
     scraped value; a sample missing from the first scrape starts at 0."""
     first = ({"c_total": 5.0, "g": 0.0}, {"c": "counter", "g": "gauge"})
     second = ({"c_total": 7.0, "g": 1.0, "n_total": 3.0}, {"c": "counter", "n": "counter"})
-    third = ({"c_total": 7.0, "g": 0.0, "n_total": 3.0}, {})
+    third: tuple[dict[str, float], dict[str, str]] = (
+        {"c_total": 7.0, "g": 0.0, "n_total": 3.0},
+        {},
+    )
     series = {s["series"]: s["values"].split() for s in input_series([first, second, third])}
     healthy, fault, _ = PHASES
     assert series["c_total"][:healthy] == ["5"] * healthy
