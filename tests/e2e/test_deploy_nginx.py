@@ -471,7 +471,8 @@ def test_rolling_restart_behind_nginx_fails_no_storefront_read(
 ) -> None:
     """The shipped nginx.conf in front of two `broker serve` of three workers each: restarting
     them one after the other (SIGTERM, wait, start, /readyz, fail_timeout) under a loop of
-    storefront reads fails none of them, and both instances serve again afterwards."""
+    storefront reads fails none of them, and both instances serve again afterwards; each
+    instance's metrics are reachable through the private server only."""
     text = EXAMPLE.read_text()
     spacing = int(FAIL_TIMEOUT.findall(text)[0]) + 1
     ports = (free_port(), free_port())
@@ -511,6 +512,10 @@ def test_rolling_restart_behind_nginx_fails_no_storefront_read(
                 instance.ready()
                 time.sleep(spacing)
             storefront.finish()
+            for path in ("/instances/8000/metrics", "/instances/8001/metrics"):
+                status, _, body = Proxy(private).request("GET", path)
+                assert status == 200 and b"broker_build_info" in body, path
+            assert Proxy(public).request("GET", "/loyalty/metrics")[0] == 404
     finally:
         storefront.finish()
         for instance in instances:
