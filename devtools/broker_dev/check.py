@@ -145,9 +145,9 @@ async def _status2(
         return CheckResult(name, False, detail), False
     skew = clock_skew(response.headers.get("Date"), time.time())
     judged = _judge(name, version, key, response.status_code, _error_id(response.content))
-    if not judged.ok and response.status_code == 401 and skew is not None:
-        if abs(skew) > settings.clock_leeway:
-            return _skewed(name, skew, settings.clock_leeway), True
+    refused = not judged.ok and response.status_code == 401
+    if refused and skew is not None and abs(skew) > settings.clock_leeway:
+        return _skewed(name, skew, settings.clock_leeway), True
     return judged, True
 
 
