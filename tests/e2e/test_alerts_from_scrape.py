@@ -151,6 +151,7 @@ def redis_state(broker: Broker) -> Any:
     return broker.client.get("/readyz").json().get("redis")
 
 
+@pytest.mark.slow
 def test_redis_down_fires_and_clears(
     tmp_path: Path, redis_broker: Broker, redis_server: RedisProcess
 ) -> None:
@@ -171,6 +172,7 @@ def test_redis_down_fires_and_clears(
     fires_then_clears(tmp_path, "BrokerRedisDown", {"severity": "critical"}, [healthy, fault, over])
 
 
+@pytest.mark.slow
 def test_upstream_circuit_open_fires_and_clears(tmp_path: Path, sandbox: Sandbox) -> None:
     """BrokerUpstreamCircuitOpen fires on the scrape of a broker whose circuit to a failing
     Bubblehouse is open, and clears once a trial call succeeds."""
@@ -205,6 +207,7 @@ def test_upstream_circuit_open_fires_and_clears(tmp_path: Path, sandbox: Sandbox
     )
 
 
+@pytest.mark.slow
 def test_issuer_key_guessing_fires_and_clears(tmp_path: Path, sandbox: Sandbox) -> None:
     """BrokerIssuerKeyGuessing fires on the scrapes of a broker refusing a client's guessed
     issuer keys with 429, and clears once the guessing stops."""

@@ -466,6 +466,7 @@ class Storefront:
             worker.join(timeout=15)
 
 
+@pytest.mark.slow
 def test_rolling_restart_behind_nginx_fails_no_storefront_read(
     tmp_path: Path, redis_server: RedisProcess, sandbox_server: RunningServer
 ) -> None:
