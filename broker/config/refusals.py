@@ -21,6 +21,10 @@ if TYPE_CHECKING:
 # The issuer key `broker dev` uses and prints: published, so never accepted by `broker serve`.
 DEV_ISSUER_KEY = "dev-issuer-key-not-a-secret-anywhere"
 MIN_METRICS_TOKEN = 16
+# What the placeholders of .env.example and deploy/kubernetes/secret.example.yaml hold
+# (`your-shop-slug`, `change-me-metrics-token`, `redis://:change-me-redis-password@...`): a
+# value that still holds one was copied and never filled in. Compared case-insensitively.
+PLACEHOLDERS = ("change-me", "paste_the_", "your-shop-slug", "your-store.")
 
 
 class Hidden(Protocol):
@@ -42,6 +46,12 @@ class Deployment(Protocol):
     def web_concurrency(self) -> int: ...
     @property
     def redis_url(self) -> Hidden | None: ...
+    @property
+    def shop(self) -> str: ...
+    @property
+    def shopify_secret(self) -> Hidden | None: ...
+    @property
+    def shopify_shop(self) -> str | None: ...
 
 
 def deployment_problems(settings: Deployment) -> list[str]:
@@ -49,7 +59,7 @@ def deployment_problems(settings: Deployment) -> list[str]:
 
     Each problem names the variable and never its value.
     """
-    problems: list[str] = []
+    problems = placeholder_problems(settings)
     if any(key.reveal() == DEV_ISSUER_KEY for key in settings.issuer_keys):
         problems.append(
             "BROKER_ISSUER_KEYS: holds the published development key of `broker dev`; "
@@ -69,6 +79,25 @@ def deployment_problems(settings: Deployment) -> list[str]:
             "and the cache split per worker; set REDIS_URL or WEB_CONCURRENCY=1"
         )
     return problems
+
+
+def placeholder_problems(settings: Deployment) -> list[str]:
+    """The variables that still hold a placeholder of the example files (:data:`PLACEHOLDERS`)."""
+    values: dict[str, list[str]] = {
+        "BROKER_SHOP": [settings.shop],
+        "BROKER_ISSUER_KEYS": [key.reveal() for key in settings.issuer_keys],
+        "BROKER_METRICS_TOKEN": [settings.metrics_token.reveal()] if settings.metrics_token else [],
+        "REDIS_URL": [settings.redis_url.reveal()] if settings.redis_url else [],
+        "BROKER_SHOPIFY_SECRET": (
+            [settings.shopify_secret.reveal()] if settings.shopify_secret else []
+        ),
+        "BROKER_SHOPIFY_SHOP": [settings.shopify_shop] if settings.shopify_shop else [],
+    }
+    return [
+        f"{name}: still holds the placeholder of the example file; set the real value"
+        for name, given in values.items()
+        if any(marker in value.lower() for value in given for marker in PLACEHOLDERS)
+    ]
 
 
 def _is_loopback(host: str) -> bool:

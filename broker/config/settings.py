@@ -8,7 +8,9 @@ value. Secrets are wrapped in :class:`Secret` so that no repr, log line or trace
 
 from __future__ import annotations
 
+import ipaddress
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
 from pathlib import Path
@@ -125,9 +127,58 @@ class Settings:
 
 
 def unknown_variables(env: Mapping[str, str]) -> tuple[str, ...]:
-    """The ``BROKER_*`` names of ``env`` that are not in :data:`VARIABLES`, sorted."""
+    """The ``BROKER_*`` names of ``env`` that are not in :data:`VARIABLES`, sorted; the
+    variables the kubelet writes for a Service whose name starts with ``broker-``
+    (:func:`kubelet_service_link`) are not the operator's and are left out."""
     known = frozenset(VARIABLES)
-    return tuple(sorted(n for n in env if n.startswith("BROKER_") and n not in known))
+    return tuple(
+        sorted(
+            name
+            for name, value in env.items()
+            if name.startswith("BROKER_")
+            and name not in known
+            and not kubelet_service_link(name, value)
+        )
+    )
+
+
+_PROTOCOL = r"(?:TCP|UDP|SCTP)"
+# Kubernetes' service links (docker-link style variables), by suffix of the Service's name, and
+# the shape of the value the kubelet writes for each.
+_HOST = "host"
+_NUMBER = re.compile(r"[0-9]{1,5}")
+_LINK_URL = re.compile(r"(?:tcp|udp|sctp)://[0-9A-Fa-f.:\[\]]+:[0-9]{1,5}")
+_SERVICE_LINKS: tuple[tuple[re.Pattern[str], re.Pattern[str] | str], ...] = (
+    (re.compile(r"[A-Z0-9_]+_SERVICE_HOST"), _HOST),
+    (re.compile(r"[A-Z0-9_]+_SERVICE_PORT(?:_[A-Z0-9_]+)?"), _NUMBER),
+    (re.compile(rf"[A-Z0-9_]+_PORT(?:_[0-9]{{1,5}}_{_PROTOCOL})?"), _LINK_URL),
+    (re.compile(rf"[A-Z0-9_]+_PORT_[0-9]{{1,5}}_{_PROTOCOL}_ADDR"), _HOST),
+    (re.compile(rf"[A-Z0-9_]+_PORT_[0-9]{{1,5}}_{_PROTOCOL}_PORT"), _NUMBER),
+    (re.compile(rf"[A-Z0-9_]+_PORT_[0-9]{{1,5}}_{_PROTOCOL}_PROTO"), re.compile("tcp|udp|sctp")),
+)
+
+
+def kubelet_service_link(name: str, value: str) -> bool:
+    """Whether ``name=value`` is one of the variables the kubelet injects for a Service (with
+    ``enableServiceLinks``, its default): ``<SVC>_SERVICE_HOST``, ``<SVC>_SERVICE_PORT[_<x>]``,
+    ``<SVC>_PORT``, ``<SVC>_PORT_<n>_<PROTO>`` and its ``_ADDR``, ``_PORT`` and ``_PROTO``, each
+    with the value the kubelet writes (an address, a port, a ``tcp://`` link), so that a typo
+    such as ``BROKER_PORT=8000`` is still reported."""
+    for pattern, shape in _SERVICE_LINKS:
+        if pattern.fullmatch(name):
+            if shape == _HOST:
+                return _is_address(value)
+            if isinstance(shape, re.Pattern) and shape.fullmatch(value):
+                return True
+    return False
+
+
+def _is_address(value: str) -> bool:
+    try:
+        ipaddress.ip_address(value)
+    except ValueError:
+        return False
+    return True
 
 
 def parse(env: Mapping[str, str]) -> Settings:

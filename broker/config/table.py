@@ -352,8 +352,10 @@ TABLE: tuple[Variable[Any], ...] = (
         "web_concurrency",
         read.whole(1, 64),
         SERVER_AND_LOGS,
-        "worker processes of `broker serve` (about 100 MB each); more than one needs `REDIS_URL`",
-        "Worker processes of `broker serve`; about 100 MB of memory each. More than one needs "
+        "worker processes of `broker serve` (about 60 MB each, plus about 70 MB for the "
+        "supervisor); more than one needs `REDIS_URL`",
+        "Worker processes of `broker serve`; about 60 MB of memory each, plus about 70 MB for the "
+        "supervising process and its resource tracker. More than one needs "
         "REDIS_URL (limits, idempotency and the cache are shared through it): refused "
         "otherwise. Behind a reverse proxy, also set uvicorn's FORWARDED_ALLOW_IPS to the "
         "proxy's address or range, in the process environment (uvicorn does not read this "

@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import email.utils
 import secrets
 import sys
+import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -141,7 +143,40 @@ async def _status2(
             "check BROKER_UPSTREAM_URL"
         )
         return CheckResult(name, False, detail), False
-    return _judge(name, version, key, response.status_code, _error_id(response.content)), True
+    skew = clock_skew(response.headers.get("Date"), time.time())
+    judged = _judge(name, version, key, response.status_code, _error_id(response.content))
+    refused = not judged.ok and response.status_code == 401
+    if refused and skew is not None and abs(skew) > settings.clock_leeway:
+        return _skewed(name, skew, settings.clock_leeway), True
+    return judged, True
+
+
+def clock_skew(date: str | None, now: float) -> int | None:
+    """Seconds Bubblehouse's clock (its ``Date`` header) is ahead of ours (negative: behind),
+    or None without a readable ``Date``. ``Date`` has one-second resolution and is written
+    when the answer is, so a round trip adds a second or so; the leeway is far above that."""
+    if not date:
+        return None
+    try:
+        when = email.utils.parsedate_to_datetime(date)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        return None
+    return round(when.timestamp() - now)
+
+
+def _skewed(name: str, skew: int, leeway: int) -> CheckResult:
+    """A refused token while the clocks differ by more than the leeway: the clock, not the key."""
+    which = "behind" if skew > 0 else "ahead of"
+    return CheckResult(
+        name,
+        False,
+        f"Bubblehouse rejected the broker's token with a clock skew of {abs(skew)} s: this "
+        f"host's clock is {abs(skew)} s {which} Bubblehouse's (its Date header), more than "
+        f"BROKER_CLOCK_LEEWAY ({leeway} s) — synchronise the clock (NTP, chrony), then check "
+        "again; the signing key may be fine",
+    )
 
 
 def _judge(

@@ -7,10 +7,13 @@ process where what matters is how its output reaches a pipe.
 from __future__ import annotations
 
 import base64
+import email.utils
 import os
+import re
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -20,6 +23,7 @@ import pytest
 from broker_dev.check import CheckResult, main_check, run_check
 from broker_dev.sandbox import SandboxConfig, create_sandbox_app
 from broker_dev.sandbox.config import Rules
+from tests import rawhttp
 from tests.servers import RedisProcess, free_port, serve_app
 from tests.support import SECRET_A, SECRET_B, SHOP, broker_env
 
@@ -344,3 +348,47 @@ def test_proxy_variables_are_ignored_as_serve_ignores_them(
     out = capsys.readouterr().out
     assert code == 0, out
     assert "bubblehouse v2023061 key key-a" in out
+
+
+def refused_at(offset: float) -> bytes:
+    """Bubblehouse's 401 invalid_token, sent with a Date ``offset`` seconds from now."""
+    date = email.utils.formatdate(time.time() + offset, usegmt=True)
+    body = b'{"id": "invalid_token", "message": "The token is not valid."}'
+    return rawhttp.answer(401, body, {"Date": date})
+
+
+@pytest.mark.parametrize("offset", [600, -600])
+async def test_refused_token_with_a_far_clock_names_the_skew(offset: int) -> None:
+    """When Bubblehouse refuses the token and its Date is 10 minutes off, check says "clock
+    skew of 600 s" (and which way) instead of blaming the signing key."""
+    with rawhttp.RawUpstream(refused_at(offset)) as upstream:
+        results = await run_check(broker_env(BROKER_UPSTREAM_URL=upstream.url))
+    [first, *_] = [r for r in failures(results) if r.name.startswith("bubblehouse")]
+    match = re.search(r"clock skew of (\d+) s", first.detail)
+    assert match and abs(int(match[1]) - 600) <= 2, first.detail
+    assert ("behind" if offset > 0 else "ahead of") in first.detail
+    assert "BROKER_CLOCK_LEEWAY" in first.detail
+
+
+async def test_refused_token_with_a_true_clock_blames_the_key() -> None:
+    """With Bubblehouse's Date within the leeway, a refused token is still the signing key."""
+    with rawhttp.RawUpstream(refused_at(5)) as upstream:
+        results = await run_check(broker_env(BROKER_UPSTREAM_URL=upstream.url))
+    [first, *_] = [r for r in failures(results) if r.name.startswith("bubblehouse")]
+    assert "rejected the broker's signing key key-a" in first.detail
+    assert "skew" not in first.detail
+
+
+async def test_accepted_token_ignores_a_far_clock() -> None:
+    """A skewed Date on an accepted Status2 is no failure: only a refused token is judged."""
+    date = email.utils.formatdate(time.time() + 600, usegmt=True)
+    with rawhttp.RawUpstream(rawhttp.answer(200, b"{}", {"Date": date})) as upstream:
+        results = await run_check(broker_env(BROKER_UPSTREAM_URL=upstream.url))
+    assert failures(results) == []
+
+
+async def test_the_sandbox_sends_a_date_to_compare_with(sandbox_url: str) -> None:
+    """The sandbox answers with a Date header, as Bubblehouse does, so check can compare."""
+    async with httpx2.AsyncClient(base_url=sandbox_url) as client:
+        response = await client.post(f"/api/v2023061/{SHOP}/Status2", content=b"{}")
+    assert email.utils.parsedate_to_datetime(response.headers["Date"]).tzinfo is not None

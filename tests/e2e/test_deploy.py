@@ -574,6 +574,38 @@ def test_pdb_lets_one_broker_go_at_a_time() -> None:
     assert pdb["spec"]["selector"]["matchLabels"].items() <= pod_labels().items()
 
 
+def test_broker_pods_get_no_service_link_variables() -> None:
+    """enableServiceLinks is off, so the demo Redis Service's BROKER_REDIS_* docker-link
+    variables never reach the broker's environment."""
+    assert broker_deployment()["spec"]["template"]["spec"]["enableServiceLinks"] is False
+
+
+def test_broker_pods_network_policy() -> None:
+    """The broker's NetworkPolicy admits the ingress controller, the merchant's namespace and
+    Prometheus on the broker's port, and lets the pods reach only Redis, DNS and HTTPS outside
+    the cluster."""
+    policy = k8s("NetworkPolicy", "referral-broker")["spec"]
+    assert policy["podSelector"]["matchLabels"].items() <= pod_labels().items()
+    assert policy["podSelector"]["matchLabels"]
+    assert policy["policyTypes"] == ["Ingress", "Egress"]
+    [container_port] = broker_deployment()["spec"]["template"]["spec"]["containers"][0]["ports"]
+    sources = []
+    for rule in policy["ingress"]:
+        assert [p["port"] for p in rule["ports"]] == [container_port["containerPort"]]
+        [source] = rule["from"]
+        assert "namespaceSelector" in source and "ipBlock" not in source
+        sources.append(source["namespaceSelector"]["matchLabels"]["kubernetes.io/metadata.name"])
+    assert sources == ["ingress-nginx", "merchant", "monitoring"]
+    redis, dns, https = policy["egress"]
+    redis_pods = k8s("Deployment", "broker-redis")["spec"]["template"]["metadata"]["labels"]
+    assert redis["to"][0]["podSelector"]["matchLabels"].items() <= redis_pods.items()
+    assert [p["port"] for p in redis["ports"]] == [6379]
+    assert {(p["protocol"], p["port"]) for p in dns["ports"]} == {("UDP", 53), ("TCP", 53)}
+    [block] = https["to"]
+    assert block["ipBlock"]["cidr"] == "0.0.0.0/0" and block["ipBlock"]["except"]
+    assert [(p["protocol"], p["port"]) for p in https["ports"]] == [("TCP", 443)]
+
+
 def test_demo_redis_matches_the_example_redis_url() -> None:
     """The example REDIS_URL names redis.yaml's Service and carries the Secret's REDIS_PASSWORD."""
     service = k8s("Service", "broker-redis")
@@ -757,37 +789,47 @@ def nginx_locations(text: str) -> dict[str, str]:
     return blocks
 
 
-def test_nginx_is_balanced_and_points_at_the_broker_port() -> None:
-    """nginx.conf has balanced braces, terminated directives, and an upstream on port 8000."""
+def test_nginx_is_balanced_and_pools_two_instances() -> None:
+    """nginx.conf has balanced braces, terminated directives, and an upstream pool of two
+    instances (ports 8000 and 8001) with explicit passive health checks."""
     text = nginx()
     assert text.count("{") == text.count("}")
     for line in text.splitlines():
         stripped = line.strip()
         if stripped and stripped[-1] not in ";{}":
             raise AssertionError(f"unterminated directive: {stripped}")
-    assert re.search(rf"server\s+[\w.]+:{PORT}\s*;", text)
+    servers = re.findall(r"^\s*server\s+([\w.]+:\d+)\s+(.*);", text, re.MULTILINE)
+    assert [address for address, _ in servers] == [f"127.0.0.1:{PORT}", "127.0.0.1:8001"]
+    for _, options in servers:
+        assert re.search(r"max_fails=\d+", options) and re.search(r"fail_timeout=\d+s", options)
 
 
 def test_nginx_passes_request_id_trace_and_client_address() -> None:
-    """The proxied location forwards X-Request-ID, traceparent and X-Forwarded-For."""
-    locations = nginx_locations(nginx())
-    proxied = [body for body in locations.values() if "proxy_pass" in body]
-    assert len(proxied) == 1
+    """Every server forwards X-Request-ID, traceparent and X-Forwarded-For to the broker."""
+    text = nginx()
     for header in ("X-Request-ID", "traceparent", "X-Forwarded-For"):
-        assert re.search(rf"proxy_set_header\s+{header}\s", proxied[0]), header
-    assert re.search(r"proxy_next_upstream\s+off", proxied[0])
+        assert len(re.findall(rf"proxy_set_header\s+{header}\s", text)) == 2, header
 
 
-def test_nginx_blocks_tokens_and_metrics() -> None:
-    """/tokens and /metrics under the mount are answered by nginx, never proxied."""
-    locations = nginx_locations(nginx())
-    for route in ("tokens", "metrics"):
-        matching = [arg for arg in locations if arg.split()[-1].endswith(f"/{route}")]
-        assert len(matching) == 1, route
-        body = locations[matching[0]]
-        assert "proxy_pass" not in body
-        assert re.search(r"return\s+40[34]|deny\s+all", body), route
-        assert matching[0].split()[0] in ("^~", "="), "must win over the proxied prefix"
+def test_nginx_passes_failed_connections_on_but_never_a_sent_post() -> None:
+    """proxy_next_upstream covers error and timeout only: never non_idempotent (a sent Refer2
+    is not sent again) and never the broker's own 5xx answers."""
+    settings = re.findall(r"proxy_next_upstream\s+([^;]+);", nginx())
+    assert settings == ["error timeout", "error timeout"]
+
+
+def test_nginx_blocks_private_routes_on_the_public_site() -> None:
+    """The public server proxies only /api/, /static/ and the two platform token routes."""
+    public = nginx().split("\nserver {", 2)[1]
+    proxied = [
+        argument for argument, body in nginx_locations(public).items() if "proxy_pass" in body
+    ]
+    assert sorted(a.split()[-1] for a in proxied) == [
+        "/loyalty/api/",
+        "/loyalty/bigcommerce/token",
+        "/loyalty/shopify/token",
+        "/loyalty/static/",
+    ]
 
 
 # -- package indexes ---------------------------------------------------------------------------

@@ -6,6 +6,7 @@ from __future__ import annotations
 import subprocess
 import sys
 import tomllib
+import zipfile
 from pathlib import Path
 
 from broker.web.clientfiles import NAMES
@@ -16,26 +17,28 @@ VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["versi
 ORIGIN = "https://shop.example"  # allowed by the test settings
 
 
-def build(tmp_path: Path) -> Path:
-    """Lay the wheel's files out as setuptools does (build_py: the step that makes the wheel's
-    tree; building the archive itself would need the `wheel` package, which nothing else needs)."""
-    subprocess.run(
+def build(tmp_path: Path) -> tuple[Path, str]:
+    """The wheel, built by the pinned build backend of pyproject.toml in pip's isolated build
+    environment, and what the build printed."""
+    built = subprocess.run(
         [
-            *(sys.executable, "-c", "from setuptools import setup; setup()"),
-            *("-q", "build_py", "--build-lib", str(tmp_path)),
+            *(sys.executable, "-m", "pip", "wheel", "--no-deps", "-v"),
+            *("--disable-pip-version-check", "-w", str(tmp_path / "dist"), str(ROOT)),
         ],
-        cwd=ROOT,
         check=True,
         capture_output=True,
+        text=True,
         timeout=300,
     )
-    return tmp_path
+    [wheel] = (tmp_path / "dist").glob("referral_broker-*.whl")
+    return wheel, built.stdout + built.stderr
 
 
 def test_the_wheel_holds_no_development_tool(tmp_path: Path) -> None:
     """The wheel holds the broker package alone: no sandbox, demo, check or docs generator."""
-    built = build(tmp_path)
-    files = sorted(str(p.relative_to(built)) for p in built.rglob("*") if p.is_file())
+    wheel, _ = build(tmp_path)
+    with zipfile.ZipFile(wheel) as archive:
+        files = [n for n in archive.namelist() if ".dist-info/" not in n]
     assert {f.split("/")[0] for f in files} == {"broker"}
     assert not [f for f in files if any(w in f for w in ("sandbox", "demo", "check", "docs"))]
     assert "broker/web/app.py" in files and "broker/rules/functions.py" in files
@@ -66,9 +69,15 @@ def test_the_cli_names_the_missing_tools() -> None:
 
 
 def test_build_holds_exactly_the_package_files(tmp_path: Path) -> None:
-    """setuptools' build (what goes into the wheel) has the four files of clients/js, no more."""
-    published = build(tmp_path) / "broker" / "clientjs"
-    assert not published.is_symlink()
-    assert sorted(p.name for p in published.iterdir()) == sorted(NAMES)
-    for name in NAMES:
-        assert (published / name).read_bytes() == (CLIENT / name).read_bytes()
+    """The wheel has the four files of clients/js, no more, and the build warns of nothing
+    deprecated (the license is an SPDX expression)."""
+    wheel, printed = build(tmp_path)
+    assert "DeprecationWarning" not in printed
+    with zipfile.ZipFile(wheel) as archive:
+        names = archive.namelist()
+        published = sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("broker/clientjs/"))
+        assert published == sorted(NAMES)
+        for name in NAMES:
+            assert archive.read(f"broker/clientjs/{name}") == (CLIENT / name).read_bytes()
+        [metadata] = [n for n in names if n.endswith(".dist-info/METADATA")]
+        assert "License-Expression: LicenseRef-Proprietary" in archive.read(metadata).decode()

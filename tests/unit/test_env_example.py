@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 from dotenv import dotenv_values
 
+from broker.config.refusals import PLACEHOLDERS
 from broker.config.settings import VARIABLES, ConfigError, deployment_problems, parse
 from broker.config.table import TABLE
 from broker_dev import settings_docs
@@ -173,10 +174,19 @@ def test_commented_defaults_are_valid() -> None:
 
 
 def test_commented_defaults_pass_the_production_refusals() -> None:
-    """The documented examples (Redis, metrics token, upstream) are fit for `broker serve`."""
+    """The documented examples (Redis, upstream, limits) are fit for `broker serve`; the
+    placeholders of secrets to be made (metrics token, Shopify app) are refused instead
+    (tests/e2e/test_refusals.py)."""
     documented = {
         name: value for _, name, commented, value in assignments(split_at_sandbox()[0]) if commented
     }
+    placeholders = {
+        name
+        for name, value in documented.items()
+        if any(marker in value.lower() for marker in PLACEHOLDERS)
+    }
+    assert placeholders == {"BROKER_METRICS_TOKEN", "BROKER_SHOPIFY_SECRET", "BROKER_SHOPIFY_SHOP"}
+    documented = {k: v for k, v in documented.items() if k not in placeholders}
     settings = parse(
         {
             **documented,
