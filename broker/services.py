@@ -26,7 +26,9 @@ from broker.rules.functions import READ, cached_entries
 from broker.rules.referrals import Referrals
 from broker.rules.tokens import TokenMinter, TokenVerifier
 from broker.store.idempotency import Idempotency
+from broker.store.keys import LOG_KEY
 from broker.store.limits import Limits, LocalLimits
+from broker.store.shared import shared_secret
 from broker.store.store import Store, open_store
 from broker.tasks import stop
 from broker.telemetry.logs import hash_key
@@ -116,6 +118,7 @@ def build(
     near: NearCache | None = None,
     local: LocalLimits | None = None,
     tracing: Tracing | None = None,
+    log_secret: bytes | None = None,
 ) -> Services:
     """Every piece of one process, wired from the settings and the opened resources (no I/O,
     no background work: :func:`running` adds those). Tests that wire services by hand call it."""
@@ -138,7 +141,10 @@ def build(
         minter=minter,
         verifier=TokenVerifier(settings),
         metrics=metrics,
-        log_key=hash_key(settings.signing_key.secret.reveal()),
+        # Customer hashes in logs: keyed by the secret the instances share in Redis, so that a
+        # customer has one hash on every instance and across signing-key rotations; without
+        # Redis (one process), by the signing secret.
+        log_key=hash_key(log_secret or settings.signing_key.secret.reveal()),
         upstream=upstream,
         store=store,
         cache=cache,
@@ -207,6 +213,7 @@ async def running(
         near=near,
         local=local_limits,
         tracing=tracing if tracing.enabled else None,
+        log_secret=await shared_secret(opened, LOG_KEY),
     )
     log.info(
         "keys.loaded",

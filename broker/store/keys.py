@@ -12,6 +12,7 @@ and one script may touch them together::
       :idem:<digest of the Idempotency-Key>   an idempotency record
     rb:{<digest of the client address>}:rl:issuer   failed issuer-key attempts of one client
     rb:invalidations                          the pub/sub channel of near-tier invalidations
+    rb:log-key                                the key of customer hashes in logs (no expiry)
 
 Raw identifiers never appear in a key: customer ids, addresses and idempotency keys are
 digested (:func:`digest`).
@@ -24,6 +25,7 @@ import hashlib
 from dataclasses import dataclass
 
 CHANNEL = "rb:invalidations"
+LOG_KEY = "rb:log-key"
 
 
 def digest(value: str) -> str:

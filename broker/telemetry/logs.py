@@ -141,7 +141,7 @@ def route_stdlib_logging(level: str = "info", fmt: str = "json") -> None:
 
 
 def hash_key(secret: bytes) -> bytes:
-    """The key that hashes customer ids in logs, derived from the signing secret."""
+    """The key that hashes customer ids in logs, derived from a secret."""
     return hmac.new(secret, b"referral-broker log customer hash", hashlib.sha256).digest()
 
 

@@ -23,4 +23,5 @@ class RequestInfo:
     upstream_status: int | None = None
     upstream_ms: float | None = None
     customer: str | None = None
+    reason: str | None = None  # why a token was refused (invalid_token and the platform tokens)
     span: Handle | None = None  # the request's SERVER span, when tracing is enabled

@@ -32,7 +32,7 @@ from broker.services import services_of
 from broker.telemetry.logs import customer_hash
 from broker.telemetry.request import RequestInfo
 from broker.web.requestlog import request_info
-from broker.web.responses import problem_response, unexpected
+from broker.web.responses import refused, unexpected
 
 log = structlog.get_logger("broker.api")
 
@@ -133,8 +133,7 @@ class ReferralCall:
         try:
             await self.handle(scope, receive, send, info)
         except BrokerError as error:
-            info.error_id = error.id
-            await problem_response(error, info.request_id)(scope, receive, send)
+            await refused(info, error)(scope, receive, send)
         except Exception:
             await unexpected(info)(scope, receive, send)
 

@@ -27,7 +27,7 @@ from starlette.routing import Mount, Route
 from broker import __version__
 from broker.errors import BrokerError, MethodNotAllowed, NotFound
 from broker.web.requestlog import request_info
-from broker.web.responses import problem_response
+from broker.web.responses import refused
 
 NAMES = ("referrals.js", "referrals.d.ts", "referral-widget.js", "referral-widget.d.ts")
 DIRECTORY = Path(__file__).parents[1] / "clientjs"
@@ -112,10 +112,9 @@ class ClientFiles:
                     raise NotFound()
                 body, media, etag = found.body, found.media_type, found.etag
         except BrokerError as error:
-            info.error_id = error.id
-            refused = problem_response(error, info.request_id)
-            refused.headers["Vary"] = VARY
-            return refused
+            answer = refused(info, error)
+            answer.headers["Vary"] = VARY
+            return answer
         headers = {"Cache-Control": cache, "Vary": VARY, "X-Content-Type-Options": "nosniff"}
         if etag is not None:
             headers["ETag"] = etag

@@ -20,7 +20,7 @@ from broker.services import Services, services_of
 from broker.telemetry.request import RequestInfo
 from broker.web.api import bearer_of
 from broker.web.requestlog import request_info
-from broker.web.responses import problem_response, unexpected
+from broker.web.responses import refused, unexpected
 
 log = structlog.get_logger("broker.endpoints")
 
@@ -36,8 +36,7 @@ def endpoint(route: str, handler: Handler) -> Callable[[Request], Awaitable[Resp
         try:
             return await handler(request, services_of(request.scope), info)
         except BrokerError as error:
-            info.error_id = error.id
-            return problem_response(error, info.request_id)
+            return refused(info, error)
         except Exception:
             return unexpected(info)
 

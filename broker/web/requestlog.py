@@ -135,7 +135,9 @@ class TelemetryMiddleware:
                 upstream_status=info.upstream_status,
                 upstream_ms=info.upstream_ms,
                 error_id=info.error_id,
+                reason=info.reason,
                 customer=info.customer,
+                client=client[0] if (client := scope.get("client")) else None,
             )
             structlog.contextvars.reset_contextvars(**bound)
             if span is not None:

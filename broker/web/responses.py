@@ -39,6 +39,14 @@ def problem_response(error: BrokerError, request_id: str) -> Response:
     )
 
 
+def refused(info: RequestInfo, error: BrokerError) -> Response:
+    """The answer to a request the broker refused: recorded for its ``request`` line (the id, and
+    the ``reason`` of an invalid token) and rendered by the one renderer."""
+    info.error_id = error.id
+    info.reason = error.extra.get("reason")
+    return problem_response(error, info.request_id)
+
+
 def unexpected(info: RequestInfo) -> Response:
     """The one answer to an exception no handler expected (a bug): logged with its traceback
     as ``request.internal_error``, answered 500 ``internal_error`` with nothing but the request

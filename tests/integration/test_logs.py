@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import os
@@ -14,9 +15,13 @@ import structlog
 from structlog.testing import capture_logs
 
 from broker import __version__
-from broker.telemetry.logs import configure_logging, customer_hash
+from broker.services import running
+from broker.telemetry.logs import configure_logging, customer_hash, hash_key
+from broker.telemetry.metrics import Metrics
+from broker.telemetry.tracing import Tracing
+from tests.servers import RedisProcess
 from tests.stack import READ_PATH, Broker, Sandbox, running_broker
-from tests.support import ISSUER_KEY, SECRET_A, SECRET_B
+from tests.support import ISSUER_KEY, SECRET_A, SECRET_B, make_settings
 
 
 @pytest.fixture
@@ -67,6 +72,16 @@ def test_error_request_logs_its_id(broker: Broker) -> None:
     with capture_logs() as events:
         broker.client.post(READ_PATH)
     assert [e["error_id"] for e in events if e["event"] == "request"] == ["missing_token"]
+
+
+def test_refused_token_logs_its_reason_and_the_client_address(wire_broker: Broker) -> None:
+    """A 401 invalid_token request line carries the reason and the client's address, so a
+    guesser can be traced without the proxy's log."""
+    with capture_logs() as events:
+        wire_broker.client.post(READ_PATH, headers={"Authorization": "Bearer not.a.jwt"})
+    [line] = [e for e in events if e["event"] == "request"]
+    assert line["error_id"] == "invalid_token" and line["reason"] == "malformed"
+    assert line["client"] == "127.0.0.1"
 
 
 def test_customer_hash_is_keyed_and_stable() -> None:
@@ -174,3 +189,20 @@ def test_events_inside_a_request_carry_its_ids(
             )
     [opened] = [line for line in json_lines(capfd) if line["event"] == "upstream.circuit_open"]
     assert opened["request_id"] == "read-5" and opened["trace_id"] == trace
+
+
+async def test_customer_hash_survives_rotation_and_is_shared(redis_session: RedisProcess) -> None:
+    """Instances on one Redis hash a customer alike, before and after a signing-key rotation
+    (the key is a secret they share in Redis, not the signing key); without Redis, a process
+    hashes with its signing secret."""
+    before = f"key-a:{SECRET_A},key-b:{SECRET_B}"
+    after = f"key-b:{SECRET_B}"  # key-a retired: key-b signs now
+    seen = []
+    for signing in (before, after, before):
+        settings = make_settings(REDIS_URL=redis_session.url, BROKER_SIGNING_KEYS=signing)
+        async with running(settings, metrics=Metrics(), tracing=Tracing.disabled()) as svc:
+            seen.append(customer_hash(svc.log_key, "alice"))
+    assert seen[0] == seen[1] == seen[2]
+    alone = make_settings(BROKER_SIGNING_KEYS=after)
+    async with running(alone, metrics=Metrics(), tracing=Tracing.disabled()) as svc:
+        assert svc.log_key == hash_key(base64.b64decode(SECRET_B))
