@@ -9,12 +9,25 @@ import tomllib
 import zipfile
 from pathlib import Path
 
+import pytest
+
 from broker.web.clientfiles import NAMES
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "clients" / "js"
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 ORIGIN = "https://shop.example"  # allowed by the test settings
+
+
+# One worker builds: two builds at once in one source tree clash (setuptools writes build/ and
+# the .egg-info there).
+pytestmark = pytest.mark.xdist_group("wheel")
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
+    """The wheel, built once for the module."""
+    return build(tmp_path_factory.mktemp("wheel"))
 
 
 def build(tmp_path: Path) -> tuple[Path, str]:
@@ -34,9 +47,9 @@ def build(tmp_path: Path) -> tuple[Path, str]:
     return wheel, built.stdout + built.stderr
 
 
-def test_the_wheel_holds_no_development_tool(tmp_path: Path) -> None:
+def test_the_wheel_holds_no_development_tool(built: tuple[Path, str]) -> None:
     """The wheel holds the broker package alone: no sandbox, demo, check or docs generator."""
-    wheel, _ = build(tmp_path)
+    wheel, _ = built
     with zipfile.ZipFile(wheel) as archive:
         files = [n for n in archive.namelist() if ".dist-info/" not in n]
     assert {f.split("/")[0] for f in files} == {"broker"}
@@ -68,10 +81,10 @@ def test_the_cli_names_the_missing_tools() -> None:
         assert "development tools are not installed" in done.stderr
 
 
-def test_build_holds_exactly_the_package_files(tmp_path: Path) -> None:
+def test_build_holds_exactly_the_package_files(built: tuple[Path, str]) -> None:
     """The wheel has the four files of clients/js, no more, and the build warns of nothing
     deprecated (the license is an SPDX expression)."""
-    wheel, printed = build(tmp_path)
+    wheel, printed = built
     assert "DeprecationWarning" not in printed
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
