@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx2
 import pytest
+import structlog
 
+from broker.cli import main
 from broker.rules.tokens import TokenMinter
 from tests.servers import RedisProcess, free_port
 from tests.stack import VERSION, Broker, Sandbox, running_broker
@@ -155,21 +157,37 @@ def test_no_cors_headers_even_for_a_storefront_origin(broker: Broker) -> None:
 # --- broker invalidate ----------------------------------------------------------------------
 
 
-def run_cli(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    clean = {
-        k: v
-        for k, v in os.environ.items()
-        if not k.startswith(("BROKER_", "REDIS_URL", "PORT", "WEB_CONCURRENCY"))
-    }
-    return subprocess.run(
-        [BROKER, *args],
-        env={**clean, **env},
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-        cwd=Path(__file__).parent,
-    )
+@dataclass
+class Ran:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+Run = Callable[[list[str], dict[str, str]], Ran]
+
+
+@pytest.fixture
+def run_cli(
+    monkeypatch: pytest.MonkeyPatch, capfd: pytest.CaptureFixture[str], tmp_path: Path
+) -> Iterator[Run]:
+    """`broker ARGS` run in process (the console script's own main) with exactly ``env`` of the
+    deployment's variables, in a folder without a .env file."""
+
+    def run(args: list[str], env: dict[str, str]) -> Ran:
+        for name in list(os.environ):
+            if name.startswith(("BROKER_", "REDIS_URL", "PORT", "WEB_CONCURRENCY")):
+                monkeypatch.delenv(name)
+        for name, value in env.items():
+            monkeypatch.setenv(name, value)
+        monkeypatch.chdir(tmp_path)
+        capfd.readouterr()
+        code = main(args)
+        out, err = capfd.readouterr()
+        return Ran(code, out, err)
+
+    yield run
+    structlog.reset_defaults()  # the command set up its own logging
 
 
 @pytest.fixture
@@ -181,9 +199,9 @@ def redis_broker(sandbox: Sandbox, redis_session: RedisProcess) -> Iterator[Brok
 
 
 def test_cli_invalidate_drops_the_entry_in_redis(
-    redis_broker: Broker, sandbox: Sandbox, redis_session: RedisProcess
+    redis_broker: Broker, sandbox: Sandbox, redis_session: RedisProcess, run_cli: Run
 ) -> None:
-    """`broker invalidate alice`, run as its own process, makes the serving broker miss."""
+    """`broker invalidate alice` makes the serving broker, another process, miss."""
     history_ids(redis_broker)
     made = send_outside_the_broker(redis_broker, sandbox)
     assert "hit" in history_ids(redis_broker)[1]
@@ -195,14 +213,14 @@ def test_cli_invalidate_drops_the_entry_in_redis(
     assert "fwd=miss" in status and made in after
 
 
-def test_cli_invalidate_without_redis_explains_and_fails() -> None:
+def test_cli_invalidate_without_redis_explains_and_fails(run_cli: Run) -> None:
     """With no REDIS_URL the command says it cannot reach a process's memory, exit 2."""
     result = run_cli(["invalidate", "alice"], broker_env())
     assert result.returncode == 2
     assert "REDIS_URL" in result.stderr and "POST /invalidations" in result.stderr
 
 
-def test_cli_invalidate_with_redis_down_fails() -> None:
+def test_cli_invalidate_with_redis_down_fails(run_cli: Run) -> None:
     """A Redis that refuses connections: exit 1, nothing claimed."""
     env = broker_env(REDIS_URL=f"redis://127.0.0.1:{free_port()}/0")
     result = run_cli(["invalidate", "alice"], env)
@@ -210,7 +228,7 @@ def test_cli_invalidate_with_redis_down_fails() -> None:
     assert "did not answer" in result.stderr and "dropped" not in result.stdout
 
 
-def test_cli_invalidate_refuses_a_bad_customer_id() -> None:
+def test_cli_invalidate_refuses_a_bad_customer_id(run_cli: Run) -> None:
     """A customer id with a '/' is refused before anything is touched."""
     result = run_cli(["invalidate", "a/b"], broker_env(REDIS_URL="redis://127.0.0.1:9/0"))
     assert result.returncode == 2 and "CUSTOMER_ID" in result.stderr
