@@ -27,8 +27,8 @@ from pathlib import Path
 import pytest
 
 from broker.rules.tokens import TokenMinter
-from tests.servers import RedisProcess, RunningServer, free_port, wait_for_port
-from tests.stack import READ_PATH
+from tests.servers import RedisProcess, free_port, wait_for_port
+from tests.stack import READ_PATH, Sandbox
 from tests.support import broker_env, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -468,7 +468,7 @@ class Storefront:
 
 @pytest.mark.slow
 def test_rolling_restart_behind_nginx_fails_no_storefront_read(
-    tmp_path: Path, redis_server: RedisProcess, sandbox_server: RunningServer
+    tmp_path: Path, redis_server: RedisProcess, sandbox: Sandbox
 ) -> None:
     """The shipped nginx.conf in front of two `broker serve` of three workers each: restarting
     them one after the other (SIGTERM, wait, start, /readyz, fail_timeout) under a loop of
@@ -485,7 +485,7 @@ def test_rolling_restart_behind_nginx_fails_no_storefront_read(
         env = {
             **base,
             **broker_env(
-                BROKER_UPSTREAM_URL=sandbox_server.url,
+                BROKER_UPSTREAM_URL=sandbox.url,  # reset: no fault of an earlier test
                 REDIS_URL=redis_server.url,
                 BROKER_RATE_LIMIT_READ="0",  # one customer reads in a loop: no limit here
                 PORT=str(port),
