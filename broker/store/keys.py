@@ -12,6 +12,7 @@ and one script may touch them together::
       :idem:<digest of the Idempotency-Key>   an idempotency record
     rb:{<digest of the client address>}:rl:issuer   failed issuer-key attempts of one client
     rb:invalidations                          the pub/sub channel of near-tier invalidations
+    rb:heartbeat                              the channel of the Stores' write probes (no reader)
 
 Raw identifiers never appear in a key: customer ids, addresses and idempotency keys are
 digested (:func:`digest`).
@@ -24,6 +25,7 @@ import hashlib
 from dataclasses import dataclass
 
 CHANNEL = "rb:invalidations"
+HEARTBEAT = "rb:heartbeat"
 
 
 def digest(value: str) -> str:
