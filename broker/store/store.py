@@ -98,7 +98,7 @@ class Store:
         trust: float = 0.4,
         grace: float = 0.1,
     ) -> None:
-        self.memory = memory or Memory()
+        self.memory = memory if memory is not None else Memory()
         self.redis = client
         # The heartbeat's own connection: a busy pool never makes it late.
         self.probe_client = probe_client or client
