@@ -6,6 +6,12 @@ same fingerprint waits (bounded) for that outcome; if the wait runs out it gets
 :class:`IdempotencyKeyReused` saying the first request is still in progress (409, as with a
 reused key: the client must not send a second copy while the first may still reach Bubblehouse).
 
+While Redis is down a key cannot be checked (another process may hold its record), so a keyed
+send waits the same bounded time for Redis and is then refused the same way: never claimed in
+one process's memory. An outcome that could not be written (Redis went away during the send)
+is kept and written on Redis when it is back, before anything is served from it; a record that
+does not read (a missing or mistyped field) is refused with 409 too, never sent again.
+
 Keys: ``rb:{<hash of scope>}:idem:<hash of the Idempotency-Key>``, a hash of state ``s``
 (``p`` pending, ``d`` done), fingerprint ``f``, owner ``t``, take-over time ``d``, and when done
 status ``c``, headers ``h`` (JSON) and body ``b``. :class:`Records` is the one interface to
@@ -292,10 +298,17 @@ class Idempotency:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait
         delay = 0.01
+        async def claim(on: Records) -> Claim:
+            if not on.shared and self.store.redis is not None:
+                # Redis is away: another process may hold this key's record, so nothing is
+                # claimed here (a retry through it would be sent twice); wait for Redis.
+                return Claim("pending")
+            return await on.claim(record, fingerprint, token)
+
         while True:
             found = await self.store.run(
                 self._records,
-                lambda on: on.claim(record, fingerprint, token),
+                claim,
                 op="idempotency_claim",
                 unreadable=lambda: Claim("unreadable"),  # never repaired into a new send
             )
