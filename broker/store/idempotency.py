@@ -298,6 +298,7 @@ class Idempotency:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait
         delay = 0.01
+
         async def claim(on: Records) -> Claim:
             if not on.shared and self.store.redis is not None:
                 # Redis is away: another process may hold this key's record, so nothing is
