@@ -181,8 +181,9 @@ class Store:
             self._idle.clear()
             started = time.perf_counter()
             try:
-                # redis-py's socket timeout bounds each reply; this bounds the whole operation
-                # (several replies, a pool wait) without a timer per call on the hot path.
+                # No timer per call on the hot path: redis-py's socket timeout bounds each reply
+                # and the pool's own timeout a wait for a connection, and the heartbeat turns
+                # the Store down when Redis holds replies or writes back.
                 return await call(redis)
             except OUTAGE_REPLIES as exc:
                 self._trip(exc)
