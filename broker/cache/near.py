@@ -13,7 +13,7 @@ ever serving a list older than the customer's last send:
   (:class:`Invalidations`) and drops that customer's entries, within a millisecond on a healthy
   network. The sending process drops its own entries before it answers.
 - **No news is no trust.** The tier is *live* only while this process is subscribed and the
-  Store says Redis is up (its heartbeat, a write, answered within half a second: a Redis
+  Store says Redis is up (its heartbeat, a write, answered within the Redis timeout: a Redis
   that holds writes back during a failover turns it down before a send it held back gives
   up). Whenever either stops being true every entry is dropped, and on
   becoming live again the tier starts empty (invalidations sent meanwhile were not heard). So

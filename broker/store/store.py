@@ -11,8 +11,8 @@ Store picks the backend, so callers cannot tell which answered (but for :attr:`B
   logs ``store.redis_down`` once, answers from memory, and tries Redis again at once (then
   every ``probe_interval`` s) until it takes a write (``store.redis_up``). While up, a
   heartbeat (a ``PUBLISH``, on a connection of its own) every ``heartbeat`` s must be answered
-  within ``trust`` s: a write pause turns the Store down within half a second, traffic or not,
-  before a send that it held back has given up waiting (other processes stop serving at once).
+  within ``trust`` s (the Redis timeout): a write pause turns the Store down, traffic or not,
+  about when a send it held back gives up (100 ms later at most: well within 250 ms).
 - *One key is bad* (Redis's own error reply such as WRONGTYPE, a failing script, OOM or
   READONLY, or a value that fails to decode, :class:`~broker.store.scripts.DecodeError`): no
   outage. The operation's keys are deleted and it runs once more; if it fails again, memory
@@ -37,6 +37,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Literal, TypeVar
 
 import structlog
+from redis.asyncio.cluster import RedisCluster
 from redis.exceptions import (
     ClusterDownError,
     DataError,
@@ -95,13 +96,12 @@ class Store:
         op_timeout: float = 1.0,
         probe_client: Client | None = None,
         heartbeat: float = 0.1,
-        trust: float = 0.4,
+        trust: float = 0.5,
         grace: float = 0.1,
     ) -> None:
         self.memory = memory if memory is not None else Memory()
         self.redis = client
-        # The heartbeat's own connection: a busy pool never makes it late.
-        self.probe_client = probe_client or client
+        self.probe_client = probe_client or client  # the heartbeat's (a busy pool: no delay)
         self.probe_interval = probe_interval
         self.op_timeout = op_timeout
         self.heartbeat = heartbeat
@@ -283,10 +283,12 @@ class Store:
         error = await self._probe(self.trust)
         if error is not None:
             return None if isinstance(error, TimeoutError | RedisTimeout) else False
-        # Pooled connections may predate a Redis restart: start over with fresh ones.
+        # Pooled connections may predate a Redis restart: start over with fresh ones (not
+        # under calls still in flight, which the cluster client would lose their sockets).
         assert self.redis is not None
-        with contextlib.suppress(*REDIS_FAILURES):
-            await drop_connections(self.redis)
+        if not self._in_flight:
+            with contextlib.suppress(*REDIS_FAILURES):
+                await drop_connections(self.redis)
         try:
             await self._replay()
             if self.grace > 0:
@@ -319,8 +321,7 @@ class Store:
             try:
                 if self._up:
                     await asyncio.sleep(self.heartbeat)
-                    error = await self._probe(self.trust)
-                    if error is not None and self._up:
+                    if (error := await self._probe(self.trust)) is not None and self._up:
                         self._trip(error)
                 else:
                     await self._rest(self.probe_interval)
@@ -375,22 +376,25 @@ async def open_store(
     ``redis_timeout`` bounds every Redis connect and reply: past it, Redis counts as down. Half
     a second: far above a healthy reply (sub-millisecond) even under event-loop lag at full
     load, and short enough that only the first request after a failure waits for it. The
-    heartbeat's ``trust`` is at most that long, so a write pause turns the Store down no later
-    than a send held back by it gives up.
+    heartbeat waits as long, so a write pause turns the Store down about when a send it holds
+    back gives up (100 ms later at most), well within the 250 ms other processes have.
     """
     if settings.redis_url is None:
         store = Store()
     else:
         url = settings.redis_url.reveal()
         client = make_client(url, timeout=redis_timeout, max_connections=max_connections)
-        probe = make_client(url, timeout=redis_timeout, max_connections=2)
+        # The heartbeat's own connection (a busy pool never makes it late); a cluster's own.
+        probe = None
+        if not isinstance(client, RedisCluster):
+            probe = make_client(url, timeout=redis_timeout, max_connections=2)
         op_timeout = max(1.0, 4 * redis_timeout)
         store = Store(
             client,
             probe_client=probe,
             probe_interval=probe_interval,
             op_timeout=op_timeout,
-            trust=min(0.4, redis_timeout),
+            trust=redis_timeout,
         )
     await store.start()
     return store

@@ -321,7 +321,7 @@ async def test_stopped_redis_turns_the_tier_off(redis_server: RedisProcess) -> N
 
 async def test_frozen_subscription_turns_the_tier_off(redis_server: RedisProcess) -> None:
     """A Redis that keeps the subscription open but answers nothing (SIGSTOP) turns the tier
-    off within half a second (the Store's unanswered heartbeat, or the subscriber's pings),
+    off within 0.8 s (the Store's unanswered heartbeat, or the subscriber's pings),
     with no traffic at all, and it comes back live once Redis answers again."""
     assert redis_server.proc is not None
     async with process(redis_server.url, probe_interval=60) as b:
@@ -330,7 +330,7 @@ async def test_frozen_subscription_turns_the_tier_off(redis_server: RedisProcess
         try:
             took = await wait_until(lambda: not b.near.live, 5, "the tier trusted a frozen Redis")
             assert b.cache.near_hit(ALICE, 0) is None
-            assert took < 0.6
+            assert took < 0.8
         finally:
             redis_server.proc.send_signal(signal.SIGCONT)
         await wait_until(lambda: b.near.live, 5, "the tier never came back")
