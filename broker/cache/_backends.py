@@ -18,7 +18,7 @@ import orjson
 from broker.cache._scripts import INVALIDATE_LUA, PUT_LUA, READ_LUA, RELEASE_LUA
 from broker.store.keys import CHANNEL, EntryKeys
 from broker.store.memory import Memory
-from broker.store.scripts import Released, decode
+from broker.store.scripts import DecodeError, Released, decode
 from broker.store.store import Store
 
 
@@ -113,7 +113,7 @@ class RedisEntries:
         if found.repaired:
             self.store.key_repaired("cache_read", found.repaired)
         if found.body is not None and not is_json_object(found.body):
-            raise ValueError("a cache entry that is not a JSON object")
+            raise DecodeError("a cache entry that is not a JSON object")
         return found
 
     async def put(

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import structlog
+
+from broker.store.store import KEY_FAILURES
 
 log = structlog.get_logger("broker.cache")
 
@@ -14,6 +18,9 @@ class Missed:
         self.limit = limit
         self._customers: dict[tuple[str, str], None] = {}
         self._overflow = False
+
+    def __len__(self) -> int:
+        return len(self._customers)
 
     def add(self, shop: str, customer: str) -> None:
         if len(self._customers) < self.limit:
@@ -30,3 +37,18 @@ class Missed:
         self._customers.pop((shop, customer), None)
         if not self._customers:
             self._overflow = False
+
+    async def replay(self, invalidate: Callable[[str, str], Awaitable[None]]) -> bool:
+        """Run ``invalidate`` on Redis for every customer still to replay, oldest first (until
+        none is left: customers added meanwhile included); True when there was any. A Redis
+        failure stops it (the customer is kept for the next try); one customer's bad key does
+        not."""
+        replayed = False
+        while (missed := self.first()) is not None:
+            try:
+                await invalidate(*missed)
+            except KEY_FAILURES as exc:
+                log.warning("cache.replay_failed", error=type(exc).__name__)
+            self.done(*missed)
+            replayed = True
+        return replayed

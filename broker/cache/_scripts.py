@@ -4,9 +4,9 @@ Keys of one customer share a hash tag, so every script touches one cluster slot.
 is named (``name, value, name, value...``): :class:`broker.cache._backends.RedisEntries` reads
 it into a dataclass with :func:`broker.store.scripts.decode`, never by position, and
 :class:`broker.cache._backends.MemoryEntries` is the same steps on process memory.
-A bad generation key (another type, not a number) is replaced by one above any value it can
-have held, the time in ms, never reset: a reset would let a read that began before a send match
-it again and store the older list.
+A bad generation key (another type, anything but a canonical integer) is replaced by one above
+any value it can have held, the time in ms, never reset: a reset would let a read that began
+before a send match it again and store the older list.
 """
 
 from __future__ import annotations
@@ -38,7 +38,11 @@ if ARGV[5] == '0' then return out end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 local gen = redis.pcall('GET', KEYS[3])
-if type(gen) == 'table' or (gen and not tonumber(gen)) then
+-- Only a canonical integer is a generation ('007', ' 12', '5.5' or '1e300' would never match
+-- the entry's 'g' again, or not decode): anything else is repaired.
+local canonical = type(gen) == 'string'
+  and (gen == '0' or (#gen <= 18 and gen:match('^[1-9]%d*$') ~= nil))
+if type(gen) == 'table' or (gen and not canonical) then
   -- A bad generation is replaced by one above any it can have held (the time in ms), never
   -- reset: a reset would let a read from before a send match it again.
   gen = string.format('%d', now)

@@ -1,17 +1,15 @@
 """The referral-list cache: one round trip per read, one upstream call per miss, never stale data
 after a send.
 
-A read runs one script that counts the customer's read limit, looks the entry up under the
-customer's current *generation*, and on a miss takes a short lease. The lease holder loads;
-everyone else (other tasks, processes, instances) waits for its entry and loads on its own only
-when the wait runs out. :meth:`ReferralCache.invalidate` bumps the generation, and a load stores
-its body only if the generation is still the one its read saw, so a read that began before a
-send never stores the history the send made obsolete.
+A read runs one script that counts the read limit, looks the entry up under the customer's
+*generation*, and on a miss takes a short lease: the holder loads, everyone else waits for its
+entry. :meth:`ReferralCache.invalidate` bumps the generation, and a load stores only if the
+generation is still the one its read saw. While Redis is down a list read is kept in memory
+250 ms at most (other processes cannot reach it with their sends), and the invalidations Redis
+missed are replayed on it before it serves again (:mod:`broker.cache._missed`).
 
-The keys are :mod:`broker.store.keys`' (an entry is a hash of body ``b``, fresh-until ``f``
-and generation ``g``). The steps on them (look up, store, release, invalidate) are
-:class:`broker.cache._backends.Entries`, on Redis or on memory: this module writes each read
-once, whichever backend the Store picks.
+Keys: :mod:`broker.store.keys` (an entry is a hash of body ``b``, fresh-until ``f``, generation
+``g``); the steps on them are :class:`broker.cache._backends.Entries`, on Redis or memory.
 """
 
 from __future__ import annotations
@@ -85,9 +83,8 @@ class ReferralCache:
         self.near = near
         self.entries = tuple(entries)  # (function, version) of every cached answer
         self.policy = limit_policy  # the limit the read script counts (strict limits)
-        self.ttl_ms = lifetimes.fresh_ms
-        self.stale_ms = lifetimes.stale_ms
-        self.backoff_ms = lifetimes.backoff_ms
+        self.ttl_ms, self.stale_ms = lifetimes.fresh_ms, lifetimes.stale_ms
+        self.backoff_ms, self.outage_ms = lifetimes.backoff_ms, lifetimes.outage_keep_ms
         self.jitter = jitter
         self.wait_bound = lifetimes.wait_s
         timing = {"lease_ms": lifetimes.lease_ms, "gen_ttl_ms": lifetimes.generation_ms}
@@ -99,8 +96,7 @@ class ReferralCache:
         self._lease_nonce = secrets.token_hex(6)
         self._lease_count = 0
         self._background: set[asyncio.Task[Any]] = set()
-        # Customers invalidated while Redis was down, replayed on Redis when it is back.
-        self._missed = Missed()
+        self._missed = Missed()  # customers invalidated while Redis was down
         store.on_recovery(self._replay_missed)
 
     def _keys(self, key: CacheKey) -> EntryKeys:
@@ -337,8 +333,12 @@ class ReferralCache:
         async def put(entries: Entries) -> int:
             if self.store.epoch != epoch:
                 return 0  # the generation seen belongs to the other backend
-            stored = await entries.put(keys, body, gen, fresh_ms, keep_ms, token)
-            return fresh_ms if stored else 0
+            fresh, keep = fresh_ms, keep_ms
+            if not entries.shared and self.store.redis is not None:
+                # Read while Redis is down: other processes' sends cannot reach this copy.
+                fresh = keep = min(fresh_ms, self.outage_ms)
+            stored = await entries.put(keys, body, gen, fresh, keep, token)
+            return fresh if stored else 0
 
         keys_touched = [keys.entry, keys.lease, keys.backoff]
         return await self.store.run(self._entries, put, op="cache_store", keys=keys_touched)
@@ -388,11 +388,12 @@ class ReferralCache:
 
         return await self.store.run(self._entries, invalidate, op="cache_invalidate", keys=doomed)
 
-    async def _replay_missed(self) -> None:
+    async def _replay_missed(self) -> bool:
         """Redis is back: it still holds entries of customers who sent while it was away."""
-        while (missed := self._missed.first()) is not None:
-            gen, doomed = self._customer_keys(*missed)
-            prefix = scope_prefix(customer_scope(*missed))
-            assert self._entries.redis is not None  # only Redis recovers
-            await self._entries.redis.invalidate(gen, doomed, prefix)
-            self._missed.done(*missed)
+
+        async def invalidate(shop: str, customer: str) -> None:
+            (gen, doomed), redis = self._customer_keys(shop, customer), self._entries.redis
+            assert redis is not None  # only Redis recovers
+            await redis.invalidate(gen, doomed, scope_prefix(customer_scope(shop, customer)))
+
+        return await self._missed.replay(invalidate)

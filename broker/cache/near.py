@@ -8,11 +8,14 @@ ever serving a list older than the customer's last send:
   with a newer generation has been heard of, and a read that carries a ``Consistency-Token``
   (the generation a send produced) never takes an entry older than it.
 - **Invalidations travel by Redis pub/sub.** The invalidation script publishes
-  ``<customer digest>:<generation>`` on :data:`CHANNEL`; every process subscribes
+  ``<customer key prefix>|<generation>`` (``rb:{<digest>}|42``, :func:`message`) on
+  :data:`CHANNEL`; every process subscribes
   (:class:`Invalidations`) and drops that customer's entries, within a millisecond on a healthy
   network. The sending process drops its own entries before it answers.
 - **No news is no trust.** The tier is *live* only while this process is subscribed and the
-  Store says Redis is up. Whenever either stops being true every entry is dropped, and on
+  Store says Redis is up (its heartbeat, a write, answered within the Redis timeout: a Redis
+  that holds writes back during a failover turns it down before a send it held back gives
+  up). Whenever either stops being true every entry is dropped, and on
   becoming live again the tier starts empty (invalidations sent meanwhile were not heard). So
   the tier never outlives what the process can know: with Redis down or the subscription
   broken, reads go to the Store (and its own fallback) as before.

@@ -32,6 +32,9 @@ class Lifetimes:
     pending_keep_ms: (
         int  # a pending record outlives every cache entry (volatile-ttl evicts those first)
     )
+    # A list read while Redis is down is kept this long at most (spec 5): other processes
+    # cannot reach it with their sends' invalidations.
+    outage_keep_ms: int = 250
 
     @classmethod
     def of(cls, settings: Settings) -> Lifetimes:

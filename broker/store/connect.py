@@ -12,6 +12,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 
 from broker.config.settings import ConfigError
+from broker.store.keys import HEARTBEAT
 from broker.store.scripts import Client
 
 CLUSTER_SCHEMES = {"redis+cluster": "redis", "redis-cluster": "redis", "rediss+cluster": "rediss"}
@@ -56,3 +57,17 @@ def make_client(
         url, max_connections=max_connections, timeout=2.0, **common
     )
     return Redis.from_pool(pool)
+
+
+async def probe(client: Client, *, write: bool) -> None:
+    """Ping Redis (every primary of a cluster: with one away, a share of customers' keys is
+    too) and, with ``write``, ``PUBLISH`` a heartbeat: a write, which a paused Redis holds."""
+    if isinstance(client, RedisCluster):
+        nodes = RedisCluster.PRIMARIES
+        await client.ping(target_nodes=nodes)
+        if write:
+            await client.execute_command("PUBLISH", HEARTBEAT, "1", target_nodes=nodes)
+    elif write:
+        await client.publish(HEARTBEAT, "1")
+    else:
+        await client.ping()

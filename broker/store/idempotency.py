@@ -6,6 +6,12 @@ same fingerprint waits (bounded) for that outcome; if the wait runs out it gets
 :class:`IdempotencyKeyReused` saying the first request is still in progress (409, as with a
 reused key: the client must not send a second copy while the first may still reach Bubblehouse).
 
+While Redis is down a key cannot be checked (another process may hold its record), so a keyed
+send waits the same bounded time for Redis and is then refused the same way: never claimed in
+one process's memory. An outcome that could not be written (Redis went away during the send)
+is kept and written on Redis when it is back, before anything is served from it; a record that
+does not read (a missing or mistyped field) is refused with 409 too, never sent again.
+
 Keys: ``rb:{<hash of scope>}:idem:<hash of the Idempotency-Key>``, a hash of state ``s``
 (``p`` pending, ``d`` done), fingerprint ``f``, owner ``t``, take-over time ``d``, and when done
 status ``c``, headers ``h`` (JSON) and body ``b``. :class:`Records` is the one interface to
@@ -18,20 +24,25 @@ from __future__ import annotations
 import asyncio
 import json
 import secrets
+from collections import OrderedDict
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Literal, Protocol
+
+import structlog
 
 from broker.config.lifetimes import Lifetimes
 from broker.errors import IdempotencyKeyReused
 from broker.store import keys
 from broker.store.memory import Memory
-from broker.store.scripts import Released, decode
-from broker.store.store import Store, Twins
+from broker.store.scripts import DecodeError, Released, decode
+from broker.store.store import KEY_FAILURES, Store, Twins
 
-State = Literal["claimed", "mismatch", "pending", "done"]
+log = structlog.get_logger("broker.idempotency")
 
-# KEYS: record. ARGV: fingerprint, owner token, take-over ms, pending record ttl ms.
+State = Literal["claimed", "mismatch", "pending", "done", "unreadable"]
+
+# KEYS: record. ARGV: fingerprint, owner token, take-over ms, pending record ttl ms, record ttl ms.
 # A pending record lives long (so memory pressure evicts cache entries before it: see the
 # runbook's eviction section) but carries its own take-over time ``d``, after which a crashed
 # owner's claim may be taken by a retry. Replies (a _ClaimReply): state (claimed, mismatch,
@@ -46,9 +57,15 @@ local function claim()
   redis.call('PEXPIRE', KEYS[1], ARGV[4])
   return {'state', 'claimed'}
 end
-if redis.call('EXISTS', KEYS[1]) == 0 then return claim() end
-local r = redis.call('HMGET', KEYS[1], 's', 'f', 'c', 'h', 'b', 't', 'd')
-if r[1] ~= 'p' and r[1] ~= 'd' then return redis.error_reply('idempotency record tampered') end
+local kind = redis.call('TYPE', KEYS[1])['ok']
+if kind == 'none' then return claim() end
+local r = {}
+if kind == 'hash' then r = redis.call('HMGET', KEYS[1], 's', 'f', 'c', 'h', 'b', 't', 'd') end
+if r[1] ~= 'p' and r[1] ~= 'd' then
+  -- Not a record of ours: never claimed anew (that could send twice). It lapses in time.
+  if redis.call('PTTL', KEYS[1]) < 0 then redis.call('PEXPIRE', KEYS[1], ARGV[5]) end
+  return redis.error_reply('idempotency record tampered')
+end
 if r[2] ~= ARGV[1] then return {'state', 'mismatch'} end
 if r[1] ~= 'd' then
   -- Our own claim seen again (a retried call after a lost reply) is still ours.
@@ -77,7 +94,13 @@ if r[1] == 'p' and r[2] == ARGV[1] then redis.call('DEL', KEYS[1]) return {'rele
 return {'released', 0}
 """
 
+# At most this much of outcomes Redis did not hear is kept for replay (a send's answer is ~1 KB).
+UNHEARD_BYTES = 16 << 20
 IN_PROGRESS = "A request with this Idempotency-Key is still in progress. Retry it shortly."
+UNREADABLE = (
+    "The first request with this Idempotency-Key may have been sent, and its outcome cannot be "
+    "read. Check the referral history before sending it again under a new key."
+)
 
 
 @dataclass(frozen=True)
@@ -121,9 +144,24 @@ class Records(Protocol):
 @dataclass(frozen=True, slots=True)
 class _ClaimReply:
     state: State
-    status: int = 0
-    headers: str = ""
-    body: bytes = b""
+    status: int | None = None
+    headers: str | None = None
+    body: bytes | None = None
+
+
+def _stored(found: _ClaimReply) -> StoredResponse:
+    """A done record's response, or DecodeError when a field is missing or mistyped."""
+    if found.status is None or not 100 <= found.status <= 599 or found.body is None:
+        raise DecodeError("an idempotency record without a status or a body")
+    try:
+        headers = json.loads(found.headers or "")
+    except ValueError:
+        raise DecodeError("an idempotency record whose headers are not JSON") from None
+    if not isinstance(headers, dict) or not all(
+        isinstance(k, str) and isinstance(v, str) for k, v in headers.items()
+    ):
+        raise DecodeError("an idempotency record whose headers are not an object of strings")
+    return StoredResponse(found.status, headers, found.body)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,13 +184,15 @@ class RedisRecords:
 
     async def claim(self, record: str, fingerprint: str, token: str) -> Claim:
         raw = await self._claim(
-            keys=[record], args=[fingerprint, token, self.pending_ms, self.pending_keep_ms]
+            keys=[record],
+            args=[fingerprint, token, self.pending_ms, self.pending_keep_ms, self.ttl_ms],
         )
         found = decode(_ClaimReply, raw)
+        if found.state not in ("claimed", "mismatch", "pending", "done"):
+            raise DecodeError(f"an idempotency claim answered {found.state!r:.20}")
         if found.state != "done":
             return Claim(found.state)
-        headers = json.loads(found.headers) if found.headers else {}
-        return Claim("done", StoredResponse(found.status, headers, found.body))
+        return Claim("done", _stored(found))
 
     async def complete(
         self, record: str, fingerprint: str, token: str, response: StoredResponse
@@ -239,6 +279,10 @@ class Idempotency:
         self._records: Twins[Records] = store.twins(
             lambda on: RedisRecords(on, **timing), lambda on: MemoryRecords(on, **timing)
         )
+        # Outcomes recorded in memory while Redis was down, replayed on it when it is back.
+        self._unheard: OrderedDict[str, tuple[str, str, StoredResponse]] = OrderedDict()
+        self._unheard_bytes = 0
+        store.on_recovery(self._replay)
 
     async def run(
         self,
@@ -254,15 +298,25 @@ class Idempotency:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.wait
         delay = 0.01
+
+        async def claim(on: Records) -> Claim:
+            if not on.shared and self.store.redis is not None:
+                # Redis is away: another process may hold this key's record, so nothing is
+                # claimed here (a retry through it would be sent twice); wait for Redis.
+                return Claim("pending")
+            return await on.claim(record, fingerprint, token)
+
         while True:
             found = await self.store.run(
                 self._records,
-                lambda on: on.claim(record, fingerprint, token),
+                claim,
                 op="idempotency_claim",
-                keys=[record],
+                unreadable=lambda: Claim("unreadable"),  # never repaired into a new send
             )
             if found.state == "mismatch":
                 raise IdempotencyKeyReused()
+            if found.state == "unreadable":
+                raise IdempotencyKeyReused(UNREADABLE)
             if found.response is not None:
                 return found.response, True
             if found.state == "claimed":
@@ -277,12 +331,13 @@ class Idempotency:
         except BaseException:
             await asyncio.shield(self._release(record, token))
             raise
-        await self.store.run(
-            self._records,
-            lambda on: on.complete(record, fingerprint, token, response),
-            op="idempotency_complete",
-            keys=[record],
-        )
+
+        async def complete(on: Records) -> None:
+            await on.complete(record, fingerprint, token, response)
+            if not on.shared and self.store.redis is not None:
+                self._remember(record, (fingerprint, token, response))
+
+        await self.store.run(self._records, complete, op="idempotency_complete", keys=[record])
         return response, False
 
     async def _release(self, record: str, token: str) -> None:
@@ -290,5 +345,38 @@ class Idempotency:
             self._records,
             lambda on: on.release(record, token),
             op="idempotency_release",
-            keys=[record],
+            unreadable=lambda: None,  # a record not ours to delete
         )
+
+    def _remember(self, record: str, outcome: tuple[str, str, StoredResponse]) -> None:
+        """Keep an outcome Redis did not hear, within UNHEARD_BYTES (oldest dropped first)."""
+        old = self._unheard.pop(record, None)
+        if old is not None:
+            self._unheard_bytes -= _cost(old[2])
+        self._unheard[record] = outcome
+        self._unheard_bytes += _cost(outcome[2])
+        while self._unheard_bytes > UNHEARD_BYTES and len(self._unheard) > 1:
+            _, (_, _, dropped) = self._unheard.popitem(last=False)
+            self._unheard_bytes -= _cost(dropped)
+            log.warning("idempotency.outcome_untracked")
+
+    async def _replay(self) -> bool:
+        """Redis is back: write the outcomes it missed (so a retry is answered from them, never
+        sent again) before anything is served from it. True when there were any."""
+        redis = self._records.redis
+        replayed = False
+        while self._unheard and redis is not None:
+            record, (fingerprint, token, response) = next(iter(self._unheard.items()))
+            try:
+                await redis.complete(record, fingerprint, token, response)
+            except KEY_FAILURES as exc:  # one record, not the recovery's
+                log.warning("idempotency.replay_failed", error=type(exc).__name__)
+            if self._unheard.get(record, (None, None, None))[2] is response:
+                del self._unheard[record]
+                self._unheard_bytes -= _cost(response)
+            replayed = True
+        return replayed
+
+
+def _cost(response: StoredResponse) -> int:
+    return len(response.body) + sum(len(k) + len(v) for k, v in response.headers.items()) + 200

@@ -13,6 +13,7 @@ and one script may touch them together::
     rb:{<digest of the client address>}:rl:issuer   failed issuer-key attempts of one client
     rb:invalidations                          the pub/sub channel of near-tier invalidations
     rb:log-key                                the key of customer hashes in logs (no expiry)
+    rb:heartbeat                              the channel of the Stores' write probes (no reader)
 
 Raw identifiers never appear in a key: customer ids, addresses and idempotency keys are
 digested (:func:`digest`).
@@ -26,6 +27,7 @@ from dataclasses import dataclass
 
 CHANNEL = "rb:invalidations"
 LOG_KEY = "rb:log-key"
+HEARTBEAT = "rb:heartbeat"
 
 
 def digest(value: str) -> str:

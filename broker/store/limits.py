@@ -11,9 +11,11 @@ ways of sharing the count between processes and instances:
   two pushes a process does not see what the others counted, so a scope can be served at most
   ``instances x interval x its request rate`` requests over its limit (per worker process, an
   instance being a process), and every process's view converges within one interval of its last
-  request.
+  request. A process that meets a scope's window for the first time (or after it stopped
+  following it) counts that request in Redis and reads the shared count before deciding (one
+  round trip), so a fresh process or instance never grants a new allowance.
 
-Both count through :class:`Counters`, in Redis or, without it, in process memory.
+Both count through :class:`~broker.store.counters.Counters`, in Redis or in process memory.
 
 Answers carry the IETF httpapi ``RateLimit-Policy`` and ``RateLimit`` fields
 (draft-ietf-httpapi-ratelimit-headers, structured-field syntax).
@@ -26,69 +28,19 @@ import math
 import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import Protocol
 
 import structlog
-from redis.asyncio.cluster import RedisCluster
 
 from broker.config.settings import RateLimit
 from broker.errors import RateLimitExceeded
 from broker.store import keys
-from broker.store.memory import Memory
-from broker.store.scripts import decode
-from broker.store.store import Store, Twins
+from broker.store.counters import COUNT_LUA, Count, Counters, counters
+from broker.store.store import Store
+
+__all__ = ["COUNT_LUA", "Count", "Counters", "Decision", "Limiter", "Limits", "LocalLimits"]
+__all__ += ["counters"]
 
 log = structlog.get_logger("broker.limits")
-
-# Shared with the cache's read script, which counts the read limit in the same round trip.
-# Expects `rate_key` and `window`, and declared locals `count` and `reset`, which it sets (reset:
-# ms until the window ends).
-COUNT_LUA = """
-count = redis.call('INCR', rate_key)
-reset = redis.call('PTTL', rate_key)
-if reset < 0 then
-  redis.call('PEXPIRE', rate_key, window)
-  reset = window
-end
-"""
-
-# KEYS: counter. ARGV: window ms. Replies (a Count): count, reset_ms.
-HIT_LUA = f"""
-local rate_key, window = KEYS[1], tonumber(ARGV[1])
-local count, reset = 0, 0
-{COUNT_LUA}
-return {{'count', count, 'reset_ms', reset}}
-"""
-
-# KEYS: counters. ARGV: per key, the count to add and its window ms.
-# Replies: per key, a Count: key, count (the shared count), reset_ms, repaired (when the counter
-# held something else than a number).
-SYNC_LUA = """
-local out = {}
-for i, key in ipairs(KEYS) do
-  local add, window = ARGV[2 * i - 1], tonumber(ARGV[2 * i])
-  local reply = {'key', key}
-  local count = redis.pcall('INCRBY', key, add)
-  if type(count) == 'table' then
-    -- One bad counter (not a number, another type): repaired alone, the others untouched.
-    redis.call('DEL', key)
-    count = redis.call('INCRBY', key, add)
-    reply[#reply + 1] = 'repaired'
-    reply[#reply + 1] = 1
-  end
-  local left = redis.call('PTTL', key)
-  if left < 0 then
-    redis.call('PEXPIRE', key, window)
-    left = window
-  end
-  reply[#reply + 1] = 'count'
-  reply[#reply + 1] = count
-  reply[#reply + 1] = 'reset_ms'
-  reply[#reply + 1] = left
-  out[i] = reply
-end
-return out
-"""
 
 
 @dataclass(frozen=True)
@@ -113,89 +65,6 @@ class Decision:
 
     def refuse(self) -> RateLimitExceeded:
         return RateLimitExceeded(max(1, self.reset), rate_headers=self.headers())
-
-
-@dataclass(frozen=True, slots=True)
-class Count:
-    """A counter after counting: its count and the ms left in its window."""
-
-    count: int
-    reset_ms: int
-    key: str = ""  # in a sync's reply: whose count this is
-    repaired: bool = False  # in a sync's reply: the counter held garbage and was started over
-
-
-class Counters(Protocol):
-    """Window counters on one backend; each call is atomic (one script, or no await)."""
-
-    @property
-    def shared(self) -> bool: ...
-
-    async def hit(self, key: str, window_ms: int) -> Count:
-        """Count one in the window of ``key`` (opened, ``window_ms`` long, at its first count)."""
-        ...
-
-    async def sync(self, counts: Mapping[str, tuple[int, int]]) -> list[Count]:
-        """Add counts (key -> (count, window ms)) to the shared counters: what they hold now,
-        or nothing when there is nothing to share them with."""
-        ...
-
-
-class RedisCounters:
-    """Counters in Redis, shared by every process on it."""
-
-    shared = True
-
-    def __init__(self, store: Store) -> None:
-        self.store = store
-        self._hit = store.script(HIT_LUA)
-        self._sync = store.script(SYNC_LUA)
-
-    async def hit(self, key: str, window_ms: int) -> Count:
-        return decode(Count, await self._hit(keys=[key], args=[window_ms]))
-
-    async def sync(self, counts: Mapping[str, tuple[int, int]]) -> list[Count]:
-        client = self.store.redis
-        groups: list[list[str]] = [list(counts)]
-        if isinstance(client, RedisCluster):
-            # A script's keys must share a slot: one script per slot, sent together.
-            by_slot: dict[int, list[str]] = {}
-            for key in counts:
-                by_slot.setdefault(client.keyslot(key), []).append(key)
-            groups = list(by_slot.values())
-        replies = await asyncio.gather(
-            *(
-                self._sync(keys=group, args=[n for key in group for n in counts[key]])
-                for group in groups
-            )
-        )
-        shared = [decode(Count, item) for reply in replies for item in reply]
-        if any(count.repaired for count in shared):
-            self.store.key_repaired("limit_sync", "counter")
-        return shared
-
-
-class MemoryCounters:
-    """Counters in process memory, this process's alone."""
-
-    shared = False
-
-    def __init__(self, memory: Memory) -> None:
-        self.memory = memory
-
-    async def hit(self, key: str, window_ms: int) -> Count:
-        count, reset_ms = self.memory.incr(key, window_ms)
-        return Count(count, reset_ms)
-
-    async def sync(self, counts: Mapping[str, tuple[int, int]]) -> list[Count]:
-        # Nothing to share with (or Redis away): the local counts stand alone. Learning from
-        # memory would forget what was learnt from Redis before it went away.
-        return []
-
-
-def counters(store: Store) -> Twins[Counters]:
-    """The counters of ``store``: in its Redis when it has one, and in its memory."""
-    return store.twins(RedisCounters, MemoryCounters)
 
 
 class Limiter:
@@ -262,18 +131,51 @@ class LocalLimits:
         # relearned every interval, which keeps this process's view converged.
         self._active: dict[str, _Window] = {}
 
-    def hit(self, policy: str, prefix: str, limit: RateLimit) -> Decision:
-        """Count one request of the scope whose key prefix is ``prefix``; 429 when over."""
+    def hit(self, policy: str, prefix: str, limit: RateLimit) -> Decision | None:
+        """Count one request of the scope whose key prefix is ``prefix``; 429 when over. None
+        (nothing counted) for a window this process meets for the first time, or has stopped
+        following, while Redis is up: :meth:`first` counts it once the shared count is read."""
         key = keys.rate(prefix, policy)
         now = self.clock()
         window = self._windows.get(key)
         if window is None or now >= window.ends:
-            if len(self._windows) >= self.max_scopes:
-                self._forget_ended(now)
-            window = self._windows[key] = _Window(now + limit.window, limit.window * 1000)
+            if self.store.state == "up" and key not in self._active and key not in self._dirty:
+                return None
+            window = self._open(key, now, limit)
         window.pending += 1
         window.touched = now
         self._dirty[key] = window
+        return self._decide(policy, limit, window, now)
+
+    async def first(self, policy: str, prefix: str, limit: RateLimit) -> Decision:
+        """Count one request of a window met for the first time in Redis, in one round trip,
+        learning the shared count before deciding: a fresh process grants no new allowance."""
+        key, window_ms = keys.rate(prefix, policy), limit.window * 1000
+        shared = await self.store.run(
+            self._counters, lambda on: on.sync({key: (1, window_ms)}), op="limit_first"
+        )
+        now = self.clock()
+        window = self._windows.get(key)
+        if window is None or now >= window.ends:
+            window = self._open(key, now, limit)
+        window.touched = now
+        if shared:
+            window.known = max(window.known, shared[0].count)
+            window.ends = now + shared[0].reset_ms / 1000
+            self._active[key] = window  # followed from now on (its count relearned)
+        else:
+            window.pending += 1  # Redis went away meanwhile: counted here alone
+            self._dirty[key] = window
+        return self._decide(policy, limit, window, now)
+
+    def _open(self, key: str, now: float, limit: RateLimit) -> _Window:
+        if len(self._windows) >= self.max_scopes:
+            self._forget_ended(now)
+        window = self._windows[key] = _Window(now + limit.window, limit.window * 1000)
+        return window
+
+    @staticmethod
+    def _decide(policy: str, limit: RateLimit, window: _Window, now: float) -> Decision:
         count = window.known + window.pending + window.sending
         decision = Decision.of(policy, limit, count, int((window.ends - now) * 1000))
         if count > limit.limit:
@@ -355,7 +257,11 @@ class Limits:
             return None
         try:
             if self.local is not None:
-                return self.local.hit(policy, keys.scope_prefix(scope), limit)
+                prefix = keys.scope_prefix(scope)
+                decided = self.local.hit(policy, prefix, limit)  # no await: the hot path
+                if decided is None:
+                    decided = await self.local.first(policy, prefix, limit)
+                return decided
             return await self.strict.hit(policy, scope, limit)
         except RateLimitExceeded:
             self._refused(policy)

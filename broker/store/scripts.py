@@ -6,7 +6,8 @@ when a script answers for several keys). :func:`decode` turns one reply into a t
 dataclass whose field names are the reply's names: each value is converted to the field's
 declared type (``int``, ``bool``, ``str``, ``bytes``, optionally ``| None``), an absent field
 keeps its default. A name the dataclass does not know, a required field missing, or a value that
-does not convert raises ValueError or TypeError, which the Store treats as a bad key.
+does not convert raises :class:`DecodeError`, which the Store treats as a bad key (and nothing
+else: a ValueError of the broker's own code is a bug, not a bad key).
 """
 
 from __future__ import annotations
@@ -25,6 +26,10 @@ from redis.exceptions import NoScriptError
 
 R = TypeVar("R")
 Client = Redis | RedisCluster
+
+
+class DecodeError(Exception):
+    """A value read from Redis does not have the broker's shape (a tampered or foreign value)."""
 
 
 class Script:
@@ -50,20 +55,39 @@ class Script:
 
 
 def _text(value: Any) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value)
+    if not isinstance(value, bytes):
+        return str(value)
+    try:
+        return value.decode()
+    except UnicodeDecodeError:
+        raise DecodeError("a string reply that is not UTF-8") from None
 
 
 def _bytes(value: Any) -> bytes:
     if not isinstance(value, bytes):
-        raise TypeError(f"expected a string reply, got {type(value).__name__}")
+        raise DecodeError(f"expected a string reply, got {type(value).__name__}")
     return value
 
 
+def _int(value: Any) -> int:
+    """An integer reply, or a string holding a canonical integer (``12``, ``-3``; not ``012``,
+    `` 12``, ``1e3`` or ``5.5``)."""
+    if isinstance(value, int):
+        return value
+    text = value.decode("ascii", "replace") if isinstance(value, bytes) else value
+    if not isinstance(text, str) or not text.lstrip("-").isdigit() or not text.isascii():
+        raise DecodeError(f"not an integer: {text!r:.40}")
+    number = int(text)
+    if str(number) != text:
+        raise DecodeError(f"not a canonical integer: {text!r:.40}")
+    return number
+
+
 def _flag(value: Any) -> bool:
-    return int(value) != 0
+    return _int(value) != 0
 
 
-_CONVERTERS: dict[Any, Callable[[Any], Any]] = {int: int, bool: _flag, str: _text, bytes: _bytes}
+_CONVERTERS: dict[Any, Callable[[Any], Any]] = {int: _int, bool: _flag, str: _text, bytes: _bytes}
 
 
 def _converter(hint: Any) -> Callable[[Any], Any]:
@@ -101,7 +125,7 @@ class Released:
 def decode(cls: type[R], raw: Any, **known: Any) -> R:
     """The named reply ``raw`` as a ``cls``; ``known`` fills fields the script does not send."""
     if not isinstance(raw, list) or len(raw) % 2:
-        raise ValueError(f"not a named reply: {type(raw).__name__}")
+        raise DecodeError(f"not a named reply: {type(raw).__name__}")
     table = _TABLES.get(cls) or _fields(cls)
     pairs = iter(raw)
     for name, value in zip(pairs, pairs, strict=True):  # even length: checked above
@@ -109,6 +133,9 @@ def decode(cls: type[R], raw: Any, **known: Any) -> R:
             continue  # a Lua false: the field is absent
         found = table.get(name) if isinstance(name, bytes) else None
         if found is None:
-            raise ValueError(f"{cls.__name__} has no field {name!r}")
+            raise DecodeError(f"{cls.__name__} has no field {name!r}")
         known[found[0]] = found[1](value)
-    return cls(**known)
+    try:
+        return cls(**known)
+    except TypeError as exc:  # a required field missing from the reply
+        raise DecodeError(f"{cls.__name__}: {exc}") from None

@@ -3,25 +3,28 @@
 The cache, the limiter and the idempotency keys each write their operations twice, behind one
 small interface (a :class:`Backend` Protocol of their own): once as Lua scripts on Redis, once
 as plain functions over :class:`~broker.store.memory.Memory`. They hold the pair as :class:`Twins`
-and call :meth:`Store.run` with the operation written once, as a function of the backend;
-the Store picks the backend, so callers cannot tell which one answered (but for
-:attr:`Backend.shared`). Two kinds of Redis failure are told apart:
+and call :meth:`Store.run` with the operation written once, as a function of the backend; the
+Store picks the backend, so callers cannot tell which answered (but for :attr:`Backend.shared`).
 
-- *Redis is unusable* (a refused or broken connection, a time-out): the first one trips a
-  breaker. The Store turns ``down``, logs ``store.redis_down`` once, answers from memory without
-  touching Redis, and probes Redis in the background until it answers again
-  (``store.redis_up``). While up, the same probe pings Redis every ``probe_interval`` seconds,
-  so a dead Redis is noticed (and ``/readyz`` says so) without any traffic.
-- *One key is bad* (an error reply such as WRONGTYPE, a failing script, OOM or READONLY, or a
-  reply that does not decode): that is no outage. The operation's keys are deleted (repaired)
-  and the operation runs once more on Redis; if it fails again, that one operation is answered
-  from memory. Redis stays ``up``, and ``store.key_error`` is logged. OOM and READONLY are
-  no key's fault: those operations go to memory at once, and no key is deleted.
+- *Redis is unusable* (refused or broken connections, time-outs, writes held back as by a
+  failover's ``CLIENT PAUSE``): the first failure trips a breaker. The Store turns ``down``,
+  logs ``store.redis_down`` once, answers from memory, and tries Redis again at once (then
+  every ``probe_interval`` s) until it takes a write (``store.redis_up``). While up, a
+  heartbeat (a ``PUBLISH``, on a connection of its own) every ``heartbeat`` s must be answered
+  within ``trust`` s (the Redis timeout): a write pause turns the Store down, traffic or not,
+  about when a send it held back gives up (100 ms later at most: well within 250 ms).
+- *One key is bad* (Redis's own error reply such as WRONGTYPE, a failing script, OOM or
+  READONLY, or a value that fails to decode, :class:`~broker.store.scripts.DecodeError`): no
+  outage. The operation's keys are deleted and it runs once more; if it fails again, memory
+  answers. An operation that must never be answered from an empty key (an idempotency claim)
+  passes ``unreadable`` and gets that answer instead. OOM and READONLY delete no key.
 
-No Redis error ever leaves this layer.
+Any other exception in an operation (our ``ValueError``, redis-py's ``DataError``) is a bug: it
+propagates (a 500, traceback logged), deletes no key. No Redis error ever leaves this layer.
 
-Every key is written by :mod:`broker.store.keys`; the client is made by
-:mod:`broker.store.connect`.
+Coming back, the recovery hooks replay what Redis missed (invalidations, idempotency outcomes)
+before anything is served from it; then the Store waits ``grace`` s (other processes land
+theirs) and replays once more. Keys: :mod:`broker.store.keys`; client: :mod:`broker.store.connect`.
 """
 
 from __future__ import annotations
@@ -30,8 +33,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
-from typing import Generic, Literal, Protocol, TypeVar
+from typing import Literal, TypeVar
 
 import structlog
 from redis.asyncio.cluster import RedisCluster
@@ -45,11 +47,15 @@ from redis.exceptions import (
     ResponseError,
     TryAgainError,
 )
+from redis.exceptions import TimeoutError as RedisTimeout
 
 from broker.config.settings import Settings
-from broker.store.connect import drop_connections, make_client
+from broker.store.connect import drop_connections, make_client, probe
 from broker.store.memory import Memory
-from broker.store.scripts import Client, Script
+from broker.store.scripts import Client, DecodeError, Script
+from broker.store.twins import B, Backend, Twins
+
+__all__ = ["Backend", "Store", "Twins", "open_store"]
 from broker.tasks import stop
 
 T = TypeVar("T")
@@ -65,34 +71,16 @@ REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, RedisClusterExcep
 # Error replies that speak for the whole Redis (or a whole cluster shard), not for one key.
 OUTAGE_REPLIES: tuple[type[BaseException], ...] = (ClusterDownError, TryAgainError)
 
-# Failures of one operation on its keys, with Redis itself healthy: an error reply (WRONGTYPE, a
-# script error, OOM, READONLY), or a reply our decoding cannot read (a tampered value).
-KEY_FAILURES: tuple[type[BaseException], ...] = (
-    ResponseError,
-    DataError,
-    ValueError,  # int() or orjson of a tampered value
-    TypeError,  # int(None): a field of a tampered record missing
-)
+# Failures of one operation on its keys, with Redis itself healthy: Redis's own error reply
+# (WRONGTYPE, a script error, OOM, READONLY), or a value that fails to decode (a tampered
+# value). Nothing else: a ValueError or TypeError of our own code is a bug, never a bad key.
+KEY_FAILURES: tuple[type[BaseException], ...] = (ResponseError, DecodeError)
 
+# Raised by redis-py before anything is sent (an argument it cannot encode): our bug.
+CLIENT_BUGS: tuple[type[BaseException], ...] = (DataError,)
 
-class Backend(Protocol):
-    """What the Redis and the memory side of a set of operations have in common."""
-
-    @property
-    def shared(self) -> bool:
-        """True when what it holds is seen by every process on the same Redis."""
-        ...
-
-
-B = TypeVar("B", bound=Backend)
-
-
-@dataclass(frozen=True, slots=True)
-class Twins(Generic[B]):
-    """One set of operations on Redis (None without ``REDIS_URL``) and on process memory."""
-
-    redis: B | None
-    memory: B
+# A recovery hook replays what Redis missed; True when it had something to replay.
+Recovery = Callable[[], Awaitable[bool]]
 
 
 class Store:
@@ -105,11 +93,19 @@ class Store:
         memory: Memory | None = None,
         probe_interval: float = 1.0,
         op_timeout: float = 1.0,
+        probe_client: Client | None = None,
+        heartbeat: float = 0.1,
+        trust: float = 0.5,
+        grace: float = 0.1,
     ) -> None:
-        self.memory = memory or Memory()
+        self.memory = memory if memory is not None else Memory()
         self.redis = client
+        self.probe_client = probe_client or client  # the heartbeat's (a busy pool: no delay)
         self.probe_interval = probe_interval
         self.op_timeout = op_timeout
+        self.heartbeat = heartbeat
+        self.trust = trust
+        self.grace = grace
         # Bumped on every switch of backend: work begun on one backend must not be
         # finished on the other (see ReferralCache's generation check).
         self.epoch = 0
@@ -122,9 +118,10 @@ class Store:
         self._in_flight = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._wake = asyncio.Event()  # set by a trip: try Redis again at once
         self._scripts: dict[str, Script] = {}
         self._probe_task: asyncio.Task[None] | None = None
-        self._recovery: list[Callable[[], Awaitable[None]]] = []
+        self._recovery: list[Recovery] = []
         self._state_hooks: list[Callable[[State], None]] = []
         # Called with (operation, seconds) after each Redis round trip, when set (metrics).
         self.timing: Callable[[str, float], None] | None = None
@@ -135,7 +132,7 @@ class Store:
             return "memory"
         return "up" if self._up else "down"
 
-    def on_recovery(self, hook: Callable[[], Awaitable[None]]) -> None:
+    def on_recovery(self, hook: Recovery) -> None:
         """Run ``hook`` against Redis when it comes back, before requests use it again."""
         self._recovery.append(hook)
 
@@ -166,13 +163,16 @@ class Store:
         *,
         op: str,
         keys: Sequence[str] = (),
+        unreadable: Callable[[], T] | None = None,
     ) -> T:
         """Run operation ``op``, ``call(backend)``, on Redis while it is up, on memory otherwise
         or when Redis fails.
 
         ``keys`` are the operation's keys: when Redis answers with an error about them (or with
         something that does not decode), they are deleted and the operation tried once more.
-        The memory backend never awaits, so ``call`` on it is atomic for the event loop.
+        With ``unreadable``, such a failure is answered by ``unreadable()`` instead: no key is
+        deleted and memory never answers. The memory backend never awaits, so ``call`` on it is
+        atomic for the event loop.
         """
         redis = twins.redis
         if self._up and redis is not None:
@@ -181,15 +181,21 @@ class Store:
             self._idle.clear()
             started = time.perf_counter()
             try:
-                # redis-py's socket timeout bounds each reply; this bounds the whole operation
-                # (several replies, a pool wait) without a timer per call on the hot path.
+                # No timer per call on the hot path: redis-py's socket timeout bounds each reply
+                # and the pool's own timeout a wait for a connection, and the heartbeat turns
+                # the Store down when Redis holds replies or writes back.
                 return await call(redis)
             except OUTAGE_REPLIES as exc:
                 self._trip(exc)
             except KEY_FAILURES as exc:
+                if unreadable is not None and not isinstance(exc, OutOfMemoryError | ReadOnlyError):
+                    log.warning("store.key_error", op=op, error=type(exc).__name__, repaired=False)
+                    return unreadable()
                 ok, value = await self._repair(op, keys, exc, lambda: call(redis))
                 if ok:
                     return value  # type: ignore[return-value]  # ok: the operation's own result
+            except CLIENT_BUGS:
+                raise
             except REDIS_FAILURES as exc:
                 self._trip(exc)
             finally:
@@ -232,6 +238,8 @@ class Store:
             self._trip(down)
         except KEY_FAILURES as again:
             log.warning("store.key_error_persists", op=op, error=type(again).__name__)
+        except CLIENT_BUGS:
+            raise
         except REDIS_FAILURES as down:
             self._trip(down)
         return False, None
@@ -242,40 +250,53 @@ class Store:
         self._up = False
         self.epoch += 1
         self.memory.clear()
+        self._wake.set()  # what just failed is replayed as soon as Redis takes it
         log.warning("store.redis_down", error=type(exc).__name__, fallback="memory")
         self._changed()
 
     async def ping(self) -> bool:
         """True when Redis answers (or when there is no Redis to answer)."""
-        return await self._ping_error() is None
+        return await self._probe(self.op_timeout, write=False) is None
 
-    async def _ping_error(self) -> BaseException | None:
-        if self.redis is None:
+    async def _probe(self, within: float, *, write: bool = True) -> BaseException | None:
+        """None when Redis answers a ping (and, with ``write``, takes a write) within ``within``
+        seconds; otherwise what went wrong."""
+        client = self.probe_client
+        if client is None:
             return None
         try:
-            async with asyncio.timeout(self.op_timeout):
-                if isinstance(self.redis, RedisCluster):
-                    # Every primary: with one of them away, a share of customers' keys is too,
-                    # and answering "up" on the others' word would flap between up and down.
-                    await self.redis.ping(target_nodes=RedisCluster.PRIMARIES)
-                else:
-                    await self.redis.ping()
+            async with asyncio.timeout(within):
+                await probe(client, write=write)
         except REDIS_FAILURES as exc:
             return exc
         return None
 
-    async def _reconnect(self) -> bool:
+    async def _replay(self) -> None:
+        """Run every recovery hook until a whole round finds nothing left to replay (the last
+        round does not await, so nothing can be missed between it and turning up)."""
+        async with asyncio.timeout(self.op_timeout * 10):
+            while any([await hook() for hook in self._recovery]):
+                pass
+
+    async def _reconnect(self) -> bool | None:
+        """True when Redis is back; None when it timed out (try again at once), else False."""
         self.probes += 1
-        if await self._ping_error() is not None:
-            return False
-        # Pooled connections may predate a Redis restart: start over with fresh ones.
+        error = await self._probe(self.trust)
+        if error is not None:
+            return None if isinstance(error, TimeoutError | RedisTimeout) else False
+        # Pooled connections may predate a Redis restart: start over with fresh ones (not
+        # under calls still in flight, which the cluster client would lose their sockets).
         assert self.redis is not None
-        with contextlib.suppress(*REDIS_FAILURES):
-            await drop_connections(self.redis)
+        if not self._in_flight:
+            with contextlib.suppress(*REDIS_FAILURES):
+                await drop_connections(self.redis)
         try:
-            async with asyncio.timeout(self.op_timeout * 10):
-                for hook in self._recovery:
-                    await hook()
+            await self._replay()
+            if self.grace > 0:
+                await asyncio.sleep(self.grace)  # other processes replay what they missed
+                await self._replay()
+        except (TimeoutError, RedisTimeout):
+            return None
         except REDIS_FAILURES:
             return False
         if self._closed:
@@ -287,19 +308,29 @@ class Store:
         self._changed()
         return True
 
+    async def _rest(self, seconds: float) -> None:
+        """Sleep ``seconds``, or less when a trip asks for Redis to be tried at once."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(seconds):
+                await self._wake.wait()
+        self._wake.clear()
+
     async def _probe_loop(self) -> None:
-        """While up, ping (a silent Redis is noticed with no traffic); while down, reconnect."""
+        """While up, a heartbeat (a silent or write-paused Redis is noticed with no traffic);
+        while down, reconnect: at once after a trip or a timed-out try, then on an interval."""
         while not self._closed:
-            await asyncio.sleep(self.probe_interval)
             try:
                 if self._up:
-                    error = await self._ping_error()
-                    if error is not None and self._up:
+                    await asyncio.sleep(self.heartbeat)
+                    if (error := await self._probe(self.trust)) is not None and self._up:
                         self._trip(error)
                 else:
-                    await self._reconnect()
+                    await self._rest(self.probe_interval)
+                    if not self._closed and await self._reconnect() is None:
+                        self._wake.set()
             except Exception as exc:  # the probe must outlive any surprise
                 log.error("store.probe_failed", error=type(exc).__name__)
+                await asyncio.sleep(self.probe_interval)
 
     async def start(self) -> None:
         """Check Redis once, then keep probing it in the background while it is down."""
@@ -310,9 +341,10 @@ class Store:
                 "per process only",
             )
             return
-        error = await self._ping_error()
+        error = await self._probe(self.op_timeout)
         if error is not None:
             self._trip(error)
+            self._wake.clear()
         else:
             log.info("store.redis_up")
         self._probe_task = asyncio.create_task(self._probe_loop(), name="store-probe")
@@ -328,8 +360,9 @@ class Store:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(self.op_timeout):
                     await self._idle.wait()
-            with contextlib.suppress(*REDIS_FAILURES):
-                await self.redis.aclose()
+            for client in {id(c): c for c in (self.redis, self.probe_client) if c}.values():
+                with contextlib.suppress(*REDIS_FAILURES):
+                    await client.aclose()
 
 
 async def open_store(
@@ -343,15 +376,26 @@ async def open_store(
 
     ``redis_timeout`` bounds every Redis connect and reply: past it, Redis counts as down. Half
     a second: far above a healthy reply (sub-millisecond) even under event-loop lag at full
-    load, and short enough that only the first request after a failure waits for it.
+    load, and short enough that only the first request after a failure waits for it. The
+    heartbeat waits as long, so a write pause turns the Store down about when a send it holds
+    back gives up (100 ms later at most), well within the 250 ms other processes have.
     """
     if settings.redis_url is None:
         store = Store()
     else:
-        client = make_client(
-            settings.redis_url.reveal(), timeout=redis_timeout, max_connections=max_connections
-        )
+        url = settings.redis_url.reveal()
+        client = make_client(url, timeout=redis_timeout, max_connections=max_connections)
+        # The heartbeat's own connection (a busy pool never makes it late); a cluster's own.
+        probe = None
+        if not isinstance(client, RedisCluster):
+            probe = make_client(url, timeout=redis_timeout, max_connections=2)
         op_timeout = max(1.0, 4 * redis_timeout)
-        store = Store(client, probe_interval=probe_interval, op_timeout=op_timeout)
+        store = Store(
+            client,
+            probe_client=probe,
+            probe_interval=probe_interval,
+            op_timeout=op_timeout,
+            trust=redis_timeout,
+        )
     await store.start()
     return store

@@ -47,11 +47,18 @@ def test_redis_killed_and_restarted_mid_run(sandbox: Sandbox, redis_server: Redi
 
 
 def test_nothing_listening_at_redis_url(sandbox: Sandbox) -> None:
-    """A REDIS_URL where nothing listens: the broker starts, serves, and says redis down."""
-    with running_broker(sandbox.url, REDIS_URL=f"redis://127.0.0.1:{free_port()}/0") as broker:
+    """A REDIS_URL where nothing listens: the broker starts, serves reads and sends, and says
+    redis down; a keyed send, whose key no process can check, waits and is refused with 409
+    idempotency_key_reused without reaching Bubblehouse."""
+    url = f"redis://127.0.0.1:{free_port()}/0"
+    with running_broker(sandbox.url, REDIS_URL=url, BROKER_UPSTREAM_TIMEOUT="1") as broker:
         assert broker.client.get("/readyz").json()["redis"] == "down"
         assert all(broker.read().status_code == 200 for _ in range(5))
-        assert broker.refer({"channel": "sms"}, headers={"Idempotency-Key": "k"}).status_code == 200
+        assert broker.refer({"channel": "sms"}).status_code == 200
+        sends = sandbox.calls()["Refer2"]
+        keyed = broker.refer({"channel": "sms"}, headers={"Idempotency-Key": "k"})
+        assert keyed.status_code == 409 and keyed.json()["id"] == "idempotency_key_reused"
+        assert sandbox.calls()["Refer2"] == sends
 
 
 def metric(text: str, metric_name: str, **labels: str) -> float:

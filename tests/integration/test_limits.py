@@ -137,13 +137,20 @@ ALICE = scope_prefix(customer_scope("shop", "alice"))
 BOB = scope_prefix(customer_scope("shop", "bob"))
 
 
-def test_local_hits_count_down_refuse_and_roll_over() -> None:
+async def take(limits: LocalLimits, policy: str, prefix: str, limit: RateLimit) -> Decision:
+    """One request counted as Limits.hit counts it: in process, or on a first sight of the
+    window while Redis is up, in Redis after reading the shared count."""
+    decided = limits.hit(policy, prefix, limit)
+    return decided if decided is not None else await limits.first(policy, prefix, limit)
+
+
+async def test_local_hits_count_down_refuse_and_roll_over() -> None:
     """LocalLimits counts each hit, refuses past the limit with the RateLimit headers and a
     Retry-After of the window's rest, and opens a new window once the old one has ended."""
     clock = FakeClock()
     limits = LocalLimits(Store(), 0.1, clock=clock)
     limit = RateLimit(3, 10)
-    decisions = [limits.hit("read", ALICE, limit) for _ in range(3)]
+    decisions = [await take(limits, "read", ALICE, limit) for _ in range(3)]
     assert [d.remaining for d in decisions] == [2, 1, 0]
     assert decisions[0].headers() == {
         "RateLimit-Policy": '"read";q=3;w=10',
@@ -151,15 +158,15 @@ def test_local_hits_count_down_refuse_and_roll_over() -> None:
     }
     clock.now += 4
     with pytest.raises(RateLimitExceeded) as caught:
-        limits.hit("read", ALICE, limit)
+        await take(limits, "read", ALICE, limit)
     headers = caught.value.headers()
     assert headers["Retry-After"] == "6"
     assert headers["RateLimit"] == '"read";r=0;t=6'
     assert headers["RateLimit-Policy"] == '"read";q=3;w=10'
-    assert limits.hit("read", BOB, limit).remaining == 2  # another scope, its own window
-    assert limits.hit("write", ALICE, limit).remaining == 2  # another policy too
+    assert (await take(limits, "read", BOB, limit)).remaining == 2  # another scope, its own window
+    assert (await take(limits, "write", ALICE, limit)).remaining == 2  # another policy too
     clock.now += 6
-    fresh = limits.hit("read", ALICE, limit)
+    fresh = await take(limits, "read", ALICE, limit)
     assert (fresh.remaining, fresh.reset) == (2, 10)
 
 
@@ -168,15 +175,15 @@ async def test_memory_store_keeps_exact_local_counts() -> None:
     limits = LocalLimits(Store(), 0.1)
     limit = RateLimit(6, 30)
     for _ in range(3):
-        limits.hit("write", ALICE, limit)
+        await take(limits, "write", ALICE, limit)
     for _ in range(3):
         await limits.sync()
-    assert limits.hit("write", ALICE, limit).remaining == 2
+    assert (await take(limits, "write", ALICE, limit)).remaining == 2
     await limits.sync()
-    limits.hit("write", ALICE, limit)
-    limits.hit("write", ALICE, limit)
+    await take(limits, "write", ALICE, limit)
+    await take(limits, "write", ALICE, limit)
     with pytest.raises(RateLimitExceeded):
-        limits.hit("write", ALICE, limit)
+        await take(limits, "write", ALICE, limit)
 
 
 async def test_two_processes_converge_after_sync(redis_session: RedisProcess) -> None:
@@ -189,27 +196,27 @@ async def test_two_processes_converge_after_sync(redis_session: RedisProcess) ->
         a, b = LocalLimits(first, 0.1), LocalLimits(second, 0.1)
         limit = RateLimit(10, 30)
         for _ in range(3):
-            a.hit("read", ALICE, limit)
+            await take(a, "read", ALICE, limit)
         for _ in range(2):
-            b.hit("read", ALICE, limit)
+            await take(b, "read", ALICE, limit)
         await a.sync()
         await b.sync()  # b learns 3 + 2
         await a.sync()  # a learns b's 2
-        assert a.hit("read", ALICE, limit).remaining == 4  # the 6th request of the window
+        assert (await take(a, "read", ALICE, limit)).remaining == 4  # the 6th request of the window
         # b has not heard of a's 6th, so it counts its own as the 6th too: the overshoot that
         # synchronised limits allow (one interval's worth), gone at the next syncs.
-        assert b.hit("read", ALICE, limit).remaining == 4
+        assert (await take(b, "read", ALICE, limit)).remaining == 4
         await a.sync()
         await b.sync()
         await a.sync()
         for _ in range(3):
-            a.hit("read", ALICE, limit)  # 8th to 10th
+            await take(a, "read", ALICE, limit)  # 8th to 10th
         with pytest.raises(RateLimitExceeded):
-            a.hit("read", ALICE, limit)
+            await take(a, "read", ALICE, limit)
         await a.sync()
         await b.sync()
         with pytest.raises(RateLimitExceeded):
-            b.hit("read", ALICE, limit)
+            await take(b, "read", ALICE, limit)
         assert a.syncs == 5 and b.syncs == 3
     finally:
         await first.aclose()
@@ -223,18 +230,18 @@ async def test_redis_down_leaves_local_counting_working(redis_server: RedisProce
     try:
         limits = LocalLimits(store, 0.1)
         limit = RateLimit(5, 30)
-        limits.hit("write", ALICE, limit)
+        await take(limits, "write", ALICE, limit)
         await limits.sync()
         redis_server.stop()
-        limits.hit("write", ALICE, limit)
+        await take(limits, "write", ALICE, limit)
         await limits.sync()
         assert store.state == "down"
-        limits.hit("write", ALICE, limit)
+        await take(limits, "write", ALICE, limit)
         await limits.sync()
-        assert limits.hit("write", ALICE, limit).remaining == 1
-        limits.hit("write", ALICE, limit)
+        assert (await take(limits, "write", ALICE, limit)).remaining == 1
+        await take(limits, "write", ALICE, limit)
         with pytest.raises(RateLimitExceeded):
-            limits.hit("write", ALICE, limit)
+            await take(limits, "write", ALICE, limit)
     finally:
         await store.aclose()
 
@@ -248,10 +255,10 @@ async def test_poisoned_shared_counter_is_repaired_by_sync(redis_session: RedisP
     try:
         limits = LocalLimits(store, 0.1)
         limit = RateLimit(10, 30)
-        limits.hit("read", ALICE, limit)
+        await take(limits, "read", ALICE, limit)
         await limits.sync()
         await plain.set(rate_key(ALICE, "read"), "lots")
-        limits.hit("read", ALICE, limit)
+        await take(limits, "read", ALICE, limit)
         with capture_logs() as events:
             await limits.sync()
         names = [e["event"] for e in events]
@@ -272,9 +279,9 @@ async def test_one_push_gives_each_counter_its_own_window(redis_session: RedisPr
     plain = Redis.from_url(redis_session.url)
     try:
         limits = LocalLimits(store, 0.1)
-        limits.hit("read", ALICE, RateLimit(10, 5))
-        limits.hit("write", ALICE, RateLimit(10, 600))
-        limits.hit("read", BOB, RateLimit(10, 5))
+        await take(limits, "read", ALICE, RateLimit(10, 5))
+        await take(limits, "write", ALICE, RateLimit(10, 600))
+        await take(limits, "read", BOB, RateLimit(10, 5))
         await limits.sync()
         assert 0 < await plain.pttl(rate_key(ALICE, "read")) <= 5_000
         assert 5_000 < await plain.pttl(rate_key(ALICE, "write")) <= 600_000

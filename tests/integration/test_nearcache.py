@@ -321,15 +321,16 @@ async def test_stopped_redis_turns_the_tier_off(redis_server: RedisProcess) -> N
 
 async def test_frozen_subscription_turns_the_tier_off(redis_server: RedisProcess) -> None:
     """A Redis that keeps the subscription open but answers nothing (SIGSTOP) turns the tier
-    off by the subscriber's own unanswered pings, with the Store not probing meanwhile."""
+    off within 0.8 s (the Store's unanswered heartbeat, or the subscriber's pings),
+    with no traffic at all, and it comes back live once Redis answers again."""
     assert redis_server.proc is not None
     async with process(redis_server.url, probe_interval=60) as b:
         await fill(b)
         redis_server.proc.send_signal(signal.SIGSTOP)
         try:
-            await wait_until(lambda: not b.near.live, 5, "the tier trusted a frozen Redis")
+            took = await wait_until(lambda: not b.near.live, 5, "the tier trusted a frozen Redis")
             assert b.cache.near_hit(ALICE, 0) is None
-            assert b.store.state == "up"  # the Store has not looked: the subscriber saw it
+            assert took < 0.8
         finally:
             redis_server.proc.send_signal(signal.SIGCONT)
         await wait_until(lambda: b.near.live, 5, "the tier never came back")

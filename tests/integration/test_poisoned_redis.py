@@ -73,6 +73,10 @@ POISONS: dict[str, tuple[str, Poison]] = {
         lambda r, k: r.hset(k, "f", "soon"),
     ),
     "generation is not a number": (":g", lambda r, k: r.set(k, "seven")),
+    "generation is 1e300": (":g", lambda r, k: r.set(k, "1e300")),
+    "generation is a fraction": (":g", lambda r, k: r.set(k, "5.5")),
+    "generation has a leading zero": (":g", lambda r, k: r.set(k, "007")),
+    "generation has a leading space": (":g", lambda r, k: r.set(k, " 12")),
     "lease is a hash": (
         ENTRY,
         lambda r, k: (r.delete(k), r.hset(k.replace(":c:", ":l:"), "x", "1")),
@@ -103,10 +107,13 @@ def test_poisoned_read_key_is_a_repaired_miss(
         assert answer.json() == first.json()
         assert answer.headers["ratelimit-policy"] == '"read";q=60;w=10'
         assert_no_outage(strict_broker, events)
-    again = strict_broker.read()
+    with capture_logs() as later:
+        again = strict_broker.read()
     assert again.headers["cache-status"].startswith("broker; hit")
     assert again.json() == first.json()
     assert sandbox.calls().get("CustomerReferrals2", 0) <= calls + 1
+    assert not [e for e in later if e["log_level"] == "warning"]  # repaired once, for good
+    assert len([e for e in events if e["log_level"] == "warning"]) <= 2
     assert plain.type(one_key(plain, ENTRY)) == b"hash"
 
 
@@ -127,9 +134,17 @@ def test_poisoned_generation_never_serves_the_list_from_before_a_send(
 
 IDEM_POISONS: dict[str, Poison] = {
     "record is a string": lambda r, k: r.set(k, "garbage", keepttl=True),
-    "status is not a number": lambda r, k: r.hset(k, "c", "two hundred"),
+    "record is a string without expiry": lambda r, k: r.set(k, "garbage"),
+    "status is not a number": lambda r, k: r.hset(k, "c", "abc"),
+    "status is missing": lambda r, k: r.hdel(k, "c"),
+    "status is out of range": lambda r, k: r.hset(k, "c", "42"),
+    "body is missing": lambda r, k: r.hdel(k, "b"),
     "headers are not JSON": lambda r, k: r.hset(k, "h", "{{{"),
+    "headers are a JSON list": lambda r, k: r.hset(k, "h", "[]"),
+    "headers hold a number": lambda r, k: r.hset(k, "h", '{"Content-Type": 1}'),
+    "headers are missing": lambda r, k: r.hdel(k, "h"),
     "state is neither pending nor done": lambda r, k: r.hset(k, "s", "?"),
+    "state is missing": lambda r, k: r.hdel(k, "s"),
 }
 
 
@@ -137,8 +152,9 @@ IDEM_POISONS: dict[str, Poison] = {
 def test_poisoned_idempotency_record(
     case: str, strict_broker: Broker, sandbox: Sandbox, plain: sync_redis.Redis
 ) -> None:
-    """A tampered idempotency record: the retry is answered (a real send, never a 500), Redis
-    stays up, and the record is repaired so the next retry is a proper replay."""
+    """A done idempotency record with a missing or mistyped field: the retry is refused with
+    409 idempotency_key_reused (never a 500, never sent to Bubblehouse again), Redis stays up,
+    no key is deleted, and the record still lapses in time."""
     headers = {"Idempotency-Key": "order-1"}
     first = strict_broker.refer({"channel": "sms"}, headers=headers)
     assert first.status_code == 200
@@ -146,19 +162,16 @@ def test_poisoned_idempotency_record(
     assert len(records) == 1
     record = records[0]
     IDEM_POISONS[case](plain, record)
-    with capture_logs() as events:
-        retry = strict_broker.refer({"channel": "sms"}, headers=headers)
-        assert retry.status_code == 200, retry.text
-        assert "referral" in retry.json()
-        assert_no_outage(strict_broker, events)
     sends = sandbox.calls()["Refer2"]
-    replay = strict_broker.refer({"channel": "sms"}, headers=headers)
-    assert replay.status_code == 200
-    assert replay.headers["idempotent-replayed"] == "true"
-    assert replay.json() == retry.json()
+    with capture_logs() as events:
+        for _ in range(2):
+            retry = strict_broker.refer({"channel": "sms"}, headers=headers)
+            assert retry.status_code == 409, retry.text
+            assert retry.json()["id"] == "idempotency_key_reused"
+        assert_no_outage(strict_broker, events)
     assert sandbox.calls()["Refer2"] == sends
-    assert plain.type(record) == b"hash"
-    assert plain.hget(record, "s") == b"d"
+    assert plain.exists(record)
+    assert 0 < plain.pttl(record) <= 86_400_000
 
 
 def test_out_of_memory_redis_still_answers(strict_broker: Broker, plain: sync_redis.Redis) -> None:
@@ -264,7 +277,7 @@ def test_read_only_replica_still_answers(strict_broker: Broker, plain: sync_redi
         try:
             with capture_logs() as events:
                 assert [broker.read().status_code for _ in range(3)] == [200] * 3
-                sent = broker.refer({"channel": "sms"}, headers={"Idempotency-Key": "ro-1"})
+                sent = broker.refer({"channel": "sms"})
                 assert sent.status_code == 200, sent.text
                 assert_no_outage(broker, events)
             assert any(e.get("error") == "ReadOnlyError" for e in events)
