@@ -812,10 +812,15 @@ def test_nginx_passes_request_id_trace_and_client_address() -> None:
 
 
 def test_nginx_passes_failed_connections_on_but_never_a_sent_post() -> None:
-    """proxy_next_upstream covers error and timeout only: never non_idempotent (a sent Refer2
-    is not sent again) and never the broker's own 5xx answers."""
-    settings = re.findall(r"proxy_next_upstream\s+([^;]+);", nginx())
-    assert settings == ["error timeout", "error timeout"]
+    """proxy_next_upstream covers error and timeout only, never the broker's own 5xx answers;
+    non_idempotent (a sent POST is sent again) only for CustomerReferrals2, a read that the
+    storefront client sends as a POST: a sent Refer2 or /tokens is never sent again."""
+    text = nginx()
+    settings = re.findall(r"proxy_next_upstream\s+([^;]+);", text)
+    assert settings.count("error timeout") == 2
+    assert [s for s in settings if s != "error timeout"] == ["error timeout non_idempotent"]
+    reads = nginx_locations(text)["~ ^/loyalty/api/[^/]+/[^/]+/CustomerReferrals2$"]
+    assert "proxy_next_upstream error timeout non_idempotent;" in reads
 
 
 def test_nginx_blocks_private_routes_on_the_public_site() -> None:
@@ -829,6 +834,7 @@ def test_nginx_blocks_private_routes_on_the_public_site() -> None:
         "/loyalty/bigcommerce/token",
         "/loyalty/shopify/token",
         "/loyalty/static/",
+        "^/loyalty/api/[^/]+/[^/]+/CustomerReferrals2$",  # nested in /loyalty/api/
     ]
 
 
