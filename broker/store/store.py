@@ -54,18 +54,17 @@ from broker.store.connect import drop_connections, make_client, probe
 from broker.store.memory import Memory
 from broker.store.scripts import Client, DecodeError, Script
 from broker.store.twins import B, Backend, Twins
+from broker.tasks import stop
 
 __all__ = ["Backend", "Store", "Twins", "open_store"]
-from broker.tasks import stop
 
 T = TypeVar("T")
 State = Literal["up", "down", "memory"]
 
 log = structlog.get_logger("broker.store")
 
-# Failures that mean "Redis is not usable right now" (the builtin TimeoutError covers
-# asyncio's; OSError covers refused connections that slip past redis-py's wrapping; the
-# cluster client raises RedisClusterException, outside RedisError, when no node answers).
+# Redis not usable now (TimeoutError covers asyncio's; OSError refused connections past redis-py's
+# wrapping; the cluster client raises RedisClusterException, outside RedisError, when no node is).
 REDIS_FAILURES: tuple[type[BaseException], ...] = (RedisError, RedisClusterException, OSError)
 
 # Error replies that speak for the whole Redis (or a whole cluster shard), not for one key.
