@@ -1,14 +1,11 @@
-"""The referral-list cache: one round trip per read, one upstream call per miss, never stale data
-after a send.
-
-A read runs one script that counts the read limit, looks the entry up under the customer's
+"""The referral-list cache: one round trip per read, one upstream call per miss, no stale list
+after a send. A read runs one script that counts the read limit, looks the entry up under the customer's
 *generation*, and on a miss takes a short lease: the holder loads, everyone else waits for its
 entry. :meth:`ReferralCache.invalidate` bumps the generation, and a load stores only if the
 generation is still the one its read saw. While Redis is down a list read is kept in memory
 250 ms at most (other processes cannot reach it with their sends), and the invalidations Redis
-missed are replayed on it before it serves again (:mod:`broker.cache._missed`).
-
-Keys: :mod:`broker.store.keys` (an entry is a hash of body ``b``, fresh-until ``f``, generation
+missed are replayed on it before it serves again (:mod:`broker.cache._missed`). A read that
+waited on a lease answers within one upstream timeout (:mod:`broker.cache._budget`). Keys: :mod:`broker.store.keys` (an entry is a hash of body ``b``, fresh-until ``f``, generation
 ``g``); the steps on them are :class:`broker.cache._backends.Entries`, on Redis or memory.
 """
 
@@ -25,6 +22,7 @@ from typing import Any, Literal
 import structlog
 
 from broker.cache._backends import Entries, Lookup, MemoryEntries, RedisEntries
+from broker.cache._budget import within
 from broker.cache._missed import Missed
 from broker.cache.near import NearCache
 from broker.config.lifetimes import Lifetimes
@@ -287,9 +285,11 @@ class ReferralCache:
             ):
                 return served
             if found.verdict == "lead":
-                return await self._fetch(keys, load, found, epoch, decision)
-        # The leader is too slow or gone: load on our own, without a lease.
-        return await self._fetch(keys, load, replace(found, verdict="miss"), epoch, decision)
+                return await self._fetch(keys, within(load, deadline), found, epoch, decision)
+        # The wait took the whole budget (the leader hangs, or its process is gone): stale, or
+        # 504 now, never a second upstream timeout on top (the lease frees for the next read).
+        bounded = within(load, deadline)
+        return await self._fetch(keys, bounded, replace(found, verdict="miss"), epoch, decision)
 
     def _stale(
         self, found: Lookup, elapsed_ms: int, why: str, decision: Decision | None

@@ -134,8 +134,12 @@ async def test_collapse_spans_two_stores_on_one_redis(redis_session: RedisProces
         await second.aclose()
 
 
-async def test_waiter_loads_itself_when_the_leader_hangs(redis_session: RedisProcess) -> None:
-    """A collapsed read gives up after the upstream timeout and loads on its own."""
+async def test_a_waiter_answers_within_its_budget_when_the_leader_hangs(
+    redis_session: RedisProcess,
+) -> None:
+    """A collapsed read whose leader (another process) hangs answers 504 once its budget (the
+    upstream timeout) is spent, without a second call of its own; the next read after the
+    leader's lease expires loads."""
     await flush(redis_session.url)
     settings = make_settings(REDIS_URL=redis_session.url, BROKER_UPSTREAM_TIMEOUT="0.1")
     first, second = await open_store(settings), await open_store(settings)
@@ -146,7 +150,13 @@ async def test_waiter_loads_itself_when_the_leader_hangs(redis_session: RedisPro
         )
         await hung.started.wait()
         own = Upstream(b'{"own": true}')
-        served = await services.cache_for(settings, second).read(key(), own, limit=None)
+        waiter = services.cache_for(settings, second)
+        began = time.monotonic()
+        with pytest.raises(UpstreamTimeout):
+            await waiter.read(key(), own, limit=None)
+        assert time.monotonic() - began < 1.0 and own.calls == 0
+        await asyncio.sleep(1.2)  # the hung leader's lease (timeout + 1 s) runs out
+        served = await waiter.read(key(), own, limit=None)
         assert own.calls == 1
         assert served.body == b'{"own": true}'
         leader.cancel()
