@@ -31,13 +31,14 @@ METHODS = ("POST", "OPTIONS")
 
 async def bigcommerce_token(request: Request, svc: Services, info: RequestInfo) -> Response:
     """The handler: 404 unless configured, then the ``POST /tokens`` answer for the shopper."""
+    if request.method == "OPTIONS":
+        # Not a preflight of an allowed origin (broker.web.cors answers those, configured or
+        # not): the methods, as a preflight would say them. The POST says whether it is here.
+        return Response(status_code=204, headers={"Allow": ", ".join(METHODS)})
     settings = svc.settings
     store = bigcommerce.BigCommerceStore.of(settings)
     if store is None:
         raise NotFound()
-    if request.method == "OPTIONS":
-        # A preflight from an origin the broker does not allow (or no preflight at all).
-        return Response(status_code=204, headers={"Allow": ", ".join(METHODS)})
     token = inputs.platform_token_request(await json_body(request))
     verifier = bigcommerce.CurrentCustomer((store,), settings.clock_leeway)
     client = request.client.host if request.client else "unknown"
