@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx2
 from starlette.testclient import TestClient
@@ -74,7 +74,13 @@ class Sandbox:
         return seen
 
 
-def bigcommerce_env(store: BigCommerceStore | None = None) -> dict[str, str]:
+class BigCommerceEnv(TypedDict):
+    BROKER_BIGCOMMERCE_CLIENT_ID: str
+    BROKER_BIGCOMMERCE_CLIENT_SECRET: str
+    BROKER_BIGCOMMERCE_STORE_HASH: str
+
+
+def bigcommerce_env(store: BigCommerceStore | None = None) -> BigCommerceEnv:
     """The broker's BROKER_BIGCOMMERCE_* for a look-alike store (the sandbox's by default)."""
     store = store or BigCommerceStore()
     return {
