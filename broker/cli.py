@@ -146,7 +146,11 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 def dev_environment(
     base: dict[str, str], broker_port: int, sandbox_port: int, demo_port: int, host: str
 ) -> dict[str, str]:
-    """The zero-configuration environment of ``broker dev``: a fresh key, the local sandbox."""
+    """The zero-configuration environment of ``broker dev``: a fresh key, the local sandbox (and
+    its BigCommerce look-alike store, whose published secret ``broker serve`` refuses)."""
+    from broker_dev.sandbox.bigcommerce import BigCommerceStore
+
+    store = BigCommerceStore()
     secret = base64.b64encode(secrets.token_bytes(32)).decode()
     env = {
         "BROKER_SHOP": DEV_SHOP,
@@ -156,6 +160,9 @@ def dev_environment(
         "BROKER_CORS_ORIGINS": f"http://{host}:{demo_port},http://localhost:{demo_port}",
         "PORT": str(broker_port),
         "LOG_FORMAT": "console",
+        "BROKER_BIGCOMMERCE_CLIENT_ID": store.client_id,
+        "BROKER_BIGCOMMERCE_CLIENT_SECRET": store.client_secret,
+        "BROKER_BIGCOMMERCE_STORE_HASH": store.store_hash,
     }
     for name in (
         "REDIS_URL",
@@ -207,6 +214,8 @@ def cmd_dev(args: argparse.Namespace) -> int:
                 f"  sandbox  {settings.upstream_url}   (Bubblehouse look-alike)",
                 f"  demo     http://{host}:{demo_port}/   (open this in a browser)",
                 f"  issuer key for POST /tokens: {DEV_ISSUER_KEY}",
+                f"  BigCommerce look-alike: {settings.upstream_url}/customer/current.jwt"
+                f"?app_client_id={settings.bigcommerce_client_id}",
                 "Press Ctrl+C to stop.",
             ]
         ),

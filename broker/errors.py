@@ -6,6 +6,7 @@ body that is both a Bubblehouse-style error (``id``, ``message``) and an RFC 945
     BrokerError
     ├── MissingToken                          401 missing_token
     ├── InvalidToken                          401 invalid_token (reason)
+    │   └── InvalidPlatformToken              401 invalid_platform_token (reason; 3.8)
     ├── InvalidIssuerKey                      401 invalid_issuer_key
     ├── InvalidProxySignature                 401 invalid_proxy_signature (GET /shopify/token)
     ├── CustomerNotLoggedIn                   401 customer_not_logged_in (GET /shopify/token)
@@ -50,11 +51,10 @@ SLUG = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 class BrokerError(Exception):
     """The root of every error the broker answers with.
 
-    ``id`` and ``status`` are the class's; only :class:`UpstreamRejected` sets its own per
-    instance (Bubblehouse's id and status). ``browser``: a browser can meet it (the spec's
-    table); the others answer only servers and orchestrators. ``catalogued`` (read off each class
-    itself, not inherited): False for the abstract classes and the variants that share their
-    parent's id.
+    ``id`` and ``status`` are the class's; only :class:`UpstreamRejected` sets its own per instance
+    (Bubblehouse's id and status). ``browser``: a browser can meet it (the spec's table); the
+    others answer only servers and orchestrators. ``catalogued`` (read off each class itself, not
+    inherited): False for the abstract classes and the variants that share their parent's id.
     """
 
     status: int = 500
@@ -105,7 +105,7 @@ class InvalidToken(BrokerError):
 
     def __init__(self, reason: str, message: str | None = None) -> None:
         if reason not in self._messages:
-            raise ValueError(f"unknown invalid_token reason {reason!r}")
+            raise ValueError(f"unknown {self.id} reason {reason!r}")
         self.reason = reason
         super().__init__(message or self._messages[reason], reason=reason)
 
@@ -113,8 +113,19 @@ class InvalidToken(BrokerError):
         return {"WWW-Authenticate": 'Bearer realm="referral-broker", error="invalid_token"'}
 
 
-# The reasons an invalid_token answer gives (spec 4).
+class InvalidPlatformToken(InvalidToken):
+    """A store's proof of its signed-in customer that fails (BigCommerce's, spec 3.8)."""
+
+    id = "invalid_platform_token"
+    default_message = "The store's customer token is not valid. Fetch a new one from the store."
+    # Each refusal says why in its own message (broker.rules.bigcommerce).
+    _reasons = "signature expired audience issuer store operation malformed lifetime missing_claim"
+    _messages: ClassVar[dict[str, str]] = dict.fromkeys(_reasons.split(), default_message)
+
+
+# The reasons an invalid_token and an invalid_platform_token answer give (spec 4).
 INVALID_TOKEN_REASONS = tuple(InvalidToken._messages)
+PLATFORM_TOKEN_REASONS = tuple(InvalidPlatformToken._messages)
 
 
 class InvalidIssuerKey(BrokerError):
@@ -240,7 +251,6 @@ class UpstreamRateLimited(RateLimitExceeded):
     """Bubblehouse itself said 429."""
 
     catalogued = False  # rate_limit_exceeded, as its parent
-
     default_message = "Bubblehouse is rate limiting this customer. Wait before trying again."
     stale_ok = True
     reached_upstream = True
@@ -257,7 +267,6 @@ class UpstreamFailure(BrokerError):
     """Bubblehouse refused, failed, or could not be reached."""
 
     catalogued = False  # abstract: each subclass has its own id
-
     status = 502
     id = "upstream_error"
 
@@ -266,7 +275,6 @@ class UpstreamRejected(UpstreamFailure):
     """One of Bubblehouse's own 4xx ids, passed through with its status."""
 
     catalogued = False  # its id and status are Bubblehouse's
-
     reached_upstream = True
 
     _messages: ClassVar[dict[str, str]] = {
@@ -284,12 +292,9 @@ class UpstreamRejected(UpstreamFailure):
     def __init__(
         self, upstream_id: str, upstream_status: int, upstream_message: str | None = None
     ) -> None:
-        self.id = upstream_id
-        self.status = upstream_status
-        message = self._messages.get(
-            upstream_id,
-            f"Bubblehouse refused the request ({upstream_id.replace('_', ' ')}).",
-        )
+        self.id, self.status = upstream_id, upstream_status
+        fallback = f"Bubblehouse refused the request ({upstream_id.replace('_', ' ')})."
+        message = self._messages.get(upstream_id, fallback)
         super().__init__(
             message, upstream_status=upstream_status, upstream_message=upstream_message
         )
@@ -354,7 +359,6 @@ class NotReady(BrokerError):
     """Readiness only: the process is starting or draining (not a browser-facing error)."""
 
     browser = False
-
     status = 503
     id = "not_ready"
     default_message = "The broker is starting or stopping."
@@ -369,16 +373,12 @@ class InternalError(BrokerError):
 def _catalogued(root: type[BrokerError]) -> list[type[BrokerError]]:
     # Read off the class itself: a subclass of an abstract error has an id of its own.
     found = [root] if root.__dict__.get("catalogued", True) else []
-    for sub in root.__subclasses__():
-        found += _catalogued(sub)
-    return found
+    return found + [cls for sub in root.__subclasses__() for cls in _catalogued(sub)]
 
 
 # Every error with an id of its own (the OpenAPI document names them), and those a browser can
 # meet (the spec's table), both derived from the classes above.
-ERRORS: tuple[type[BrokerError], ...] = tuple(
-    cls for cls in _catalogued(BrokerError) if cls is not BrokerError
-)
+ERRORS: tuple[type[BrokerError], ...] = tuple(_catalogued(BrokerError)[1:])  # not the root
 CATALOGUE: tuple[type[BrokerError], ...] = tuple(cls for cls in ERRORS if cls.browser)
 # The ids the broker defines itself.
 BROKER_IDS = frozenset(cls.id for cls in ERRORS)
@@ -387,7 +387,7 @@ BROKER_IDS = frozenset(cls.id for cls in ERRORS)
 def problem_body(error: BrokerError, request_id: str) -> dict[str, Any]:
     """The one JSON shape of every error answer."""
     title = error.title or error.id.replace("_", " ").capitalize()
-    body: dict[str, Any] = {
+    return {
         "type": ERROR_TYPE_BASE + error.id,
         "title": title,
         "status": error.status,
@@ -395,6 +395,5 @@ def problem_body(error: BrokerError, request_id: str) -> dict[str, Any]:
         "message": error.message,
         "retryable": error.retryable,
         "request_id": request_id,
+        **error.extra,
     }
-    body.update(error.extra)
-    return body

@@ -11,7 +11,7 @@ from __future__ import annotations
 import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypedDict
 
 import httpx2
 from starlette.testclient import TestClient
@@ -20,6 +20,7 @@ from broker.config.settings import Settings
 from broker.rules.tokens import TokenMinter
 from broker.web.app import create_app
 from broker_dev.sandbox import SandboxConfig, create_sandbox_app
+from broker_dev.sandbox.bigcommerce import BigCommerceStore
 from tests.servers import serve_app
 from tests.support import ISSUER_KEY, SHOP, make_settings
 
@@ -71,6 +72,22 @@ class Sandbox:
         with self._client() as client:
             seen: list[dict[str, Any]] = client.get("/_sandbox/requests").json()["requests"]
         return seen
+
+
+class BigCommerceEnv(TypedDict):
+    BROKER_BIGCOMMERCE_CLIENT_ID: str
+    BROKER_BIGCOMMERCE_CLIENT_SECRET: str
+    BROKER_BIGCOMMERCE_STORE_HASH: str
+
+
+def bigcommerce_env(store: BigCommerceStore | None = None) -> BigCommerceEnv:
+    """The broker's BROKER_BIGCOMMERCE_* for a look-alike store (the sandbox's by default)."""
+    store = store or BigCommerceStore()
+    return {
+        "BROKER_BIGCOMMERCE_CLIENT_ID": store.client_id,
+        "BROKER_BIGCOMMERCE_CLIENT_SECRET": store.client_secret,
+        "BROKER_BIGCOMMERCE_STORE_HASH": store.store_hash,
+    }
 
 
 def sandbox_app(settings: Settings | None = None, **config: Any) -> Any:

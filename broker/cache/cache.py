@@ -1,12 +1,13 @@
 """The referral-list cache: one round trip per read, one upstream call per miss, no stale list
-after a send. A read runs one script that counts the read limit, looks the entry up under the customer's
-*generation*, and on a miss takes a short lease: the holder loads, everyone else waits for its
-entry. :meth:`ReferralCache.invalidate` bumps the generation, and a load stores only if the
-generation is still the one its read saw. While Redis is down a list read is kept in memory
-250 ms at most (other processes cannot reach it with their sends), and the invalidations Redis
-missed are replayed on it before it serves again (:mod:`broker.cache._missed`). A read that
-waited on a lease answers within one upstream timeout (:mod:`broker.cache._budget`). Keys: :mod:`broker.store.keys` (an entry is a hash of body ``b``, fresh-until ``f``, generation
-``g``); the steps on them are :class:`broker.cache._backends.Entries`, on Redis or memory.
+after a send. A read runs one script that counts the read limit, looks the entry up under the
+customer's *generation*, and on a miss takes a short lease: the holder loads, everyone else
+waits for its entry. :meth:`ReferralCache.invalidate` bumps the generation, and a load stores
+only if the generation is still the one its read saw. While Redis is down a list read is kept
+in memory 250 ms at most (other processes cannot reach it with their sends), and the
+invalidations Redis missed are replayed on it before it serves again
+(:mod:`broker.cache._missed`). A read that waited on a lease answers within one upstream
+timeout (:mod:`broker.cache._budget`). Keys: :mod:`broker.store.keys` (an entry: body ``b``,
+fresh-until ``f``, generation ``g``); the steps on them: :class:`broker.cache._backends.Entries`.
 """
 
 from __future__ import annotations

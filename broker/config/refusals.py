@@ -20,6 +20,8 @@ if TYPE_CHECKING:
 
 # The issuer key `broker dev` uses and prints: published, so never accepted by `broker serve`.
 DEV_ISSUER_KEY = "dev-issuer-key-not-a-secret-anywhere"
+# The BigCommerce client secret of the sandbox's look-alike store, which `broker dev` uses.
+DEV_BIGCOMMERCE_SECRET = "dev-bigcommerce-client-secret-not-a-secret"  # noqa: S105 (published)
 MIN_METRICS_TOKEN = 16
 # What the placeholders of .env.example and deploy/kubernetes/secret.example.yaml hold
 # (`your-shop-slug`, `change-me-metrics-token`, `redis://:change-me-redis-password@...`): a
@@ -52,6 +54,8 @@ class Deployment(Protocol):
     def shopify_secret(self) -> Hidden | None: ...
     @property
     def shopify_shop(self) -> str | None: ...
+    @property
+    def bigcommerce_client_secret(self) -> Hidden | None: ...
 
 
 def deployment_problems(settings: Deployment) -> list[str]:
@@ -64,6 +68,12 @@ def deployment_problems(settings: Deployment) -> list[str]:
         problems.append(
             "BROKER_ISSUER_KEYS: holds the published development key of `broker dev`; "
             "make a real one (see .env.example)"
+        )
+    bigcommerce = settings.bigcommerce_client_secret
+    if bigcommerce is not None and bigcommerce.reveal() == DEV_BIGCOMMERCE_SECRET:
+        problems.append(
+            "BROKER_BIGCOMMERCE_CLIENT_SECRET: holds the published secret of the sandbox's "
+            "look-alike store; use the app's own client secret"
         )
     parts = urlsplit(settings.upstream_url)
     if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):

@@ -17,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 from broker.config.refusals import DEV_ISSUER_KEY, deployment_problems
+from broker.config.storefronts import BIGCOMMERCE_VARIABLES
 from broker.config.table import TABLE, VARIABLES
 from broker.config.values import (
     ConfigError,
@@ -74,6 +75,10 @@ class Settings:
     metrics_token: Secret[str] | None
     shopify_secret: Secret[str] | None  # GET /shopify/token only when both are set
     shopify_shop: str | None
+    # POST /bigcommerce/token only when all three are set (BIGCOMMERCE_VARIABLES).
+    bigcommerce_client_id: str | None
+    bigcommerce_client_secret: Secret[str] | None
+    bigcommerce_store_hash: str | None
     port: int
     host: str
     max_connections: int  # per worker process (broker.web.connections)
@@ -217,4 +222,10 @@ def _joint_problems(values: Mapping[str, Any], given: set[str]) -> list[str]:
     if len(given.intersection(shopify)) == 1:
         missing = next(name for name in shopify if name not in given)
         problems.append(f"{missing}: required with the other BROKER_SHOPIFY_ variable")
+    missing_bigcommerce = [name for name in BIGCOMMERCE_VARIABLES if name not in given]
+    if len(missing_bigcommerce) in (1, 2):
+        problems.append(
+            f"{', '.join(missing_bigcommerce)}: required with the other BROKER_BIGCOMMERCE_ "
+            "variables (set all three, or none)"
+        )
     return problems

@@ -7,7 +7,8 @@ words for people. It drives :func:`broker.config.settings.parse`, the unknown-va
 (:mod:`broker_dev.settings_docs`) ``.env.example`` and the variable tables of the README and the
 runbook (the few variables that other programs read are documented there, never parsed).
 
-A new setting is one more :class:`Variable` here, one more attribute of ``Settings``, and
+The rows of the BigCommerce route are declared in :mod:`broker.config.storefronts` and spliced
+in. A new setting is one more :class:`Variable` here, one more attribute of ``Settings``, and
 ``python -m broker_dev.settings_docs`` to rewrite the documents.
 """
 
@@ -16,6 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from broker.config import values as read
+from broker.config.storefronts import BIGCOMMERCE_TABLE
 from broker.config.values import Variable
 
 __all__ = ["TABLE", "VARIABLES", "Variable"]
@@ -193,8 +195,11 @@ TABLE: tuple[Variable[Any], ...] = (
         "rate_limit_issuer",
         read.parse_rate_limit,
         LIMITS,
-        "failed issuer-key attempts per client address on `POST /tokens` (`N/Ss`; `0` disables)",
-        "Failed issuer-key attempts on POST /tokens per client address, written N/Ss; 0 disables.",
+        "failed credential attempts per client address: issuer keys on `POST /tokens` and "
+        "`/invalidations`, BigCommerce tokens on `POST /bigcommerce/token` (`N/Ss`; `0` disables)",
+        "Failed credential attempts per client address, written N/Ss; 0 disables: wrong issuer "
+        "keys on POST /tokens and /invalidations, refused BigCommerce tokens on "
+        "POST /bigcommerce/token (one window for all). A valid credential is never refused.",
         default="10/60s",
     ),
     Variable(
@@ -315,6 +320,7 @@ TABLE: tuple[Variable[Any], ...] = (
         "The one store whose proxy requests are accepted: its <name>.myshopify.com domain.",
         example="your-store.myshopify.com",
     ),
+    *BIGCOMMERCE_TABLE,
     Variable(
         "PORT",
         "port",

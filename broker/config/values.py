@@ -26,12 +26,15 @@ T = TypeVar("T")
 MIN_SECRET_BYTES = 32
 MIN_ISSUER_KEY = 32  # spec 6: each issuer key at least 32 characters
 MIN_SHOPIFY_SECRET = 16
+MIN_BIGCOMMERCE_SECRET = 16
 
 SHOP_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 KID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.:-]{0,127}$")
 VERSION_RE = re.compile(r"^v[0-9A-Za-z]{1,32}$")
 LIMIT_RE = re.compile(r"^\s*(\d+)\s*/\s*(\d*)\s*([smh]?)\s*$")
 SHOPIFY_SHOP_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}\.myshopify\.com$")
+BIGCOMMERCE_CLIENT_ID_RE = re.compile(r"^[A-Za-z0-9_-]{1,128}$")
+BIGCOMMERCE_STORE_HASH_RE = re.compile(r"^[A-Za-z0-9]{1,64}$")
 ORIGIN_RE = re.compile(r"^https?://(\*\.)?[A-Za-z0-9.-]+(:\d{1,5})?$")
 REDIS_SCHEMES = ("redis", "rediss", "unix", "redis+cluster", "rediss+cluster", "redis-cluster")
 LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
@@ -266,6 +269,24 @@ def shopify_shop(raw: str) -> str:
     if not SHOPIFY_SHOP_RE.fullmatch(value):
         raise Invalid("must be the shop's <name>.myshopify.com domain")
     return value
+
+
+def bigcommerce_client_id(raw: str) -> str:
+    if not BIGCOMMERCE_CLIENT_ID_RE.fullmatch(raw):
+        raise Invalid("must be the app's client id (letters, digits, '_' and '-')")
+    return raw
+
+
+def bigcommerce_client_secret(raw: str) -> Secret[str]:
+    if len(raw) < MIN_BIGCOMMERCE_SECRET or not raw.isascii() or not raw.isprintable():
+        raise Invalid(f"must be the app's client secret ({MIN_BIGCOMMERCE_SECRET}+ characters)")
+    return Secret(raw)
+
+
+def bigcommerce_store_hash(raw: str) -> str:
+    if not BIGCOMMERCE_STORE_HASH_RE.fullmatch(raw):
+        raise Invalid("must be the store hash (letters and digits, as in stores/<hash>/)")
+    return raw
 
 
 HOST_RE = re.compile(r"^[A-Za-z0-9]([A-Za-z0-9.-]{0,252})$")

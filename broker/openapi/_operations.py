@@ -20,6 +20,7 @@ from broker.errors import (
     CustomerIdentityDoesNotMatchToken,
     DeanonymizeNotAllowed,
     IdempotencyKeyReused,
+    InvalidPlatformToken,
     NotFound,
     NotReady,
 )
@@ -214,6 +215,36 @@ def operations() -> dict[str, dict[str, Operation]]:
                     "(HMAC-SHA256 of the other parameters with the app's shared secret); "
                     "`timestamp` must be within 5 minutes."
                 ),
+            )
+        },
+        "bigcommerce_token": {
+            "POST": Operation(
+                "bigcommerceToken",
+                "Exchange BigCommerce's current-customer JWT for a customer token",
+                "browser",
+                {
+                    "200": json_ok(
+                        "A customer token, as POST /tokens answers it.",
+                        ref("TokenResponse"),
+                        "Cache-Control",
+                    )
+                },
+                errors=(InvalidPlatformToken, NotFound),
+                body=inputs.PLATFORM_TOKEN_REQUEST,
+                description=(
+                    "Called by the storefront's script on a BigCommerce store, with CORS for "
+                    "BROKER_CORS_ORIGINS: it fetches `/customer/current.jwt?app_client_id=<client "
+                    "id>` from its own store and posts the JWT here. Only when "
+                    "BROKER_BIGCOMMERCE_CLIENT_ID, BROKER_BIGCOMMERCE_CLIENT_SECRET and "
+                    "BROKER_BIGCOMMERCE_STORE_HASH are set (otherwise 404). The JWT must be "
+                    "HS256 with the client secret, `iss` bc/apps, `aud` the client id, "
+                    "`store_hash` and `sub` the store hash, `operation` current_customer, `exp` "
+                    "in the future and at most 1 hour after `iat`, and name `customer.id`; the "
+                    "token minted is for that id, with `customer.email` as `ce`. A refusal is "
+                    "401 invalid_platform_token with its `reason`. Refused tokens count against "
+                    "the client address's failed-credential limit; a valid token never does."
+                ),
+                limit=issuer_limit,
             )
         },
         "healthz": {

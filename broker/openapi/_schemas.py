@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from broker.errors import INVALID_TOKEN_REASONS, SLUG
+from broker.errors import INVALID_TOKEN_REASONS, PLATFORM_TOKEN_REASONS, SLUG
 from broker.web.requestlog import REQUEST_ID
 
 JSON = "application/json"
@@ -116,11 +116,13 @@ def body_schemas() -> dict[str, Any]:
 
 
 def problem_schema() -> dict[str, Any]:
-    def when(error_id: str, member: str) -> dict[str, Any]:
-        return {
-            "if": {"properties": {"id": {"const": error_id}}},
-            "then": {"required": [member]},
-        }
+    def when(error_id: str, member: str, values: tuple[str, ...] | None = None) -> dict[str, Any]:
+        then: dict[str, Any] = {"required": [member]}
+        if values is not None:
+            then["properties"] = {member: {"enum": list(values)}}
+        return {"if": {"properties": {"id": {"const": error_id}}}, "then": then}
+
+    reasons = list(dict.fromkeys(INVALID_TOKEN_REASONS + PLATFORM_TOKEN_REASONS))
 
     return {
         "type": "object",
@@ -135,7 +137,11 @@ def problem_schema() -> dict[str, Any]:
             "retryable": {"type": "boolean"},
             "request_id": {"type": "string", "description": "Same as the X-Request-ID header."},
             "retry_after": {"type": "integer", "minimum": 1, "description": "Seconds."},
-            "reason": {"type": "string", "enum": list(INVALID_TOKEN_REASONS)},
+            "reason": {
+                "type": "string",
+                "enum": reasons,
+                "description": "Why a token was refused (invalid_token, invalid_platform_token).",
+            },
             "field": {"type": "string", "description": "The invalid input field."},
             "upstream_status": {"type": "integer"},
             "upstream_message": {
@@ -149,7 +155,8 @@ def problem_schema() -> dict[str, Any]:
         },
         "additionalProperties": False,
         "allOf": [
-            when("invalid_token", "reason"),
+            when("invalid_token", "reason", INVALID_TOKEN_REASONS),
+            when("invalid_platform_token", "reason", PLATFORM_TOKEN_REASONS),
             when("invalid_input", "field"),
             when("rate_limit_exceeded", "retry_after"),
         ],

@@ -89,8 +89,8 @@ PASSTHROUGH_STATUSES = (400, 403, 404)
 
 def example_error(cls: type[BrokerError]) -> BrokerError:
     """An instance of an error class, as the document's example of it."""
-    if cls is InvalidToken:
-        return InvalidToken("expired")
+    if issubclass(cls, InvalidToken):
+        return cls("expired")
     if cls is InvalidInput:
         return InvalidInput("channel")
     if issubclass(cls, RateLimitExceeded):

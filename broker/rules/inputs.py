@@ -4,10 +4,10 @@ Plain Python, no framework: each function takes decoded input and returns what t
 send upstream, or raises the documented error (spec 3.1-3.5).
 
 The request bodies are declared here once, as :class:`~broker.rules.fields.Body` values
-(:data:`TOKEN_REQUEST`, :data:`INVALIDATION_REQUEST`, :data:`CUSTOMER_REFERRALS2`,
-:data:`REFER2`): the functions below validate with them, and :mod:`broker.openapi.document`
-describes them. Email addresses are forwarded exactly as given: deliverability is
-Bubblehouse's business.
+(:data:`TOKEN_REQUEST`, :data:`INVALIDATION_REQUEST`, :data:`PLATFORM_TOKEN_REQUEST`,
+:data:`CUSTOMER_REFERRALS2`, :data:`REFER2`): the functions below validate with them, and
+:mod:`broker.openapi.document` describes them. Email addresses are forwarded exactly as given:
+deliverability is Bubblehouse's business.
 """
 
 from __future__ import annotations
@@ -85,6 +85,19 @@ TOKEN_REQUEST = Body(
 INVALIDATION_REQUEST = Body(
     "InvalidationRequest",
     (_customer_id_field("The customer whose cached history to drop, as on /tokens."),),
+)
+
+PLATFORM_TOKEN_REQUEST = Body(
+    "PlatformTokenRequest",
+    (
+        Field(
+            "token",
+            Kind.STRING,
+            "token is required: the JWT the store's /customer/current.jwt answered.",
+            "BigCommerce's current-customer JWT, exactly as /customer/current.jwt answered it.",
+            required=True,
+        ),
+    ),
 )
 
 
@@ -222,6 +235,12 @@ def token_request(data: dict[str, Any]) -> TokenRequest:
     """Validate a ``POST /tokens`` body (spec 3.1)."""
     values = TOKEN_REQUEST.check(data)
     return TokenRequest(values["customer_id"], values.get("email") or None, values.get("ttl"))
+
+
+def platform_token_request(data: dict[str, Any]) -> str:
+    """Validate a ``POST /bigcommerce/token`` body (spec 3.8); the store's JWT, unchecked."""
+    token: str = PLATFORM_TOKEN_REQUEST.check(data)["token"]
+    return token
 
 
 def invalidation_request(data: dict[str, Any]) -> str:

@@ -5,7 +5,7 @@ resource (:func:`broker.services.running`) and hands handlers one fully built
 :class:`~broker.services.Services` through a :class:`~broker.services.Live`. Handlers live by
 concern: the two browser calls in :mod:`broker.web.api`, the merchant server's routes in
 :mod:`broker.web.merchant`, the operator's in :mod:`broker.web.operations`, Shopify's in
-:mod:`broker.web.shopify`.
+:mod:`broker.web.shopify`, BigCommerce's in :mod:`broker.web.bigcommerce`.
 """
 
 from __future__ import annotations
@@ -33,6 +33,8 @@ from broker.telemetry.request import RequestInfo
 from broker.telemetry.tracing import Tracing
 from broker.upstream.transport import Transport
 from broker.web.api import ReferralCall
+from broker.web.bigcommerce import METHODS as BIGCOMMERCE_METHODS
+from broker.web.bigcommerce import bigcommerce_token
 from broker.web.clientfiles import ClientFiles, static_mount
 from broker.web.cors import METHOD_ORDER, CORSMiddleware
 from broker.web.endpoints import Handler, endpoint
@@ -142,6 +144,15 @@ def create_app(
     # The two browser calls first: every storefront page view matches the first route. Routes
     # are named: the OpenAPI document (broker.openapi.document) describes each by its name.
     browser = [Route(f.route, ReferralCall(f), methods=f.allowed, name=f.name) for f in FUNCTIONS]
+    # Called by storefront scripts too, so with CORS, but not one of the hot browser calls.
+    storefront = [
+        Route(
+            "/bigcommerce/token",
+            endpoint("/bigcommerce/token", bigcommerce_token),
+            methods=list(BIGCOMMERCE_METHODS),
+            name="bigcommerce_token",
+        )
+    ]
     server_only = [
         handled("/tokens", mint_token, "POST", "tokens"),
         handled("/invalidations", invalidate, "POST", "invalidations"),
@@ -154,7 +165,7 @@ def create_app(
         metrics_route,
         handled("/openapi.json", openapi, "GET", "openapi"),
     ]
-    routes = [*browser, *server_only, *operator, static_mount(ClientFiles.load())]
+    routes = [*browser, *storefront, *server_only, *operator, static_mount(ClientFiles.load())]
 
     def observe(info: RequestInfo, method: str, seconds: float) -> None:
         metrics_.observe_request(
@@ -172,7 +183,7 @@ def create_app(
         Middleware(
             CORSMiddleware,
             origins=settings.cors_origins,
-            browser=browser,
+            browser=[*browser, *storefront],
             server_only=[*server_only, metrics_route],  # spec 4: /metrics is no browser's
         ),
     ]

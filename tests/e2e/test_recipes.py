@@ -121,13 +121,15 @@ def segment(token: str, index: int) -> dict[str, Any]:
 
 
 def test_every_recipe_is_extracted() -> None:
-    """The five marked code blocks are found (a renamed marker would skip its checks)."""
+    """Every marked code block is found (a renamed marker would skip its checks); the
+    BigCommerce snippet runs in Chromium in test_bigcommerce_store.py."""
     assert set(recipes()) == {
         "mint-token.mjs",
         "mint-token.php",
         "mint_token.py",
         "ReferralWidget.jsx",
         "ReferralWidget.vue",
+        "bigcommerce-script-manager.html",
     }
 
 

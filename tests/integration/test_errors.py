@@ -82,6 +82,17 @@ def unreachable(broker: Broker, sandbox: Sandbox) -> httpx2.Response:
         return other.read()
 
 
+def platform_token_refused(broker: Broker, sandbox: Sandbox) -> httpx2.Response:
+    """A store JWT that is no JWT, posted by a storefront of the shop (CORS expected)."""
+    from tests.stack import bigcommerce_env, running_broker
+
+    with running_broker(sandbox.url, **bigcommerce_env()) as other:
+        origin = broker.client.headers["Origin"]
+        return other.client.post(
+            "/bigcommerce/token", json={"token": "not.a.jwt"}, headers={"Origin": origin}
+        )
+
+
 def slow(broker: Broker, sandbox: Sandbox) -> httpx2.Response:
     from tests.stack import running_broker
 
@@ -93,6 +104,7 @@ def slow(broker: Broker, sandbox: Sandbox) -> httpx2.Response:
 RECIPES: dict[str, Recipe] = {
     "missing_token": lambda b, s: b.client.post(READ_PATH),
     "invalid_token": expired,
+    "invalid_platform_token": platform_token_refused,
     "invalid_issuer_key": lambda b, s: b.client.post("/tokens", json={"customer_id": "a"}),
     "customer_identity_does_not_match_token": lambda b, s: b.client.post(
         READ_PATH, headers=b.auth(), json={"customer": {"shopid": "mallory"}}

@@ -29,6 +29,7 @@ from broker.rules.tokens import TokenMinter
 from broker.web.app import create_app
 from broker_dev.sandbox import SandboxConfig, create_sandbox_app
 from tests.servers import serve_app
+from tests.stack import bigcommerce_env
 from tests.support import ISSUER_KEY, SECRET_A, SECRET_B, SHOP, make_settings
 from tests.unit.test_openapi import document_for
 
@@ -47,6 +48,8 @@ CONTRACT = {
     ("/metrics", "get"),
     ("/openapi.json", "get"),
     ("/shopify/token", "get"),
+    ("/bigcommerce/token", "post"),
+    ("/bigcommerce/token", "options"),
 }
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
@@ -72,7 +75,9 @@ def test_live_broker_conforms_to_its_document(live: LiveBroker) -> None:
         credential = ISSUER_KEY if merchant else live.customer_token
         headers = {"Authorization": f"Bearer {credential}"}
         modes = [GenerationMode.POSITIVE]
-        if operation.path_parameters or operation.query or operation.headers or operation.body:
+        # A preflight's headers are any strings: only its path parameters can be bent.
+        headers_bent = operation.headers and operation.method.upper() != "OPTIONS"
+        if operation.path_parameters or operation.query or headers_bent or operation.body:
             modes.append(GenerationMode.NEGATIVE)
         for mode in modes:
             label = f"{operation.method.upper()} {operation.path} ({mode.value})"
@@ -86,6 +91,7 @@ def test_live_broker_conforms_to_its_document(live: LiveBroker) -> None:
     assert 200 in seen[f"GET {READ_PATH} (positive)"]
     assert 204 in seen[f"OPTIONS {READ_PATH} (positive)"]
     assert 204 in seen["POST /invalidations (positive)"]
+    assert 401 in seen["POST /bigcommerce/token (positive)"]
 
 
 class LiveBroker:
@@ -105,6 +111,7 @@ def live() -> Iterator[LiveBroker]:
             BROKER_UPSTREAM_URL=sandbox.url,
             BROKER_RATE_LIMIT_READ="25/10s",
             BROKER_RATE_LIMIT_WRITE="10/60s",
+            **bigcommerce_env(),
         )
         with serve_app(create_app(settings)) as broker:
             yield LiveBroker(broker.url, settings)

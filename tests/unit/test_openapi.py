@@ -15,8 +15,11 @@ from broker.config.settings import Settings
 from broker.errors import (
     CATALOGUE,
     INVALID_TOKEN_REASONS,
+    PLATFORM_TOKEN_REASONS,
     BrokerError,
     InvalidInput,
+    InvalidPlatformToken,
+    InvalidToken,
     UpstreamRateLimited,
     UpstreamRejected,
     problem_body,
@@ -43,6 +46,8 @@ CONTRACT = {
     ("/metrics", "get"),
     ("/openapi.json", "get"),
     ("/shopify/token", "get"),
+    ("/bigcommerce/token", "post"),
+    ("/bigcommerce/token", "options"),
 }
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
@@ -242,7 +247,22 @@ def test_problem_schema_refuses_leaks_and_incomplete_bodies(document: dict[str, 
     assert not validator.is_valid({**body, "traceback": "..."})
     assert not validator.is_valid({k: v for k, v in body.items() if k != "reason"})
     reasons = document["components"]["schemas"]["Problem"]["properties"]["reason"]["enum"]
-    assert reasons == list(INVALID_TOKEN_REASONS)
+    assert reasons == list(dict.fromkeys(INVALID_TOKEN_REASONS + PLATFORM_TOKEN_REASONS))
+
+
+def test_each_token_error_carries_only_its_own_reasons(document: dict[str, Any]) -> None:
+    """invalid_platform_token takes the reasons of spec 3.8 and invalid_token those of spec 2,
+    each refused with the other's own reasons (issuer, subject)."""
+    validator = problem_validator(document)
+    platform = problem_body(InvalidPlatformToken("issuer"), "req-1")
+    customer = problem_body(InvalidToken("subject"), "req-1")
+    assert validator.is_valid(platform) and validator.is_valid(customer)
+    assert not validator.is_valid({**platform, "reason": "subject"})
+    assert not validator.is_valid({**customer, "reason": "issuer"})
+    assert set(PLATFORM_TOKEN_REASONS) == {
+        "signature", "expired", "audience", "issuer", "store", "operation", "malformed",
+        "lifetime", "missing_claim",
+    }  # fmt: skip
 
 
 def undescribed(node: Any) -> Any:
@@ -257,6 +277,7 @@ def undescribed(node: Any) -> Any:
 BODIES = [
     inputs.TOKEN_REQUEST,
     inputs.INVALIDATION_REQUEST,
+    inputs.PLATFORM_TOKEN_REQUEST,
     inputs.CUSTOMER_REFERRALS2,
     inputs.REFER2,
     inputs.CUSTOMER_IDENTITY,
@@ -293,6 +314,7 @@ def test_operations_take_the_declared_bodies(document: dict[str, Any]) -> None:
         ("/invalidations", "post"): prefix + inputs.INVALIDATION_REQUEST.name,
         (READ_PATH, "post"): prefix + inputs.CUSTOMER_REFERRALS2.name,
         (WRITE_PATH, "post"): prefix + inputs.REFER2.name,
+        ("/bigcommerce/token", "post"): prefix + inputs.PLATFORM_TOKEN_REQUEST.name,
     }
     query = document["paths"][READ_PATH]["get"]["parameters"]
     assert [p["name"] for p in query] == list(inputs.QUERY_FIELDS)
@@ -453,7 +475,7 @@ def test_preflights_are_documented_where_the_routes_answer_options(
         if isinstance(route, Route) and "OPTIONS" in (route.methods or ())
     }
     documented = {path for path, method, _ in operations(document) if method == "options"}
-    assert documented == set(with_options) == {READ_PATH, WRITE_PATH}
+    assert documented == set(with_options) == {READ_PATH, WRITE_PATH, "/bigcommerce/token"}
     refer = document["paths"][WRITE_PATH]["options"]["description"]
     assert "methods POST, OPTIONS and" in refer
 

@@ -252,7 +252,8 @@ def test_broker_dev_settings_keep_working() -> None:
     """broker dev's own environment parses (its published key included), serve would refuse it."""
     env = dev_environment({}, 8000, 8001, 8002, "127.0.0.1")
     assert parse(env).issuer_keys[0].reveal() == DEV_ISSUER_KEY
-    assert [p.split(":")[0] for p in deployment_problems(parse(env))] == ["BROKER_ISSUER_KEYS"]
+    refused = [p.split(":")[0] for p in deployment_problems(parse(env))]
+    assert refused == ["BROKER_ISSUER_KEYS", "BROKER_BIGCOMMERCE_CLIENT_SECRET"]
 
 
 # -- the table is the one declaration ----------------------------------------------------------
@@ -341,7 +342,13 @@ def problems_or_none(env: dict[str, str]) -> list[str]:
 
 def test_a_bad_value_of_any_variable_never_shows_in_a_problem() -> None:
     """Whatever one variable is given, each problem names that variable, never the value."""
-    full = broker_env(BROKER_SHOPIFY_SECRET="s" * 32, BROKER_SHOPIFY_SHOP="x.myshopify.com")
+    full = broker_env(
+        BROKER_SHOPIFY_SECRET="s" * 32,
+        BROKER_SHOPIFY_SHOP="x.myshopify.com",
+        BROKER_BIGCOMMERCE_CLIENT_ID="client",
+        BROKER_BIGCOMMERCE_CLIENT_SECRET="s" * 32,
+        BROKER_BIGCOMMERCE_STORE_HASH="abc123",
+    )
     refused = 0
     for value in ("<<not-a-value-7f3a>>", "-99999999999999999999", "nan", "x" * 300):
         for variable in TABLE:

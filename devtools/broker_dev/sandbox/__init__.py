@@ -89,7 +89,8 @@ Benchmark mode (``fast``)
 
 Control API under ``/_sandbox/`` (:mod:`broker_dev.sandbox.control`): faults, call counts, the
 request log, the day-one settings, syncing customers, moving a referral to ``qualified``,
-``approved`` or ``rejected``, and reset.
+``approved`` or ``rejected``, and reset. BigCommerce's ``GET /customer/current.jwt`` (for the
+broker's ``POST /bigcommerce/token``): :mod:`broker_dev.sandbox.bigcommerce`.
 """
 
 from __future__ import annotations
@@ -108,6 +109,7 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
+from broker_dev.sandbox.bigcommerce import current_customer_route
 from broker_dev.sandbox.config import FALSE, TRUE
 from broker_dev.sandbox.config import SandboxConfig as SandboxConfig
 from broker_dev.sandbox.config import sandbox_config_from_env as sandbox_config_from_env
@@ -232,11 +234,8 @@ def create_sandbox_app(
         who = caller.customer_id or f"shop:{config.shop}"
         if not state.rates.over(kind, who, limit, clock()):
             return None
-        return BubblehouseError(
-            429,
-            "rate_limit_exceeded",
-            f"You are over the {kind} limit per second for this customer",
-        )
+        message = f"You are over the {kind} limit per second for this customer"
+        return BubblehouseError(429, "rate_limit_exceeded", message)
 
     def customer_referrals(caller: Caller, data: dict[str, Any]) -> dict[str, Any]:
         deanonymize = _boolean(data.get("deanonymize"), "deanonymize")
@@ -395,6 +394,7 @@ def create_sandbox_app(
             api,
             methods=["GET", "POST", "PUT", "PATCH", "DELETE"],
         ),
+        current_customer_route(config.bigcommerce, clock),
         *control_routes(state),
     ]
     return SandboxApp(routes=routes, exception_handlers={HTTPException: not_found})

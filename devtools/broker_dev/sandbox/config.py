@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from broker.config.settings import ConfigError, parse
+from broker_dev.sandbox.bigcommerce import BigCommerceStore, store_from_env
 
 TRUE = ("1", "true", "yes", "on")
 FALSE = ("0", "false", "no", "off", "")
@@ -125,6 +126,7 @@ class SandboxConfig:
     fast: bool = False
     seed: bool = True
     rules: Rules = field(default_factory=Rules)
+    bigcommerce: BigCommerceStore = field(default_factory=BigCommerceStore)
 
 
 def sandbox_config_from_env(env: Mapping[str, str]) -> SandboxConfig:
@@ -184,6 +186,7 @@ def sandbox_config_from_env(env: Mapping[str, str]) -> SandboxConfig:
         rate_limit_read=rate("SANDBOX_RATE_LIMIT_READ"),
         rate_limit_write=rate("SANDBOX_RATE_LIMIT_WRITE"),
     )
+    bigcommerce = store_from_env(env, problems)
     fast = flag("SANDBOX_FAST", False)
     seed = flag("SANDBOX_SEED", True)
     if problems or settings is None:
@@ -196,6 +199,7 @@ def sandbox_config_from_env(env: Mapping[str, str]) -> SandboxConfig:
         fast=fast,
         seed=seed,
         rules=rules,
+        bigcommerce=bigcommerce,
     )
 
 
