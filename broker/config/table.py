@@ -77,6 +77,20 @@ TABLE: tuple[Variable[Any], ...] = (
         secret=True,
     ),
     Variable(
+        "BROKER_SHOPS_FILE",
+        "shops_file",
+        read.path,
+        REQUIRED,
+        "several shops from one TOML file (`[shops.<slug>]` tables), instead of the single-shop "
+        'variables (`deploy/README.md`, "Several shops: the shops file")',
+        "Several Bubblehouse shops from one deployment: a TOML file with one [shops.<slug>] "
+        "table per shop (signing_keys, issuer_keys, cors_origins, optional shopify and "
+        "bigcommerce; see config/shops.example.toml). When set, BROKER_SHOP, "
+        "BROKER_SIGNING_KEYS, BROKER_ISSUER_KEYS, BROKER_CORS_ORIGINS and the Shopify and "
+        "BigCommerce variables must be unset. Read at start and again on SIGHUP.",
+        example="config/shops.toml",
+    ),
+    Variable(
         "BROKER_UPSTREAM_URL",
         "upstream_url",
         read.base_url,

@@ -25,7 +25,7 @@ def send_outside_the_broker(broker: Broker, sandbox: Sandbox, customer: str = "a
     """A referral made straight at Bubblehouse (the referral block on the merchant's page)."""
     token = TokenMinter(broker.settings).customer_token(customer).token
     answer = httpx2.post(
-        f"{sandbox.url}/api/{VERSION}/{broker.settings.shop}/Refer2",
+        f"{sandbox.url}/api/{VERSION}/{broker.settings.first_shop.slug}/Refer2",
         json={"channel": "telegram"},
         headers={"Authorization": f"Bearer {token}"},
         timeout=10,
