@@ -229,17 +229,18 @@ def parse_shops(text: str) -> Shops:
         problems.append(f"{FILE_VARIABLE}: no shop: add at least one [shops.<slug>] table")
         raise ConfigError(problems)
     shops: list[Shop] = []
+    claims: list[Shop] = []  # what each shop claims, even one with problems of its own
     for slug, table in tables.items():
-        shop = _shop(str(slug), table, problems)
+        shop = _shop(str(slug), table, problems, claims)
         if shop is not None:
             shops.append(shop)
-    problems.extend(_shared_problems(shops))
+    problems.extend(_shared_problems(claims))
     if problems:
         raise ConfigError(problems)
     return Shops(tuple(shops), from_file=True)
 
 
-def _shop(slug: str, table: object, problems: list[str]) -> Shop | None:
+def _shop(slug: str, table: object, problems: list[str], claims: list[Shop]) -> Shop | None:
     where = f"{FILE_VARIABLE}: [shops.{slug}]"
     before = len(problems)
     if not read.SHOP_RE.fullmatch(slug):
@@ -276,9 +277,10 @@ def _shop(slug: str, table: object, problems: list[str]) -> Shop | None:
     bigcommerce = _platform(
         where, "bigcommerce", table.get("bigcommerce"), BIGCOMMERCE_KEYS, _bigcommerce_app, problems
     )
+    claims.append(Shop(slug, signing or (), issuer or (), origins, shopify, bigcommerce))
     if len(problems) > before or signing is None or issuer is None:
         return None
-    return Shop(slug, signing, issuer, origins, shopify, bigcommerce)
+    return claims[-1]
 
 
 def _platform(
