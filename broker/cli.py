@@ -59,8 +59,21 @@ def cmd_token(args: argparse.Namespace) -> int:
     except BrokerError as exc:
         print(f"broker token: {exc.message}", file=sys.stderr)
         return 2
-    print(TokenMinter(settings).customer_token(wanted.customer_id, wanted.email, wanted.ttl).token)
+    shop = _shop_or_exit(settings, args.shop, "token")
+    minter = TokenMinter(settings)
+    print(minter.customer_token(wanted.customer_id, wanted.email, wanted.ttl, shop=shop).token)
     return 0
+
+
+def _shop_or_exit(settings: Settings, given: str | None, command: str) -> str:
+    """The shop a command names (``--shop``), the only one when it names none; exit 2 when
+    it names no configured shop, or names none among several."""
+    if given is None and len(settings.shops) == 1:
+        return settings.first_shop.slug
+    if given is None or given not in settings.shops:
+        print(f"broker {command}: name a configured shop with --shop", file=sys.stderr)
+        raise SystemExit(2)
+    return given
 
 
 def cmd_check(args: argparse.Namespace) -> int:
@@ -69,7 +82,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     return main_check(customer=args.customer)
 
 
-async def invalidate_in_redis(settings: Settings, customer_id: str) -> bool:
+async def invalidate_in_redis(settings: Settings, customer_id: str, shop: str) -> bool:
     """Drop the customer's cached history in the configured Redis; False if Redis failed."""
     from broker.services import cache_for
     from broker.store.store import open_store
@@ -78,7 +91,7 @@ async def invalidate_in_redis(settings: Settings, customer_id: str) -> bool:
     try:
         if store.state != "up":
             return False
-        await cache_for(settings, store).invalidate(settings.shop, customer_id)
+        await cache_for(settings, store).invalidate(shop, customer_id)
         # A Redis failure during the call falls back to this process's memory: not good enough.
         return store.state == "up"
     finally:
@@ -106,7 +119,8 @@ def cmd_invalidate(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
         return 2
-    if not asyncio.run(invalidate_in_redis(settings, wanted)):
+    shop = _shop_or_exit(settings, args.shop, "invalidate")
+    if not asyncio.run(invalidate_in_redis(settings, wanted, shop)):
         print(
             "broker invalidate: Redis at REDIS_URL did not answer; nothing was dropped. "
             "Check REDIS_URL with `broker check`.",
@@ -189,11 +203,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
     sandbox_port = args.sandbox_port or broker_port + 1
     demo_port = args.demo_port or broker_port + 2
     settings = parse(dev_environment(dict(os.environ), broker_port, sandbox_port, demo_port, host))
+    bigcommerce = settings.first_shop.bigcommerce
     configure_logging(settings.log_level, settings.log_format)
     sandbox = create_sandbox_app(
         SandboxConfig(
-            shop=settings.shop,
-            keys={key.kid: key.secret.reveal() for key in settings.signing_keys},
+            shop=settings.first_shop.slug,
+            keys={key.kid: key.secret.reveal() for key in settings.first_shop.signing_keys},
             versions=settings.api_versions,
         )
     )
@@ -202,7 +217,7 @@ def cmd_dev(args: argparse.Namespace) -> int:
         broker_url=broker_url,
         sandbox_url=settings.upstream_url,
         issuer_key=DEV_ISSUER_KEY,
-        shop=settings.shop,
+        shop=settings.first_shop.slug,
         version=settings.api_versions[0],
     )
     store = "Redis at REDIS_URL" if settings.redis_url else "in-process store (one process)"
@@ -210,12 +225,12 @@ def cmd_dev(args: argparse.Namespace) -> int:
         "\n".join(
             [
                 "referral broker, development mode",
-                f"  broker   {broker_url}   (shop {settings.shop}, {store})",
+                f"  broker   {broker_url}   (shop {settings.first_shop.slug}, {store})",
                 f"  sandbox  {settings.upstream_url}   (Bubblehouse look-alike)",
                 f"  demo     http://{host}:{demo_port}/   (open this in a browser)",
                 f"  issuer key for POST /tokens: {DEV_ISSUER_KEY}",
                 f"  BigCommerce look-alike: {settings.upstream_url}/customer/current.jwt"
-                f"?app_client_id={settings.bigcommerce_client_id}",
+                f"?app_client_id={bigcommerce.client_id if bigcommerce else ''}",
                 "Press Ctrl+C to stop.",
             ]
         ),
@@ -256,6 +271,7 @@ def build_parser() -> argparse.ArgumentParser:
     token.add_argument("--customer", required=True, help="the customer id")
     token.add_argument("--email", default=None, help="the customer's email (becomes ce)")
     token.add_argument("--ttl", type=int, default=None, help="lifetime in seconds")
+    token.add_argument("--shop", default=None, help="the shop (with a shops file)")
     check = sub.add_parser(
         "check", help="check configuration, Redis and Bubblehouse; exit 0 when all is well"
     )
@@ -269,6 +285,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="drop one customer's cached referral history in Redis (like POST /invalidations)",
     )
     invalidate.add_argument("customer_id", metavar="CUSTOMER_ID", help="the customer id")
+    invalidate.add_argument("--shop", default=None, help="the shop (with a shops file)")
     return parser
 
 

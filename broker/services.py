@@ -144,7 +144,7 @@ def build(
         # Customer hashes in logs: keyed by the secret the instances share in Redis, so that a
         # customer has one hash on every instance and across signing-key rotations; without
         # Redis (one process), by the signing secret.
-        log_key=hash_key(log_secret or settings.signing_key.secret.reveal()),
+        log_key=hash_key(log_secret or settings.first_shop.signing_key.secret.reveal()),
         upstream=upstream,
         store=store,
         cache=cache,
@@ -215,13 +215,24 @@ async def running(
         tracing=tracing if tracing.enabled else None,
         log_secret=await shared_secret(opened, LOG_KEY),
     )
+    if len(settings.shops) == 1:
+        only = settings.first_shop
+        log.info(
+            "keys.loaded",
+            shop=only.slug,
+            signing_kid=only.signing_key.kid,
+            verifying_kids=[key.kid for key in only.signing_keys],
+            issuer_count=len(only.issuer_keys),
+        )
+    else:
+        # One line, whatever the number of shops (a line per shop would flood at 1,000).
+        log.info("keys.loaded", shops=len(settings.shops), shops_file=settings.shops_file)
     log.info(
-        "keys.loaded",
-        signing_kid=settings.signing_key.kid,
-        verifying_kids=[key.kid for key in settings.signing_keys],
-        issuer_count=len(settings.issuer_keys),
+        "broker.started",
+        shop=settings.first_shop.slug if len(settings.shops) == 1 else None,
+        shops=len(settings.shops),
+        store=opened.state,
     )
-    log.info("broker.started", shop=settings.shop, store=opened.state)
     try:
         yield services
     finally:

@@ -94,8 +94,8 @@ def sandbox_app(settings: Settings | None = None, **config: Any) -> Any:
     settings = settings or make_settings()
     return create_sandbox_app(
         SandboxConfig(
-            shop=settings.shop,
-            keys={key.kid: key.secret.reveal() for key in settings.signing_keys},
+            shop=settings.first_shop.slug,
+            keys={key.kid: key.secret.reveal() for key in settings.first_shop.signing_keys},
             **config,
         )
     )

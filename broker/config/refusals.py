@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import ipaddress
-from collections.abc import Sequence
 from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
@@ -39,8 +38,6 @@ class Deployment(Protocol):
     """The parts of :class:`broker.config.settings.Settings` that refusals read (no import back)."""
 
     @property
-    def issuer_keys(self) -> Sequence[Hidden]: ...
-    @property
     def upstream_url(self) -> str: ...
     @property
     def metrics_token(self) -> Hidden | None: ...
@@ -48,33 +45,15 @@ class Deployment(Protocol):
     def web_concurrency(self) -> int: ...
     @property
     def redis_url(self) -> Hidden | None: ...
-    @property
-    def shop(self) -> str: ...
-    @property
-    def shopify_secret(self) -> Hidden | None: ...
-    @property
-    def shopify_shop(self) -> str | None: ...
-    @property
-    def bigcommerce_client_secret(self) -> Hidden | None: ...
 
 
 def deployment_problems(settings: Deployment) -> list[str]:
     """What a valid configuration must still not run in production (``broker dev`` may).
 
-    Each problem names the variable and never its value.
+    Each problem names the variable and never its value. The shops' own values (slugs, issuer
+    keys, platform secrets) are checked by :func:`broker.config.shops.deployment_problems`.
     """
     problems = placeholder_problems(settings)
-    if any(key.reveal() == DEV_ISSUER_KEY for key in settings.issuer_keys):
-        problems.append(
-            "BROKER_ISSUER_KEYS: holds the published development key of `broker dev`; "
-            "make a real one (see .env.example)"
-        )
-    bigcommerce = settings.bigcommerce_client_secret
-    if bigcommerce is not None and bigcommerce.reveal() == DEV_BIGCOMMERCE_SECRET:
-        problems.append(
-            "BROKER_BIGCOMMERCE_CLIENT_SECRET: holds the published secret of the sandbox's "
-            "look-alike store; use the app's own client secret"
-        )
     parts = urlsplit(settings.upstream_url)
     if parts.scheme == "http" and not _is_loopback(parts.hostname or ""):
         problems.append(
@@ -94,14 +73,8 @@ def deployment_problems(settings: Deployment) -> list[str]:
 def placeholder_problems(settings: Deployment) -> list[str]:
     """The variables that still hold a placeholder of the example files (:data:`PLACEHOLDERS`)."""
     values: dict[str, list[str]] = {
-        "BROKER_SHOP": [settings.shop],
-        "BROKER_ISSUER_KEYS": [key.reveal() for key in settings.issuer_keys],
         "BROKER_METRICS_TOKEN": [settings.metrics_token.reveal()] if settings.metrics_token else [],
         "REDIS_URL": [settings.redis_url.reveal()] if settings.redis_url else [],
-        "BROKER_SHOPIFY_SECRET": (
-            [settings.shopify_secret.reveal()] if settings.shopify_secret else []
-        ),
-        "BROKER_SHOPIFY_SHOP": [settings.shopify_shop] if settings.shopify_shop else [],
     }
     return [
         f"{name}: still holds the placeholder of the example file; set the real value"

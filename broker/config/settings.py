@@ -16,7 +16,10 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from broker.config.refusals import DEV_ISSUER_KEY, deployment_problems
+from broker.config import refusals
+from broker.config import shops as shop_config
+from broker.config.refusals import DEV_ISSUER_KEY
+from broker.config.shops import Shop, Shops
 from broker.config.storefronts import BIGCOMMERCE_VARIABLES
 from broker.config.table import TABLE, VARIABLES
 from broker.config.values import (
@@ -35,6 +38,8 @@ __all__ = [
     "RateLimit",
     "Secret",
     "Settings",
+    "Shop",
+    "Shops",
     "SigningKey",
     "deployment_problems",
     "parse",
@@ -46,15 +51,14 @@ __all__ = [
 @dataclass(frozen=True)
 class Settings:
     """The broker's configuration, one attribute per variable of the table (:func:`parse`
-    builds it; the defaults are the table's, so none is written here)."""
+    builds it; the defaults are the table's, so none is written here), except the single-shop
+    variables, which make the one entry of ``shops`` when ``BROKER_SHOPS_FILE`` is unset."""
 
-    shop: str
-    signing_keys: tuple[SigningKey, ...]
-    issuer_keys: tuple[Secret[str], ...]
+    shops: Shops  # every shop served: from BROKER_SHOPS_FILE, or the single-shop variables
+    shops_file: str | None
     upstream_url: str
     api_versions: tuple[str, ...]
     redis_url: Secret[str] | None
-    cors_origins: tuple[str, ...]
     token_ttl: int
     token_max_ttl: int
     clock_leeway: int
@@ -73,12 +77,6 @@ class Settings:
     circuit_cooldown: float
     upstream_backoff: float
     metrics_token: Secret[str] | None
-    shopify_secret: Secret[str] | None  # GET /shopify/token only when both are set
-    shopify_shop: str | None
-    # POST /bigcommerce/token only when all three are set (BIGCOMMERCE_VARIABLES).
-    bigcommerce_client_id: str | None
-    bigcommerce_client_secret: Secret[str] | None
-    bigcommerce_store_hash: str | None
     port: int
     host: str
     max_connections: int  # per worker process (broker.web.connections)
@@ -87,11 +85,13 @@ class Settings:
     log_format: str
     # BROKER_* names in the environment that the broker does not know (never their values).
     unknown_variables: tuple[str, ...] = field(default=(), compare=False)
+    # The shops file's text as it was checked: what workers parse, never the file read again.
+    shops_text: str | None = field(default=None, compare=False, repr=False)
 
     @property
-    def signing_key(self) -> SigningKey:
-        """The key that signs; every configured key verifies."""
-        return self.signing_keys[0]
+    def first_shop(self) -> Shop:
+        """The first shop (the only one without a shops file): the development tools' shop."""
+        return self.shops.first
 
     @classmethod
     def from_env(
@@ -100,13 +100,15 @@ class Settings:
         env_file: str | Path | None = ".env",
         *,
         strict: bool = True,
+        shops_text: str | None = None,
     ) -> Settings:
         """Read a deployment's environment, under which a ``.env`` file fills the gaps.
 
         Beyond :func:`parse`, refuses what must never run in production
         (:func:`deployment_problems`). An unknown ``BROKER_*`` name is a problem when ``strict``
         (``broker check``); otherwise it is only listed in ``unknown_variables`` for the caller
-        to warn about (``broker serve``).
+        to warn about (``broker serve``). ``shops_text`` is the shops file's text when the
+        caller read it already (a worker gets the text its supervisor checked).
         """
         merged: dict[str, str] = {}
         if env_file is not None and Path(env_file).is_file():
@@ -122,13 +124,23 @@ class Settings:
                 for name in unknown
             ]
         try:
-            settings = parse(merged)
+            settings = parse(merged, shops_text=shops_text)
         except ConfigError as exc:
             raise ConfigError([*exc.problems, *problems]) from None
         problems = [*deployment_problems(settings), *problems]
         if problems:
             raise ConfigError(problems)
         return replace(settings, unknown_variables=unknown)
+
+
+def deployment_problems(settings: Settings) -> list[str]:
+    """What a valid configuration must still not run in production (``broker dev`` may): the
+    shops' (:func:`broker.config.shops.deployment_problems`) and the rest's
+    (:func:`broker.config.refusals.deployment_problems`)."""
+    return [
+        *shop_config.deployment_problems(settings.shops),
+        *refusals.deployment_problems(settings),
+    ]
 
 
 def unknown_variables(env: Mapping[str, str]) -> tuple[str, ...]:
@@ -186,17 +198,36 @@ def _is_address(value: str) -> bool:
     return True
 
 
-def parse(env: Mapping[str, str]) -> Settings:
+# The table's attributes that describe the one shop of a configuration without a shops file.
+SINGLE_SHOP_ATTRIBUTES = (
+    "shop",
+    "signing_keys",
+    "issuer_keys",
+    "cors_origins",
+    "shopify_secret",
+    "shopify_shop",
+    "bigcommerce_client_id",
+    "bigcommerce_client_secret",
+    "bigcommerce_store_hash",
+)
+
+
+def parse(env: Mapping[str, str], *, shops_text: str | None = None) -> Settings:
     """Validate a mapping of variables into :class:`Settings`; raise :class:`ConfigError`.
 
     Each variable of the table is read on its own (unset or blank: its default); then the rules
-    that join two variables are checked. Every problem is one line naming the variable.
+    that join two variables are checked. Every problem is one line naming the variable. With
+    ``BROKER_SHOPS_FILE``, the shops come from that file (``shops_text``, when given, is its
+    text) and the single-shop variables must be unset; without it, they make the one shop.
     """
     problems: list[str] = []
     values: dict[str, Any] = {}
     given: set[str] = set()
+    from_file = bool((env.get(shop_config.FILE_VARIABLE) or "").strip())
     for variable in TABLE:
         raw = (env.get(variable.name) or "").strip()
+        if from_file and variable.attribute in SINGLE_SHOP_ATTRIBUTES:
+            continue  # refused below when set
         if raw:
             given.add(variable.name)
         elif variable.required is not None:
@@ -207,9 +238,62 @@ def parse(env: Mapping[str, str]) -> Settings:
         except Invalid as exc:
             problems.extend(f"{variable.name}: {message}" for message in exc.messages)
     problems.extend(_joint_problems(values, given))
-    if problems:
+    text = None
+    if from_file:
+        text, shops = _file_shops(env, values.get("shops_file"), shops_text, problems)
+    else:
+        shops = _single_shop(values)
+    if problems or shops is None:
         raise ConfigError(problems)
-    return Settings(**values)
+    for attribute in SINGLE_SHOP_ATTRIBUTES:
+        values.pop(attribute, None)
+    return Settings(**values, shops=shops, shops_text=text)
+
+
+def _file_shops(
+    env: Mapping[str, str], path: str | None, text: str | None, problems: list[str]
+) -> tuple[str | None, Shops | None]:
+    """The shops of the file (its text read now unless given), or None with the problems."""
+    both = [name for name in shop_config.SINGLE_SHOP_VARIABLES if (env.get(name) or "").strip()]
+    if both:
+        problems.append(
+            f"{shop_config.FILE_VARIABLE}: set together with {', '.join(both)}; with a shops "
+            "file every shop is described in the file: unset the single-shop variables"
+        )
+    if path is None:
+        return None, None
+    try:
+        text = shop_config.read_file(path) if text is None else text
+        return text, shop_config.parse_shops(text)
+    except ConfigError as exc:
+        problems.extend(exc.problems)
+        return text, None
+
+
+BIGCOMMERCE_PARTS = ("store_hash", "client_id", "client_secret")  # BigCommerceApp's order
+
+
+def _single_shop(values: Mapping[str, Any]) -> Shops | None:
+    """The one shop of the single-shop variables (None when one of them has a problem)."""
+    if any(values.get(name) is None for name in ("shop", "signing_keys", "issuer_keys")):
+        return None
+    shopify = None
+    if values.get("shopify_secret") is not None and values.get("shopify_shop") is not None:
+        shopify = shop_config.ShopifyApp(values["shopify_shop"], values["shopify_secret"])
+    bigcommerce = None
+    if all(values.get(f"bigcommerce_{name}") is not None for name in BIGCOMMERCE_PARTS):
+        bigcommerce = shop_config.BigCommerceApp(
+            *(values[f"bigcommerce_{name}"] for name in BIGCOMMERCE_PARTS)
+        )
+    shop = Shop(
+        values["shop"],
+        values["signing_keys"],
+        values["issuer_keys"],
+        values.get("cors_origins") or (),
+        shopify,
+        bigcommerce,
+    )
+    return Shops((shop,))
 
 
 def _joint_problems(values: Mapping[str, Any], given: set[str]) -> list[str]:

@@ -1,5 +1,5 @@
-"""The variables of ``POST /bigcommerce/token`` (spec 3.8), spliced into :data:`broker.config.
-table.TABLE` after Shopify's.
+"""The variables of the storefront platforms' routes, ``GET /shopify/token`` (spec 3.6) and
+``POST /bigcommerce/token`` (spec 3.8), spliced into :data:`broker.config.table.TABLE`.
 
 The route is enabled only when all three are set; one or two of them is refused at start
 (:func:`broker.config.settings.parse`), naming the missing ones. With several shops (spec 2.1)
@@ -13,6 +13,9 @@ from typing import Any
 from broker.config import values as read
 from broker.config.values import Variable
 
+SHOPIFY = (
+    'Shopify (optional): GET /shopify/token for a Shopify app proxy (deploy/README.md, "Shopify")'
+)
 BIGCOMMERCE = (
     "BigCommerce (optional): POST /bigcommerce/token for the Current Customer API "
     '(docs/recipes.md, "BigCommerce")'
@@ -23,6 +26,29 @@ BIGCOMMERCE_VARIABLES = (
     "BROKER_BIGCOMMERCE_STORE_HASH",
 )
 
+SHOPIFY_TABLE: tuple[Variable[Any], ...] = (
+    Variable(
+        "BROKER_SHOPIFY_SECRET",
+        "shopify_secret",
+        read.shopify_secret,
+        SHOPIFY,
+        "the Shopify app's shared secret, which signs app proxy requests; with "
+        "`BROKER_SHOPIFY_SHOP`, enables `GET /shopify/token`",
+        'The Shopify app\'s shared secret ("API secret key"), which signs every app proxy '
+        "request. Set it together with BROKER_SHOPIFY_SHOP. Unset: /shopify/token answers 404.",
+        example="change-me-shopify-app-secret",
+        secret=True,
+    ),
+    Variable(
+        "BROKER_SHOPIFY_SHOP",
+        "shopify_shop",
+        read.shopify_shop,
+        SHOPIFY,
+        "the one store accepted on `GET /shopify/token`: `<name>.myshopify.com`",
+        "The one store whose proxy requests are accepted: its <name>.myshopify.com domain.",
+        example="your-store.myshopify.com",
+    ),
+)
 BIGCOMMERCE_TABLE: tuple[Variable[Any], ...] = (
     Variable(
         "BROKER_BIGCOMMERCE_CLIENT_ID",

@@ -7,7 +7,7 @@ words for people. It drives :func:`broker.config.settings.parse`, the unknown-va
 (:mod:`broker_dev.settings_docs`) ``.env.example`` and the variable tables of the README and the
 runbook (the few variables that other programs read are documented there, never parsed).
 
-The rows of the BigCommerce route are declared in :mod:`broker.config.storefronts` and spliced
+The Shopify and BigCommerce rows are declared in :mod:`broker.config.storefronts` and spliced
 in. A new setting is one more :class:`Variable` here, one more attribute of ``Settings``, and
 ``python -m broker_dev.settings_docs`` to rewrite the documents.
 """
@@ -17,7 +17,7 @@ from __future__ import annotations
 from typing import Any
 
 from broker.config import values as read
-from broker.config.storefronts import BIGCOMMERCE_TABLE
+from broker.config.storefronts import BIGCOMMERCE_TABLE, SHOPIFY_TABLE
 from broker.config.values import Variable
 
 __all__ = ["TABLE", "VARIABLES", "Variable"]
@@ -30,9 +30,6 @@ TOKENS = "Tokens"
 CACHE = "Cache"
 LIMITS = "Limits and timeouts"
 OBSERVABILITY = "Observability"
-SHOPIFY = (
-    'Shopify (optional): GET /shopify/token for a Shopify app proxy (deploy/README.md, "Shopify")'
-)
 SERVER_AND_LOGS = "Server and logs"
 
 
@@ -77,6 +74,20 @@ TABLE: tuple[Variable[Any], ...] = (
         required="required (comma-separated keys for POST /tokens)",
         example="change-me",
         secret=True,
+    ),
+    Variable(
+        "BROKER_SHOPS_FILE",
+        "shops_file",
+        read.path,
+        REQUIRED,
+        "several shops from one TOML file (`[shops.<slug>]` tables), instead of the single-shop "
+        'variables (`deploy/README.md`, "Several shops: the shops file")',
+        "Several Bubblehouse shops from one deployment: a TOML file with one [shops.<slug>] "
+        "table per shop (signing_keys, issuer_keys, cors_origins, optional shopify and "
+        "bigcommerce; see config/shops.example.toml). When set, BROKER_SHOP, "
+        "BROKER_SIGNING_KEYS, BROKER_ISSUER_KEYS, BROKER_CORS_ORIGINS and the Shopify and "
+        "BigCommerce variables must be unset. Read at start and again on SIGHUP.",
+        example="config/shops.toml",
     ),
     Variable(
         "BROKER_UPSTREAM_URL",
@@ -299,27 +310,7 @@ TABLE: tuple[Variable[Any], ...] = (
         example="change-me-metrics-token",
         secret=True,
     ),
-    Variable(
-        "BROKER_SHOPIFY_SECRET",
-        "shopify_secret",
-        read.shopify_secret,
-        SHOPIFY,
-        "the Shopify app's shared secret, which signs app proxy requests; with "
-        "`BROKER_SHOPIFY_SHOP`, enables `GET /shopify/token`",
-        'The Shopify app\'s shared secret ("API secret key"), which signs every app proxy '
-        "request. Set it together with BROKER_SHOPIFY_SHOP. Unset: /shopify/token answers 404.",
-        example="change-me-shopify-app-secret",
-        secret=True,
-    ),
-    Variable(
-        "BROKER_SHOPIFY_SHOP",
-        "shopify_shop",
-        read.shopify_shop,
-        SHOPIFY,
-        "the one store accepted on `GET /shopify/token`: `<name>.myshopify.com`",
-        "The one store whose proxy requests are accepted: its <name>.myshopify.com domain.",
-        example="your-store.myshopify.com",
-    ),
+    *SHOPIFY_TABLE,
     *BIGCOMMERCE_TABLE,
     Variable(
         "PORT",

@@ -201,6 +201,13 @@ def issuer_keys(raw: str) -> tuple[Secret[str], ...]:
     return tuple(Secret(key) for key in keys)
 
 
+def path(raw: str) -> str:
+    """A file's path, as given (read by its user)."""
+    if "\x00" in raw:
+        raise Invalid("must be a file's path")
+    return raw
+
+
 def base_url(raw: str) -> str:
     url = raw.rstrip("/")
     parts = urlsplit(url)

@@ -20,6 +20,7 @@ from typing import Any
 from starlette.routing import BaseRoute, Route
 
 from broker.config.settings import Settings
+from broker.config.values import SHOP_RE
 from broker.errors import (
     CATALOGUE,
     BrokerError,
@@ -247,14 +248,22 @@ def _preflight(route: Route) -> dict[str, Any]:
 
 
 def _path_parameters(route: Route, settings: Settings) -> list[dict[str, Any]]:
-    values = {"version": list(settings.api_versions), "shop": [settings.shop]}
+    schemas: dict[str, dict[str, Any]] = {
+        "version": {"type": "string", "enum": list(settings.api_versions)},
+        # One shop is named; several are not listed (a shop's clients never learn the others).
+        "shop": (
+            {"type": "string", "enum": [settings.first_shop.slug]}
+            if len(settings.shops) == 1
+            else {"type": "string", "pattern": SHOP_RE.pattern}
+        ),
+    }
     return [
         {
             "name": name,
             "in": "path",
             "required": True,
             "description": PATH_PARAMETERS[name][1],
-            "schema": {"type": "string", "enum": values[name]},
+            "schema": schemas[name],
         }
         for name in route.param_convertors
     ]

@@ -67,14 +67,13 @@ class BigCommerceStore:
     client_secret: str
 
     @classmethod
-    def of(cls, settings: Settings) -> BigCommerceStore | None:
-        """The store of the single-shop variables; None unless all three are set."""
-        secret = settings.bigcommerce_client_secret
-        if settings.bigcommerce_client_id is None or secret is None:
-            return None
-        if settings.bigcommerce_store_hash is None:
-            return None
-        return cls(settings.bigcommerce_store_hash, settings.bigcommerce_client_id, secret.reveal())
+    def every(cls, settings: Settings) -> list[BigCommerceStore]:
+        """The BigCommerce store of each shop that has one."""
+        return [
+            cls(app.store_hash, app.client_id, app.client_secret.reveal())
+            for shop in settings.shops
+            if (app := shop.bigcommerce) is not None
+        ]
 
 
 @dataclass(frozen=True, slots=True)
@@ -83,6 +82,7 @@ class StoreCustomer:
 
     id: str  # BigCommerce's numeric customer id, as text
     email: str | None
+    store_hash: str  # the store that vouched for the shopper: it selects the shop
 
 
 class CurrentCustomer:
@@ -111,7 +111,7 @@ class CurrentCustomer:
         claims = self._signed_claims(token, store.client_secret)
         self._check_claims(claims, store)
         self._check_times(claims, now)
-        return self._customer(claims)
+        return self._customer(claims, store.store_hash)
 
     def _store_of(self, claims: dict[str, Any]) -> BigCommerceStore:
         """The store the token claims to be from (its signature is checked with that store's)."""
@@ -184,7 +184,7 @@ class CurrentCustomer:
             raise InvalidPlatformToken("lifetime", message)
 
     @staticmethod
-    def _customer(claims: dict[str, Any]) -> StoreCustomer:
+    def _customer(claims: dict[str, Any], store_hash: str) -> StoreCustomer:
         customer = claims["customer"]
         if not isinstance(customer, dict):
             raise InvalidPlatformToken(
@@ -213,7 +213,7 @@ class CurrentCustomer:
             raise InvalidPlatformToken(
                 "malformed", "The store's customer token's email is not an address."
             )
-        return StoreCustomer(customer_id, email or None)
+        return StoreCustomer(customer_id, email or None, store_hash)
 
 
 async def admit(

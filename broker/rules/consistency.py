@@ -4,11 +4,11 @@ A token is ``v1.<generation>.<sent ms>.<mac>``: the customer's cache generation 
 invalidation made (or ``x`` when Redis never heard of the send, so only Bubblehouse knows the
 list is current), the send's time, and an HMAC-SHA256 of those and of the customer
 (``<shop>/<customer id>``). The MAC key is derived from a signing secret with a fixed label, so
-it needs no variable of its own and never equals the secret; the first signing key signs and
-every configured key verifies, so tokens survive a key rotation like customer tokens do. A
-token lives :data:`LIFETIME` seconds. Anything else (another customer's token, an expired or
-altered one, a value of the client's own) is ignored as if absent, without an error: the read
-is then an ordinary read.
+it needs no variable of its own and never equals the secret; the first signing key of the
+customer's shop signs and every key of that shop verifies, so tokens survive a key rotation
+like customer tokens do. A token lives :data:`LIFETIME` seconds. Anything else (another
+customer's token, an expired or altered one, a value of the client's own) is ignored as if
+absent, without an error: the read is then an ordinary read.
 
 A genuine token still never buys extra calls to Bubblehouse. The read is counted against the
 customer's read limit like any other (:mod:`broker.rules.referrals`), and a read that must go to
@@ -56,10 +56,14 @@ class ConsistencyTokens:
     """Issues and verifies tokens with keys derived from the configured signing secrets."""
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
-        self._keys = [
-            hmac.new(key.secret.reveal(), LABEL, hashlib.sha256).digest()
-            for key in settings.signing_keys
-        ]
+        # Each shop's tokens are keyed from that shop's own secrets (spec 2.1).
+        self._keys = {
+            shop.slug: [
+                hmac.new(key.secret.reveal(), LABEL, hashlib.sha256).digest()
+                for key in shop.signing_keys
+            ]
+            for shop in settings.shops
+        }
         self._leeway_ms = settings.clock_leeway * 1000
         self._clock = clock
 
@@ -70,7 +74,7 @@ class ConsistencyTokens:
     def issue(self, shop: str, customer: str, gen: str) -> str:
         """The token of a send whose invalidation made ``gen`` (digits, or ``x``)."""
         sent = str(int(self._clock() * 1000))
-        mac = self._mac(self._keys[0], f"{shop}/{customer}", gen, sent)
+        mac = self._mac(self._keys[shop][0], f"{shop}/{customer}", gen, sent)
         return f"{PREFIX}.{gen}.{sent}.{mac}"
 
     def verify(self, value: str | None, shop: str, customer: str) -> Proof | None:
@@ -88,7 +92,8 @@ class ConsistencyTokens:
             return None
         subject = f"{shop}/{customer}"
         if not any(
-            hmac.compare_digest(self._mac(key, subject, gen, sent), presented) for key in self._keys
+            hmac.compare_digest(self._mac(key, subject, gen, sent), presented)
+            for key in self._keys.get(shop, ())
         ):
             return None
         sent_ms, now_ms = int(sent), int(self._clock() * 1000)

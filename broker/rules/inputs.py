@@ -55,6 +55,17 @@ def _customer_id_field(description: str) -> Field:
     )
 
 
+# The optional ``shop`` of the merchant routes: when present, it must name the issuer key's shop.
+SHOP_FIELD = Field(
+    "shop",
+    Kind.STRING,
+    "{field} must be a string.",
+    "Optional: the shop the issuer key belongs to. When present and not that shop, the key is "
+    "refused (401 invalid_issuer_key).",
+    max_length=128,
+)
+
+
 CUSTOMER_ID_FIELD = _customer_id_field(
     "1-128 printable characters, no '/'. The pattern shows the ASCII ones; printable Unicode "
     "characters are accepted too."
@@ -79,12 +90,13 @@ TOKEN_REQUEST = Body(
             "Seconds; clamped to BROKER_TOKEN_MAX_TTL.",
             minimum=1,
         ),
+        SHOP_FIELD,
     ),
 )
 
 INVALIDATION_REQUEST = Body(
     "InvalidationRequest",
-    (_customer_id_field("The customer whose cached history to drop, as on /tokens."),),
+    (_customer_id_field("The customer whose cached history to drop, as on /tokens."), SHOP_FIELD),
 )
 
 PLATFORM_TOKEN_REQUEST = Body(
@@ -229,12 +241,15 @@ class TokenRequest:
     customer_id: str
     email: str | None
     ttl: int | None
+    shop: str | None = None  # the shop the body names, if it names one
 
 
 def token_request(data: dict[str, Any]) -> TokenRequest:
     """Validate a ``POST /tokens`` body (spec 3.1)."""
     values = TOKEN_REQUEST.check(data)
-    return TokenRequest(values["customer_id"], values.get("email") or None, values.get("ttl"))
+    return TokenRequest(
+        values["customer_id"], values.get("email") or None, values.get("ttl"), values.get("shop")
+    )
 
 
 def platform_token_request(data: dict[str, Any]) -> str:
@@ -243,10 +258,11 @@ def platform_token_request(data: dict[str, Any]) -> str:
     return token
 
 
-def invalidation_request(data: dict[str, Any]) -> str:
-    """Validate a ``POST /invalidations`` body (spec 3.5); the customer id to forget."""
-    wanted: str = INVALIDATION_REQUEST.check(data)["customer_id"]
-    return wanted
+def invalidation_request(data: dict[str, Any]) -> tuple[str, str | None]:
+    """Validate a ``POST /invalidations`` body (spec 3.5): the customer id to forget, and the
+    shop the body names (None when it names none)."""
+    values = INVALIDATION_REQUEST.check(data)
+    return values["customer_id"], values.get("shop")
 
 
 def _check_identity(identity: dict[str, str] | None, customer: Customer) -> None:

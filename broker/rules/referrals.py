@@ -53,13 +53,11 @@ class Referrals:
     idempotency: Idempotency
     metrics: Metrics
     tracing: Tracing | None = None
-    _shop: str = field(init=False)
     _tokens: ConsistencyTokens = field(init=False)
     _fresh: FreshReads = field(init=False)
     _entries: tuple[str, ...] = field(init=False)
 
     def __post_init__(self) -> None:
-        self._shop = self.settings.shop
         self._tokens = ConsistencyTokens(self.settings)
         self._fresh = FreshReads(keep=self.settings.cache_ttl)
         # What FreshReads keys a customer's lists by: each cached function at each version.
@@ -88,7 +86,9 @@ class Referrals:
                 traceparent=traceparent,
                 retry_connect=True,
                 info=call,
-                customer=customer.id,  # keys the per-customer back-off (broker.upstream.circuit)
+                shop=customer.shop,
+                # Keys the per-customer back-off (broker.upstream.circuit), shop included.
+                customer=customer_scope(customer.shop, customer.id),
                 holds_back=function.holds_back,
                 refusal_text=function.refusal_text,
             )
@@ -118,7 +118,7 @@ class Referrals:
 
         ``consistency`` is the request's ``Consistency-Token``: when the broker issued it for
         this customer, nothing older than that send is served."""
-        key = CacheKey(function.name, version, self._shop, customer.id)
+        key = CacheKey(function.name, version, customer.shop, customer.id)
         scope = customer_scope(key.shop, key.customer)
         proof = self._tokens.verify(consistency, key.shop, key.customer)
         # Strict limits are counted by the cache's script, in the lookup's round trip; otherwise

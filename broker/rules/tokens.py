@@ -2,6 +2,8 @@
 
 The format is Bubblehouse's (HS256 JWT, ``kid`` header, ``aud`` ``BH``, ``sub`` ``shop/customer``).
 The verifier fails closed and says why through :class:`broker.errors.InvalidToken`'s ``reason``.
+Every token belongs to one shop (spec 2.1): it is signed with that shop's first key, verified
+only with that shop's keys, and its ``sub`` must name that shop.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 
 import jwt
 
-from broker.config.settings import Settings
+from broker.config.settings import Settings, Shop
 from broker.errors import InvalidToken
 
 AUDIENCE = "BH"
@@ -60,35 +62,45 @@ class MintedToken:
 
 
 class TokenMinter:
-    """Signs tokens with the first configured key.
+    """Signs tokens with the first key of their shop.
 
-    Browser tokens (:meth:`customer_token`) carry a ``jti``. Upstream tokens
-    (:meth:`upstream_token`) carry exactly what Bubblehouse's official plugins send (header
-    ``typ``, ``alg``, ``kid``; claims ``aud``, ``sub``, ``iat``, ``exp``, and ``ce`` when the
-    email is known) and are reused per customer and email while more than half their life is
-    left. ``clock`` (seconds since the epoch) is the seam tests replace.
+    ``shop`` names the shop (its slug); left out, the first shop (the only one without a shops
+    file), as the development tools and ``broker token`` use it. Browser tokens
+    (:meth:`customer_token`) carry a ``jti``. Upstream tokens (:meth:`upstream_token`) carry
+    exactly what Bubblehouse's official plugins send (header ``typ``, ``alg``, ``kid``; claims
+    ``aud``, ``sub``, ``iat``, ``exp``, and ``ce`` when the email is known) and are reused per
+    customer and email while more than half their life is left. ``clock`` (seconds since the
+    epoch) is the seam tests replace.
     """
 
     def __init__(self, settings: Settings, clock: Callable[[], float] = time.time) -> None:
         self._settings = settings
-        self._key = settings.signing_key
         self._clock = clock
-        self._upstream: OrderedDict[tuple[str, str | None], tuple[str, int]] = OrderedDict()
+        self._upstream: OrderedDict[tuple[str, str, str | None], tuple[str, int]] = OrderedDict()
 
-    def _sign(self, claims: dict[str, Any]) -> str:
+    def _shop(self, slug: str | None) -> Shop:
+        if slug is None:
+            return self._settings.first_shop
+        shop = self._settings.shops.get(slug)
+        if shop is None:
+            raise LookupError("no such shop")  # callers select configured shops only
+        return shop
+
+    def _sign(self, shop: Shop, claims: dict[str, Any]) -> str:
+        key = shop.signing_key
         return jwt.encode(
             claims,
-            self._key.secret.reveal(),
+            key.secret.reveal(),
             algorithm=ALGORITHM,
-            headers={"kid": self._key.kid, "typ": "JWT"},
+            headers={"kid": key.kid, "typ": "JWT"},
         )
 
     def _claims(
-        self, customer_id: str, email: str | None, now: int, lifetime: int
+        self, shop: Shop, customer_id: str, email: str | None, now: int, lifetime: int
     ) -> dict[str, Any]:
         claims: dict[str, Any] = {
             "aud": AUDIENCE,
-            "sub": f"{self._settings.shop}/{customer_id}",
+            "sub": f"{shop.slug}/{customer_id}",
             "iat": now,
             "exp": now + lifetime,
         }
@@ -97,56 +109,71 @@ class TokenMinter:
         return claims
 
     def customer_token(
-        self, customer_id: str, email: str | None = None, ttl: int | None = None
+        self,
+        customer_id: str,
+        email: str | None = None,
+        ttl: int | None = None,
+        *,
+        shop: str | None = None,
     ) -> MintedToken:
-        """A customer token for a browser; ``ttl`` is clamped to the configured maximum."""
+        """A customer token of ``shop`` for a browser; ``ttl`` is clamped to the maximum."""
         lifetime = self._settings.token_ttl if ttl is None else ttl
         lifetime = max(1, min(lifetime, self._settings.token_max_ttl))
         now = int(self._clock())
-        claims = self._claims(customer_id, email, now, lifetime)
+        selected = self._shop(shop)
+        claims = self._claims(selected, customer_id, email, now, lifetime)
         claims["jti"] = uuid.uuid4().hex
-        return MintedToken(self._sign(claims), lifetime, now + lifetime)
+        return MintedToken(self._sign(selected, claims), lifetime, now + lifetime)
 
     def upstream_token(self, customer: Customer) -> str:
-        """A short-lived token for calling Bubblehouse on behalf of ``customer``: the one signed
-        before for the same customer and email while more than half its life is left."""
-        key = (customer.id, customer.email)
+        """A short-lived token for calling Bubblehouse on behalf of ``customer`` (signed with
+        its shop's first key): the one signed before for the same shop, customer and email
+        while more than half its life is left."""
+        key = (customer.shop, customer.id, customer.email)
         now = self._clock()
         found = self._upstream.get(key)
         if found is not None and found[1] - now > UPSTREAM_TTL / 2:
             return found[0]
         issued = int(now)
-        token = self._sign(self._claims(customer.id, customer.email, issued, UPSTREAM_TTL))
+        shop = self._shop(customer.shop)
+        claims = self._claims(shop, customer.id, customer.email, issued, UPSTREAM_TTL)
+        token = self._sign(shop, claims)
         self._upstream[key] = (token, issued + UPSTREAM_TTL)
         self._upstream.move_to_end(key)
         if len(self._upstream) > _UPSTREAM_CACHE_SIZE:
             self._upstream.popitem(last=False)
         return token
 
-    def shop_token(self, ttl: int = UPSTREAM_TTL) -> str:
+    def shop_token(self, ttl: int = UPSTREAM_TTL, *, shop: str | None = None) -> str:
         """A shop token (server side only: ``broker check`` uses it for Status2)."""
         now = int(self._clock())
-        return self._sign(
-            {"aud": AUDIENCE, "sub": self._settings.shop, "iat": now, "exp": now + ttl}
-        )
+        selected = self._shop(shop)
+        claims = {"aud": AUDIENCE, "sub": selected.slug, "iat": now, "exp": now + ttl}
+        return self._sign(selected, claims)
 
 
 class TokenVerifier:
-    """Verifies customer tokens from browsers against every configured signing key."""
+    """Verifies customer tokens from browsers against the signing keys of the shop the request
+    names (``shop``; left out, the first shop)."""
 
     def __init__(self, settings: Settings) -> None:
-        self._shop = settings.shop
-        self._keys = {key.kid: key.secret.reveal() for key in settings.signing_keys}
+        self._first = settings.first_shop.slug
+        self._keys = {
+            shop.slug: {key.kid: key.secret.reveal() for key in shop.signing_keys}
+            for shop in settings.shops
+        }
         self._leeway = settings.clock_leeway
         self._max_ttl = settings.token_max_ttl
         # A verified token string maps to its customer; the time checks run again on every use.
         self._verified: OrderedDict[str, tuple[Customer, int | None]] = OrderedDict()
 
-    def verify(self, token: str, now: float | None = None) -> Customer:
+    def verify(self, token: str, now: float | None = None, *, shop: str | None = None) -> Customer:
         current = time.time() if now is None else now
+        slug = self._first if shop is None else shop
         cached = self._verified.get(token)
-        if cached is None:
-            cached = self._verify_signed(token)
+        if cached is None or cached[0].shop != slug:
+            # Not verified yet, or verified for another shop: this shop's keys decide.
+            cached = self._verify_signed(token, slug)
             self._verified[token] = cached
             if len(self._verified) > _VERIFIED_CACHE_SIZE:
                 self._verified.popitem(last=False)
@@ -154,7 +181,7 @@ class TokenVerifier:
         self._check_times(customer.expires_at, iat, current)
         return customer
 
-    def _verify_signed(self, token: str) -> tuple[Customer, int | None]:
+    def _verify_signed(self, token: str, shop: str) -> tuple[Customer, int | None]:
         if not token or len(token) > 8192 or token.count(".") != 2:
             raise InvalidToken("malformed")
         try:
@@ -163,13 +190,14 @@ class TokenVerifier:
             raise InvalidToken("malformed") from exc
         if header.get("alg") != ALGORITHM:
             raise InvalidToken("signature", "The customer token must be signed with HS256.")
+        keys = self._keys.get(shop, {})
         kid = header.get("kid")
-        if not isinstance(kid, str) or kid not in self._keys:
+        if not isinstance(kid, str) or kid not in keys:
             raise InvalidToken("unknown_key")
         try:
             claims: dict[str, Any] = jwt.decode(
                 token,
-                self._keys[kid],
+                keys[kid],
                 algorithms=[ALGORITHM],
                 options={
                     "require": [],
@@ -186,9 +214,9 @@ class TokenVerifier:
             raise InvalidToken("signature") from exc
         except jwt.PyJWTError as exc:
             raise InvalidToken("malformed") from exc
-        return self._check_claims(claims)
+        return self._check_claims(claims, shop)
 
-    def _check_claims(self, claims: dict[str, Any]) -> tuple[Customer, int | None]:
+    def _check_claims(self, claims: dict[str, Any], wanted: str) -> tuple[Customer, int | None]:
         for name in ("aud", "sub", "exp"):
             if name not in claims:
                 raise InvalidToken("missing_claim", f"The customer token has no '{name}' claim.")
@@ -207,7 +235,7 @@ class TokenVerifier:
         if not isinstance(sub, str):
             raise InvalidToken("subject")
         shop, sep, customer_id = sub.partition("/")
-        if shop != self._shop or not sep or not customer_id or "/" in customer_id:
+        if shop != wanted or not sep or not customer_id or "/" in customer_id:
             raise InvalidToken("subject")
         if len(customer_id) > 128 or not customer_id.isprintable():
             raise InvalidToken("subject")

@@ -102,14 +102,16 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         registry = self.registry
         self._error_ids = known_error_ids()
+        self._shops: frozenset[str] | None = None
         self._build = BuildInfo(__version__)
         if self._multiproc_dir is None:
             registry.register(self._build)
             ProcessCollector(registry=registry)
         self._requests = Counter(
             "broker_requests_total",
-            "Requests answered by the broker, by route template, method, status and error id.",
-            ("route", "method", "status", "error_id"),
+            "Requests answered by the broker, by route template, method, status, error id and "
+            "shop (a configured shop, or empty).",
+            ("route", "method", "status", "error_id", "shop"),
             registry=registry,
         )
         self._request_seconds = Histogram(
@@ -214,17 +216,31 @@ class Metrics:
         tally[1][bisect.bisect_left(bounds, seconds)] += 1
         tally[2] += seconds
 
+    def limit_shops(self, slugs: frozenset[str]) -> None:
+        """The values the ``shop`` label may take besides empty: the configured shops."""
+        self._shops = slugs
+
     def observe_request(
-        self, *, route: str, method: str, status: int, error_id: str | None, seconds: float
+        self,
+        *,
+        route: str,
+        method: str,
+        status: int,
+        error_id: str | None,
+        seconds: float,
+        shop: str = "",
     ) -> None:
-        """One answered request; ``route`` is the route template (or a fixed name for 404s)."""
+        """One answered request; ``route`` is the route template (or a fixed name for 404s),
+        ``shop`` the configured shop it was for (empty when none; anything else is ``other``)."""
+        if shop and self._shops is not None and shop not in self._shops:
+            shop = OTHER
         if method not in METHODS:
             method = OTHER
         if error_id is None:
             error_id = ""
         elif error_id not in self._error_ids:
             error_id = OTHER  # an id Bubblehouse made up: one series, however many it invents
-        self._count(self._requests, (route, method, str(status), error_id))
+        self._count(self._requests, (route, method, str(status), error_id, shop))
         self._time(self._request_seconds, REQUEST_BUCKETS, route, seconds)
 
     def observe_upstream(

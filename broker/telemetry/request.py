@@ -17,6 +17,7 @@ class RequestInfo:
     trace_id: str
     traceparent: str  # to send upstream: our own span in the caller's trace
     route: str = "unmatched"
+    shop: str = ""  # a configured shop's slug once the request is bound to one; else empty
     status: int = 0
     error_id: str | None = None
     cache: str | None = None

@@ -134,6 +134,7 @@ class Upstream:
         traceparent: str | None,
         retry_connect: bool,
         info: CallInfo,
+        shop: str,
         customer: str = "",
         holds_back: bool = False,
         refusal_text: bool = False,
@@ -141,8 +142,9 @@ class Upstream:
         """POST ``payload`` to ``function``; return the success body or raise a broker error.
 
         ``retry_connect`` allows one more attempt when the connection could not be made, which
-        is safe for any call because the request never left the broker. ``customer`` (the
-        customer id) keys the per-customer back-off; without it there is none. ``holds_back``: a
+        is safe for any call because the request never left the broker. ``shop`` is the
+        customer's shop (the ``<shop>`` of the path called). ``customer`` (``<shop>/<customer
+        id>``) keys the per-customer back-off; without it there is none. ``holds_back``: a
         refusal (4xx) is repeated to the customer for the back-off (a read's, whose next answer
         could not differ), not only a wrong answer. ``refusal_text``: a refusal's message (written
         by the shop for shoppers, Refer2's) is passed on as ``upstream_message``.
@@ -162,7 +164,7 @@ class Upstream:
         }
         if traceparent:
             headers["traceparent"] = traceparent
-        path = f"/api/{version}/{self.settings.shop}/{function}"
+        path = f"/api/{version}/{shop}/{function}"
         body = orjson.dumps(payload)
         started = time.perf_counter()
         failed: bool | None = None  # transient failure, Bubblehouse alive, or no verdict

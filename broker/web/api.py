@@ -141,9 +141,11 @@ class ReferralCall:
         svc = services_of(scope)
         referrals = svc.referrals
         params = scope["path_params"]
-        if params["shop"] != svc.settings.shop:
+        shop = params["shop"]
+        if shop not in svc.settings.shops:  # spec 2.1: the path's <shop> selects the shop
             info.route = "unmatched"
             raise NotFound()
+        info.shop = shop
         version = params["version"]
         if version not in svc.settings.api_versions:
             raise InvalidGlobalApiVersion()
@@ -158,7 +160,7 @@ class ReferralCall:
         token = bearer_of(incoming.authorization)
         if token is None:
             raise MissingToken()
-        customer = svc.verifier.verify(token)
+        customer = svc.verifier.verify(token, shop=shop)  # that shop's keys, sub of that shop
         info.customer = customer_hash(svc.log_key, customer.id)
         await self.rule(scope, receive, send, info, referrals, incoming, customer, version)
 

@@ -125,6 +125,7 @@ def create_app(
     if tracing is None:
         tracing = Tracing.from_env(os.environ)
     metrics_ = metrics_registry or Metrics()
+    metrics_.limit_shops(settings.shops.slugs)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[State]:
@@ -170,6 +171,7 @@ def create_app(
     def observe(info: RequestInfo, method: str, seconds: float) -> None:
         metrics_.observe_request(
             route=info.route,
+            shop=info.shop,
             method=method,
             status=info.status,
             error_id=info.error_id,
@@ -182,7 +184,8 @@ def create_app(
         Middleware(ControlCharacterPaths),  # before CORS and routing: spec 3.4
         Middleware(
             CORSMiddleware,
-            origins=settings.cors_origins,
+            origins=settings.shops.origins(),
+            shop_origins={shop.slug: shop.cors_origins for shop in settings.shops},
             browser=[*browser, *storefront],
             server_only=[*server_only, metrics_route],  # spec 4: /metrics is no browser's
         ),

@@ -36,13 +36,16 @@ async def bigcommerce_token(request: Request, svc: Services, info: RequestInfo) 
         # not): the methods, as a preflight would say them. The POST says whether it is here.
         return Response(status_code=204, headers={"Allow": ", ".join(METHODS)})
     settings = svc.settings
-    store = bigcommerce.BigCommerceStore.of(settings)
-    if store is None:
+    stores = bigcommerce.BigCommerceStore.every(settings)
+    if not stores:
         raise NotFound()
     token = inputs.platform_token_request(await json_body(request))
-    verifier = bigcommerce.CurrentCustomer((store,), settings.clock_leeway)
+    verifier = bigcommerce.CurrentCustomer(stores, settings.clock_leeway)
     client = request.client.host if request.client else "unknown"
     customer = await bigcommerce.admit(svc.limits, verifier, token, client, time.time())
-    minted = svc.minter.customer_token(customer.id, customer.email, None)
+    shop = settings.shops.shop_for_bigcommerce(customer.store_hash)
+    assert shop is not None  # the verifier knows only the shops' stores
+    info.shop = shop.slug
+    minted = svc.minter.customer_token(customer.id, customer.email, None, shop=shop.slug)
     info.customer = customer_hash(svc.log_key, customer.id)
     return JSONBytesResponse(minted.answer(), headers={"Cache-Control": "no-store"})

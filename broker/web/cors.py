@@ -5,12 +5,16 @@ Pure ASGI. Origins are exact (``https://shop.example``) or a sub-domain wildcard
 The middleware is given the app's own routes, so it copies none of the routing: preflights are
 answered for the browser routes (with each route's own methods), and the server-to-server
 routes never get CORS headers, so no browser page can read their answers.
+
+With several shops (spec 2.1), a path under ``/api/<version>/<shop>/`` that names a configured
+shop is answered for that shop's origins only; any other path (the client files, a shop nobody
+configured) for every shop's origins.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 from starlette.routing import BaseRoute, Route
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -89,11 +93,26 @@ class CORSMiddleware:
         origins: tuple[str, ...],
         browser: Sequence[BaseRoute] = (),
         server_only: Sequence[BaseRoute] = (),
+        shop_origins: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.app = app
         self.policy = OriginPolicy(origins)
         self.browser = RouteGroup(browser)
         self.server_only = RouteGroup(server_only)
+        # The policy of each shop's paths; shops with the same origins share one.
+        shared: dict[tuple[str, ...], OriginPolicy] = {}
+        self.shop_policies = {
+            shop: shared.setdefault(given, OriginPolicy(given))
+            for shop, given in (shop_origins or {}).items()
+        }
+
+    def policy_for(self, path: str) -> OriginPolicy:
+        """The origins of the shop ``/api/<version>/<shop>/...`` names, else everyone's."""
+        if self.shop_policies and path.startswith("/api/"):
+            parts = path.split("/", 4)
+            if len(parts) > 3:
+                return self.shop_policies.get(parts[3], self.policy)
+        return self.policy
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         closed = self.server_only
@@ -112,7 +131,7 @@ class CORSMiddleware:
                 origin = value.decode("latin-1")
             elif key == b"access-control-request-method":
                 preflight = True
-        if origin is None or not self.policy.allows(origin):
+        if origin is None or not self.policy_for(scope["path"]).allows(origin):
             await self.app(scope, receive, send)
             return
         origin_bytes = origin.encode("latin-1")

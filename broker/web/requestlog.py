@@ -127,6 +127,7 @@ class TelemetryMiddleware:
                 "request",
                 method=scope["method"],
                 route=info.route,
+                shop=info.shop,
                 status=info.status,
                 duration_ms=round(seconds * 1000, 2),
                 request_id=request_id,

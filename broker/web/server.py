@@ -53,7 +53,7 @@ def serve(settings: Settings, *, host: str | None = None) -> None:
 
     def make_config(environ: dict[str, str], checked: Settings) -> Config:
         return server_config(
-            WorkerApp(environ),
+            WorkerApp(environ, checked.shops_text),
             host=bind,
             port=settings.port,
             workers=checked.web_concurrency,

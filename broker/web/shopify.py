@@ -80,21 +80,25 @@ def verified_customer(params: list[tuple[str, str]], secret: str, shop: str, now
 
 
 async def shopify_token(request: Request, svc: Services, info: RequestInfo) -> Response:
-    """The handler: 404 unless configured, then the ``POST /tokens`` answer for the customer."""
-    settings = svc.settings
-    if settings.shopify_secret is None or settings.shopify_shop is None:
+    """The handler: Shopify's ``shop`` parameter selects the shop (spec 2.1); 404 when no shop
+    has a Shopify app proxy; then the ``POST /tokens`` answer for the customer."""
+    shops = svc.settings.shops
+    if not any(s.shopify is not None for s in shops):
         raise NotFound()
+    params = request.query_params.multi_items()
+    shop = shops.for_shopify(only(params, "shop"))
+    if shop is None or shop.shopify is None:
+        # A store no shop is configured for: refused as a request for another store.
+        raise InvalidProxySignature("The proxy request is for another store.")
+    info.shop = shop.slug
     customer = verified_customer(
-        request.query_params.multi_items(),
-        settings.shopify_secret.reveal(),
-        settings.shopify_shop,
-        time.time(),
+        params, shop.shopify.secret.reveal(), shop.shopify.shop, time.time()
     )
     try:
         wanted = inputs.token_request({"customer_id": customer})
     except InvalidInput as error:
         unusable = "The proxy named a customer id the broker cannot use."
         raise InvalidProxySignature(unusable) from error
-    minted = svc.minter.customer_token(wanted.customer_id, None, None)
+    minted = svc.minter.customer_token(wanted.customer_id, None, None, shop=shop.slug)
     info.customer = customer_hash(svc.log_key, wanted.customer_id)
     return JSONBytesResponse(minted.answer(), headers={"Cache-Control": "no-store"})

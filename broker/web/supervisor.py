@@ -5,11 +5,12 @@ included), so that the process an orchestrator started never serves a request it
 outlives its workers:
 
 - **SIGHUP** re-reads the configuration (the ``.env`` file under the environment the server
-  started with, as :meth:`Settings.from_env` does) in the supervisor, before any worker sees
-  it. A configuration with problems is logged, one line per problem, and the running one kept.
-  A good one is handed to new workers, which replace the old ones one at a time: a new worker
-  starts, the supervisor waits until it serves, then the old one drains and stops. The
-  listening socket stays open throughout, so no connection is refused.
+  started with, as :meth:`Settings.from_env` does, and the shops file ``BROKER_SHOPS_FILE``
+  names) in the supervisor, before any worker sees it. A configuration with problems is
+  logged, one line per problem, and the running one kept. A good one is handed to new
+  workers, which replace the old ones one at a time: a new worker starts, the supervisor waits
+  until it serves, then the old one drains and stops. The listening socket stays open
+  throughout, so no connection is refused.
 - **A worker that dies** is logged with its exit status or signal, its metrics files are marked
   dead (its gauges stop counting), and it is replaced. One that dies again soon after starting
   (it cannot start: a bad configuration of its environment, an import error) is retried after
@@ -55,17 +56,21 @@ def read_environment(base: Mapping[str, str], env_file: str | Path = ".env") -> 
 
 @dataclass(frozen=True)
 class WorkerApp:
-    """The app factory a worker runs: the checked variables travel with it to the worker, so a
-    worker never reads a ``.env`` that changed after the supervisor checked it."""
+    """The app factory a worker runs: the checked variables (and the shops file's checked text)
+    travel with it to the worker, so a worker never reads a ``.env`` or a shops file that
+    changed after the supervisor checked it."""
 
     environ: dict[str, str] = field(repr=False)
+    shops_text: str | None = field(default=None, repr=False)
 
     def __call__(self) -> Starlette:
         from broker.web.app import create_app
 
         # A hang-up meant for the supervisor (a terminal's, a process group's) is not ours.
         signal.signal(signal.SIGHUP, signal.SIG_IGN)
-        settings = Settings.from_env(self.environ, env_file=None, strict=False)
+        settings = Settings.from_env(
+            self.environ, env_file=None, strict=False, shops_text=self.shops_text
+        )
         configure_logging(settings.log_level, settings.log_format)
         route_stdlib_logging(settings.log_level, settings.log_format)
         return create_app(settings)

@@ -30,7 +30,7 @@ import httpx2
 import orjson
 from redis.exceptions import RedisClusterException, RedisError
 
-from broker.config.settings import ConfigError, Settings, SigningKey
+from broker.config.settings import ConfigError, Settings, Shop, Shops, SigningKey
 from broker.errors import SLUG
 from broker.rules.tokens import TokenMinter
 from broker.store.connect import make_client
@@ -38,6 +38,7 @@ from broker_dev.check_customer import check_customer
 
 REDIS_TIMEOUT = 2.0
 USER_AGENT = "referral-broker-check/1.0"
+CONCURRENT_CALLS = 8  # Status2 calls in flight at once (a shops file may hold many shops)
 
 
 @dataclass(frozen=True)
@@ -111,16 +112,18 @@ def _redis_reason(exc: BaseException) -> str:
 
 
 async def _status2(
-    client: httpx2.AsyncClient, settings: Settings, version: str, key: SigningKey
+    client: httpx2.AsyncClient, settings: Settings, shop: Shop, version: str, key: SigningKey
 ) -> tuple[CheckResult, bool]:
-    """One Status2 call, judged; the flag says whether Bubblehouse answered at all."""
-    name = f"bubblehouse {version} key {key.kid}"
-    minter = TokenMinter(dataclasses.replace(settings, signing_keys=(key,)))
+    """One Status2 call for ``shop``, signed with ``key``, judged; the flag says whether
+    Bubblehouse answered at all."""
+    name = f"bubblehouse shop {shop.slug} {version} key {key.kid}"
+    alone = dataclasses.replace(shop, signing_keys=(key,))
+    minter = TokenMinter(dataclasses.replace(settings, shops=Shops((alone,))))
     where = _where(settings.upstream_url)
     try:
         async with asyncio.timeout(settings.upstream_timeout + 1):
             response = await client.post(
-                f"/api/{version}/{settings.shop}/Status2",
+                f"/api/{version}/{shop.slug}/Status2",
                 content=b"{}",
                 headers={
                     "Authorization": f"Bearer {minter.shop_token()}",
@@ -222,9 +225,13 @@ async def check_bubblehouse(
     transport: httpx2.AsyncBaseTransport | None = None,
     report: Report = _ignore,
 ) -> list[CheckResult]:
-    """Status2 for every API version with the signing key, and with every other key."""
-    pairs = [(version, settings.signing_key) for version in settings.api_versions]
-    pairs += [(settings.api_versions[0], key) for key in settings.signing_keys[1:]]
+    """Status2 for every shop: every API version with its signing key, and with every other
+    key of the shop. Each line names the shop."""
+    pairs: list[tuple[Shop, str, SigningKey]] = []
+    for shop in settings.shops:
+        pairs += [(shop, version, shop.signing_key) for version in settings.api_versions]
+        pairs += [(shop, settings.api_versions[0], key) for key in shop.signing_keys[1:]]
+    gate = asyncio.Semaphore(CONCURRENT_CALLS)
     # The same connection settings as the broker's own transport (broker.upstream.transport): proxy
     # variables ignored, the same connect and read bounds, no redirects; so what check sees is
     # what `broker serve` will see.
@@ -245,8 +252,9 @@ async def check_bubblehouse(
             return [only]
         report(first)
 
-        async def one(pair: tuple[str, SigningKey]) -> CheckResult:
-            result, _ = await _status2(client, settings, *pair)
+        async def one(pair: tuple[Shop, str, SigningKey]) -> CheckResult:
+            async with gate:
+                result, _ = await _status2(client, settings, *pair)
             report(result)
             return result
 
@@ -255,9 +263,14 @@ async def check_bubblehouse(
 
 
 def _describe(settings: Settings) -> str:
-    kids = ", ".join(key.kid for key in settings.signing_keys)
+    if len(settings.shops) > 1:
+        shops = f"{len(settings.shops)} shops from BROKER_SHOPS_FILE"
+    else:
+        shop = settings.first_shop
+        kids = ", ".join(key.kid for key in shop.signing_keys)
+        shops = f"shop {shop.slug}; signing key {shop.signing_key.kid} (verifying: {kids})"
     return (
-        f"shop {settings.shop}; signing key {settings.signing_key.kid} (verifying: {kids}); "
+        f"{shops}; "
         f"API versions {', '.join(settings.api_versions)}; "
         f"Bubblehouse at {_where(settings.upstream_url)}"
     )

@@ -105,7 +105,7 @@ async def check_customer(settings: Settings, customer: str) -> tuple[bool, str]:
         customer = valid_customer_id(customer, "--customer")
     except BrokerError as exc:
         return False, exc.message
-    who = Customer(settings.shop, customer, None, int(time.time()) + 60)
+    who = Customer(settings.first_shop.slug, customer, None, int(time.time()) + 60)
     token = TokenMinter(settings).upstream_token(who)
     upstream = Upstream.create(settings)
     try:
@@ -119,6 +119,7 @@ async def check_customer(settings: Settings, customer: str) -> tuple[bool, str]:
                 traceparent=None,
                 retry_connect=True,
                 info=CallInfo(),
+                shop=who.shop,
             )
     except BrokerError as error:
         return False, judge(error, customer, settings)

@@ -58,8 +58,8 @@ async def test_all_well(sandbox_url: str) -> None:
     assert names == [
         "configuration",
         "redis",
-        "bubblehouse v2023061 key key-a",
-        "bubblehouse v2023061 key key-b",
+        "bubblehouse shop test-shop v2023061 key key-a",
+        "bubblehouse shop test-shop v2023061 key key-b",
     ]
     assert "in-process store" in results[1].detail
 
@@ -96,7 +96,7 @@ async def test_wrong_secret_for_a_known_kid_fails(sandbox_url: str) -> None:
     """The right kid with the wrong shared secret is refused like an unknown key."""
     results = await run_check(env(sandbox_url, BROKER_SIGNING_KEYS=f"key-a:{UNKNOWN_SECRET}"))
     [failed] = failures(results)
-    assert failed.name == "bubblehouse v2023061 key key-a"
+    assert failed.name == "bubblehouse shop test-shop v2023061 key key-a"
     assert "signing key key-a" in failed.detail
 
 
@@ -104,7 +104,7 @@ async def test_unknown_version_names_the_variable(sandbox_url: str) -> None:
     """A version Bubblehouse does not serve fails naming BROKER_API_VERSIONS; the others pass."""
     results = await run_check(env(sandbox_url, BROKER_API_VERSIONS="v2023061,v2099011"))
     [failed] = failures(results)
-    assert failed.name == "bubblehouse v2099011 key key-a"
+    assert failed.name == "bubblehouse shop test-shop v2099011 key key-a"
     assert "BROKER_API_VERSIONS" in failed.detail
     assert "invalid_global_api_version" in failed.detail
 
@@ -173,8 +173,8 @@ async def test_other_upstream_status_is_reported_by_number() -> None:
     )
     failed = failures(results)
     assert [result.name for result in failed] == [
-        "bubblehouse v2023061 key key-a",
-        "bubblehouse v2023061 key key-b",
+        "bubblehouse shop test-shop v2023061 key key-a",
+        "bubblehouse shop test-shop v2023061 key key-b",
     ]
     assert "HTTP 503" in failed[0].detail
     assert "10.0.0.7" not in failed[0].detail
@@ -347,7 +347,7 @@ def test_proxy_variables_are_ignored_as_serve_ignores_them(
     code = main_check(env(sandbox_url))
     out = capsys.readouterr().out
     assert code == 0, out
-    assert "bubblehouse v2023061 key key-a" in out
+    assert "bubblehouse shop test-shop v2023061 key key-a" in out
 
 
 def refused_at(offset: float) -> bytes:
@@ -392,3 +392,28 @@ async def test_the_sandbox_sends_a_date_to_compare_with(sandbox_url: str) -> Non
     async with httpx2.AsyncClient(base_url=sandbox_url) as client:
         response = await client.post(f"/api/v2023061/{SHOP}/Status2", content=b"{}")
     assert email.utils.parsedate_to_datetime(response.headers["Date"]).tzinfo is not None
+
+
+async def test_each_shop_of_a_shops_file_is_checked_and_named(
+    sandbox_url: str, tmp_path: Path
+) -> None:
+    """With a shops file, Status2 is called for every shop with that shop's own keys, and each
+    line names its shop: the sandbox knows test-shop with key-a, not other-shop."""
+    shops = tmp_path / "shops.toml"
+    shops.write_text(
+        f'[shops.{SHOP}]\nsigning_keys = ["key-a:{SECRET_A}"]\n'
+        'issuer_keys = ["issuer-key-of-test-shop-0123456789abcdef"]\n\n'
+        f'[shops.other-shop]\nsigning_keys = ["key-a:{SECRET_A}"]\n'
+        'issuer_keys = ["issuer-key-of-other-shop-0123456789abcdef"]\n'
+    )
+    environ = {
+        "BROKER_SHOPS_FILE": str(shops),
+        "BROKER_UPSTREAM_URL": sandbox_url,
+        "LOG_LEVEL": "info",
+    }
+    results = await run_check(environ)
+    by_name = {result.name: result for result in results}
+    assert "2 shops from BROKER_SHOPS_FILE" in by_name["configuration"].detail
+    assert by_name[f"bubblehouse shop {SHOP} v2023061 key key-a"].ok
+    assert not by_name["bubblehouse shop other-shop v2023061 key key-a"].ok
+    assert [r.name for r in failures(results)] == ["bubblehouse shop other-shop v2023061 key key-a"]

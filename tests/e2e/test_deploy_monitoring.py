@@ -175,11 +175,18 @@ def test_metric_name_check_catches_a_typo(exported: dict[str, set[str]]) -> None
 
 
 def test_dashboard_is_a_grafana_dashboard_on_a_chosen_prometheus() -> None:
-    """dashboard.json: unique panel ids, a grid position each, Prometheus picked by variable."""
+    """dashboard.json: unique panel ids, a grid position each, Prometheus picked by variable,
+    and the request panels filtered by a shop variable whose values come from the metric."""
     data = dashboard()
     assert data["title"] and data["uid"] and data["schemaVersion"] >= 30
-    [variable] = data["templating"]["list"]
+    variable, shop = data["templating"]["list"]
     assert (variable["type"], variable["query"]) == ("datasource", "prometheus")
+    assert shop["name"] == "shop" and shop["allValue"] == ".*"
+    assert shop["query"]["query"] == "label_values(broker_requests_total, shop)"
+    requests = [e for e in dashboard_exprs() if "broker_requests_total" in e]
+    assert requests and all(
+        e.count('shop=~"$shop"') == e.count("broker_requests_total") for e in requests
+    )
     panels = data["panels"]
     assert len({p["id"] for p in panels}) == len(panels) >= 8
     for panel in panels:

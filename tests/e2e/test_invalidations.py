@@ -27,7 +27,7 @@ def send_outside_the_broker(broker: Broker, sandbox: Sandbox, customer: str = "a
     """A referral made straight at Bubblehouse (the referral block on the merchant's page)."""
     token = TokenMinter(broker.settings).customer_token(customer).token
     answer = httpx2.post(
-        f"{sandbox.url}/api/{VERSION}/{broker.settings.shop}/Refer2",
+        f"{sandbox.url}/api/{VERSION}/{broker.settings.first_shop.slug}/Refer2",
         json={"channel": "telegram"},
         headers={"Authorization": f"Bearer {token}"},
         timeout=10,
@@ -115,14 +115,25 @@ def test_failures_are_throttled_but_a_valid_key_is_served(broker: Broker) -> Non
         ({"customer_id": "a/b"}, "customer_id"),
         ({"customer_id": "alice\n"}, "customer_id"),
         ({"customer_id": "x" * 129}, "customer_id"),
-        ({"customer_id": "alice", "shop": "x"}, "shop"),
+        ({"customer_id": "alice", "colour": "x"}, "colour"),
+        ({"customer_id": "alice", "shop": 42}, "shop"),
     ],
 )
 def test_bad_bodies_are_invalid_input(broker: Broker, body: object, field: str) -> None:
-    """customer_id is validated like /tokens' customer_id; unknown fields are named."""
+    """customer_id is validated like /tokens' customer_id, shop must be a string; unknown
+    fields are named."""
     answer = invalidate(broker, body)
     assert answer.status_code == 400
     assert answer.json()["id"] == "invalid_input" and answer.json()["field"] == field
+
+
+def test_a_body_naming_another_shop_refuses_the_key(broker: Broker) -> None:
+    """A body whose shop is not the issuer key's shop is 401 invalid_issuer_key (spec 2.1); its
+    own shop is accepted."""
+    other = invalidate(broker, {"customer_id": "alice", "shop": "x"})
+    assert other.status_code == 401 and other.json()["id"] == "invalid_issuer_key"
+    own = invalidate(broker, {"customer_id": "alice", "shop": broker.settings.first_shop.slug})
+    assert own.status_code == 204
 
 
 def test_not_json_is_refused(broker: Broker) -> None:

@@ -233,7 +233,7 @@ def test_real_values_beside_the_placeholders_start(
         BROKER_SHOPIFY_SHOP="real-store.myshopify.com",
         REDIS_URL="redis://:a-real-password@127.0.0.1:6379/0",
     )
-    assert Settings.from_env(env, env_file=None).shop == env["BROKER_SHOP"]
+    assert Settings.from_env(env, env_file=None).first_shop.slug == env["BROKER_SHOP"]
 
 
 # What the kubelet writes into a pod for the demo Redis Service `broker-redis` (service links).

@@ -141,7 +141,7 @@ def test_a_token_survives_a_signing_key_rotation(sandbox: Sandbox) -> None:
     token = ConsistencyTokens(make_settings()).issue(SHOP, "alice", "x")  # key-a signs
     rotated = f"key-b:{SECRET_B},key-a:{SECRET_A}"
     with running_broker(sandbox.url, BROKER_SIGNING_KEYS=rotated) as running:
-        assert running.settings.signing_keys[0].kid == "key-b"
+        assert running.settings.first_shop.signing_keys[0].kid == "key-b"
         assert running.read().status_code == 200
         before = reads(sandbox)
         answer = running.read(headers={"Consistency-Token": token})

@@ -20,7 +20,7 @@ from tests.servers import serve_app
 from tests.support import SECRET_B, SHOP, broker_env, make_settings
 
 SETTINGS = make_settings()
-KEYS = {key.kid: key.secret.reveal() for key in SETTINGS.signing_keys}
+KEYS = {key.kid: key.secret.reveal() for key in SETTINGS.first_shop.signing_keys}
 CONFIG = SandboxConfig(shop=SHOP, keys=KEYS)
 API = f"/api/v2023061/{SHOP}"
 

@@ -65,7 +65,7 @@ def server() -> Iterator[tuple[str, Clock]]:
     clock = Clock()
     settings = make_settings()
     config = SandboxConfig(
-        shop=SHOP, keys={key.kid: key.secret.reveal() for key in settings.signing_keys}
+        shop=SHOP, keys={key.kid: key.secret.reveal() for key in settings.first_shop.signing_keys}
     )
     with serve_app(create_sandbox_app(config, clock=clock)) as running:
         yield running.url, clock

@@ -44,7 +44,9 @@ HISTORY: list[dict[str, Any]] = [
 def strict() -> StrictBubblehouse:
     """A strict upstream that knows alice (with her email) and nobody else."""
     settings = make_settings()
-    upstream = StrictBubblehouse(SHOP, {k.kid: k.secret.reveal() for k in settings.signing_keys})
+    upstream = StrictBubblehouse(
+        SHOP, {k.kid: k.secret.reveal() for k in settings.first_shop.signing_keys}
+    )
     upstream.sync("alice", "alice@example.com")
     upstream.referrals["alice"] = list(HISTORY)
     return upstream

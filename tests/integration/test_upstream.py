@@ -74,6 +74,7 @@ async def call(
         traceparent="00-" + "a" * 32 + "-" + "b" * 16 + "-01",
         retry_connect=retry_connect,
         info=info or CallInfo(),
+        shop="test-shop",
         customer=customer,
         holds_back=BY_NAME[function].holds_back,
         refusal_text=BY_NAME[function].refusal_text,

@@ -71,13 +71,15 @@ def segment(data: dict[str, Any]) -> str:
 
 def test_the_documented_token_names_its_customer() -> None:
     """A token shaped as BigCommerce documents it gives the customer id as text and the email."""
-    assert verify(signed()) == StoreCustomer("4927", "john.doe@example.com")
+    assert verify(signed()) == StoreCustomer("4927", "john.doe@example.com", STORE_HASH)
 
 
 def test_a_customer_without_email_has_none() -> None:
     """No (or an empty) customer.email: a customer without ce, not a refusal."""
     for customer in ({"id": 7}, {"id": 7, "email": ""}):
-        assert verify(signed(documented_claims(customer=customer))) == StoreCustomer("7", None)
+        assert verify(signed(documented_claims(customer=customer))) == StoreCustomer(
+            "7", None, STORE_HASH
+        )
 
 
 BENT: list[tuple[str, str, Any]] = [
@@ -160,7 +162,9 @@ def test_the_sandbox_look_alike_signs_what_the_broker_accepts() -> None:
     look_alike = LookAlike(
         client_id=CLIENT_ID, client_secret=SECRET, store_hash=STORE_HASH, customer_id=31
     )
-    assert verify(look_alike.current_jwt(NOW)) == StoreCustomer("31", "shopper@example.com")
+    assert verify(look_alike.current_jwt(NOW)) == StoreCustomer(
+        "31", "shopper@example.com", STORE_HASH
+    )
     assert set(look_alike.claims(NOW)) == set(documented_claims())
 
 
@@ -185,9 +189,9 @@ def test_the_sandbox_store_reads_its_variables() -> None:
 def test_the_route_is_configured_only_by_all_three_variables() -> None:
     """All three set: a store; none: no store; the values are masked where secret."""
     settings = parse(broker_env(**VARIABLES))
-    assert BigCommerceStore.of(settings) == STORE
+    assert BigCommerceStore.every(settings) == [STORE]
     assert SECRET not in repr(settings)
-    assert BigCommerceStore.of(parse(broker_env())) is None
+    assert BigCommerceStore.every(parse(broker_env())) == []
 
 
 @pytest.mark.parametrize("given", [1, 2])

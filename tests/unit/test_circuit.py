@@ -168,6 +168,7 @@ async def call(upstream: Upstream, customer: str, function: str = "CustomerRefer
         traceparent=None,
         retry_connect=False,
         info=CallInfo(),
+        shop="test-shop",
         customer=customer,
         holds_back=BY_NAME[function].holds_back,
         refusal_text=BY_NAME[function].refusal_text,
@@ -196,6 +197,7 @@ async def call_as(upstream: Upstream, customer: str, function: str = "CustomerRe
         traceparent=None,
         retry_connect=False,
         info=CallInfo(),
+        shop="test-shop",
         customer=customer,
         holds_back=BY_NAME[function].holds_back,
         refusal_text=BY_NAME[function].refusal_text,
@@ -249,6 +251,7 @@ async def test_backoff_refuses_without_calling_and_frees_a_send() -> None:
             traceparent=None,
             retry_connect=False,
             info=info,
+            shop="test-shop",
             customer="mallory",
         )
     assert len(fake.requests) == 1 and info.outcome == "backoff"

@@ -158,11 +158,19 @@ def test_example_cannot_go_live_as_is() -> None:
     }
 
 
+def commented_assignments() -> dict[str, str]:
+    """The broker's commented assignments, but BROKER_SHOPS_FILE: the alternative to the
+    single-shop variables set here (tests/unit/test_shops.py has its own)."""
+    return {
+        name: value
+        for _, name, commented, value in assignments(split_at_sandbox()[0])
+        if commented and name != "BROKER_SHOPS_FILE"
+    }
+
+
 def test_commented_defaults_are_valid() -> None:
     """Every documented default, uncommented, passes the broker's own validation."""
-    documented = {
-        name: value for _, name, commented, value in assignments(split_at_sandbox()[0]) if commented
-    }
+    documented = commented_assignments()
     parse(
         {
             **documented,
@@ -175,18 +183,25 @@ def test_commented_defaults_are_valid() -> None:
 
 def test_commented_defaults_pass_the_production_refusals() -> None:
     """The documented examples (Redis, upstream, limits) are fit for `broker serve`; the
-    placeholders of secrets to be made (metrics token, Shopify app) are refused instead
-    (tests/e2e/test_refusals.py)."""
-    documented = {
-        name: value for _, name, commented, value in assignments(split_at_sandbox()[0]) if commented
-    }
+    placeholders of secrets to be made (metrics token, Shopify and BigCommerce apps) are refused
+    instead (tests/e2e/test_refusals.py)."""
+    documented = commented_assignments()
     placeholders = {
         name
         for name, value in documented.items()
         if any(marker in value.lower() for marker in PLACEHOLDERS)
     }
-    assert placeholders == {"BROKER_METRICS_TOKEN", "BROKER_SHOPIFY_SECRET", "BROKER_SHOPIFY_SHOP"}
-    documented = {k: v for k, v in documented.items() if k not in placeholders}
+    assert placeholders == {
+        "BROKER_METRICS_TOKEN",
+        "BROKER_SHOPIFY_SECRET",
+        "BROKER_SHOPIFY_SHOP",
+        "BROKER_BIGCOMMERCE_CLIENT_SECRET",
+    }
+    # A platform is set whole or not at all: with its secret left out, so is the rest of it.
+    platforms = ("BROKER_SHOPIFY_", "BROKER_BIGCOMMERCE_")
+    documented = {
+        k: v for k, v in documented.items() if k not in placeholders and not k.startswith(platforms)
+    }
     settings = parse(
         {
             **documented,

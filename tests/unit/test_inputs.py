@@ -376,7 +376,7 @@ def test_valid_token_request() -> None:
     assert wanted == inputs.TokenRequest("alice", "a@example.com", 60)
     bare = inputs.token_request({"customer_id": "x" * 128, "email": None, "ttl": None})
     assert bare == inputs.TokenRequest("x" * 128, None, None)
-    assert inputs.invalidation_request({"customer_id": "alice"}) == "alice"
+    assert inputs.invalidation_request({"customer_id": "alice"}) == ("alice", None)
     assert inputs.customer_id("alice", "--customer") == "alice"
 
 

@@ -24,6 +24,8 @@ def samples(body: bytes) -> dict[tuple[str, frozenset[tuple[str, str]]], float]:
 
 
 def value(body: bytes, metric: str, /, **labels: str) -> float | None:
+    if metric == "broker_requests_total":
+        labels.setdefault("shop", "")  # requests bound to no shop, unless a test names one
     return samples(body).get((metric, frozenset(labels.items())))
 
 
@@ -187,3 +189,20 @@ def test_watched_states_are_read_at_each_render() -> None:
     assert value(body, "broker_breaker_state", name="upstream", state="half_open") == 1
     assert value(body, "broker_redis_writable") == 1
     assert value(body, "broker_store_fallback_total") == 5
+
+
+def test_request_shop_label_is_bounded_by_the_configured_shops() -> None:
+    """The shop label of a request is a configured shop, empty, or one fixed value otherwise."""
+    metrics = Metrics()
+    metrics.limit_shops(frozenset({"north", "south"}))
+    route = "/api/{version}/{shop}/CustomerReferrals2"
+    for shop in ("north", "south", "", "invented-1", "invented-2"):
+        metrics.observe_request(
+            route=route, method="GET", status=200, error_id=None, seconds=0.01, shop=shop
+        )
+    body, _ = metrics.render()
+    labels = {"route": route, "method": "GET", "status": "200", "error_id": ""}
+    assert value(body, "broker_requests_total", **labels, shop="north") == 1
+    assert value(body, "broker_requests_total", **labels, shop="south") == 1
+    assert value(body, "broker_requests_total", **labels, shop="") == 1
+    assert value(body, "broker_requests_total", **labels, shop="other") == 2

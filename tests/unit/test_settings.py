@@ -7,22 +7,26 @@ import types
 import typing
 from dataclasses import MISSING, fields
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from broker.cli import dev_environment
 from broker.config.settings import (
     DEV_ISSUER_KEY,
+    SINGLE_SHOP_ATTRIBUTES,
     VARIABLES,
     ConfigError,
     RateLimit,
     Secret,
     Settings,
+    Shop,
     deployment_problems,
     parse,
     parse_rate_limit,
     unknown_variables,
 )
+from broker.config.shops import BigCommerceApp, ShopifyApp
 from broker.config.table import TABLE
 from tests.support import ISSUER_KEY, SECRET_A, broker_env
 
@@ -48,7 +52,7 @@ def test_defaults_follow_the_spec() -> None:
     )
     assert settings.upstream_url == "https://app.bubblehouse.com"
     assert settings.api_versions == ("v2023061",)
-    assert settings.redis_url is None and settings.cors_origins == ()
+    assert settings.redis_url is None and settings.first_shop.cors_origins == ()
     assert (settings.token_ttl, settings.token_max_ttl, settings.clock_leeway) == (900, 3600, 30)
     assert (settings.cache_ttl, settings.cache_stale_ttl) == (60, 600)
     assert settings.upstream_timeout == 5.0 and settings.metrics_token is None
@@ -119,7 +123,10 @@ def test_issuer_keys_under_32_characters_are_refused_naming_the_variable(length:
     found = problems(BROKER_ISSUER_KEYS=f"{ISSUER_KEY},{short}")
     assert len(found) == 1 and found[0].startswith("BROKER_ISSUER_KEYS")
     assert "32" in found[0] and short not in found[0] and ISSUER_KEY not in found[0]
-    assert len(ISSUER_KEY) >= 32 and parse(broker_env(BROKER_ISSUER_KEYS="k" * 32)).issuer_keys
+    assert (
+        len(ISSUER_KEY) >= 32
+        and parse(broker_env(BROKER_ISSUER_KEYS="k" * 32)).first_shop.issuer_keys
+    )
 
 
 def test_all_problems_are_reported_at_once() -> None:
@@ -139,8 +146,8 @@ def test_rate_limit_forms() -> None:
 def test_first_signing_key_signs_and_all_verify() -> None:
     """The first key of BROKER_SIGNING_KEYS is the signing key."""
     settings = parse(broker_env())
-    assert settings.signing_key.kid == "key-a"
-    assert [k.kid for k in settings.signing_keys] == ["key-a", "key-b"]
+    assert settings.first_shop.signing_key.kid == "key-a"
+    assert [k.kid for k in settings.first_shop.signing_keys] == ["key-a", "key-b"]
 
 
 def test_secrets_are_masked_in_every_repr() -> None:
@@ -162,7 +169,7 @@ def test_dotenv_file_fills_gaps_and_environment_wins(tmp_path: Path) -> None:
     env.pop("BROKER_SHOP")
     env["BROKER_CACHE_TTL"] = "7"
     settings = Settings.from_env(env, env_file=env_file)
-    assert settings.shop == "from-file"
+    assert settings.first_shop.slug == "from-file"
     assert settings.cache_ttl == 7
 
 
@@ -171,7 +178,7 @@ def test_wildcard_origin_is_accepted() -> None:
     settings = parse(
         broker_env(BROKER_CORS_ORIGINS="https://*.shop.example, http://localhost:3000")
     )
-    assert settings.cors_origins == ("https://*.shop.example", "http://localhost:3000")
+    assert settings.first_shop.cors_origins == ("https://*.shop.example", "http://localhost:3000")
 
 
 @pytest.mark.parametrize(
@@ -251,7 +258,7 @@ def test_every_known_name_comes_from_variables() -> None:
 def test_broker_dev_settings_keep_working() -> None:
     """broker dev's own environment parses (its published key included), serve would refuse it."""
     env = dev_environment({}, 8000, 8001, 8002, "127.0.0.1")
-    assert parse(env).issuer_keys[0].reveal() == DEV_ISSUER_KEY
+    assert parse(env).first_shop.issuer_keys[0].reveal() == DEV_ISSUER_KEY
     refused = [p.split(":")[0] for p in deployment_problems(parse(env))]
     assert refused == ["BROKER_ISSUER_KEYS", "BROKER_BIGCOMMERCE_CLIENT_SECRET"]
 
@@ -259,10 +266,58 @@ def test_broker_dev_settings_keep_working() -> None:
 # -- the table is the one declaration ----------------------------------------------------------
 
 
+# Settings' attributes that no variable fills alone: the shops (from the single-shop variables
+# or the shops file), the file's checked text, the unknown names.
+NOT_VARIABLES = ("unknown_variables", "shops", "shops_text")
+
+
+def held(settings: Settings, attribute: str) -> object:
+    """What Settings holds for the variable of ``attribute``: the one shop's, for the single-shop
+    variables."""
+    if attribute not in SINGLE_SHOP_ATTRIBUTES:
+        return getattr(settings, attribute)
+    shop = settings.first_shop
+    shopify, bigcommerce = shop.shopify, shop.bigcommerce
+    return {
+        "shop": shop.slug,
+        "signing_keys": shop.signing_keys,
+        "issuer_keys": shop.issuer_keys,
+        "cors_origins": shop.cors_origins,
+        "shopify_secret": shopify.secret if shopify else None,
+        "shopify_shop": shopify.shop if shopify else None,
+        "bigcommerce_client_id": bigcommerce.client_id if bigcommerce else None,
+        "bigcommerce_client_secret": bigcommerce.client_secret if bigcommerce else None,
+        "bigcommerce_store_hash": bigcommerce.store_hash if bigcommerce else None,
+    }[attribute]
+
+
+def hints_of_variables() -> dict[str, Any]:
+    """The type each variable's attribute holds (the single-shop ones: in the shop's record)."""
+    hints = typing.get_type_hints(Settings)
+    shop = typing.get_type_hints(Shop)
+    app = typing.get_type_hints(ShopifyApp)
+    store = typing.get_type_hints(BigCommerceApp)
+    return {
+        **hints,
+        "shop": shop["slug"],
+        "signing_keys": shop["signing_keys"],
+        "issuer_keys": shop["issuer_keys"],
+        "cors_origins": shop["cors_origins"],
+        "shopify_secret": app["secret"] | None,
+        "shopify_shop": app["shop"] | None,
+        "bigcommerce_client_id": store["client_id"] | None,
+        "bigcommerce_client_secret": store["client_secret"] | None,
+        "bigcommerce_store_hash": store["store_hash"] | None,
+    }
+
+
 def test_settings_attributes_are_the_tables_in_its_order() -> None:
-    """Every variable of the table fills one Settings attribute, and every attribute has one."""
-    attributes = [f.name for f in fields(Settings) if f.name != "unknown_variables"]
-    assert [variable.attribute for variable in TABLE] == attributes
+    """Every variable of the table fills one Settings attribute (the single-shop ones the one
+    shop's record), and every attribute but the shops has one."""
+    attributes = [f.name for f in fields(Settings) if f.name not in NOT_VARIABLES]
+    table = [v.attribute for v in TABLE if v.attribute not in SINGLE_SHOP_ATTRIBUTES]
+    assert table == attributes
+    assert {v.attribute for v in TABLE} >= set(SINGLE_SHOP_ATTRIBUTES)
 
 
 def test_settings_writes_no_default_of_its_own() -> None:
@@ -272,7 +327,7 @@ def test_settings_writes_no_default_of_its_own() -> None:
         for f in fields(Settings)
         if f.default is not MISSING or f.default_factory is not MISSING
     ]
-    assert defaulted == ["unknown_variables"]
+    assert defaulted == ["unknown_variables", "shops_text"]
 
 
 def test_unset_variables_take_the_tables_defaults() -> None:
@@ -286,7 +341,7 @@ def test_unset_variables_take_the_tables_defaults() -> None:
     )
     for variable in TABLE:
         if variable.required is None:
-            assert getattr(settings, variable.attribute) == variable.default_value(), variable.name
+            assert held(settings, variable.attribute) == variable.default_value(), variable.name
     assert settings.rate_limit_read == RateLimit(60, 10)
     assert settings.rate_limit_write == RateLimit(20, 60)
     assert settings.rate_limit_issuer == RateLimit(10, 60)
@@ -313,7 +368,7 @@ def conforms(value: object, hint: object) -> bool:
 def test_each_reader_makes_the_attributes_type() -> None:
     """What a variable's reader makes of its default and its example has the attribute's type
     (the required variables' examples are placeholders refused on purpose: a valid value then)."""
-    hints = typing.get_type_hints(Settings)
+    hints = hints_of_variables()
     valid = broker_env()
     for variable in TABLE:
         example = valid[variable.name] if variable.required else variable.example
@@ -325,7 +380,7 @@ def test_each_reader_makes_the_attributes_type() -> None:
 
 def test_secret_variables_are_exactly_those_held_masked() -> None:
     """A variable is marked secret in the table when, and only when, Settings masks its value."""
-    hints = typing.get_type_hints(Settings)
+    hints = hints_of_variables()
     for variable in TABLE:
         masked = any(kind in str(hints[variable.attribute]) for kind in ("Secret", "SigningKey"))
         assert variable.secret == masked, variable.name

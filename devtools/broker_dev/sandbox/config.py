@@ -192,8 +192,8 @@ def sandbox_config_from_env(env: Mapping[str, str]) -> SandboxConfig:
     if problems or settings is None:
         raise ConfigError(problems)
     return SandboxConfig(
-        shop=settings.shop,
-        keys={key.kid: key.secret.reveal() for key in settings.signing_keys},
+        shop=settings.first_shop.slug,
+        keys={key.kid: key.secret.reveal() for key in settings.first_shop.signing_keys},
         versions=settings.api_versions,
         delay=delay,
         fast=fast,
