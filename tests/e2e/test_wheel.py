@@ -1,4 +1,5 @@
-"""The published client files over HTTP (spec 3.7): manifest, versioned and plain paths."""
+"""The wheel carries the built client files the broker serves (spec 3.7), and nothing else of
+clients/js."""
 
 from __future__ import annotations
 
@@ -7,16 +8,17 @@ import sys
 import tomllib
 from pathlib import Path
 
-from broker.web.clientfiles import NAMES
+from broker.web.clientfiles import SERVED
 
 ROOT = Path(__file__).resolve().parents[2]
-CLIENT = ROOT / "clients" / "js"
+DIST = ROOT / "clients" / "js" / "dist"
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 ORIGIN = "https://shop.example"  # allowed by the test settings
 
 
 def test_build_holds_exactly_the_package_files(tmp_path: Path) -> None:
-    """setuptools' build (what goes into the wheel) has the four files of clients/js, no more."""
+    """setuptools' build (what goes into the wheel) has the built files of clients/js/dist (the
+    four of the manifest and their source maps), no more."""
     # build_py is the step that lays the package out for the wheel; building the wheel itself
     # would need the `wheel` package, which the test environment does not otherwise need.
     subprocess.run(
@@ -31,6 +33,7 @@ def test_build_holds_exactly_the_package_files(tmp_path: Path) -> None:
     )
     published = tmp_path / "broker" / "clientjs"
     assert not published.is_symlink()
-    assert sorted(p.name for p in published.iterdir()) == sorted(NAMES)
-    for name in NAMES:
-        assert (published / name).read_bytes() == (CLIENT / name).read_bytes()
+    assert [p.name for p in published.iterdir()] == ["dist"]
+    assert sorted(p.name for p in (published / "dist").iterdir()) == sorted(SERVED)
+    for name in SERVED:
+        assert (published / "dist" / name).read_bytes() == (DIST / name).read_bytes()
