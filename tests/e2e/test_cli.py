@@ -108,7 +108,7 @@ def dev_process(args: list[str], env: dict[str, str]) -> Iterator[dict[str, Any]
         for port in ports:
             wait_for_port(port, timeout=30)
         assert proc.stdout is not None
-        banner = []  # printed before the servers start, so already in the pipe
+        banner: list[str] = []  # printed before the servers start, so already in the pipe
         while not banner or not banner[-1].startswith("Press Ctrl+C"):
             banner.append(proc.stdout.readline().strip())
         yield {
