@@ -82,11 +82,11 @@ def integrity(body: bytes) -> str:
     return "sha384-" + base64.b64encode(hashlib.sha384(body).digest()).decode()
 
 
-def compressed(body: bytes, tag: str) -> dict[str, Encoded]:
-    """``body`` in brotli and gzip (best compression, no timestamp: the same bytes every start),
-    each kept only when it is smaller; tagged ``"<tag>-br"`` and ``"<tag>-gzip"``."""
+def compressed(body: bytes, tag: str, quality: int = 11) -> dict[str, Encoded]:
+    """``body`` in brotli (at ``quality``) and gzip (level 9, no timestamp: the same bytes every
+    start), each kept only when it is smaller; tagged ``"<tag>-br"`` and ``"<tag>-gzip"``."""
     forms = {
-        "br": brotli.compress(body, quality=11),
+        "br": brotli.compress(body, quality=quality),
         "gzip": gzip.compress(body, compresslevel=9, mtime=0),
     }
     return {
@@ -139,8 +139,11 @@ def _read(directory: Path, version: str) -> ClientFiles:
         body = path.read_bytes()
         tag = hashlib.sha256(body).hexdigest()[:32]
         media = MEDIA_TYPES[path.suffix]
+        # Brotli's best for what shoppers download; a source map, read by developers' tools
+        # only, at 9: a few percent larger, seven times faster to make (about 50 ms, not 350).
+        quality = 9 if name in MAPS else 11
         files[name] = ClientFile(
-            name, body, media, integrity(body), f'"{tag}"', compressed(body, tag)
+            name, body, media, integrity(body), f'"{tag}"', compressed(body, tag, quality)
         )
     return ClientFiles(files, version)
 
@@ -165,6 +168,7 @@ class ClientFiles:
 
     @classmethod
     def load(cls, directory: Path = DIRECTORY, version: str = __version__) -> ClientFiles:
+        """The files of ``directory``, read and compressed once per process."""
         return _read(directory, version)
 
     def answer(self, request: Request) -> Response:
