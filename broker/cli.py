@@ -158,20 +158,33 @@ def cmd_sandbox(args: argparse.Namespace) -> int:
 
 
 def dev_environment(
-    base: dict[str, str], broker_port: int, sandbox_port: int, demo_port: int, host: str
+    base: dict[str, str],
+    broker_port: int,
+    sandbox_port: int,
+    demo_port: int,
+    host: str,
+    cors_origins: Sequence[str] = (),
 ) -> dict[str, str]:
     """The zero-configuration environment of ``broker dev``: a fresh key, the local sandbox (and
-    its BigCommerce look-alike store, whose published secret ``broker serve`` refuses)."""
+    its BigCommerce look-alike store, whose published secret ``broker serve`` refuses).
+
+    The storefront origins are the demo page's, then those of ``BROKER_CORS_ORIGINS`` in
+    ``base``, then ``cors_origins`` (``--cors-origin``), each once: a developer's own page is
+    served next to the demo."""
     from broker_dev.sandbox.bigcommerce import BigCommerceStore
 
     store = BigCommerceStore()
     secret = base64.b64encode(secrets.token_bytes(32)).decode()
+    origins = [f"http://{host}:{demo_port}", f"http://localhost:{demo_port}"]
+    for origin in [*base.get("BROKER_CORS_ORIGINS", "").split(","), *cors_origins]:
+        if origin.strip() and origin.strip() not in origins:
+            origins.append(origin.strip())
     env = {
         "BROKER_SHOP": DEV_SHOP,
         "BROKER_SIGNING_KEYS": f"{DEV_KID}:{secret}",
         "BROKER_ISSUER_KEYS": DEV_ISSUER_KEY,
         "BROKER_UPSTREAM_URL": f"http://{host}:{sandbox_port}",
-        "BROKER_CORS_ORIGINS": f"http://{host}:{demo_port},http://localhost:{demo_port}",
+        "BROKER_CORS_ORIGINS": ",".join(origins),
         "PORT": str(broker_port),
         "LOG_FORMAT": "console",
         "BROKER_BIGCOMMERCE_CLIENT_ID": store.client_id,
@@ -202,9 +215,16 @@ def cmd_dev(args: argparse.Namespace) -> int:
     broker_port = _port(args.port, "PORT", default=8000)
     sandbox_port = args.sandbox_port or broker_port + 1
     demo_port = args.demo_port or broker_port + 2
-    settings = parse(dev_environment(dict(os.environ), broker_port, sandbox_port, demo_port, host))
+    env = dev_environment(
+        dict(os.environ), broker_port, sandbox_port, demo_port, host, args.cors_origin or ()
+    )
+    try:
+        settings = parse(env)
+    except ConfigError as exc:
+        return _report("broker dev", exc)
     bigcommerce = settings.first_shop.bigcommerce
     configure_logging(settings.log_level, settings.log_format)
+    signing = settings.first_shop.signing_key
     sandbox = create_sandbox_app(
         SandboxConfig(
             shop=settings.first_shop.slug,
@@ -228,7 +248,11 @@ def cmd_dev(args: argparse.Namespace) -> int:
                 f"  broker   {broker_url}   (shop {settings.first_shop.slug}, {store})",
                 f"  sandbox  {settings.upstream_url}   (Bubblehouse look-alike)",
                 f"  demo     http://{host}:{demo_port}/   (open this in a browser)",
+                f"  storefront origins (CORS): {' '.join(settings.first_shop.cors_origins)}",
                 f"  issuer key for POST /tokens: {DEV_ISSUER_KEY}",
+                # A throwaway key made for this run, so the minting recipes can be tried here.
+                f"  signing key (mint tokens yourself): kid {signing.kid}, base64 secret "
+                f"{base64.b64encode(signing.secret.reveal()).decode()}",
                 f"  BigCommerce look-alike: {settings.upstream_url}/customer/current.jwt"
                 f"?app_client_id={bigcommerce.client_id if bigcommerce else ''}",
                 "Press Ctrl+C to stop.",
@@ -262,6 +286,12 @@ def build_parser() -> argparse.ArgumentParser:
     dev.add_argument("--port", type=int, default=None, help="broker port (default PORT or 8000)")
     dev.add_argument("--sandbox-port", type=int, default=None, help="default: broker port + 1")
     dev.add_argument("--demo-port", type=int, default=None, help="default: broker port + 2")
+    dev.add_argument(
+        "--cors-origin",
+        action="append",
+        metavar="URL",
+        help="a storefront origin to allow besides the demo's (repeatable)",
+    )
     sandbox = sub.add_parser("sandbox", help="run only the Bubblehouse look-alike")
     sandbox.add_argument("--host", default="127.0.0.1")
     sandbox.add_argument(

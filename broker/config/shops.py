@@ -1,8 +1,9 @@
 """The shops one broker serves (spec 2.1): one from the single-shop variables, or many from the
-TOML file ``BROKER_SHOPS_FILE`` names. Every part of the broker that needs a shop's keys, issuer keys, origins or platform settings
-looks the shop up in :class:`Shops`: by the slug of a path (:meth:`Shops.get`), by an issuer key
-(:meth:`Shops.by_issuer_key`), by a Shopify domain (:meth:`Shops.for_shopify`) or by a
-BigCommerce store hash (:meth:`Shops.shop_for_bigcommerce`). The single-shop case is one entry.
+TOML file ``BROKER_SHOPS_FILE`` names. Every part of the broker that needs a shop's keys, issuer
+keys, origins or platform settings looks the shop up in :class:`Shops`: by the slug of a path
+(:meth:`Shops.get`), by an issuer key (:meth:`Shops.by_issuer_key`), by a Shopify domain
+(:meth:`Shops.for_shopify`) or by a BigCommerce store hash (:meth:`Shops.shop_for_bigcommerce`).
+The single-shop case is one entry.
 
 The file::
 

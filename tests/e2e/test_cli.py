@@ -7,7 +7,10 @@ refused configuration, 1 from a failing check).
 
 from __future__ import annotations
 
+import base64
+import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -18,9 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import httpx2
+import jwt
 import pytest
 
-from broker.cli import DEV_ISSUER_KEY, main
+from broker.cli import DEV_ISSUER_KEY, dev_environment, main
 from broker.rules.tokens import TokenVerifier
 from tests.servers import free_port, wait_for_port
 from tests.stack import Sandbox
@@ -93,33 +97,36 @@ def stop(proc: subprocess.Popen[str]) -> tuple[int, str]:
     return proc.returncode, out
 
 
-@pytest.fixture
-def dev_stack(clean_env: None) -> Iterator[dict[str, Any]]:
-    """broker dev on free ports, as a user starts it."""
+@contextlib.contextmanager
+def dev_process(args: list[str], env: dict[str, str]) -> Iterator[dict[str, Any]]:
+    """broker dev on free ports, as a user starts it, with ``args`` and ``env`` added: its URLs
+    and the lines it printed before serving."""
     ports = [free_port() for _ in range(3)]
-    proc = start(
-        [
-            "dev",
-            "--port",
-            str(ports[0]),
-            "--sandbox-port",
-            str(ports[1]),
-            "--demo-port",
-            str(ports[2]),
-        ],
-        {},
-    )
+    flags = ["--port", str(ports[0]), "--sandbox-port", str(ports[1]), "--demo-port", str(ports[2])]
+    proc = start(["dev", *flags, *args], env)
     try:
         for port in ports:
             wait_for_port(port, timeout=30)
+        assert proc.stdout is not None
+        banner: list[str] = []  # printed before the servers start, so already in the pipe
+        while not banner or not banner[-1].startswith("Press Ctrl+C"):
+            banner.append(proc.stdout.readline().strip())
         yield {
             "proc": proc,
             "broker": f"http://127.0.0.1:{ports[0]}",
             "demo": f"http://127.0.0.1:{ports[2]}",
+            "banner": banner,
         }
     finally:
         code, out = stop(proc)
         assert code == 0, out
+
+
+@pytest.fixture
+def dev_stack(clean_env: None) -> Iterator[dict[str, Any]]:
+    """broker dev on free ports, as a user starts it."""
+    with dev_process([], {}) as running:
+        yield running
 
 
 @pytest.mark.slow
@@ -150,6 +157,52 @@ def test_dev_runs_the_readme_flow(dev_stack: dict[str, Any]) -> None:
         assert mismatch.status_code == 403
         assert mismatch.json()["id"] == "customer_identity_does_not_match_token"
     assert httpx2.get(dev_stack["demo"] + "/").status_code == 200
+
+
+@pytest.mark.slow
+def test_dev_serves_a_developers_own_page_and_their_own_tokens(clean_env: None) -> None:
+    """broker dev allows the origins of --cors-origin and BROKER_CORS_ORIGINS besides the
+    demo's, and prints its throwaway signing key, with which a token minted on a merchant's
+    server (as docs/recipes.md does) is accepted."""
+    own = ["https://one.shop.example", "http://localhost:5173"]
+    env = {"BROKER_CORS_ORIGINS": "https://env.shop.example"}
+    with dev_process([arg for o in own for arg in ("--cors-origin", o)], env) as dev:
+        printed = "\n".join(dev["banner"])
+        key = re.search(r"signing key .*: kid (\S+), base64 secret (\S+)", printed)
+        assert key, printed
+        now = int(time.time())
+        claims = {"aud": "BH", "sub": "demo-shop/own-page", "iat": now, "exp": now + 300}
+        token = jwt.encode(
+            claims, base64.b64decode(key[2]), algorithm="HS256", headers={"kid": key[1]}
+        )
+        path = dev["broker"] + "/api/v2023061/demo-shop/CustomerReferrals2"
+        for origin in [*own, "https://env.shop.example", dev["demo"]]:
+            answer = httpx2.post(
+                path,
+                json={},
+                headers={"Authorization": f"Bearer {token}", "Origin": origin},
+                timeout=10,
+            )
+            assert answer.status_code == 200, answer.text
+            assert answer.headers["access-control-allow-origin"] == origin
+            assert origin in printed
+        other = httpx2.options(
+            path,
+            headers={"Origin": "https://other.example", "Access-Control-Request-Method": "POST"},
+            timeout=10,
+        )
+        assert "access-control-allow-origin" not in other.headers
+
+
+def test_dev_key_is_new_each_run_and_bad_origins_are_refused(
+    clean_env: None, capfd: pytest.CaptureFixture[str]
+) -> None:
+    """Each broker dev run makes its own signing key; a bad --cors-origin stops it with exit 2
+    naming BROKER_CORS_ORIGINS, before anything listens."""
+    first, second = (dev_environment({}, 1, 2, 3, "127.0.0.1") for _ in range(2))
+    assert first["BROKER_SIGNING_KEYS"] != second["BROKER_SIGNING_KEYS"]
+    assert main(["dev", "--port", "1", "--cors-origin", "not an origin"]) == 2
+    assert "BROKER_CORS_ORIGINS" in capfd.readouterr().err
 
 
 @pytest.mark.slow

@@ -1,5 +1,6 @@
 """docs/recipes.md: the token minters run (Node, PHP, Python) and the broker accepts their
-tokens; the React and Vue components parse."""
+tokens; the React and Vue components parse; the platform files it links exist (their checks:
+test_recipes_shopify.py, test_recipes_magento.py)."""
 
 from __future__ import annotations
 
@@ -131,6 +132,16 @@ def test_every_recipe_is_extracted() -> None:
         "ReferralWidget.vue",
         "bigcommerce-script-manager.html",
     }
+
+
+def test_recipes_link_every_platform_file() -> None:
+    """docs/recipes.md links every file under docs/recipes/, so none is left undocumented."""
+    text = RECIPES_MD.read_text()
+    docs = ROOT / "docs"
+    files = sorted(p.relative_to(docs) for p in (docs / "recipes").rglob("*") if p.is_file())
+    assert len(files) >= 12
+    missing = [str(path) for path in files if f"]({path})" not in text]
+    assert missing == []
 
 
 @pytest.mark.parametrize("name", sorted(DRIVERS))

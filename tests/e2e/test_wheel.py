@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from broker.web.clientfiles import NAMES
+from broker.web.clientfiles import SERVED
 
 ROOT = Path(__file__).resolve().parents[2]
-CLIENT = ROOT / "clients" / "js"
+DIST = ROOT / "clients" / "js" / "dist"
 VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 ORIGIN = "https://shop.example"  # allowed by the test settings
 
@@ -82,15 +82,16 @@ def test_the_cli_names_the_missing_tools() -> None:
 
 
 def test_build_holds_exactly_the_package_files(built: tuple[Path, str]) -> None:
-    """The wheel has the four files of clients/js, no more, and the build warns of nothing
-    deprecated (the license is an SPDX expression)."""
+    """The wheel has the built files of clients/js/dist (the four of the manifest and their
+    source maps), no more, and the build warns of nothing deprecated (the license is an SPDX
+    expression)."""
     wheel, printed = built
     assert "DeprecationWarning" not in printed
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
-        published = sorted(n.rsplit("/", 1)[1] for n in names if n.startswith("broker/clientjs/"))
-        assert published == sorted(NAMES)
-        for name in NAMES:
-            assert archive.read(f"broker/clientjs/{name}") == (CLIENT / name).read_bytes()
+        published = sorted(n for n in names if n.startswith("broker/clientjs/"))
+        assert published == sorted(f"broker/clientjs/dist/{name}" for name in SERVED)
+        for name in SERVED:
+            assert archive.read(f"broker/clientjs/dist/{name}") == (DIST / name).read_bytes()
         [metadata] = [n for n in names if n.endswith(".dist-info/METADATA")]
         assert "License-Expression: LicenseRef-Proprietary" in archive.read(metadata).decode()

@@ -38,7 +38,6 @@ ROOT = Path(__file__).resolve().parents[2]
 AXE = ROOT / "clients" / "js" / "node_modules" / "axe-core" / "axe.min.js"
 ARTIFACTS = ROOT / "test-artifacts"  # the docs' screenshots are copies of these
 SHOP_TEXT = "Referrals are paused until Monday. Thank you for your patience!"
-NONCE = "widget-test-nonce"
 PAGE_STYLE = """body { font-family: Georgia, serif; margin: 24px; max-width: 720px; }
 @media (max-width: 480px) { body { margin: 12px; } }
 @media (prefers-color-scheme: dark) { body { background: #121212; color: #eee; } }
@@ -62,12 +61,16 @@ body { background: #10202b; color: #f2f5f7; }""",
 }
 
 
-def strict_csp(broker_url: str) -> str:
-    """The policy a careful shop sends: no inline style at all, scripts and calls named."""
-    return (
-        f"default-src 'none'; script-src 'nonce-{NONCE}' {broker_url}; "
-        f"connect-src 'self' {broker_url}; style-src 'self'; img-src 'self' data:"
-    )
+STOREFRONT_DOC = ROOT / "docs" / "storefront-client.md"
+DOC_BROKER = "https://referrals.shop.example"  # the broker's URL in the docs' examples
+
+
+def documented_csp(broker_url: str) -> str:
+    """The Content-Security-Policy that docs/storefront-client.md tells a shop to send, with this
+    test's broker in place of the docs' example."""
+    found = re.search(r"```\nContent-Security-Policy: (.*?)```", STOREFRONT_DOC.read_text(), re.S)
+    assert found, "docs/storefront-client.md has no Content-Security-Policy block"
+    return " ".join(found.group(1).split()).replace(DOC_BROKER, broker_url)
 
 
 @dataclass(frozen=True)
@@ -91,7 +94,6 @@ def storefront_app(broker_url: str) -> Starlette:
     async def page(request: Request) -> Response:
         manifest = (await http.get(f"{broker_url}/static/manifest.json")).json()
         widget = manifest["files"]["referral-widget.js"]
-        client = manifest["files"]["referrals.js"]
         query = request.query_params
         customer = query.get("customer", "demo-widget")
         lang = query.get("lang", "en")
@@ -104,23 +106,21 @@ def storefront_app(broker_url: str) -> Starlette:
         tag = " ".join(f'{name}="{value}"' for name, value in attributes.items() if value)
         incentive = query.get("incentive")
         slot = f'<p slot="incentive">{incentive}</p>' if incentive else ""
-        # The import map gives referrals.js (imported by the widget) its integrity too.
-        imports = {"integrity": {f"{broker_url}{client['path']}": client["integrity"]}}
-        strict = query.get("csp") == "strict"
+        # One tag: the widget is one module with the client inside, all covered by its integrity.
+        strict = query.get("csp") == "documented"
         style = (
             "" if strict else f"<style>{PAGE_STYLE}{SHOP_STYLES[query.get('colours', '')]}</style>"
         )
         html = f"""<!doctype html>
 <html lang="{lang}"><head><meta charset="utf-8"><title>A storefront</title>
 <meta name="viewport" content="width=device-width, initial-scale=1">
-<script type="importmap" nonce="{NONCE}">{json.dumps(imports)}</script>
 <script type="module" src="{broker_url}{widget["path"]}" integrity="{widget["integrity"]}"
         crossorigin="anonymous"></script>
 {style}
 </head><body><main><h1>My account</h1>
 <referral-widget {tag}>{slot}</referral-widget>
 </main></body></html>"""
-        headers = {"Content-Security-Policy": strict_csp(broker_url)} if strict else {}
+        headers = {"Content-Security-Policy": documented_csp(broker_url)} if strict else {}
         return HTMLResponse(html, headers=headers)
 
     async def token(request: Request) -> Response:
@@ -668,20 +668,40 @@ def test_auto_theme_follows_the_page_color_scheme(page: Page, stack: Stack) -> N
     assert background == "rgb(31, 31, 31)"
 
 
-def test_styled_under_a_strict_content_security_policy(page: Page, stack: Stack) -> None:
-    """With style-src 'self' (no inline styles) the widget is fully styled, and nothing is
-    refused."""
+def test_works_under_the_documented_content_security_policy(page: Page, stack: Stack) -> None:
+    """With exactly the policy docs/storefront-client.md gives a shop (no inline style, scripts
+    and calls named), the widget loads with its integrity, is fully styled, reads the history
+    and draws a QR code, and the browser reports no violation."""
+    policy = documented_csp(stack.broker)
+    assert {d.split()[0] for d in policy.split("; ")} >= {"script-src", "connect-src", "style-src"}
     page.add_init_script(
         "window.violations = []; document.addEventListener('securitypolicyviolation', "
         "(e) => window.violations.push(e.violatedDirective + ' ' + e.blockedURI))"
     )
-    widget = open_shop(page, stack, "demo-csp", csp="strict")
+    console: list[str] = []
+    page.on("console", lambda message: console.append(message.text))
+    widget = open_shop(page, stack, "demo-csp", csp="documented")
+    assert page.evaluate("window.violations") == []
     send = widget.get_by_role("button", name="Send invitation")
     assert send.evaluate("(el) => getComputedStyle(el).backgroundColor") == "rgb(11, 87, 208)"
     box = send.bounding_box()
     assert box is not None and box["height"] >= 44
     expect(widget.locator("[part=referral]")).to_have_count(5)
+    widget.get_by_label("Share by").select_option("qr-code")
+    send.click()
+    expect(widget.get_by_role("img", name="QR code for your referral link")).to_be_visible()
+    expect(widget.locator("[part=referral]")).to_have_count(6)
     assert page.evaluate("window.violations") == []
+    assert [text for text in console if "Content Security Policy" in text] == []
+    scripts = page.evaluate(
+        "[...document.scripts].map((s) => [s.src, s.integrity, s.crossOrigin, s.type])"
+    )
+    widget_path = stack.http.get(f"{stack.broker}/static/manifest.json").json()["files"][
+        "referral-widget.js"
+    ]
+    assert len(scripts) == 1  # one tag, whose integrity covers all the widget runs
+    assert scripts[0][0] == stack.broker + widget_path["path"]
+    assert scripts[0][1:] == [widget_path["integrity"], "anonymous", "module"]
 
 
 def test_keyboard_only_sending(page: Page, stack: Stack) -> None:
