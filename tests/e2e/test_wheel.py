@@ -3,6 +3,7 @@ tools (sandbox, demo, check, docs generator) nor what only they need."""
 
 from __future__ import annotations
 
+import shutil
 import subprocess
 import sys
 import tomllib
@@ -32,11 +33,30 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, str]:
 
 def build(tmp_path: Path) -> tuple[Path, str]:
     """The wheel, built by the pinned build backend of pyproject.toml in pip's isolated build
-    environment, and what the build printed."""
+    environment, and what the build printed. It builds a copy of the checkout (what git does not
+    ignore), so a build/ or .egg-info left by an earlier build cannot leak into it."""
+    source = tmp_path / "source"
+    tracked = (
+        subprocess.run(
+            ["git", "ls-files", "-z", "--cached", "--others", "--exclude-standard"],
+            cwd=ROOT,
+            check=True,
+            capture_output=True,
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for name in filter(None, tracked):
+        origin, copy = ROOT / name, source / name
+        copy.parent.mkdir(parents=True, exist_ok=True)
+        if origin.is_symlink():
+            copy.symlink_to(origin.readlink())
+        elif origin.is_file():
+            shutil.copyfile(origin, copy)
     built = subprocess.run(
         [
             *(sys.executable, "-m", "pip", "wheel", "--no-deps", "-v"),
-            *("--disable-pip-version-check", "-w", str(tmp_path / "dist"), str(ROOT)),
+            *("--disable-pip-version-check", "-w", str(tmp_path / "dist"), str(source)),
         ],
         check=True,
         capture_output=True,
