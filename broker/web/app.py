@@ -179,6 +179,9 @@ def create_app(
         )
 
     live_tracing = tracing if tracing.enabled else None
+    bigcommerce_origins = tuple(
+        dict.fromkeys(o for shop in settings.shops if shop.bigcommerce for o in shop.cors_origins)
+    )
     middleware = [
         Middleware(TelemetryMiddleware, observe=observe, tracing=live_tracing),
         Middleware(ControlCharacterPaths),  # before CORS and routing: spec 3.4
@@ -186,6 +189,10 @@ def create_app(
             CORSMiddleware,
             origins=settings.shops.origins(),
             shop_origins={shop.slug: shop.cors_origins for shop in settings.shops},
+            # /bigcommerce/token: the origins of the shops it is configured for (spec 4).
+            path_origins={"/bigcommerce/token": bigcommerce_origins}
+            if bigcommerce_origins
+            else None,
             browser=[*browser, *storefront],
             server_only=[*server_only, metrics_route],  # spec 4: /metrics is no browser's
         ),

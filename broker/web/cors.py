@@ -94,6 +94,7 @@ class CORSMiddleware:
         browser: Sequence[BaseRoute] = (),
         server_only: Sequence[BaseRoute] = (),
         shop_origins: Mapping[str, tuple[str, ...]] | None = None,
+        path_origins: Mapping[str, tuple[str, ...]] | None = None,
     ) -> None:
         self.app = app
         self.policy = OriginPolicy(origins)
@@ -105,9 +106,17 @@ class CORSMiddleware:
             shop: shared.setdefault(given, OriginPolicy(given))
             for shop, given in (shop_origins or {}).items()
         }
+        # Routes that name no shop in their path but serve some shops only (/bigcommerce/token).
+        self.path_policies = {
+            path: shared.setdefault(given, OriginPolicy(given))
+            for path, given in (path_origins or {}).items()
+        }
 
     def policy_for(self, path: str) -> OriginPolicy:
-        """The origins of the shop ``/api/<version>/<shop>/...`` names, else everyone's."""
+        """The origins of the shop ``/api/<version>/<shop>/...`` names, or of the shops a route
+        serves, else everyone's."""
+        if path in self.path_policies:
+            return self.path_policies[path]
         if self.shop_policies and path.startswith("/api/"):
             parts = path.split("/", 4)
             if len(parts) > 3:

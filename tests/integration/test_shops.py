@@ -235,3 +235,33 @@ def test_metrics_count_requests_by_configured_shop(served: Served) -> None:
     assert any('shop="north"' in line and 'status="200"' in line for line in lines)
     assert any('shop=""' in line and 'status="404"' in line for line in lines)
     assert not any('shop="west"' in line for line in lines)
+
+
+def test_bigcommerce_route_answers_the_origins_of_its_shops_only(
+    tmp_path: Path, shops_env: dict[str, str]
+) -> None:
+    """With south alone on BigCommerce, /bigcommerce/token carries CORS for south's origin
+    and none for north's (spec 4: the shop it is configured for)."""
+    path = tmp_path / "shops-bigcommerce.toml"
+    path.write_text(
+        SHOPS
+        + 'bigcommerce = { store_hash = "south1", client_id = "south-app", '
+        + 'client_secret = "a-bigcommerce-client-secret-0123456789" }\n'
+    )
+    settings = parse({**shops_env, "BROKER_SHOPS_FILE": str(path)})
+    app = create_app(settings, upstream_transport=FakeTransport(TwoShopBubblehouse()))
+    preflight = {"Access-Control-Request-Method": "POST"}
+    with serve_app(app) as server, httpx2.Client(base_url=server.url, timeout=10) as client:
+        south = client.options(
+            "/bigcommerce/token", headers={**preflight, "Origin": "https://south.example"}
+        )
+        north = client.options(
+            "/bigcommerce/token", headers={**preflight, "Origin": "https://north.example"}
+        )
+        refused = client.post(
+            "/bigcommerce/token", json={"token": "x"}, headers={"Origin": "https://south.example"}
+        )
+    assert south.headers["access-control-allow-origin"] == "https://south.example"
+    assert "access-control-allow-origin" not in north.headers
+    assert refused.status_code == 401
+    assert refused.headers["access-control-allow-origin"] == "https://south.example"
