@@ -37,8 +37,7 @@ log = structlog.get_logger("broker.cache")
 
 Outcome = Literal["hit", "miss", "stale", "collapsed", "bypass"]
 
-# A consistency token that no cache tier can satisfy: the send's invalidation may not have
-# reached Redis, so the next read goes to Bubblehouse.
+# A generation no cache tier can satisfy (Redis never heard of the send): ask Bubblehouse.
 BYPASS = 1 << 62
 
 
@@ -326,14 +325,15 @@ class ReferralCache:
         return found
 
     async def _put(self, keys: EntryKeys, body: bytes, gen: int, token: str, epoch: int) -> int:
-        """Store ``body`` if the generation is still ``gen``: its freshness in ms, or 0."""
-        # Shorten (never lengthen) each freshness a little, so a fleet of keys expires spread out.
+        """Store ``body`` if the generation is still ``gen``: its freshness in ms (shortened a
+        little at random, so a fleet of keys expires spread out), or 0."""
         fresh_ms = int(self.ttl_ms * (1 - random.uniform(0, self.jitter)))  # noqa: S311 - spread, not secrecy
         keep_ms = fresh_ms + self.stale_ms
 
         async def put(entries: Entries) -> int:
             if self.store.epoch != epoch:
-                return 0  # the generation seen belongs to the other backend
+                await entries.release(keys, token, 0)  # seen on the other backend: free the lease
+                return 0
             fresh, keep = fresh_ms, keep_ms
             if not entries.shared and self.store.redis is not None:
                 # Read while Redis is down: other processes' sends cannot reach this copy.
