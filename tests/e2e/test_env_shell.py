@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 import subprocess
 from pathlib import Path
 
@@ -11,23 +10,6 @@ from dotenv import dotenv_values
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLE = ROOT / ".env.example"
-
-# "NAME=value" (read) or "# NAME=value" (documented default, not read).
-ASSIGNMENT = re.compile(r"^(?P<commented>#\s*)?(?P<name>[A-Z][A-Z0-9_]*)=(?P<value>.*)$")
-SANDBOX_HEADING = "development sandbox"
-SANDBOX_VARIABLES = ("SANDBOX_DELAY", "SANDBOX_FAST")
-GROUPS = (
-    "Required",
-    "Upstream",
-    "Redis",
-    "Browser",
-    "Tokens",
-    "Cache",
-    "Limits",
-    "Observability",
-    "Server",
-    "Development sandbox",
-)
 
 
 def test_a_posix_shell_reads_the_same_values() -> None:

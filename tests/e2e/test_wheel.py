@@ -16,12 +16,9 @@ from broker.web.clientfiles import SERVED
 
 ROOT = Path(__file__).resolve().parents[2]
 DIST = ROOT / "clients" / "js" / "dist"
-VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
-ORIGIN = "https://shop.example"  # allowed by the test settings
 
 
-# One worker builds: two builds at once in one source tree clash (setuptools writes build/ and
-# the .egg-info there).
+# One worker builds the wheel, once for the module (a build takes seconds).
 pytestmark = pytest.mark.xdist_group("wheel")
 
 

@@ -3,11 +3,7 @@ internationalised addresses reach it unchanged."""
 
 from __future__ import annotations
 
-from broker.rules.tokens import Customer
 from tests.stack import Broker, Sandbox
-
-ALICE = Customer("test-shop", "alice", "alice@example.com", 2**40)
-CONTROLS = ["\n", "\r", "\t", "\x00", "\x7f", "\x85", "\u2028"]
 
 
 def test_destination_with_newline_never_reaches_bubblehouse(

@@ -35,23 +35,6 @@ from tests.unit.test_openapi import document_for
 
 READ_PATH = "/api/{version}/{shop}/CustomerReferrals2"
 WRITE_PATH = "/api/{version}/{shop}/Refer2"
-CONTRACT = {
-    ("/tokens", "post"),
-    ("/invalidations", "post"),
-    (READ_PATH, "get"),
-    (READ_PATH, "post"),
-    (READ_PATH, "options"),
-    (WRITE_PATH, "post"),
-    (WRITE_PATH, "options"),
-    ("/healthz", "get"),
-    ("/readyz", "get"),
-    ("/metrics", "get"),
-    ("/openapi.json", "get"),
-    ("/shopify/token", "get"),
-    ("/bigcommerce/token", "post"),
-    ("/bigcommerce/token", "options"),
-}
-METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 
 
 def test_served_document_is_the_document(live: LiveBroker) -> None:
