@@ -9,12 +9,14 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import httpx2
 import orjson
 
 from tests.servers import free_port, wait_for_port
@@ -128,3 +130,37 @@ def read_to_close(sock: socket.socket) -> bytes:
     except TimeoutError:
         return TIMED_OUT
     return answer
+
+
+class Loop:
+    """What a client calling in a loop saw: the calls answered, and every failure."""
+
+    def __init__(self) -> None:
+        self.answered = 0
+        self.failures: list[str] = []
+
+
+@contextlib.contextmanager
+def calls_in_a_loop(call: Callable[[], int]) -> Iterator[Loop]:
+    """Run ``call`` (which returns a status) over and over in a thread until the block ends;
+    a status other than 200 or an HTTP error is a failure."""
+    seen, stop = Loop(), threading.Event()
+
+    def loop() -> None:
+        while not stop.is_set():
+            try:
+                status = call()
+            except httpx2.HTTPError as exc:
+                seen.failures.append(repr(exc))
+                continue
+            if status != 200:
+                seen.failures.append(str(status))
+            seen.answered += 1
+
+    client = threading.Thread(target=loop)
+    client.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        client.join(timeout=30)

@@ -37,9 +37,6 @@ log = structlog.get_logger("broker.cache")
 
 Outcome = Literal["hit", "miss", "stale", "collapsed", "bypass"]
 
-# A generation no cache tier can satisfy (Redis never heard of the send): ask Bubblehouse.
-BYPASS = 1 << 62
-
 
 @dataclass(frozen=True)
 class CacheKey:
@@ -132,9 +129,8 @@ class ReferralCache:
             served = self.near_hit(key, min_gen or 0)
             if served is not None:
                 return served
-        if min_gen is not None and caching and (min_gen >= BYPASS or self.store.state == "down"):
-            # The send's invalidation may not be in Redis, or Redis is away: only
-            # Bubblehouse knows the list is current.
+        if min_gen is not None and caching and self.store.state == "down":
+            # Redis is away: another instance may hold an older list; only Bubblehouse knows.
             return Served(await load(), "broker; fwd=miss; detail=consistency", "bypass", None)
         if not caching and limit is None:
             # Nothing to look up and nothing to count in Redis: no round trip at all.

@@ -5,7 +5,6 @@ a restart and without failing a request; a bad file on SIGHUP is logged one line
 from __future__ import annotations
 
 import base64
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +14,7 @@ import jwt
 import pytest
 
 from tests.e2e.test_sighup import hang_up_and_wait
-from tests.serving import Served, broker_serve, wait_for_event, worker_pids
+from tests.serving import Served, broker_serve, calls_in_a_loop, wait_for_event, worker_pids
 
 VERSION = "v2023061"
 OLD = base64.b64encode(b"o" * 40).decode()
@@ -79,32 +78,11 @@ def test_shops_added_rekeyed_and_removed_on_sighup_without_a_failed_request(
     assert kid_of(mint(served, KEY_NORTH)) == "k1"
     assert mint(served, KEY_SOUTH).status_code == 401
     pid = served.proc.pid
-    failures: list[str] = []
-    answered = 0
-    stop = threading.Event()
-
-    def loop() -> None:
-        nonlocal answered
-        while not stop.is_set():
-            try:
-                status = mint(served, KEY_NORTH).status_code
-            except httpx2.HTTPError as exc:
-                failures.append(repr(exc))
-                continue
-            if status != 200:
-                failures.append(str(status))
-            answered += 1
-
-    client = threading.Thread(target=loop)
-    client.start()
-    try:
+    with calls_in_a_loop(lambda: mint(served, KEY_NORTH).status_code) as seen:
         (served.output.parent / "shops.toml").write_text(NORTH_REKEYED + SOUTH)
         hang_up_and_wait(served, "config.reloaded")
         time.sleep(0.5)
-    finally:
-        stop.set()
-        client.join(timeout=30)
-    assert failures == [] and answered > 20
+    assert seen.failures == [] and seen.answered > 20
     assert served.proc.poll() is None and served.proc.pid == pid
     assert kid_of(mint(served, KEY_NORTH)) == "k2"
     south = mint(served, KEY_SOUTH)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,7 +16,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.serving import Served, broker_serve, wait_for_event, worker_pids
+from tests.serving import Served, broker_serve, calls_in_a_loop, wait_for_event, worker_pids
 from tests.stack import READ_PATH
 
 OLD_ORIGIN = "https://old.example"
@@ -56,32 +55,13 @@ def test_sighup_with_one_worker_reloads_without_failing_a_request(served: Served
     wait_for_event(served, "broker.started")
     assert allows(served, OLD_ORIGIN) and not allows(served, NEW_ORIGIN)
     (worker,) = worker_pids(served.proc.pid)
-    failures: list[str] = []
-    answered = 0
-    stop = threading.Event()
-
-    def loop() -> None:
-        nonlocal answered
-        while not stop.is_set():
-            try:
-                status = httpx2.get(f"{served.url}/healthz", timeout=10).status_code
-            except httpx2.HTTPError as exc:
-                failures.append(repr(exc))
-                continue
-            if status != 200:
-                failures.append(str(status))
-            answered += 1
-
-    client = threading.Thread(target=loop)
-    client.start()
-    try:
+    with calls_in_a_loop(
+        lambda: httpx2.get(f"{served.url}/healthz", timeout=10).status_code
+    ) as seen:
         (served.output.parent / ".env").write_text(f"BROKER_CORS_ORIGINS={NEW_ORIGIN}\n")
         hang_up_and_wait(served, "config.reloaded")
         time.sleep(0.5)
-    finally:
-        stop.set()
-        client.join(timeout=30)
-    assert failures == [] and answered > 20
+    assert seen.failures == [] and seen.answered > 20
     assert served.proc.poll() is None
     assert allows(served, NEW_ORIGIN) and not allows(served, OLD_ORIGIN)
     assert worker_pids(served.proc.pid) != [worker]
