@@ -27,8 +27,12 @@ def settings() -> Settings:
 
 @pytest.fixture(scope="module")
 def browser() -> Iterator[Any]:
-    """Debian's Chromium, headless, driven by Playwright (no browser download); one a module."""
-    from playwright.sync_api import sync_playwright
+    """Debian's Chromium, headless, driven by Playwright (no browser download); one a module.
+    Expectations wait up to 15 s: the suite runs four workers on two cores, and a page that
+    waits on the broker, the sandbox and a demo server can pass Playwright's 5 s default."""
+    from playwright.sync_api import expect, sync_playwright
+
+    expect.set_options(timeout=15_000)
 
     with sync_playwright() as playwright:
         chromium = playwright.chromium.launch(executable_path=CHROMIUM, args=CHROMIUM_ARGS)
