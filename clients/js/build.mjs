@@ -7,7 +7,12 @@
 // runs), their .map files, and copies of the two .d.ts files; then prints each file's size raw,
 // gzip and brotli.
 //
-// The output is deterministic: the same sources and the same esbuild give the same bytes,
+// esbuild bundles and minifies (the widget's stylesheet as CSS, its words without their indent);
+// terser then renames again and compresses what is left (its names, chosen by how often each is
+// used, gzip better: about 0.3 KB less on the widget). Its map is chained to esbuild's, so the published maps point into
+// the sources.
+//
+// The output is deterministic: the same sources and the same tools give the same bytes,
 // wherever outdir is (the maps name their sources relative to dist/). tests/e2e/test_client_js.py
 // rebuilds and compares with the committed dist/, so the two never drift apart.
 import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
@@ -15,7 +20,8 @@ import { basename, dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { brotliCompressSync, gzipSync } from "node:zlib";
 
-import { build } from "esbuild";
+import { build, transform } from "esbuild";
+import { minify } from "terser";
 
 const here = dirname(fileURLToPath(import.meta.url));
 const dist = join(here, "dist");
@@ -24,6 +30,29 @@ const outdir = resolve(process.argv[2] ?? dist);
 const SOURCES = { "referrals.js": false, "referral-widget.js": true };
 const TYPES = ["referrals.d.ts", "referral-widget.d.ts"];
 const TARGET = ["chrome94", "edge94", "firefox93", "safari15.4"];
+// The widget's stylesheet and its table of words: the template literals after `const CSS =` and
+// `const WORDS =`, with no ${} in them.
+const STYLESHEET = /(const CSS = `)([^`$]*)(`;)/;
+const WORDS = /(const WORDS = `)([^`$]*)(`;)/;
+
+// Minifies the widget's two big literals, which a JS minifier keeps as they are: the stylesheet
+// as CSS, and the words without the indentation that makes them readable (each line is trimmed
+// when read). Later lines keep their numbers, so esbuild's map stays true to the source.
+const compactLiterals = {
+  name: "compact-literals",
+  setup(builder) {
+    builder.onLoad({ filter: /referral-widget\.js$/ }, async ({ path }) => {
+      let source = await readFile(path, "utf8");
+      const stylesheet = STYLESHEET.exec(source);
+      if (!stylesheet || !WORDS.test(source)) throw new Error(`${path}: no const CSS or const WORDS literal to compact`);
+      const { code } = await transform(stylesheet[2], { loader: "css", minify: true, target: TARGET });
+      const lines = stylesheet[2].split("\n").length - 1;
+      source = source.replace(STYLESHEET, (_, open, __, close) => open + code.trim() + close + "\n".repeat(lines));
+      source = source.replace(WORDS, (_, open, words, close) => open + words.replace(/\n[ \t]+/g, "\n") + close);
+      return { contents: source, loader: "js" };
+    });
+  },
+};
 
 await mkdir(outdir, { recursive: true });
 for (const [name, bundle] of Object.entries(SOURCES)) {
@@ -34,14 +63,30 @@ for (const [name, bundle] of Object.entries(SOURCES)) {
     write: false,
     bundle,
     minify: true,
-    sourcemap: "linked",
+    sourcemap: "external",
     sourcesContent: true,
     format: "esm",
     target: TARGET,
     legalComments: "none",
     logLevel: "warning",
+    plugins: bundle ? [compactLiterals] : [],
   });
-  for (const file of result.outputFiles) await writeFile(join(outdir, basename(file.path)), file.contents);
+  const code = result.outputFiles.find((file) => file.path.endsWith(".js")).text;
+  const map = result.outputFiles.find((file) => file.path.endsWith(".map")).text;
+  const final = await minify(code, {
+    module: true,
+    ecma: 2020,
+    // Function expressions become arrows and object methods shorthand: nothing here is
+    // constructed with `new` from a function expression or reads a method's prototype.
+    compress: { passes: 2, unsafe_arrows: true, unsafe_methods: true },
+    mangle: true,
+    sourceMap: { content: map, url: `${name}.map`, includeSources: true },
+  });
+  // The maps carry the sources as written (the stylesheet unminified), not as esbuild read them.
+  const chained = JSON.parse(final.map);
+  chained.sourcesContent = await Promise.all(chained.sources.map((source) => readFile(join(dist, source), "utf8")));
+  await writeFile(join(outdir, name), `${final.code}\n`);
+  await writeFile(join(outdir, `${name}.map`), JSON.stringify(chained));
 }
 for (const name of TYPES) await copyFile(join(here, name), join(outdir, name));
 

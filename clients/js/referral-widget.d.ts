@@ -12,14 +12,14 @@ import type {
 export type WidgetMessageKey =
   | "title" | "yourLink" | "getLink" | "copy" | "copied" | "share" | "invite" | "channel"
   | "destination" | "send" | "sending" | "sent" | "loading" | "loaded" | "history" | "empty"
-  | "more" | "retry" | "open" | "link" | "qr" | "sentOn" | "acceptedOn" | "points" | "reward"
+  | "more" | "retry" | "open" | "qr" | "sentOn" | "acceptedOn" | "points" | "reward"
   | "coupon" | "joined" | "earned" | "noRewards" | "new" | "shareText"
   | "status.invited" | "status.qualified" | "status.approved" | "status.rejected"
   | "status.expired" | "status.pending"
-  | "channel.email" | "channel.sms" | "channel.qr-code" | "channel.custom-personal"
+  | "channel.email" | "channel.qr-code" | "channel.custom-personal"
   | "channel.custom-social"
-  | "error.signin" | "error.destination" | "error.rate" | "error.network" | "error.timeout"
-  | "error.unavailable" | "error.account" | "error.refused" | "error.setup" | "error.generic";
+  | "error.signin" | "error.destination" | "error.rate" | "error.network"
+  | "error.unavailable" | "error.account" | "error.refused" | "error.generic";
 
 /** A plural: one text per Intl.PluralRules category; `other` is the fallback. */
 export type PluralText = Partial<Record<"zero" | "one" | "two" | "few" | "many", string>> & {

@@ -14,7 +14,6 @@
 import {
   CHANNELS,
   DEFAULT_VERSION,
-  ERROR_IDS,
   createReferralsClient,
   httpUrl,
   isKnownShareAction,
@@ -27,222 +26,415 @@ const text = (value) => (typeof value === "string" && value.trim() ? value : nul
 /** Channel names that are the same in every language (brands); others are translated. */
 const BRANDS = {
   facebook: "Facebook", messenger: "Messenger", whatsapp: "WhatsApp", twitter: "X (Twitter)",
-  instagram: "Instagram", threads: "Threads", telegram: "Telegram",
+  instagram: "Instagram", threads: "Threads", telegram: "Telegram", sms: "SMS",
 };
 
-/** The built-in wording, by language. `{name}` placeholders are filled in; an object of
- * Intl.PluralRules categories (`one`, `other`, ...) is a plural, chosen by `{count}`. */
-export const MESSAGES = Object.freeze({
-  en: {
-    title: "Refer a friend", yourLink: "Your referral link", getLink: "Get my link",
-    copy: "Copy link", copied: "Link copied.", share: "Share…", invite: "Invite a friend",
-    channel: "Share by", destination: "Friend's email", send: "Send invitation",
-    sending: "Sending…", sent: "Your invitation is ready.", loading: "Loading your referrals…",
-    loaded: { one: "{count} referral", other: "{count} referrals" }, history: "Your referrals",
-    empty: "You have not referred anyone yet.", more: "Show more", retry: "Try again",
-    open: "Open {channel}", link: "Your referral link", qr: "QR code for your referral link",
-    sentOn: "Sent {date}", acceptedOn: "Joined {date}",
-    points: { one: "{count} point", other: "{count} points" }, reward: "Reward: {reward}",
-    coupon: "Code {code}", joined: { one: "{count} friend joined", other: "{count} friends joined" },
-    earned: "{reward} earned", noRewards: "No rewards yet", new: "New", shareText: "{link}",
-    "status.invited": "Invited", "status.qualified": "Qualified", "status.approved": "Approved",
-    "status.rejected": "Rejected", "status.expired": "Expired", "status.pending": "Pending",
-    "channel.email": "Email", "channel.sms": "SMS", "channel.qr-code": "QR code",
-    "channel.custom-personal": "Personal message", "channel.custom-social": "Social post",
-    "error.signin": "Please sign in to refer your friends.",
-    "error.destination": "Please enter a valid email address for your friend.",
-    "error.rate": "Too many attempts. Please try again in {duration}.",
-    "error.network": "The referral service can't be reached. Check your connection and try again.",
-    "error.timeout": "The referral service is taking too long to answer. Please try again.",
-    "error.unavailable": "Referrals are unavailable right now. Please try again in a moment.",
-    "error.account": "We couldn't find your customer account. Please sign out and in again.",
-    "error.refused": "This invitation couldn't be sent.",
-    "error.setup": "Referrals can't be shown here right now.",
-    "error.generic": "Something went wrong. Please try again.",
-  },
-  de: {
-    title: "Freunde werben", yourLink: "Dein Empfehlungslink", getLink: "Meinen Link holen",
-    copy: "Link kopieren", copied: "Link kopiert.", share: "Teilen…", invite: "Freund einladen",
-    channel: "Teilen per", destination: "E-Mail-Adresse deines Freundes", send: "Einladung senden",
-    sending: "Wird gesendet…", sent: "Deine Einladung ist bereit.",
-    loading: "Deine Empfehlungen werden geladen…",
-    loaded: { one: "{count} Empfehlung", other: "{count} Empfehlungen" },
-    history: "Deine Empfehlungen", empty: "Du hast noch niemanden geworben.",
-    more: "Mehr anzeigen", retry: "Erneut versuchen", open: "{channel} öffnen",
-    link: "Dein Empfehlungslink", qr: "QR-Code für deinen Empfehlungslink",
-    sentOn: "Gesendet am {date}", acceptedOn: "Beigetreten am {date}",
-    points: { one: "{count} Punkt", other: "{count} Punkte" }, reward: "Prämie: {reward}",
-    coupon: "Code {code}",
-    joined: { one: "{count} Freund beigetreten", other: "{count} Freunde beigetreten" },
-    earned: "Verdient: {reward}", noRewards: "Noch keine Prämien", new: "Neu",
-    "status.invited": "Eingeladen", "status.qualified": "Qualifiziert",
-    "status.approved": "Bestätigt", "status.rejected": "Abgelehnt",
-    "status.expired": "Abgelaufen", "status.pending": "Ausstehend",
-    "channel.email": "E-Mail", "channel.sms": "SMS", "channel.qr-code": "QR-Code",
-    "channel.custom-personal": "Persönliche Nachricht", "channel.custom-social": "Beitrag",
-    "error.signin": "Bitte melde dich an, um Freunde zu werben.",
-    "error.destination": "Bitte gib eine gültige E-Mail-Adresse ein.",
-    "error.rate": "Zu viele Versuche. Bitte versuche es in {duration} erneut.",
-    "error.network": "Der Empfehlungsdienst ist nicht erreichbar. Prüfe deine Verbindung und versuche es erneut.",
-    "error.timeout": "Der Empfehlungsdienst antwortet gerade nicht. Bitte versuche es erneut.",
-    "error.unavailable": "Empfehlungen sind gerade nicht verfügbar. Bitte versuche es gleich noch einmal.",
-    "error.account": "Dein Kundenkonto wurde nicht gefunden. Bitte melde dich ab und wieder an.",
-    "error.refused": "Diese Einladung konnte nicht gesendet werden.",
-    "error.setup": "Empfehlungen können hier gerade nicht angezeigt werden.",
-    "error.generic": "Etwas ist schiefgelaufen. Bitte versuche es erneut.",
-  },
-  fr: {
-    title: "Parrainer un ami", yourLink: "Votre lien de parrainage", getLink: "Obtenir mon lien",
-    copy: "Copier le lien", copied: "Lien copié.", share: "Partager…", invite: "Inviter un ami",
-    channel: "Partager par", destination: "E-mail de votre ami", send: "Envoyer l'invitation",
-    sending: "Envoi…", sent: "Votre invitation est prête.",
-    loading: "Chargement de vos parrainages…",
-    loaded: { one: "{count} parrainage", other: "{count} parrainages" },
-    history: "Vos parrainages", empty: "Vous n'avez encore parrainé personne.",
-    more: "Afficher plus", retry: "Réessayer", open: "Ouvrir {channel}",
-    link: "Votre lien de parrainage", qr: "QR code de votre lien de parrainage",
-    sentOn: "Envoyé le {date}", acceptedOn: "Inscrit le {date}",
-    points: { one: "{count} point", other: "{count} points" }, reward: "Récompense : {reward}",
-    coupon: "Code {code}", joined: { one: "{count} ami inscrit", other: "{count} amis inscrits" },
-    earned: "Gains : {reward}", noRewards: "Pas encore de récompense", new: "Nouveau",
-    "status.invited": "Invité", "status.qualified": "Qualifié", "status.approved": "Validé",
-    "status.rejected": "Refusé", "status.expired": "Expiré", "status.pending": "En attente",
-    "channel.email": "E-mail", "channel.sms": "SMS", "channel.qr-code": "QR code",
-    "channel.custom-personal": "Message personnel", "channel.custom-social": "Publication",
-    "error.signin": "Connectez-vous pour parrainer vos amis.",
-    "error.destination": "Saisissez une adresse e-mail valide.",
-    "error.rate": "Trop de tentatives. Réessayez dans {duration}.",
-    "error.network": "Le service de parrainage est injoignable. Vérifiez votre connexion et réessayez.",
-    "error.timeout": "Le service de parrainage met trop de temps à répondre. Réessayez.",
-    "error.unavailable": "Le parrainage est indisponible pour le moment. Réessayez dans un instant.",
-    "error.account": "Votre compte client est introuvable. Déconnectez-vous puis reconnectez-vous.",
-    "error.refused": "Cette invitation n'a pas pu être envoyée.",
-    "error.setup": "Le parrainage ne peut pas être affiché ici pour le moment.",
-    "error.generic": "Une erreur est survenue. Veuillez réessayer.",
-  },
-  es: {
-    title: "Invita a un amigo", yourLink: "Tu enlace de invitación", getLink: "Obtener mi enlace",
-    copy: "Copiar enlace", copied: "Enlace copiado.", share: "Compartir…",
-    invite: "Invitar a un amigo", channel: "Compartir por", destination: "Correo de tu amigo",
-    send: "Enviar invitación", sending: "Enviando…", sent: "Tu invitación está lista.",
-    loading: "Cargando tus invitaciones…",
-    loaded: { one: "{count} invitación", other: "{count} invitaciones" },
-    history: "Tus invitaciones", empty: "Todavía no has invitado a nadie.", more: "Ver más",
-    retry: "Reintentar", open: "Abrir {channel}", link: "Tu enlace de invitación",
-    qr: "Código QR de tu enlace de invitación", sentOn: "Enviada el {date}",
-    acceptedOn: "Se unió el {date}", points: { one: "{count} punto", other: "{count} puntos" },
-    reward: "Recompensa: {reward}", coupon: "Código {code}",
-    joined: { one: "{count} amigo se unió", other: "{count} amigos se unieron" },
-    earned: "Ganado: {reward}", noRewards: "Aún sin recompensas", new: "Nueva",
-    "status.invited": "Invitado", "status.qualified": "Cualificado",
-    "status.approved": "Aprobado", "status.rejected": "Rechazado",
-    "status.expired": "Caducado", "status.pending": "Pendiente",
-    "channel.email": "Correo electrónico", "channel.sms": "SMS", "channel.qr-code": "Código QR",
-    "channel.custom-personal": "Mensaje personal", "channel.custom-social": "Publicación",
-    "error.signin": "Inicia sesión para invitar a tus amigos.",
-    "error.destination": "Introduce un correo electrónico válido.",
-    "error.rate": "Demasiados intentos. Inténtalo de nuevo en {duration}.",
-    "error.network": "No se puede conectar con el servicio de invitaciones. Comprueba tu conexión e inténtalo de nuevo.",
-    "error.timeout": "El servicio de invitaciones tarda demasiado en responder. Inténtalo de nuevo.",
-    "error.unavailable": "Las invitaciones no están disponibles ahora. Inténtalo de nuevo en un momento.",
-    "error.account": "No encontramos tu cuenta de cliente. Cierra sesión y vuelve a entrar.",
-    "error.refused": "No se pudo enviar esta invitación.",
-    "error.setup": "Las invitaciones no se pueden mostrar aquí ahora.",
-    "error.generic": "Algo salió mal. Inténtalo de nuevo.",
-  },
-  it: {
-    title: "Invita un amico", yourLink: "Il tuo link di invito", getLink: "Ottieni il mio link",
-    copy: "Copia link", copied: "Link copiato.", share: "Condividi…", invite: "Invita un amico",
-    channel: "Condividi tramite", destination: "Email del tuo amico", send: "Invia invito",
-    sending: "Invio…", sent: "Il tuo invito è pronto.", loading: "Caricamento dei tuoi inviti…",
-    loaded: { one: "{count} invito", other: "{count} inviti" }, history: "I tuoi inviti",
-    empty: "Non hai ancora invitato nessuno.", more: "Mostra altri", retry: "Riprova",
-    open: "Apri {channel}", link: "Il tuo link di invito",
-    qr: "Codice QR del tuo link di invito", sentOn: "Inviato il {date}",
-    acceptedOn: "Iscritto il {date}", points: { one: "{count} punto", other: "{count} punti" },
-    reward: "Premio: {reward}", coupon: "Codice {code}",
-    joined: { one: "{count} amico iscritto", other: "{count} amici iscritti" },
-    earned: "Guadagnato: {reward}", noRewards: "Nessun premio ancora", new: "Nuovo",
-    "status.invited": "Invitato", "status.qualified": "Qualificato",
-    "status.approved": "Approvato", "status.rejected": "Rifiutato",
-    "status.expired": "Scaduto", "status.pending": "In attesa",
-    "channel.email": "Email", "channel.sms": "SMS", "channel.qr-code": "Codice QR",
-    "channel.custom-personal": "Messaggio personale", "channel.custom-social": "Post social",
-    "error.signin": "Accedi per invitare i tuoi amici.",
-    "error.destination": "Inserisci un indirizzo email valido.",
-    "error.rate": "Troppi tentativi. Riprova tra {duration}.",
-    "error.network": "Il servizio inviti non è raggiungibile. Controlla la connessione e riprova.",
-    "error.timeout": "Il servizio inviti non risponde. Riprova.",
-    "error.unavailable": "Gli inviti non sono disponibili al momento. Riprova tra poco.",
-    "error.account": "Non troviamo il tuo account cliente. Esci e accedi di nuovo.",
-    "error.refused": "Non è stato possibile inviare questo invito.",
-    "error.setup": "Gli inviti non possono essere mostrati qui al momento.",
-    "error.generic": "Si è verificato un errore. Riprova.",
-  },
-  nl: {
-    title: "Nodig een vriend uit", yourLink: "Jouw uitnodigingslink",
-    getLink: "Mijn link ophalen", copy: "Link kopiëren", copied: "Link gekopieerd.",
-    share: "Delen…", invite: "Vriend uitnodigen", channel: "Delen via",
-    destination: "E-mailadres van je vriend", send: "Uitnodiging versturen",
-    sending: "Versturen…", sent: "Je uitnodiging is klaar.",
-    loading: "Je uitnodigingen worden geladen…",
-    loaded: { one: "{count} uitnodiging", other: "{count} uitnodigingen" },
-    history: "Jouw uitnodigingen", empty: "Je hebt nog niemand uitgenodigd.",
-    more: "Meer tonen", retry: "Opnieuw proberen", open: "{channel} openen",
-    link: "Jouw uitnodigingslink", qr: "QR-code van je uitnodigingslink",
-    sentOn: "Verstuurd op {date}", acceptedOn: "Aangemeld op {date}",
-    points: { one: "{count} punt", other: "{count} punten" }, reward: "Beloning: {reward}",
-    coupon: "Code {code}",
-    joined: { one: "{count} vriend aangemeld", other: "{count} vrienden aangemeld" },
-    earned: "Verdiend: {reward}", noRewards: "Nog geen beloningen", new: "Nieuw",
-    "status.invited": "Uitgenodigd", "status.qualified": "Gekwalificeerd",
-    "status.approved": "Goedgekeurd", "status.rejected": "Afgewezen",
-    "status.expired": "Verlopen", "status.pending": "In behandeling",
-    "channel.email": "E-mail", "channel.sms": "Sms", "channel.qr-code": "QR-code",
-    "channel.custom-personal": "Persoonlijk bericht",
-    "channel.custom-social": "Bericht op sociale media",
-    "error.signin": "Log in om je vrienden uit te nodigen.",
-    "error.destination": "Vul een geldig e-mailadres in.",
-    "error.rate": "Te veel pogingen. Probeer het over {duration} opnieuw.",
-    "error.network": "De uitnodigingsservice is niet bereikbaar. Controleer je verbinding en probeer het opnieuw.",
-    "error.timeout": "De uitnodigingsservice reageert te traag. Probeer het opnieuw.",
-    "error.unavailable": "Uitnodigingen zijn nu niet beschikbaar. Probeer het zo opnieuw.",
-    "error.account": "We kunnen je klantaccount niet vinden. Log uit en weer in.",
-    "error.refused": "Deze uitnodiging kon niet worden verstuurd.",
-    "error.setup": "Uitnodigingen kunnen hier nu niet worden getoond.",
-    "error.generic": "Er ging iets mis. Probeer het opnieuw.",
-  },
-  pt: {
-    title: "Indique um amigo", yourLink: "Seu link de indicação", getLink: "Obter meu link",
-    copy: "Copiar link", copied: "Link copiado.", share: "Compartilhar…",
-    invite: "Convidar um amigo", channel: "Compartilhar por", destination: "E-mail do seu amigo",
-    send: "Enviar convite", sending: "Enviando…", sent: "Seu convite está pronto.",
-    loading: "Carregando suas indicações…",
-    loaded: { one: "{count} indicação", other: "{count} indicações" },
-    history: "Suas indicações", empty: "Você ainda não indicou ninguém.", more: "Mostrar mais",
-    retry: "Tentar novamente", open: "Abrir {channel}", link: "Seu link de indicação",
-    qr: "Código QR do seu link de indicação", sentOn: "Enviado em {date}",
-    acceptedOn: "Entrou em {date}", points: { one: "{count} ponto", other: "{count} pontos" },
-    reward: "Recompensa: {reward}", coupon: "Código {code}",
-    joined: { one: "{count} amigo entrou", other: "{count} amigos entraram" },
-    earned: "Ganho: {reward}", noRewards: "Nenhuma recompensa ainda", new: "Novo",
-    "status.invited": "Convidado", "status.qualified": "Qualificado",
-    "status.approved": "Aprovado", "status.rejected": "Recusado",
-    "status.expired": "Expirado", "status.pending": "Pendente",
-    "channel.email": "E-mail", "channel.sms": "SMS", "channel.qr-code": "Código QR",
-    "channel.custom-personal": "Mensagem pessoal", "channel.custom-social": "Publicação",
-    "error.signin": "Entre na sua conta para indicar amigos.",
-    "error.destination": "Digite um e-mail válido.",
-    "error.rate": "Muitas tentativas. Tente novamente em {duration}.",
-    "error.network": "Não foi possível acessar o serviço de indicações. Verifique sua conexão e tente novamente.",
-    "error.timeout": "O serviço de indicações está demorando para responder. Tente novamente.",
-    "error.unavailable": "As indicações não estão disponíveis agora. Tente novamente em instantes.",
-    "error.account": "Não encontramos sua conta de cliente. Saia e entre novamente.",
-    "error.refused": "Não foi possível enviar este convite.",
-    "error.setup": "As indicações não podem ser exibidas aqui agora.",
-    "error.generic": "Algo deu errado. Tente novamente.",
-  },
-});
+// The built-in wording: each key, then its words in the languages of the first line, one a
+// line and in that order (an empty line: the English words). `{name}` placeholders are filled
+// in; "one|other" is a plural, chosen by `{count}` through Intl.PluralRules. Kept as one text
+// rather than an object a language because the keys, written once, keep the widget small.
+const WORDS = `en de fr es it nl pt
+title
+  Refer a friend
+  Freunde werben
+  Parrainer un ami
+  Invita a un amigo
+  Invita un amico
+  Nodig een vriend uit
+  Indique um amigo
+yourLink
+  Your referral link
+  Dein Empfehlungslink
+  Votre lien de parrainage
+  Tu enlace de invitación
+  Il tuo link di invito
+  Jouw uitnodigingslink
+  Seu link de indicação
+getLink
+  Get my link
+  Meinen Link holen
+  Obtenir mon lien
+  Obtener mi enlace
+  Ottieni il mio link
+  Mijn link ophalen
+  Obter meu link
+copy
+  Copy link
+  Link kopieren
+  Copier le lien
+  Copiar enlace
+  Copia link
+  Link kopiëren
+  Copiar link
+copied
+  Link copied.
+  Link kopiert.
+  Lien copié.
+  Enlace copiado.
+  Link copiato.
+  Link gekopieerd.
+  Link copiado.
+share
+  Share…
+  Teilen…
+  Partager…
+  Compartir…
+  Condividi…
+  Delen…
+  Compartilhar…
+invite
+  Invite a friend
+  Freund einladen
+  Inviter un ami
+  Invitar a un amigo
+  Invita un amico
+  Vriend uitnodigen
+  Convidar um amigo
+channel
+  Share by
+  Teilen per
+  Partager par
+  Compartir por
+  Condividi tramite
+  Delen via
+  Compartilhar por
+destination
+  Friend's email
+  E-Mail-Adresse deines Freundes
+  E-mail de votre ami
+  Correo de tu amigo
+  Email del tuo amico
+  E-mailadres van je vriend
+  E-mail do seu amigo
+send
+  Send invitation
+  Einladung senden
+  Envoyer l'invitation
+  Enviar invitación
+  Invia invito
+  Uitnodiging versturen
+  Enviar convite
+sending
+  Sending…
+  Wird gesendet…
+  Envoi…
+  Enviando…
+  Invio…
+  Versturen…
+  Enviando…
+sent
+  Your invitation is ready.
+  Deine Einladung ist bereit.
+  Votre invitation est prête.
+  Tu invitación está lista.
+  Il tuo invito è pronto.
+  Je uitnodiging is klaar.
+  Seu convite está pronto.
+loading
+  Loading your referrals…
+  Deine Empfehlungen werden geladen…
+  Chargement de vos parrainages…
+  Cargando tus invitaciones…
+  Caricamento dei tuoi inviti…
+  Je uitnodigingen worden geladen…
+  Carregando suas indicações…
+loaded
+  {count} referral|{count} referrals
+  {count} Empfehlung|{count} Empfehlungen
+  {count} parrainage|{count} parrainages
+  {count} invitación|{count} invitaciones
+  {count} invito|{count} inviti
+  {count} uitnodiging|{count} uitnodigingen
+  {count} indicação|{count} indicações
+history
+  Your referrals
+  Deine Empfehlungen
+  Vos parrainages
+  Tus invitaciones
+  I tuoi inviti
+  Jouw uitnodigingen
+  Suas indicações
+empty
+  You have not referred anyone yet.
+  Du hast noch niemanden geworben.
+  Vous n'avez encore parrainé personne.
+  Todavía no has invitado a nadie.
+  Non hai ancora invitato nessuno.
+  Je hebt nog niemand uitgenodigd.
+  Você ainda não indicou ninguém.
+more
+  Show more
+  Mehr anzeigen
+  Afficher plus
+  Ver más
+  Mostra altri
+  Meer tonen
+  Mostrar mais
+retry
+  Try again
+  Erneut versuchen
+  Réessayer
+  Reintentar
+  Riprova
+  Opnieuw proberen
+  Tentar novamente
+open
+  Open {channel}
+  {channel} öffnen
+  Ouvrir {channel}
+  Abrir {channel}
+  Apri {channel}
+  {channel} openen
+  Abrir {channel}
+qr
+  QR code for your referral link
+  QR-Code für deinen Empfehlungslink
+  QR code de votre lien de parrainage
+  Código QR de tu enlace de invitación
+  Codice QR del tuo link di invito
+  QR-code van je uitnodigingslink
+  Código QR do seu link de indicação
+sentOn
+  Sent {date}
+  Gesendet am {date}
+  Envoyé le {date}
+  Enviada el {date}
+  Inviato il {date}
+  Verstuurd op {date}
+  Enviado em {date}
+acceptedOn
+  Joined {date}
+  Beigetreten am {date}
+  Inscrit le {date}
+  Se unió el {date}
+  Iscritto il {date}
+  Aangemeld op {date}
+  Entrou em {date}
+points
+  {count} point|{count} points
+  {count} Punkt|{count} Punkte
+  {count} point|{count} points
+  {count} punto|{count} puntos
+  {count} punto|{count} punti
+  {count} punt|{count} punten
+  {count} ponto|{count} pontos
+reward
+  Reward: {reward}
+  Prämie: {reward}
+  Récompense : {reward}
+  Recompensa: {reward}
+  Premio: {reward}
+  Beloning: {reward}
+  Recompensa: {reward}
+coupon
+  Code {code}
+  Code {code}
+  Code {code}
+  Código {code}
+  Codice {code}
+  Code {code}
+  Código {code}
+joined
+  {count} friend joined|{count} friends joined
+  {count} Freund beigetreten|{count} Freunde beigetreten
+  {count} ami inscrit|{count} amis inscrits
+  {count} amigo se unió|{count} amigos se unieron
+  {count} amico iscritto|{count} amici iscritti
+  {count} vriend aangemeld|{count} vrienden aangemeld
+  {count} amigo entrou|{count} amigos entraram
+earned
+  {reward} earned
+  Verdient: {reward}
+  Gains : {reward}
+  Ganado: {reward}
+  Guadagnato: {reward}
+  Verdiend: {reward}
+  Ganho: {reward}
+noRewards
+  No rewards yet
+  Noch keine Prämien
+  Pas encore de récompense
+  Aún sin recompensas
+  Nessun premio ancora
+  Nog geen beloningen
+  Nenhuma recompensa ainda
+new
+  New
+  Neu
+  Nouveau
+  Nueva
+  Nuovo
+  Nieuw
+  Novo
+shareText
+  {link}
+
+
+
+
+
+
+status.invited
+  Invited
+  Eingeladen
+  Invité
+  Invitado
+  Invitato
+  Uitgenodigd
+  Convidado
+status.qualified
+  Qualified
+  Qualifiziert
+  Qualifié
+  Cualificado
+  Qualificato
+  Gekwalificeerd
+  Qualificado
+status.approved
+  Approved
+  Bestätigt
+  Validé
+  Aprobado
+  Approvato
+  Goedgekeurd
+  Aprovado
+status.rejected
+  Rejected
+  Abgelehnt
+  Refusé
+  Rechazado
+  Rifiutato
+  Afgewezen
+  Recusado
+status.expired
+  Expired
+  Abgelaufen
+  Expiré
+  Caducado
+  Scaduto
+  Verlopen
+  Expirado
+status.pending
+  Pending
+  Ausstehend
+  En attente
+  Pendiente
+  In attesa
+  In behandeling
+  Pendente
+channel.email
+  Email
+  E-Mail
+  E-mail
+  Correo electrónico
+  Email
+  E-mail
+  E-mail
+channel.qr-code
+  QR code
+  QR-Code
+  QR code
+  Código QR
+  Codice QR
+  QR-code
+  Código QR
+channel.custom-personal
+  Personal message
+  Persönliche Nachricht
+  Message personnel
+  Mensaje personal
+  Messaggio personale
+  Persoonlijk bericht
+  Mensagem pessoal
+channel.custom-social
+  Social post
+  Beitrag
+  Publication
+  Publicación
+  Post social
+  Bericht op sociale media
+  Publicação
+error.signin
+  Sign in to refer your friends.
+  Melde dich an, um Freunde zu werben.
+  Connectez-vous pour parrainer vos amis.
+  Inicia sesión para invitar a tus amigos.
+  Accedi per invitare i tuoi amici.
+  Log in om je vrienden uit te nodigen.
+  Entre na sua conta para indicar amigos.
+error.destination
+  Please enter a valid email address.
+  Bitte gib eine gültige E-Mail-Adresse ein.
+  Saisissez une adresse e-mail valide.
+  Introduce un correo electrónico válido.
+  Inserisci un indirizzo email valido.
+  Vul een geldig e-mailadres in.
+  Digite um e-mail válido.
+error.rate
+  Too many attempts. Try again in {duration}.
+  Zu viele Versuche. Versuche es in {duration} erneut.
+  Trop de tentatives. Réessayez dans {duration}.
+  Demasiados intentos. Inténtalo de nuevo en {duration}.
+  Troppi tentativi. Riprova tra {duration}.
+  Te veel pogingen. Probeer het over {duration} opnieuw.
+  Muitas tentativas. Tente novamente em {duration}.
+error.network
+  The referral service can't be reached. Check your connection.
+  Der Empfehlungsdienst ist nicht erreichbar. Prüfe deine Verbindung.
+  Le service de parrainage est injoignable. Vérifiez votre connexion.
+  No se puede conectar con el servicio. Comprueba tu conexión.
+  Il servizio inviti non è raggiungibile. Controlla la connessione.
+  De service is niet bereikbaar. Controleer je verbinding.
+  Não foi possível conectar. Verifique sua conexão.
+error.unavailable
+  Referrals are unavailable right now.
+  Empfehlungen sind gerade nicht verfügbar.
+  Le parrainage est indisponible pour le moment.
+  Las invitaciones no están disponibles ahora.
+  Gli inviti non sono disponibili al momento.
+  Uitnodigingen zijn nu niet beschikbaar.
+  As indicações não estão disponíveis agora.
+error.account
+  Your account wasn't found. Sign out and in again.
+  Dein Konto wurde nicht gefunden. Melde dich ab und wieder an.
+  Votre compte est introuvable. Reconnectez-vous.
+  No encontramos tu cuenta. Vuelve a iniciar sesión.
+  Account non trovato. Esci e accedi di nuovo.
+  Je account is niet gevonden. Log uit en weer in.
+  Conta não encontrada. Saia e entre novamente.
+error.refused
+  This invitation couldn't be sent.
+  Diese Einladung konnte nicht gesendet werden.
+  Cette invitation n'a pas pu être envoyée.
+  No se pudo enviar esta invitación.
+  Non è stato possibile inviare questo invito.
+  Deze uitnodiging kon niet worden verstuurd.
+  Não foi possível enviar este convite.
+error.generic
+  Something went wrong. Try again.
+  Etwas ist schiefgelaufen. Versuche es erneut.
+  Une erreur est survenue. Veuillez réessayer.
+  Algo salió mal. Inténtalo de nuevo.
+  Si è verificato un errore. Riprova.
+  Er ging iets mis. Probeer het opnieuw.
+  Algo deu errado. Tente novamente.`;
+
+/** The built-in wording, by language: `{ en: { title: "Refer a friend", ... }, de: ... }`. */
+export const MESSAGES = parseWords(WORDS);
+
+function parseWords(words) {
+  const [head, ...lines] = words.split("\n");
+  const langs = head.split(" ");
+  const tables = Object.fromEntries(langs.map((lang) => [lang, {}]));
+  for (let at = 0; at < lines.length; at += langs.length + 1) {
+    langs.forEach((lang, i) => {
+      const value = lines[at + 1 + i].trim();
+      const [one, other] = value.split("|");
+      if (value) tables[lang][lines[at]] = other === undefined ? value : { one, other };
+    });
+  }
+  return Object.freeze(Object.fromEntries(langs.map((lang) => [lang, Object.freeze(tables[lang])])));
+}
 
 // Languages a shop added (addMessages), over the built-in ones; and the widgets on the page,
 // so that words added later reach them.
@@ -271,16 +463,16 @@ const SHARE_LINKS = {
 const CSS = `
 :host { display: block; font: var(--referral-widget-font, inherit); }
 :host([hidden]), [hidden] { display: none !important; }
-.root { --_bg: #ffffff; --_fg: #1f1f1f; --_muted: #555555; --_border: #8a8d91; --_accent: #0b57d0;
-  --_accent-fg: #ffffff; --_error: #b3261e; --_success: #146c2e; color-scheme: light;
-  --bg: var(--referral-widget-bg, var(--_bg)); --fg: var(--referral-widget-fg, var(--_fg));
-  --muted: var(--referral-widget-muted, var(--_muted)); --border: var(--referral-widget-border, var(--_border));
-  --accent: var(--referral-widget-accent, var(--_accent)); --accent-fg: var(--referral-widget-accent-fg, var(--_accent-fg));
-  --error: var(--referral-widget-error, var(--_error)); --success: var(--referral-widget-success, var(--_success));
+.root { --bg: var(--referral-widget-bg, #fff); --fg: var(--referral-widget-fg, #1f1f1f);
+  --muted: var(--referral-widget-muted, #555); --border: var(--referral-widget-border, #8a8d91);
+  --accent: var(--referral-widget-accent, #0b57d0); --accent-fg: var(--referral-widget-accent-fg, #fff);
+  --error: var(--referral-widget-error, #b3261e); --success: var(--referral-widget-success, #146c2e);
   --row: var(--referral-widget-row-bg, transparent); --focus: var(--referral-widget-focus, var(--accent));
-  --radius: var(--referral-widget-radius, 12px); color: var(--fg); }
-.root.dark { --_bg: #1f1f1f; --_fg: #ececec; --_muted: #c2c2c2; --_border: #8e9196; --_accent: #a8c7fa;
-  --_accent-fg: #062e6f; --_error: #ffb4ab; --_success: #8fd69f; color-scheme: dark; }
+  --radius: var(--referral-widget-radius, 12px); --r: calc(var(--radius) * .66); color: var(--fg); color-scheme: light; }
+.dark { --bg: var(--referral-widget-bg, #1f1f1f); --fg: var(--referral-widget-fg, #ececec);
+  --muted: var(--referral-widget-muted, #c2c2c2); --border: var(--referral-widget-border, #8e9196);
+  --accent: var(--referral-widget-accent, #a8c7fa); --accent-fg: var(--referral-widget-accent-fg, #062e6f);
+  --error: var(--referral-widget-error, #ffb4ab); --success: var(--referral-widget-success, #8fd69f); color-scheme: dark; }
 .panel { background: var(--bg); border: 1px solid var(--border); border-radius: var(--radius);
   padding: 1rem 1.25rem 1.25rem; }
 h2 { font-size: 1.25em; margin: 0; line-height: 1.3; }
@@ -291,9 +483,8 @@ p { margin: 0; }
 .summary { list-style: none; margin: .75rem 0 0; padding: 0; display: flex; flex-wrap: wrap; gap: .25rem 1.25rem; }
 .summary li { font-weight: 600; }
 input, select, button, .button { box-sizing: border-box; min-height: 2.75rem; font: inherit;
-  line-height: 1.25; border-radius: calc(var(--radius) * .66); padding: .5rem .8rem; margin: 0; }
+  line-height: 1.25; border-radius: var(--r); padding: .5rem .8rem; margin: 0; }
 input, select { border: 1px solid var(--border); color: var(--fg); background: var(--bg); width: 100%; min-width: 0; }
-input[readonly] { color: var(--fg); }
 input[aria-invalid="true"] { border-color: var(--error); border-width: 2px; }
 button, .button { border: 1px solid var(--accent); cursor: pointer; background: var(--accent);
   color: var(--accent-fg); font-weight: 600; text-decoration: none; display: inline-flex;
@@ -309,20 +500,19 @@ form.row > label { flex: 1 1 12rem; display: flex; flex-direction: column; gap: 
   border-right-color: transparent; border-radius: 50%; animation: spin .8s linear infinite; }
 [aria-busy="true"] > .spinner { display: inline-block; }
 .message { margin: .75rem 0 0; }
-.message:empty { display: none; }
 .message.error, .state { color: var(--error); font-weight: 600; }
 .state { display: flex; flex-wrap: wrap; gap: .75rem; align-items: center; justify-content: space-between;
-  border: 1px solid var(--error); border-radius: calc(var(--radius) * .66); padding: .75rem 1rem; margin: 1rem 0 0; }
+  border: 1px solid var(--error); border-radius: var(--r); padding: .75rem 1rem; margin: 1rem 0 0; }
 .dev { margin: .75rem 0 0; font: .85em/1.4 ui-monospace, monospace; color: var(--muted);
   border-left: 3px solid var(--border); padding-left: .5rem; }
-.share { margin-top: .75rem; }
-.share:empty { display: none; }
+.share, .more { margin-top: .75rem; }
+.share:empty, .message:empty { display: none; }
 .share > * + * { margin-top: .5rem; }
 .qr { background: #fff; padding: 8px; border-radius: 8px; width: var(--qr, 168px); max-width: 100%; height: auto; display: block; }
 .rows { list-style: none; margin: 0; padding: 0; display: grid; gap: .5rem; }
 .rows > li { display: grid; grid-template-columns: 7.5rem minmax(0, 1fr) auto; gap: .125rem 1rem;
   align-items: baseline; padding: .6rem .75rem; border: 1px solid var(--border);
-  border-radius: calc(var(--radius) * .66); background: var(--row); }
+  border-radius: var(--r); background: var(--row); }
 .rows > li.new { border-left: 6px solid var(--accent); padding-left: calc(.75rem - 5px); }
 .rows > li.note { display: block; color: var(--muted); border-style: dashed; }
 .status { font-weight: 700; }
@@ -339,7 +529,6 @@ form.row > label { flex: 1 1 12rem; display: flex; flex-direction: column; gap: 
 .skeleton { display: block; height: 1.25em; border-radius: 6px; background: var(--border); opacity: .3;
   animation: pulse 1.2s ease-in-out infinite alternate; }
 .rows > li.skel { display: block; }
-.more { margin-top: .75rem; }
 .chips { display: flex; flex-wrap: wrap; gap: .5rem; margin-top: .5rem; }
 @keyframes spin { to { transform: rotate(360deg); } }
 @keyframes pulse { to { opacity: .12; } }
@@ -420,7 +609,7 @@ function tokenFromUrl(url) {
 const Element = globalThis.HTMLElement ?? class {};
 const CONNECTION = new Set(["broker", "shop", "version", "token-url"]);
 const PAGE = 10; // rows shown at first, and added by each "show more"
-// Developer faults: shown to the shopper as error.setup (or network), to the developer in full.
+// Developer faults: shown to the shopper as error.unavailable (or network), to the developer in full.
 const DEVELOPER = new Set(["broker_unreachable", "no_token_source", "token_source_failed", "widget_not_configured"]);
 
 export class ReferralWidget extends Element {
@@ -893,7 +1082,7 @@ export class ReferralWidget extends Element {
     let message = String(error?.message || error);
     if (id === "network_error" && navigator.onLine !== false) {
       id = "broker_unreachable";
-      message = `the broker at ${this.getAttribute("broker")} did not answer: check the broker attribute, that the broker runs, and that this page's origin (${location.origin}) is in BROKER_CORS_ORIGINS`;
+      message = `no answer from the broker at ${this.getAttribute("broker")}: is it running, and is ${location.origin} in its BROKER_CORS_ORIGINS?`;
     }
     if (id !== error?.id && typeof error === "object" && error) error.widgetId = id;
     if (DEVELOPER.has(id)) {
@@ -909,8 +1098,9 @@ export class ReferralWidget extends Element {
   #shopperWords(error, during) {
     const id = error?.widgetId || error?.id || "";
     const status = error?.status ?? 0;
-    // The shop's words from Bubblehouse: a send refused with a 4xx of Bubblehouse's own id only.
-    const refusal = status >= 400 && status < 500 && status !== 401 && status !== 429 && !ERROR_IDS.includes(id);
+    // The shop's words from Bubblehouse: a send it refused with a 4xx. The broker passes them on
+    // for nothing else (never with one of its own ids); a 401 or a 429 keeps the widget's words.
+    const refusal = status >= 400 && status < 500 && status !== 401 && status !== 429;
     if (during === "send" && refusal && text(error?.upstreamMessage)) return error.upstreamMessage;
     if (id === "missing_token" || id === "invalid_token") return this.t("error.signin");
     if (id === "invalid_input" && error.field === "destination") return this.t("error.destination");
@@ -919,11 +1109,9 @@ export class ReferralWidget extends Element {
       const duration = new Intl.NumberFormat(this.language, { style: "unit", unit: "second", unitDisplay: "long" }).format(seconds);
       return this.t("error.rate", { duration });
     }
-    if (id === "network_error") return this.t("error.network");
-    if (id === "timeout" || id === "upstream_timeout") return this.t("error.timeout");
-    if (DEVELOPER.has(id)) return this.t(id === "broker_unreachable" ? "error.network" : "error.setup");
+    if (id === "network_error" || id === "broker_unreachable") return this.t("error.network");
     if (/customer/.test(id) && status >= 400 && status < 500) return this.t("error.account");
-    if (id.startsWith("upstream_") || id === "unexpected_response" || status >= 500) return this.t("error.unavailable");
+    if (DEVELOPER.has(id) || id.startsWith("upstream_") || id === "timeout" || id === "unexpected_response" || status >= 500) return this.t("error.unavailable");
     if (during === "send" && status >= 400 && status < 500 && status !== 409) return this.t("error.refused");
     return this.t("error.generic");
   }
@@ -999,7 +1187,7 @@ export class ReferralWidget extends Element {
 
   #linkBox(url) {
     if (!url) return [];
-    const box = h("input", { class: "grow", readonly: true, value: url, "aria-label": this.t("link"), part: "link" });
+    const box = h("input", { class: "grow", readonly: true, value: url, "aria-label": this.t("yourLink"), part: "link" });
     return [h("div", { class: "row" }, box, h("button", { type: "button", class: "secondary", part: "copy", onclick: () => this.#copy(url, box) }, this.t("copy")))];
   }
 
@@ -1081,10 +1269,10 @@ const QR_EC = [10, 16, 26, 18, 24, 16, 18, 22, 22, 26, 30, 22, 22, 24, 24, 28, 2
   26, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28, 28];
 const QR_BLOCKS = [1, 1, 1, 2, 2, 4, 4, 4, 5, 5, 5, 8, 9, 9, 10, 10, 11, 13, 14, 16, 17, 17,
   18, 20, 21, 23, 25, 26, 28, 29, 31, 33, 35, 37, 38, 40, 43, 45, 47, 49];
-const EXP = new Uint8Array(512);
-const LOG = new Uint8Array(256);
-for (let i = 0, x = 1; i < 255; i++, x = (x << 1) ^ (x & 0x80 ? 0x11d : 0)) { EXP[i] = x; LOG[x] = i; }
-for (let i = 255; i < 512; i++) EXP[i] = EXP[i - 255];
+// GF(256) with the polynomial 0x11d: EXP twice over, so a product needs no modulo.
+const EXP = [];
+const LOG = [];
+for (let i = 0, x = 1; i < 255; i++, x = (x << 1) ^ (x & 0x80 ? 0x11d : 0)) { EXP[i] = EXP[i + 255] = x; LOG[x] = i; }
 const gfMul = (a, b) => (a && b ? EXP[LOG[a] + LOG[b]] : 0);
 
 // All codewords of a version: its modules less the function patterns, in bytes.
@@ -1098,6 +1286,7 @@ function qrCodewords(version) {
   return Math.floor(modules / 8);
 }
 
+// The centres of the alignment patterns on either axis.
 function qrAlignment(version) {
   if (version === 1) return [];
   const count = Math.floor(version / 7) + 2;
@@ -1107,13 +1296,10 @@ function qrAlignment(version) {
   return positions;
 }
 
+// The error-correction codewords of one block: the remainder by the generator polynomial.
 function reedSolomon(data, degree) {
   let gen = [1];
-  for (let i = 0; i < degree; i++) {
-    const next = new Array(gen.length + 1).fill(0);
-    gen.forEach((c, j) => { next[j] ^= c; next[j + 1] ^= gfMul(c, EXP[i]); });
-    gen = next;
-  }
+  for (let i = 0; i < degree; i++) gen = [...gen, 0].map((c, j) => c ^ gfMul(gen[j - 1], EXP[i]));
   const rest = new Array(degree).fill(0);
   for (const byte of data) {
     const factor = byte ^ rest.shift();
@@ -1122,6 +1308,11 @@ function reedSolomon(data, degree) {
   }
   return rest;
 }
+
+// The eight mask patterns: a data module is inverted where its pattern gives 0.
+const QR_MASKS = [(x, y) => (x + y) % 2, (x, y) => y % 2, (x) => x % 3, (x, y) => (x + y) % 3,
+  (x, y) => (Math.floor(x / 3) + Math.floor(y / 2)) % 2, (x, y) => ((x * y) % 2) + ((x * y) % 3),
+  (x, y) => (((x * y) % 2) + ((x * y) % 3)) % 2, (x, y) => (((x + y) % 2) + ((x * y) % 3)) % 2];
 
 /** The QR code of `text` as rows of booleans (true: dark); `mask` forces a mask pattern. */
 export function qrModules(text, { mask } = {}) {
@@ -1141,7 +1332,7 @@ export function qrModules(text, { mask } = {}) {
   for (let pad = 0xec; bits.length < total; pad ^= 0xec ^ 0x11) put(pad, 8);
   const data = [];
   for (let i = 0; i < bits.length; i += 8) data.push(bits.slice(i, i + 8).reduce((a, b) => (a << 1) | b, 0));
-  // Blocks: the short ones first, the long ones one data codeword longer.
+  // Blocks: the short ones first, the long ones one data codeword longer; then interleaved.
   const ec = QR_EC[version - 1], count = QR_BLOCKS[version - 1], all = qrCodewords(version);
   const short = count - (all % count), shortData = Math.floor(all / count) - ec;
   const blocks = [];
@@ -1155,38 +1346,34 @@ export function qrModules(text, { mask } = {}) {
   const ecBlocks = blocks.map((b) => reedSolomon(b, ec));
   for (let i = 0; i < ec; i++) for (const b of ecBlocks) codewords.push(b[i]);
 
+  // The function patterns (a module set is true or false; null is free for data).
   const size = 17 + 4 * version;
-  const grid = Array.from({ length: size }, () => new Array(size).fill(false));
-  const fixed = Array.from({ length: size }, () => new Array(size).fill(false));
-  const setIn = (g, x, y, dark) => { g[y][x] = dark; fixed[y][x] = true; };
-  const set = (x, y, dark) => setIn(grid, x, y, dark);
+  const grid = Array.from({ length: size }, () => new Array(size).fill(null));
+  const set = (x, y, dark) => { grid[y][x] = dark; };
   for (let i = 0; i < size; i++) { set(6, i, i % 2 === 0); set(i, 6, i % 2 === 0); }
   for (const [cx, cy] of [[3, 3], [size - 4, 3], [3, size - 4]]) {
     for (let dy = -4; dy <= 4; dy++) for (let dx = -4; dx <= 4; dx++) {
       const d = Math.max(Math.abs(dx), Math.abs(dy));
-      const x = cx + dx, y = cy + dy;
-      if (x >= 0 && x < size && y >= 0 && y < size) set(x, y, d !== 2 && d !== 4);
+      if (grid[cy + dy]?.[cx + dx] !== undefined) set(cx + dx, cy + dy, d !== 2 && d !== 4);
     }
   }
   const align = qrAlignment(version);
+  const last = align.at(-1);
   for (const ax of align) for (const ay of align) {
-    const corner = (ax === 6 && ay === 6) || (ax === 6 && ay === align.at(-1)) || (ax === align.at(-1) && ay === 6);
-    if (corner) continue;
+    if ((ax === 6 && (ay === 6 || ay === last)) || (ax === last && ay === 6)) continue;
     for (let dy = -2; dy <= 2; dy++) for (let dx = -2; dx <= 2; dx++) set(ax + dx, ay + dy, Math.max(Math.abs(dx), Math.abs(dy)) !== 1);
   }
+  // Format information (level M is 00, then the mask), in both copies, and the dark module.
   const drawFormat = (g, m) => {
-    const value = m; // level M is 00
-    const set = (x, y, dark) => setIn(g, x, y, dark);
-    let rem = value;
+    let rem = m;
     for (let i = 0; i < 10; i++) rem = (rem << 1) ^ ((rem >>> 9) * 0x537);
-    const f = ((value << 10) | rem) ^ 0x5412;
-    const bit = (i) => ((f >>> i) & 1) === 1;
-    for (let i = 0; i <= 5; i++) set(8, i, bit(i));
-    set(8, 7, bit(6)); set(8, 8, bit(7)); set(7, 8, bit(8));
-    for (let i = 9; i < 15; i++) set(14 - i, 8, bit(i));
-    for (let i = 0; i < 8; i++) set(size - 1 - i, 8, bit(i));
-    for (let i = 8; i < 15; i++) set(8, size - 15 + i, bit(i));
-    set(8, size - 8, true);
+    const f = ((m << 10) | rem) ^ 0x5412;
+    for (let i = 0; i < 15; i++) {
+      const dark = ((f >>> i) & 1) === 1;
+      g[i < 6 ? i : i < 8 ? i + 1 : size - 15 + i][8] = dark;
+      g[8][i < 8 ? size - 1 - i : i < 9 ? 7 : 14 - i] = dark;
+    }
+    g[size - 8][8] = true;
   };
   drawFormat(grid, 0);
   if (version >= 7) {
@@ -1199,6 +1386,8 @@ export function qrModules(text, { mask } = {}) {
       set(a, b, dark); set(b, a, dark);
     }
   }
+  // The data, in two-module columns zigzagging up and down from the right (remainder bits 0).
+  const free = [];
   let i = 0;
   for (let right = size - 1; right >= 1; right -= 2) {
     if (right === 6) right = 5;
@@ -1206,49 +1395,43 @@ export function qrModules(text, { mask } = {}) {
       for (let j = 0; j < 2; j++) {
         const x = right - j;
         const y = ((right + 1) & 2) === 0 ? size - 1 - vert : vert;
-        if (!fixed[y][x] && i < codewords.length * 8) {
+        if (grid[y][x] === null) {
           grid[y][x] = ((codewords[i >>> 3] >>> (7 - (i & 7))) & 1) === 1;
+          free.push([x, y]);
           i++;
         }
       }
     }
   }
-  const MASKS = [(x, y) => (x + y) % 2 === 0, (x, y) => y % 2 === 0, (x) => x % 3 === 0,
-    (x, y) => (x + y) % 3 === 0, (x, y) => (Math.floor(x / 3) + Math.floor(y / 2)) % 2 === 0,
-    (x, y) => ((x * y) % 2) + ((x * y) % 3) === 0, (x, y) => (((x * y) % 2) + ((x * y) % 3)) % 2 === 0,
-    (x, y) => (((x + y) % 2) + ((x * y) % 3)) % 2 === 0];
   const masked = (m) => {
-    const out = grid.map((row, y) => row.map((dark, x) => (fixed[y][x] ? dark : dark !== MASKS[m](x, y))));
+    const out = grid.map((row) => row.slice());
+    for (const [x, y] of free) out[y][x] = out[y][x] !== !QR_MASKS[m](x, y);
     drawFormat(out, m);
     return out;
   };
   if (mask !== undefined) return masked(mask);
-  let best = null;
+  let best = null, lowest = Infinity;
   for (let m = 0; m < 8; m++) {
     const candidate = masked(m);
     const score = penalty(candidate);
-    if (!best || score < best.score) best = { score, candidate };
+    if (score < lowest) { best = candidate; lowest = score; }
   }
-  return best.candidate;
+  return best;
 }
 
 // The specification's four penalty rules (runs, 2x2 blocks, finder look-alikes, balance).
 function penalty(m) {
   const size = m.length;
   let score = 0, dark = 0;
-  const lines = [...m, ...m[0].map((_, x) => m.map((row) => row[x]))];
-  for (const line of lines) {
-    let run = 1;
-    for (let i = 1; i <= size; i++) {
-      if (i < size && line[i] === line[i - 1]) run++;
-      else { if (run >= 5) score += run - 2; run = 1; }
-    }
-    const text = line.map((d) => (d ? "1" : "0")).join("");
-    score += 40 * (text.match(/(?=(10111010000|00001011101))/g) || []).length;
+  for (const line of [...m, ...m[0].map((_, x) => m.map((row) => row[x]))]) {
+    const text = line.map(Number).join("");
+    for (const run of text.match(/0{5,}|1{5,}/g) || []) score += run.length - 2;
+    score += 40 * (text.match(/(?=10111010000|00001011101)/g) || []).length;
   }
   for (let y = 0; y < size; y++) for (let x = 0; x < size; x++) {
-    if (m[y][x]) dark++;
-    if (x < size - 1 && y < size - 1 && m[y][x] === m[y][x + 1] && m[y][x] === m[y + 1][x] && m[y][x] === m[y + 1][x + 1]) score += 3;
+    const d = m[y][x];
+    if (d) dark++;
+    if (x < size - 1 && y < size - 1 && d === m[y][x + 1] && d === m[y + 1][x] && d === m[y + 1][x + 1]) score += 3;
   }
   return score + 10 * Math.floor(Math.abs((dark * 100) / (size * size) - 50) / 5);
 }
@@ -1259,18 +1442,15 @@ function qrSvg(text, label) {
   let path = "";
   modules.forEach((row, y) => row.forEach((dark, x) => { if (dark) path += `M${x + 4} ${y + 4}h1v1h-1z`; }));
   const ns = "http://www.w3.org/2000/svg";
-  const svg = document.createElementNS(ns, "svg");
-  svg.setAttribute("viewBox", `0 0 ${size} ${size}`);
-  svg.setAttribute("class", "qr");
-  svg.setAttribute("part", "qr");
-  svg.setAttribute("role", "img");
-  svg.setAttribute("aria-label", label);
-  svg.setAttribute("shape-rendering", "crispEdges");
+  const node = (tag, attributes) => {
+    const made = document.createElementNS(ns, tag);
+    for (const [name, value] of Object.entries(attributes)) made.setAttribute(name, value);
+    return made;
+  };
+  const svg = node("svg", { viewBox: `0 0 ${size} ${size}`, class: "qr", part: "qr", role: "img", "aria-label": label,
+    "shape-rendering": "crispEdges" });
   // Two pixels a module at least, so that a long link's dense code stays readable.
   svg.style.setProperty("--qr", `${Math.max(168, size * 2)}px`);
-  const shape = document.createElementNS(ns, "path");
-  shape.setAttribute("d", path);
-  shape.setAttribute("fill", "#000");
-  svg.append(shape);
+  svg.append(node("path", { d: path, fill: "#000" }));
   return svg;
 }

@@ -15,7 +15,7 @@
 export const DOUBLE_SEND_WINDOW_MS = 2000;
 
 /** The error ids a storefront should be ready for: the broker's, plus the client's own. */
-export const ERROR_IDS = Object.freeze([
+export const ERROR_IDS = /* @__PURE__ */ Object.freeze([
   "missing_token",
   "invalid_token",
   "invalid_issuer_key",

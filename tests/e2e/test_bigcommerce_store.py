@@ -156,5 +156,5 @@ def test_a_visitor_is_asked_to_sign_in(page: Page, stack: Stack) -> None:
     to_broker = requests_to(page, stack.broker)
     page.goto(stack.store)
     widget = page.locator("referral-widget")
-    expect(widget.get_by_text("Please sign in to refer your friends.")).to_be_visible()
+    expect(widget.get_by_text("Sign in to refer your friends.")).to_be_visible()
     assert not [r for r in to_broker if r.url.endswith("/bigcommerce/token")]
