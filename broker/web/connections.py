@@ -12,6 +12,11 @@
   otherwise 408 (or, once an answer has begun, the connection closed).
 - **Idle.** uvicorn's keep-alive timer closes an idle kept-alive connection
   (:data:`IDLE_SECONDS`, set by the server).
+- **Stopping.** When the worker stops (SIGTERM, a reload), an answer in progress finishes and
+  an idle kept-alive connection closes, as in uvicorn; but a connection accepted a moment
+  before, whose request is still on its way (or half read), is not cut off: it gets
+  :data:`STOP_GRACE_SECONDS` for its request, answered with ``Connection: close`` (Go's
+  ``http.Server.Shutdown`` spares new connections the same way).
 - **Count.** A worker holds ``limit`` connections (``BROKER_MAX_CONNECTIONS``); past it, a
   request is answered 503 at once and its connection closed, except ``GET /healthz``, which
   keeps answering. Up to :data:`RESERVE` connections beyond the limit are accepted for that
@@ -37,6 +42,7 @@ BODY_SECONDS = 10.0  # to send the body, from the end of the head
 IDLE_SECONDS = 5  # a kept-alive connection with no request (uvicorn's keep-alive timer)
 RESERVE = 64  # connections accepted past the limit, to answer /healthz and say 503
 RESERVE_HEAD_SECONDS = 2.0  # what a connection in the reserve gets to send its head
+STOP_GRACE_SECONDS = 2.0  # a new connection's time to send its request once the worker stops
 PIECE = 4 * 1024  # bytes fed at a time while a request's head may begin mid-chunk
 HEALTH_PATHS = (b"/healthz", b"/healthz?")
 
@@ -95,6 +101,7 @@ class BoundedProtocol(HttpToolsProtocol):
     _deadline: asyncio.TimerHandle | None = None
     _for_body = False  # whether the deadline is the body's
     _too_large = False  # a head over the limit, refused once the answer in progress is sent
+    _stopping = False  # the worker stops: the request on its way is the connection's last
 
     def __init__(self, config: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(config, *args, **kwargs)
@@ -119,6 +126,20 @@ class BoundedProtocol(HttpToolsProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         self._disarm()
         super().connection_lost(exc)
+
+    def shutdown(self) -> None:
+        """The worker stops. A connection between requests closes (uvicorn's way) unless a
+        request's head has begun or none has come yet: that one is answered, then closed."""
+        if self.transport.is_closing():
+            return
+        if self._reading_head and (self.cycle is None or self.cycle.response_complete):
+            self._stopping = True
+            left = STOP_GRACE_SECONDS
+            if self._deadline is not None:  # the head deadline already running, if sooner
+                left = min(left, self._deadline.when() - self.loop.time())
+            self._arm(left, self._head_expired)
+            return
+        super().shutdown()
 
     def _arm(self, seconds: float, expired: Any) -> None:
         if self._deadline is not None:
@@ -168,6 +189,8 @@ class BoundedProtocol(HttpToolsProtocol):
                 self.app = app
             return
         super().on_headers_complete()
+        if self._stopping:
+            self.cycle.keep_alive = False
         self._body_pending = True
 
     def on_message_complete(self) -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,7 +17,14 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from tests.serving import Served, broker_serve, calls_in_a_loop, wait_for_event, worker_pids
+from tests.serving import (
+    Served,
+    broker_serve,
+    calls_in_a_loop,
+    read_to_close,
+    wait_for_event,
+    worker_pids,
+)
 from tests.stack import READ_PATH
 
 OLD_ORIGIN = "https://old.example"
@@ -65,6 +73,22 @@ def test_sighup_with_one_worker_reloads_without_failing_a_request(served: Served
     assert served.proc.poll() is None
     assert allows(served, NEW_ORIGIN) and not allows(served, OLD_ORIGIN)
     assert worker_pids(served.proc.pid) != [worker]
+
+
+def test_a_connection_accepted_before_a_reload_is_answered_not_cut_off(served: Served) -> None:
+    """A connection the old worker accepted, whose request arrives only after the reload told
+    that worker to stop, gets its answer (with Connection: close) instead of a closed socket."""
+    wait_for_event(served, "broker.started")
+    (worker,) = worker_pids(served.proc.pid)
+    with socket.create_connection(("127.0.0.1", served.port), timeout=10) as sock:
+        time.sleep(0.3)  # accepted by the one worker there is
+        os.kill(served.proc.pid, signal.SIGHUP)
+        wait_for_event(served, "worker.started", replaces=worker)
+        time.sleep(0.5)  # the old worker has been told to stop and no longer accepts
+        sock.sendall(b"GET /healthz HTTP/1.1\r\nHost: broker\r\n\r\n")
+        answer = read_to_close(sock)
+    assert answer.startswith(b"HTTP/1.1 200 "), answer[:200]
+    assert b"\r\nconnection: close\r\n" in answer.lower()
 
 
 def test_sighup_with_a_bad_env_file_keeps_the_running_configuration(served: Served) -> None:
