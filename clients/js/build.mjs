@@ -9,14 +9,14 @@
 //
 // esbuild bundles and minifies (the widget's stylesheet as CSS, its words without their indent);
 // terser then renames again and compresses what is left (its names, chosen by how often each is
-// used, gzip better: about 0.3 KB less on the widget). Its map is chained to esbuild's, so the published maps point into
-// the sources.
+// used, gzip better: about 0.3 KB less on the widget). Its map is chained to esbuild's, so the
+// published maps point into the sources.
 //
 // The output is deterministic: the same sources and the same tools give the same bytes,
 // wherever outdir is (the maps name their sources relative to dist/). tests/e2e/test_client_js.py
 // rebuilds and compares with the committed dist/, so the two never drift apart.
 import { copyFile, mkdir, readFile, writeFile } from "node:fs/promises";
-import { basename, dirname, join, resolve } from "node:path";
+import { dirname, join, resolve } from "node:path";
 import { fileURLToPath } from "node:url";
 import { brotliCompressSync, gzipSync } from "node:zlib";
 
