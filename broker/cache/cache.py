@@ -3,8 +3,8 @@ after a send. A read runs one script that counts the read limit, looks the entry
 customer's *generation*, and on a miss takes a short lease: the holder loads, everyone else
 waits for its entry. :meth:`ReferralCache.invalidate` bumps the generation, and a load stores
 only if the generation is still the one its read saw. While Redis is down a list read is kept
-in memory 250 ms at most (other processes cannot reach it with their sends), and the
-invalidations Redis missed are replayed on it before it serves again
+in memory 250 ms at most (other processes cannot reach it with their sends), and what Redis
+missed (invalidations, leases left there) is replayed on it before it serves again
 (:mod:`broker.cache._missed`). A read that waited on a lease answers within one upstream
 timeout (:mod:`broker.cache._budget`). Keys: :mod:`broker.store.keys` (an entry: body ``b``,
 fresh-until ``f``, generation ``g``); the steps on them: :class:`broker.cache._backends.Entries`.
@@ -24,7 +24,7 @@ import structlog
 
 from broker.cache._backends import Entries, Lookup, MemoryEntries, RedisEntries
 from broker.cache._budget import within
-from broker.cache._missed import Missed
+from broker.cache._missed import Unheard
 from broker.cache.near import NearCache
 from broker.config.lifetimes import Lifetimes
 from broker.config.settings import RateLimit
@@ -91,7 +91,7 @@ class ReferralCache:
         self._lease_nonce = secrets.token_hex(6)
         self._lease_count = 0
         self._background: set[asyncio.Task[Any]] = set()
-        self._missed = Missed()  # customers invalidated while Redis was down
+        self._unheard = Unheard(lifetimes.lease_ms / 1000, self._customer_keys)
         store.on_recovery(self._replay_missed)
 
     def _keys(self, key: CacheKey) -> EntryKeys:
@@ -185,13 +185,13 @@ class ReferralCache:
                 served = self._stale(found, elapsed, exc.id, decision)
             if served is None and flight is not None:
                 self._land(flight, exc)  # local waiters hear it before the lease goes
-            await self._release(keys, token, backoff=served is not None)
+            await self._release(keys, token, epoch, backoff=served is not None)
             if served is None:
                 outcome = exc
                 raise
             return served
         except BaseException:
-            self._in_background(self._release(keys, token, backoff=False))
+            self._in_background(self._release(keys, token, epoch, backoff=False))
             raise
         finally:
             if flight is not None:
@@ -328,6 +328,7 @@ class ReferralCache:
 
         async def put(entries: Entries) -> int:
             if self.store.epoch != epoch:
+                self._orphaned(entries, keys, token)
                 await entries.release(keys, token, 0)  # seen on the other backend: free the lease
                 return 0
             fresh, keep = fresh_ms, keep_ms
@@ -340,15 +341,23 @@ class ReferralCache:
         keys_touched = [keys.entry, keys.lease, keys.backoff]
         return await self.store.run(self._entries, put, op="cache_store", keys=keys_touched)
 
-    async def _release(self, keys: EntryKeys, token: str, *, backoff: bool) -> None:
+    async def _release(self, keys: EntryKeys, token: str, epoch: int, *, backoff: bool) -> None:
         backoff_ms = self.backoff_ms if backoff else 0
         if not token and not backoff_ms:
             return
-        await self.store.run(
-            self._entries,
-            lambda entries: entries.release(keys, token, backoff_ms),
-            op="cache_release",
-        )
+
+        async def release(entries: Entries) -> None:
+            if self.store.epoch != epoch:
+                self._orphaned(entries, keys, token)
+            await entries.release(keys, token, backoff_ms)
+
+        await self.store.run(self._entries, release, op="cache_release")
+
+    def _orphaned(self, entries: Entries, keys: EntryKeys, token: str) -> None:
+        """Redis went away between taking the lease and giving it up (the epoch moved), so the
+        lease may still stand there: give it up there too once Redis is back."""
+        if token and not entries.shared:
+            self._unheard.orphaned(keys, token)
 
     def _in_background(self, work: Awaitable[None]) -> None:
         task = asyncio.ensure_future(work)
@@ -380,17 +389,12 @@ class ReferralCache:
                 return str(new)
             if self.store.redis is None:
                 return str(new)
-            self._missed.add(shop, customer)
+            self._unheard.invalidated(shop, customer)
             return "x"  # Redis never heard of this send: the next read asks Bubblehouse
 
         return await self.store.run(self._entries, invalidate, op="cache_invalidate", keys=doomed)
 
     async def _replay_missed(self) -> bool:
-        """Redis is back: it still holds entries of customers who sent while it was away."""
-
-        async def invalidate(shop: str, customer: str) -> None:
-            (gen, doomed), redis = self._customer_keys(shop, customer), self._entries.redis
-            assert redis is not None  # only Redis recovers
-            await redis.invalidate(gen, doomed, scope_prefix(customer_scope(shop, customer)))
-
-        return await self._missed.replay(invalidate)
+        """Redis is back: write to it what it did not hear while it was away."""
+        assert self._entries.redis is not None  # only Redis recovers
+        return await self._unheard.replay(self._entries.redis)

@@ -26,9 +26,9 @@ from broker.store.keys import customer_scope, scope_prefix
 from broker.store.limits import Decision, LocalLimits, counters
 from broker.store.memory import Memory
 from broker.store.store import Store, open_store
-from tests.servers import RedisProcess
+from tests.servers import RedisProcess, Relay
 from tests.stack import Broker, Sandbox, running_broker
-from tests.support import LIFETIMES, SHOP, make_settings
+from tests.support import LIFETIMES, SHOP, Gated, make_settings
 
 ALICE = CacheKey(READ.name, "v2023061", SHOP, "alice")
 
@@ -148,6 +148,40 @@ async def test_a_timed_out_write_is_replayed_as_soon_as_redis_takes_writes(
             assert int(await plain.get(gen_key) or 0) > before  # replayed before it was up
         finally:
             await plain.aclose()
+
+
+async def test_a_lease_a_cut_off_leader_left_on_redis_is_given_up_when_it_is_back(
+    redis_server: RedisProcess,
+) -> None:
+    """Process A takes a cold read's lease on Redis, then its path to Redis is cut before it can
+    store the list or give the lease up. B's reader, waiting on that lease, loads the list
+    itself as soon as A reaches Redis again (A gives the lease up there first), rather than
+    waiting out the lease and answering 504 upstream_timeout."""
+    settings = make_settings(REDIS_URL=redis_server.url)
+    async with Relay(redis_server.port) as relay:
+        a = await open_store(make_settings(REDIS_URL=relay.redis_url), probe_interval=0.05)
+        b = await open_store(settings)
+        try:
+            gate = asyncio.Event()
+            for_a, for_b = Gated(b'{"loaded": "a"}', gate=gate), Gated(b'{"loaded": "b"}')
+            leading = asyncio.create_task(cache_for(settings, a).read(ALICE, for_a, limit=None))
+            await for_a.started.wait()
+            waiting = asyncio.create_task(cache_for(settings, b).read(ALICE, for_b, limit=None))
+            await asyncio.sleep(0.2)
+            assert not waiting.done(), "B did not wait on A's lease"
+            relay.cut()
+            gate.set()
+            assert (await leading).body == b'{"loaded": "a"}'
+            assert a.state == "down"
+            await asyncio.sleep(0.3)
+            assert not waiting.done(), "B stopped waiting while A's lease still stood"
+            relay.mend()
+            served = await waiting
+            assert (served.body, for_b.calls) == (b'{"loaded": "b"}', 1)
+            await until(lambda: a.state == "up", 3, "A's Store never came back")
+        finally:
+            await b.aclose()
+            await a.aclose()
 
 
 async def test_an_outcome_redis_missed_is_replayed_so_a_retry_never_sends_again(
