@@ -77,7 +77,7 @@ def _shop_or_exit(settings: Settings, given: str | None, command: str) -> str:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from broker_dev.check import main_check
+    from broker.check.checks import main_check
 
     return main_check(customer=args.customer)
 
@@ -330,7 +330,7 @@ COMMANDS = {
 
 
 # Commands of the development tools (devtools/), which the production image does not hold.
-DEVELOPMENT = {"dev", "sandbox", "check"}
+DEVELOPMENT = {"dev", "sandbox"}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx2
 import pytest
 
-from broker_dev.check import CheckResult, main_check, run_check
+from broker.check.checks import CheckResult, main_check, run_check
 from broker_dev.sandbox import SandboxConfig, create_sandbox_app
 from broker_dev.sandbox.config import Rules
 from tests import rawhttp
@@ -73,6 +73,23 @@ def test_main_prints_one_line_per_finding(
     assert len(lines) == 4
     assert all(line.startswith("ok   ") for line in lines)
     assert lines[0].startswith("ok   configuration: shop test-shop")
+
+
+def test_check_runs_where_only_the_product_is_installed(sandbox_url: str, tmp_path: Path) -> None:
+    """`broker check` is the product's (the image's) command: with neither the development
+    tools nor httpx2 importable, as in the production image, it checks and exits 0."""
+    hide = "import sys; sys.modules['broker_dev'] = sys.modules['httpx2'] = None; "
+    done = subprocess.run(
+        [sys.executable, "-c", f"{hide}from broker.cli import main; sys.exit(main(['check']))"],
+        env={**env(sandbox_url), "PATH": os.environ.get("PATH", "")},
+        cwd=tmp_path,  # no .env here
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    lines = done.stdout.splitlines()
+    assert len(lines) == 4 and all(line.startswith("ok   ") for line in lines), lines
 
 
 def test_unknown_signing_key_names_the_kid_not_the_secret(
@@ -163,14 +180,10 @@ async def test_redis_dead_port_fails(sandbox_url: str, scheme: str) -> None:
 
 async def test_other_upstream_status_is_reported_by_number() -> None:
     """An unexpected answer (here 503 with raw text) fails with its status, not its text."""
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        return httpx2.Response(503, text="<html>secret internals at 10.0.0.7</html>")
-
-    results = await run_check(
-        broker_env(BROKER_UPSTREAM_URL="https://bubblehouse.invalid"),
-        transport=httpx2.MockTransport(handler),
-    )
+    html = b"<html>secret internals at 10.0.0.7</html>"
+    reply = rawhttp.answer(503, html, {"Content-Type": "text/html"})
+    with rawhttp.RawUpstream(reply) as upstream:
+        results = await run_check(broker_env(BROKER_UPSTREAM_URL=upstream.url))
     failed = failures(results)
     assert [result.name for result in failed] == [
         "bubblehouse shop test-shop v2023061 key key-a",
@@ -181,51 +194,40 @@ async def test_other_upstream_status_is_reported_by_number() -> None:
 
 
 async def test_upstream_timeout_names_the_variables() -> None:
-    """No answer in time: FAIL naming BROKER_UPSTREAM_URL and BROKER_UPSTREAM_TIMEOUT."""
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        raise httpx2.ReadTimeout("slow", request=request)
-
-    results = await run_check(
-        broker_env(BROKER_UPSTREAM_URL="https://bubblehouse.invalid"),
-        transport=httpx2.MockTransport(handler),
-    )
+    """A Bubblehouse that takes the request and never answers: one FAIL naming
+    BROKER_UPSTREAM_URL and BROKER_UPSTREAM_TIMEOUT."""
+    with rawhttp.RawUpstream(rawhttp.stall) as upstream:
+        results = await run_check(
+            broker_env(BROKER_UPSTREAM_URL=upstream.url, BROKER_UPSTREAM_TIMEOUT="0.3")
+        )
     [failed] = failures(results)
     assert failed.name == "bubblehouse"
+    assert "BROKER_UPSTREAM_URL" in failed.detail
     assert "BROKER_UPSTREAM_TIMEOUT" in failed.detail
 
 
 async def test_sent_a_shop_token_to_status2() -> None:
-    """Status2 is called with POST {}, JSON, and a bearer shop token of the configured shop."""
+    """Status2 is called with POST {}, JSON, check's own User-Agent and a bearer shop token of
+    the configured shop, under the path of BROKER_UPSTREAM_URL."""
     import jwt
 
-    seen: list[httpx2.Request] = []
-
-    def handler(request: httpx2.Request) -> httpx2.Response:
-        seen.append(request)
-        return httpx2.Response(200, json={"ok": True})
-
-    results = await run_check(
-        broker_env(BROKER_UPSTREAM_URL="https://bubblehouse.invalid/base"),
-        transport=httpx2.MockTransport(handler),
-    )
+    with rawhttp.RawUpstream(rawhttp.answer(200, b'{"ok": true}')) as upstream:
+        results = await run_check(broker_env(BROKER_UPSTREAM_URL=upstream.url + "/base"))
     assert failures(results) == []
-    request = seen[0]
-    assert request.method == "POST"
-    assert request.url.path == f"/base/api/v2023061/{SHOP}/Status2"
-    assert request.content == b"{}"
-    assert request.headers["content-type"] == "application/json"
-    token = request.headers["authorization"].removeprefix("Bearer ")
-    claims = jwt.decode(token, options={"verify_signature": False})
-    assert claims["sub"] == SHOP
-    assert claims["aud"] == "BH"
-    assert {jwt.get_unverified_header(r.headers["authorization"][7:])["kid"] for r in seen} == {
-        "key-a",
-        "key-b",
-    }
-
-
-# --- --customer: one real read, as the broker makes it ---------------------------------------
+    kids = set()
+    for raw in upstream.requests:
+        head, _, body = raw.partition(b"\r\n\r\n")
+        first, *lines = head.decode().split("\r\n")
+        fields = {k.lower(): v.strip() for k, _, v in (line.partition(":") for line in lines)}
+        assert first == f"POST /base/api/v2023061/{SHOP}/Status2 HTTP/1.1"
+        assert body == b"{}"
+        assert fields["content-type"] == "application/json"
+        assert fields["user-agent"] == "referral-broker-check/1.0"
+        token = fields["authorization"].removeprefix("Bearer ")
+        claims = jwt.decode(token, options={"verify_signature": False})
+        assert (claims["sub"], claims["aud"]) == (SHOP, "BH")
+        kids.add(jwt.get_unverified_header(token)["kid"])
+    assert kids == {"key-a", "key-b"}
 
 
 async def test_customer_read_reports_the_history(sandbox_url: str) -> None:

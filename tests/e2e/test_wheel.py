@@ -65,17 +65,19 @@ def build(tmp_path: Path) -> tuple[Path, str]:
 
 
 def test_the_wheel_holds_no_development_tool(built: tuple[Path, str]) -> None:
-    """The wheel holds the broker package alone: no sandbox, demo, check or docs generator."""
+    """The wheel holds the broker package alone (`broker check` included, an operator's
+    command): no sandbox, demo or docs generator."""
     wheel, _ = built
     with zipfile.ZipFile(wheel) as archive:
         files = [n for n in archive.namelist() if ".dist-info/" not in n]
     assert {f.split("/")[0] for f in files} == {"broker"}
-    assert not [f for f in files if any(w in f for w in ("sandbox", "demo", "check", "docs"))]
+    assert not [f for f in files if any(w in f for w in ("sandbox", "demo", "docs"))]
     assert "broker/web/app.py" in files and "broker/rules/functions.py" in files
+    assert "broker/check/checks.py" in files and "broker/check/customer.py" in files
 
 
 def test_the_product_needs_nothing_only_the_tools_need() -> None:
-    """httpx2 (the check's and the demo's client) is a dev extra, not a product dependency."""
+    """httpx2 (the demo's and the tests' client) is a dev extra, not a product dependency."""
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     assert not [d for d in project["dependencies"] if d.startswith("httpx")]
     assert any(d.startswith("httpx2") for d in project["optional-dependencies"]["dev"])
@@ -83,9 +85,9 @@ def test_the_product_needs_nothing_only_the_tools_need() -> None:
 
 
 def test_the_cli_names_the_missing_tools() -> None:
-    """Without the development tools (as in the production image), `broker dev`, `sandbox` and
-    `check` say what is missing and exit 2 instead of failing with a traceback."""
-    for command in ("dev", "sandbox", "check"):
+    """Without the development tools (as in the production image), `broker dev` and `sandbox`
+    say what is missing and exit 2 instead of failing with a traceback."""
+    for command in ("dev", "sandbox"):
         # The child process cannot import broker_dev, as where only the wheel is installed.
         hide = "import sys; sys.modules['broker_dev'] = None; from broker.cli import main; "
         done = subprocess.run(

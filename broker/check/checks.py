@@ -8,10 +8,12 @@ for every configured API version and every signing key, so that a key Bubblehous
 This is an operator's diagnostic, so unlike the request path it reads Bubblehouse's raw status and
 error id itself: the point is to tell a rejected key from a rejected version.
 
-With ``--customer ID`` it also reads that customer's referrals once, through the broker's own
-upstream client and upstream token (:mod:`broker_dev.check_customer`), and says what a shopper would
-meet. The independent checks (Redis, Status2, the customer read) run concurrently, and each
-finding is reported the moment it is known.
+Bubblehouse is called through the broker's own transport (``production_transport``: the same
+connect and read bounds, no proxy variables, no redirects), so what check sees is what ``broker
+serve`` will see. With ``--customer ID`` it also reads that customer's referrals once, through
+the broker's own upstream client and upstream token (:mod:`broker.check.customer`), and says
+what a shopper would meet. The independent checks (Redis, Status2, the customer read) run
+concurrently, and each finding is reported the moment it is known.
 """
 
 from __future__ import annotations
@@ -26,15 +28,21 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
-import httpx2
 import orjson
 from redis.exceptions import RedisClusterException, RedisError
 
+from broker.check.customer import check_customer
 from broker.config.settings import ConfigError, Settings, Shop, Shops, SigningKey
 from broker.errors import SLUG
 from broker.rules.tokens import TokenMinter
 from broker.store.connect import make_client
-from broker_dev.check_customer import check_customer
+from broker.upstream.transport import (
+    ConnectFailed,
+    ReadTimeout,
+    Transport,
+    TransportError,
+    production_transport,
+)
 
 REDIS_TIMEOUT = 2.0
 USER_AGENT = "referral-broker-check/1.0"
@@ -112,7 +120,7 @@ def _redis_reason(exc: BaseException) -> str:
 
 
 async def _status2(
-    client: httpx2.AsyncClient, settings: Settings, shop: Shop, version: str, key: SigningKey
+    transport: Transport, settings: Settings, shop: Shop, version: str, key: SigningKey
 ) -> tuple[CheckResult, bool]:
     """One Status2 call for ``shop``, signed with ``key``, judged; the flag says whether
     Bubblehouse answered at all."""
@@ -122,33 +130,34 @@ async def _status2(
     where = _where(settings.upstream_url)
     try:
         async with asyncio.timeout(settings.upstream_timeout + 1):
-            response = await client.post(
+            answer = await transport.post(
                 f"/api/{version}/{shop.slug}/Status2",
-                content=b"{}",
+                b"{}",
                 headers={
                     "Authorization": f"Bearer {minter.shop_token()}",
                     "Content-Type": "application/json",
+                    "User-Agent": USER_AGENT,
                     "X-Request-ID": f"broker-check-{secrets.token_hex(8)}",
                 },
             )
-    except (httpx2.ConnectError, httpx2.ConnectTimeout, httpx2.UnsupportedProtocol):
+    except ConnectFailed:
         detail = f"cannot connect to Bubblehouse at {where} — check BROKER_UPSTREAM_URL"
         return CheckResult(name, False, detail), False
-    except (TimeoutError, httpx2.TimeoutException):
+    except (TimeoutError, ReadTimeout):
         detail = (
             f"Bubblehouse at {where} did not answer within {settings.upstream_timeout:g}s — "
             "check BROKER_UPSTREAM_URL and BROKER_UPSTREAM_TIMEOUT"
         )
         return CheckResult(name, False, detail), False
-    except httpx2.HTTPError as exc:
+    except TransportError as exc:
         detail = (
             f"talking to Bubblehouse at {where} failed ({type(exc).__name__}) — "
             "check BROKER_UPSTREAM_URL"
         )
         return CheckResult(name, False, detail), False
-    skew = clock_skew(response.headers.get("Date"), time.time())
-    judged = _judge(name, version, key, response.status_code, _error_id(response.content))
-    refused = not judged.ok and response.status_code == 401
+    skew = clock_skew(answer.headers.get("Date"), time.time())
+    judged = _judge(name, version, key, answer.status, _error_id(answer.body))
+    refused = not judged.ok and answer.status == 401
     if refused and skew is not None and abs(skew) > settings.clock_leeway:
         return _skewed(name, skew, settings.clock_leeway), True
     return judged, True
@@ -222,28 +231,21 @@ def _error_id(content: bytes) -> str | None:
 
 async def check_bubblehouse(
     settings: Settings,
-    transport: httpx2.AsyncBaseTransport | None = None,
+    transport: Transport | None = None,
     report: Report = _ignore,
 ) -> list[CheckResult]:
     """Status2 for every shop: every API version with its signing key, and with every other
-    key of the shop. Each line names the shop."""
+    key of the shop. Each line names the shop. ``transport`` defaults to the broker's own (and
+    is closed when it is); a given one is the caller's."""
     pairs: list[tuple[Shop, str, SigningKey]] = []
     for shop in settings.shops:
         pairs += [(shop, version, shop.signing_key) for version in settings.api_versions]
         pairs += [(shop, settings.api_versions[0], key) for key in shop.signing_keys[1:]]
     gate = asyncio.Semaphore(CONCURRENT_CALLS)
-    # The same connection settings as the broker's own transport (broker.upstream.transport): proxy
-    # variables ignored, the same connect and read bounds, no redirects; so what check sees is
-    # what `broker serve` will see.
-    connect = min(settings.upstream_timeout / 2, 2.0)
-    async with httpx2.AsyncClient(
-        base_url=settings.upstream_url,
-        timeout=httpx2.Timeout(settings.upstream_timeout, connect=connect),
-        transport=transport,
-        headers={"User-Agent": USER_AGENT, "Accept": "application/json"},
-        follow_redirects=False,
-        trust_env=False,
-    ) as client:
+    client = transport or production_transport(
+        settings.upstream_url, settings.upstream_timeout, max_connections=CONCURRENT_CALLS
+    )
+    try:
         first, answered = await _status2(client, settings, *pairs[0])
         if not answered:
             # Nothing answers: one line says so; repeating it per key and version would not help.
@@ -259,6 +261,9 @@ async def check_bubblehouse(
             return result
 
         rest = await asyncio.gather(*(one(pair) for pair in pairs[1:]))
+    finally:
+        if transport is None:
+            await client.aclose()
     return [first, *rest]
 
 
@@ -279,7 +284,7 @@ def _describe(settings: Settings) -> str:
 async def run_check(
     environ: Mapping[str, str] | None = None,
     *,
-    transport: httpx2.AsyncBaseTransport | None = None,
+    transport: Transport | None = None,
     customer: str | None = None,
     report: Report = _ignore,
 ) -> list[CheckResult]:

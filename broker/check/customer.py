@@ -3,9 +3,8 @@
 The read goes through the broker's own :class:`~broker.upstream.client.Upstream` client with the
 same upstream customer token the broker signs for a shopper, so what it finds is what that shopper
 would meet: an unknown customer, an identity mismatch, a rejected key, a slow or absent
-Bubblehouse. The outcome is one :class:`~broker_dev.check.CheckResult` in plain words; Bubblehouse's
-own text is never echoed, only its documented ids. :mod:`broker_dev.check` turns the outcome into
-a finding.
+Bubblehouse. The outcome is (ok, plain words); Bubblehouse's own text is never echoed, only its
+documented ids. :mod:`broker.check.checks` turns the outcome into a finding.
 """
 
 from __future__ import annotations
