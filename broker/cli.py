@@ -79,7 +79,7 @@ def _shop_or_exit(settings: Settings, given: str | None, command: str) -> str:
 def cmd_check(args: argparse.Namespace) -> int:
     from broker.check.checks import main_check
 
-    return main_check(customer=args.customer)
+    return main_check(customer=args.customer, shop=args.shop)
 
 
 async def invalidate_in_redis(settings: Settings, customer_id: str, shop: str) -> bool:
@@ -309,6 +309,9 @@ def build_parser() -> argparse.ArgumentParser:
         "--customer",
         default=None,
         help="also read this customer's referrals from Bubblehouse, as the broker would",
+    )
+    check.add_argument(
+        "--shop", default=None, help="the shop of --customer (with a shops file of several)"
     )
     invalidate = sub.add_parser(
         "invalidate",

@@ -286,6 +286,7 @@ async def run_check(
     *,
     transport: Transport | None = None,
     customer: str | None = None,
+    shop: str | None = None,
     report: Report = _ignore,
 ) -> list[CheckResult]:
     """Every finding, in a stable order; stops after the configuration when it is invalid.
@@ -310,7 +311,8 @@ async def run_check(
         return [result]
 
     async def customer_read(customer_id: str) -> list[CheckResult]:
-        result = CheckResult("customer read", *await check_customer(settings, customer_id))
+        found = await check_customer(settings, customer_id, shop)
+        result = CheckResult("customer read", *found)
         report(result)
         return [result]
 
@@ -329,11 +331,16 @@ def format_result(result: CheckResult) -> str:
     return f"{'ok' if result.ok else 'FAIL':<4} {result.name}: {result.detail}"
 
 
-def main_check(environ: Mapping[str, str] | None = None, *, customer: str | None = None) -> int:
+def main_check(
+    environ: Mapping[str, str] | None = None,
+    *,
+    customer: str | None = None,
+    shop: str | None = None,
+) -> int:
     """Run the checks, print one line per finding as it is known; 0 only when all are ok."""
 
     def show(result: CheckResult) -> None:
         print(format_result(result), file=sys.stdout, flush=True)
 
-    results = asyncio.run(run_check(environ, customer=customer, report=show))
+    results = asyncio.run(run_check(environ, customer=customer, shop=shop, report=show))
     return 0 if all(result.ok for result in results) else 1

@@ -396,11 +396,9 @@ async def test_the_sandbox_sends_a_date_to_compare_with(sandbox_url: str) -> Non
     assert email.utils.parsedate_to_datetime(response.headers["Date"]).tzinfo is not None
 
 
-async def test_each_shop_of_a_shops_file_is_checked_and_named(
-    sandbox_url: str, tmp_path: Path
-) -> None:
-    """With a shops file, Status2 is called for every shop with that shop's own keys, and each
-    line names its shop: the sandbox knows test-shop with key-a, not other-shop."""
+@pytest.fixture
+def two_shops(sandbox_url: str, tmp_path: Path) -> dict[str, str]:
+    """The environment of a shops file with two shops; the sandbox knows only test-shop."""
     shops = tmp_path / "shops.toml"
     shops.write_text(
         f'[shops.{SHOP}]\nsigning_keys = ["key-a:{SECRET_A}"]\n'
@@ -408,14 +406,41 @@ async def test_each_shop_of_a_shops_file_is_checked_and_named(
         f'[shops.other-shop]\nsigning_keys = ["key-a:{SECRET_A}"]\n'
         'issuer_keys = ["issuer-key-of-other-shop-0123456789abcdef"]\n'
     )
-    environ = {
+    return {
         "BROKER_SHOPS_FILE": str(shops),
         "BROKER_UPSTREAM_URL": sandbox_url,
         "LOG_LEVEL": "info",
     }
-    results = await run_check(environ)
+
+
+async def test_each_shop_of_a_shops_file_is_checked_and_named(two_shops: dict[str, str]) -> None:
+    """With a shops file, Status2 is called for every shop with that shop's own keys, and each
+    line names its shop: the sandbox knows test-shop with key-a, not other-shop."""
+    results = await run_check(two_shops)
     by_name = {result.name: result for result in results}
     assert "2 shops from BROKER_SHOPS_FILE" in by_name["configuration"].detail
     assert by_name[f"bubblehouse shop {SHOP} v2023061 key key-a"].ok
     assert not by_name["bubblehouse shop other-shop v2023061 key key-a"].ok
     assert [r.name for r in failures(results)] == ["bubblehouse shop other-shop v2023061 key key-a"]
+
+
+async def test_the_customer_read_is_made_in_the_shop_named_by_shop(
+    two_shops: dict[str, str],
+) -> None:
+    """Among several shops, --customer reads in the shop --shop names: ok in test-shop (which
+    the sandbox knows), refused as an unknown shop in other-shop; with no --shop, or an unknown one, it names the
+    configured shops instead of guessing."""
+
+    async def read(shop: str | None) -> CheckResult:
+        results = await run_check(two_shops, customer="alice", shop=shop)
+        return next(result for result in results if result.name == "customer read")
+
+    assert (await read(SHOP)).ok
+    other = await read("other-shop")
+    assert not other.ok and "(unknown_shop)" in other.detail  # asked of other-shop
+    for shop, said in ((None, "no --shop"), ("nope", "--shop nope is not one of them")):
+        unnamed = await read(shop)
+        assert not unnamed.ok
+        assert unnamed.detail == (
+            f"the configured shops are other-shop, {SHOP} ({said}): name one with --shop"
+        )
