@@ -428,8 +428,8 @@ async def test_the_customer_read_is_made_in_the_shop_named_by_shop(
     two_shops: dict[str, str],
 ) -> None:
     """Among several shops, --customer reads in the shop --shop names: ok in test-shop (which
-    the sandbox knows), refused as an unknown shop in other-shop; with no --shop, or an unknown one, it names the
-    configured shops instead of guessing."""
+    the sandbox knows), refused as an unknown shop in other-shop; with no --shop, or an unknown
+    one, it names the configured shops instead of guessing."""
 
     async def read(shop: str | None) -> CheckResult:
         results = await run_check(two_shops, customer="alice", shop=shop)
