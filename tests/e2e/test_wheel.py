@@ -103,9 +103,10 @@ def test_the_cli_names_the_missing_tools() -> None:
 def test_build_holds_exactly_the_package_files(built: tuple[Path, str]) -> None:
     """The wheel has the built files of clients/js/dist (the four of the manifest and their
     source maps), no more, and the build warns of nothing deprecated (the license is an SPDX
-    expression)."""
+    expression) or undeclared (the folder of those files is declared)."""
     wheel, printed = built
     assert "DeprecationWarning" not in printed
+    assert "absent from the `packages` configuration" not in printed  # each folder declared
     with zipfile.ZipFile(wheel) as archive:
         names = archive.namelist()
         published = sorted(n for n in names if n.startswith("broker/clientjs/"))

@@ -5,9 +5,10 @@ token with the issuer key (which never reaches the browser), relays faults to th
 control API so the page can show how each error looks, and moves the signed-in customer's
 referrals on (``POST /demo/referrals/{referral_bhid}``: the sandbox's status change, then
 ``POST /invalidations`` on the broker, as a merchant's webhook handler would). The page itself
-lives in ``broker/demo/static/demo.html`` and loads ``referrals.js`` from the broker's origin, so
-the browser exercises CORS for real. ``/widget`` is the other way to put referrals on a page: only
-the ``<referral-widget>``, in three lines of HTML, with its token from ``/demo/token``.
+lives in ``static/demo.html`` beside this module and loads ``referrals.js`` from the broker's
+origin, so the browser exercises CORS for real. ``/widget`` is the other way to put referrals on
+a page: only the ``<referral-widget>``, in three lines of HTML, with its token from
+``/demo/token``.
 """
 
 from __future__ import annotations
