@@ -22,7 +22,7 @@ from broker.web.app import create_app
 from broker_dev.sandbox import SandboxConfig, create_sandbox_app
 from broker_dev.sandbox.bigcommerce import BigCommerceStore
 from tests.servers import serve_app
-from tests.support import ISSUER_KEY, SHOP, make_settings
+from tests.support import ISSUER_KEY, KEEPALIVE, SHOP, make_settings
 
 VERSION = "v2023061"
 # The base URL of a broker served in process: a test that needs a socket asks for ``wire=True``.
@@ -142,7 +142,7 @@ def running_broker(upstream_url: str, *, wire: bool = False, **env: str) -> Iter
     if wire:
         with (
             serve_app(app) as server,
-            httpx2.Client(base_url=server.url, timeout=30) as client,
+            httpx2.Client(base_url=server.url, timeout=30, limits=KEEPALIVE) as client,
         ):
             yield Broker(server.url, settings, client)
         return

@@ -10,10 +10,17 @@ import asyncio
 import base64
 from typing import Any
 
+import httpx2
 from redis.asyncio import Redis
 
 from broker.config.lifetimes import Lifetimes
 from broker.config.settings import Settings, parse
+from broker.web.connections import IDLE_SECONDS
+
+# Limits for a test's long-lived HTTP client: an idle connection is dropped well before a server
+# closes it as idle (the broker and uvicorn at 5 s), as deploy/README.md tells a proxy to do; a
+# connection reused just as the server closes it fails ("disconnected without a response").
+KEEPALIVE = httpx2.Limits(keepalive_expiry=IDLE_SECONDS / 2)
 
 SHOP = "test-shop"
 SECRET_A = base64.b64encode(b"A" * 16 + b"secret-key-a-0123456789").decode()

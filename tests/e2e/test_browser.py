@@ -30,7 +30,7 @@ from broker.web.app import create_app
 from broker_dev.demo import create_demo_app
 from broker_dev.sandbox import SandboxConfig, create_sandbox_app
 from tests.servers import free_port, serve_app
-from tests.support import ISSUER_KEY, SECRET_A, SECRET_B, SHOP, make_settings
+from tests.support import ISSUER_KEY, KEEPALIVE, SECRET_A, SECRET_B, SHOP, make_settings
 
 # One group for xdist's loadgroup: the module's Chromium and servers start once, on one worker.
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser-demo")]
@@ -85,7 +85,7 @@ def stack() -> Iterator[Stack]:
             with (
                 serve_app(demo_app, port=demo_port) as demo,
                 serve_app(other_origin_app()) as other,
-                httpx2.Client(timeout=30) as http,
+                httpx2.Client(timeout=30, limits=KEEPALIVE) as http,
             ):
                 yield Stack(broker.url, sandbox.url, demo.url, other.url, http)
 

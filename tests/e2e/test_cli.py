@@ -28,7 +28,7 @@ from broker.cli import DEV_ISSUER_KEY, dev_environment, main
 from broker.rules.tokens import TokenVerifier
 from tests.servers import free_port, wait_for_port
 from tests.stack import Sandbox
-from tests.support import broker_env, make_settings
+from tests.support import KEEPALIVE, broker_env, make_settings
 
 BROKER = str(Path(sys.executable).parent / "broker")
 
@@ -132,7 +132,7 @@ def dev_stack(clean_env: None) -> Iterator[dict[str, Any]]:
 @pytest.mark.slow
 def test_dev_runs_the_readme_flow(dev_stack: dict[str, Any]) -> None:
     """The README's curl sequence works against broker dev: mint, read, send, read, mismatch."""
-    with httpx2.Client(base_url=dev_stack["broker"], timeout=10) as client:
+    with httpx2.Client(base_url=dev_stack["broker"], timeout=10, limits=KEEPALIVE) as client:
         minted = client.post(
             "/tokens",
             headers={"Authorization": f"Bearer {DEV_ISSUER_KEY}"},

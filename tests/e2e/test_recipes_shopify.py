@@ -31,7 +31,7 @@ from starlette.routing import Route
 from broker.web.app import create_app
 from broker_dev.sandbox import SandboxConfig, create_sandbox_app
 from tests.servers import free_port, serve_app
-from tests.support import SECRET_A, SECRET_B, SHOP, make_settings
+from tests.support import KEEPALIVE, SECRET_A, SECRET_B, SHOP, make_settings
 
 ROOT = Path(__file__).resolve().parents[2]
 CLIENT = ROOT / "clients" / "js"
@@ -208,7 +208,7 @@ def shopify_store(broker: str) -> Starlette:
     JavaScript asset (a deferred script), and the app proxy, which signs the request the way
     Shopify documents and forwards it to the broker's /shopify/token."""
     block = render_block(liquid_context(broker, PROXY_PATH))
-    http = httpx2.AsyncClient(timeout=30)
+    http = httpx2.AsyncClient(timeout=30, limits=KEEPALIVE)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:

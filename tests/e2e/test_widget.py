@@ -29,7 +29,7 @@ from starlette.routing import Route
 from broker.web.app import create_app
 from broker_dev.sandbox import SandboxConfig, create_sandbox_app
 from tests.servers import free_port, serve_app
-from tests.support import ISSUER_KEY, SECRET_A, SECRET_B, SHOP, make_settings
+from tests.support import ISSUER_KEY, KEEPALIVE, SECRET_A, SECRET_B, SHOP, make_settings
 
 # One group for xdist's loadgroup: the module's Chromium and servers start once, on one worker.
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.xdist_group("browser-widget")]
@@ -84,7 +84,7 @@ class Stack:
 def storefront_app(broker_url: str) -> Starlette:
     """The merchant's shop: a page with the widget, and a token route on its own origin; its
     server calls the broker over one client for its lifetime, as a merchant's server would."""
-    http = httpx2.AsyncClient(timeout=30)
+    http = httpx2.AsyncClient(timeout=30, limits=KEEPALIVE)
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
@@ -158,7 +158,7 @@ def stack() -> Iterator[Stack]:
         with (
             serve_app(create_app(settings)) as broker,
             serve_app(storefront_app(broker.url), port=shop_port) as shop,
-            httpx2.Client(timeout=30) as http,
+            httpx2.Client(timeout=30, limits=KEEPALIVE) as http,
         ):
             yield Stack(broker.url, sandbox.url, shop.url, http)
 

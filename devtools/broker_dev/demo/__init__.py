@@ -28,6 +28,8 @@ from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
+from broker.web.connections import IDLE_SECONDS
+
 STATIC = Path(__file__).parent / "static"
 
 # The fault switches of the sandbox's control API the page may flip; anything else is refused,
@@ -54,6 +56,9 @@ WIDGET_CUSTOMER = "demo-widget"
 
 # Short: the page only ever asks the local broker and sandbox.
 TIMEOUT = httpx2.Timeout(10.0, connect=2.0)
+# A kept-alive connection is dropped well before the broker closes it as idle, never reused
+# just as the broker closes it (which fails the request: "disconnected without a response").
+LIMITS = httpx2.Limits(keepalive_expiry=IDLE_SECONDS / 2)
 
 
 @dataclass(frozen=True)
@@ -135,7 +140,7 @@ def create_demo_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
-        async with httpx2.AsyncClient(timeout=TIMEOUT) as http:
+        async with httpx2.AsyncClient(timeout=TIMEOUT, limits=LIMITS) as http:
             state["client"] = http
             yield
             del state["client"]
