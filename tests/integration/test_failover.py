@@ -158,9 +158,13 @@ async def test_a_lease_a_cut_off_leader_left_on_redis_is_given_up_when_it_is_bac
     itself as soon as A reaches Redis again (A gives the lease up there first), rather than
     waiting out the lease and answering 504 upstream_timeout."""
     settings = make_settings(REDIS_URL=redis_server.url)
+    # A generous Redis timeout: only the cut may turn A down, never a slow heartbeat on a busy
+    # machine (the cut resets connections, which trips the Store at once whatever the timeout).
     async with Relay(redis_server.port) as relay:
-        a = await open_store(make_settings(REDIS_URL=relay.redis_url), probe_interval=0.05)
-        b = await open_store(settings)
+        a = await open_store(
+            make_settings(REDIS_URL=relay.redis_url), probe_interval=0.05, redis_timeout=2.0
+        )
+        b = await open_store(settings, redis_timeout=2.0)
         try:
             gate = asyncio.Event()
             for_a, for_b = Gated(b'{"loaded": "a"}', gate=gate), Gated(b'{"loaded": "b"}')
