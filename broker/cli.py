@@ -68,12 +68,11 @@ def cmd_token(args: argparse.Namespace) -> int:
 def _shop_or_exit(settings: Settings, given: str | None, command: str) -> str:
     """The shop a command names (``--shop``), the only one when it names none; exit 2 when
     it names no configured shop, or names none among several."""
-    if given is None and len(settings.shops) == 1:
-        return settings.first_shop.slug
-    if given is None or given not in settings.shops:
+    shop = settings.named_shop(given)
+    if shop is None:
         print(f"broker {command}: name a configured shop with --shop", file=sys.stderr)
         raise SystemExit(2)
-    return given
+    return shop.slug
 
 
 def cmd_check(args: argparse.Namespace) -> int:

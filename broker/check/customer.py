@@ -98,13 +98,6 @@ def judge(error: BrokerError, customer: str, settings: Settings) -> str:
     )
 
 
-def _shop(settings: Settings, shop: str | None) -> str | None:
-    """The shop ``--shop`` names, or the only one configured; None when neither says."""
-    if shop is None:
-        return settings.first_shop.slug if len(settings.shops) == 1 else None
-    return shop if shop in settings.shops else None
-
-
 async def check_customer(
     settings: Settings, customer: str, shop: str | None = None
 ) -> tuple[bool, str]:
@@ -114,12 +107,12 @@ async def check_customer(
         customer = valid_customer_id(customer, "--customer")
     except BrokerError as exc:
         return False, exc.message
-    slug = _shop(settings, shop)
-    if slug is None:
-        known = ", ".join(sorted(s.slug for s in settings.shops))
+    named = settings.named_shop(shop)
+    if named is None:
+        known = ", ".join(sorted(settings.shops.slugs))
         said = "no --shop" if shop is None else f"--shop {shop} is not one of them"
         return False, f"the configured shops are {known} ({said}): name one with --shop"
-    who = Customer(slug, customer, None, int(time.time()) + 60)
+    who = Customer(named.slug, customer, None, int(time.time()) + 60)
     token = TokenMinter(settings).upstream_token(who)
     upstream = Upstream.create(settings)
     try:

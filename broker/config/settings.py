@@ -93,6 +93,13 @@ class Settings:
         """The first shop (the only one without a shops file): the development tools' shop."""
         return self.shops.first
 
+    def named_shop(self, given: str | None) -> Shop | None:
+        """The shop a command's ``--shop`` names, or the only one when it names none; None when
+        it names no configured shop, or none among several."""
+        if given is None:
+            return self.first_shop if len(self.shops) == 1 else None
+        return self.shops.get(given)
+
     @classmethod
     def from_env(
         cls,
