@@ -28,7 +28,7 @@ from broker.cli import DEV_ISSUER_KEY, dev_environment, main
 from broker.rules.tokens import TokenVerifier
 from tests.servers import free_port, wait_for_port
 from tests.stack import Sandbox
-from tests.support import KEEPALIVE, broker_env, make_settings
+from tests.support import KEEPALIVE, SECRET_A, SECRET_B, broker_env, make_settings
 
 BROKER = str(Path(sys.executable).parent / "broker")
 
@@ -58,6 +58,36 @@ def test_token_command_prints_a_verifiable_token(
     assert code == 0, err
     customer = TokenVerifier(make_settings()).verify(out.strip())
     assert (customer.id, customer.email) == ("alice", "a@example.com")
+
+
+def test_token_command_takes_the_shop_named_by_shop(
+    clean_env: None,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capfd: pytest.CaptureFixture[str],
+) -> None:
+    """With a shops file of two shops, broker token signs for the shop --shop names, and
+    without --shop, or with one not in the file, exits 2 asking for a configured shop."""
+    monkeypatch.chdir(tmp_path)
+    shops = tmp_path / "shops.toml"
+    shops.write_text(
+        f'[shops.one-shop]\nsigning_keys = ["key-a:{SECRET_A}"]\n'
+        'issuer_keys = ["issuer-key-of-one-shop-0123456789abcdef"]\n\n'
+        f'[shops.two-shop]\nsigning_keys = ["key-b:{SECRET_B}"]\n'
+        'issuer_keys = ["issuer-key-of-two-shop-0123456789abcdef"]\n'
+    )
+    monkeypatch.setenv("BROKER_SHOPS_FILE", str(shops))
+    monkeypatch.setenv("BROKER_UPSTREAM_URL", "http://127.0.0.1:9")
+    assert main(["token", "--customer", "alice", "--shop", "two-shop"]) == 0
+    out, _ = capfd.readouterr()
+    token = out.strip()
+    assert jwt.get_unverified_header(token)["kid"] == "key-b"
+    assert jwt.decode(token, options={"verify_signature": False})["sub"].startswith("two-shop")
+    for shop in ([], ["--shop", "nope"]):
+        with pytest.raises(SystemExit) as refused:
+            main(["token", "--customer", "alice", *shop])
+        assert refused.value.code == 2
+        assert "name a configured shop with --shop" in capfd.readouterr().err
 
 
 def test_token_command_refuses_bad_input_and_bad_config(
